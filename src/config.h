@@ -1,0 +1,120 @@
+/*
+ * config.h — the callorch.ini loader.
+ *
+ * Owns: the one declarative table of sections and keys (DESIGN.md section 6),
+ * their defaults, units and ranges, and the immutable struct co_config that
+ * every other module reads.  A config is built whole and validated before it
+ * is used; a reload builds a new one and swaps it, or keeps the old one.
+ */
+#ifndef CO_CONFIG_H
+#define CO_CONFIG_H
+
+#include <stddef.h>
+
+#define CO_MAX_LISTEN 16
+#define CO_MAX_CALLBACK_KEYS 2        /* current + previous, for rotation */
+#define CO_MAX_CALLBACK_KEY_BYTES 128 /* decoded HMAC key or api-key token */
+
+enum co_log_level { CO_LOG_ERROR = 0, CO_LOG_WARN, CO_LOG_INFO, CO_LOG_DEBUG };
+enum co_callback_auth { CO_AUTH_HMAC = 0, CO_AUTH_API_KEY };
+
+struct co_listen {
+    char host[256];              /* numeric or name; "[::1]" is stored as "::1" */
+    char port[8];
+};
+
+struct co_kv {                   /* an "rdkafka.<property>" pass-through */
+    char *name;                  /* <property>, without the "rdkafka." prefix */
+    char *value;
+};
+
+struct co_config {
+    char *file;                  /* path it was loaded from */
+
+    /* [daemon] */
+    char *user;
+    char *pid_file;
+    char *control_socket;
+    enum co_log_level log_level;
+    char *log_target;            /* "stderr", "syslog" or a file path */
+    double shutdown_timeout;     /* seconds */
+
+    /* [http] */
+    struct co_listen listen[CO_MAX_LISTEN];
+    int n_listen;
+    int workers;
+    int max_connections;
+    size_t max_body;             /* bytes */
+    size_t max_metadata_bytes;   /* bytes */
+    double idle_timeout;         /* seconds */
+    char *public_base_url;
+    char **api_keys;             /* NULL-terminated; n_api_keys == 0: no auth */
+    int n_api_keys;
+
+    /* [postgres] */
+    char *pg_conninfo;
+    int pg_pool_size;
+
+    /* [redis] */
+    char *redis_host;
+    int redis_port;
+    char *redis_password;        /* "" = none */
+    int redis_db;
+    char *redis_key_prefix;
+
+    /* [kafka] */
+    char *kafka_brokers;
+    char *kafka_topic;
+    char *kafka_group_id;
+    int kafka_consumers;
+    struct co_kv *rdkafka_props;
+    int n_rdkafka_props;
+
+    /* [dispatch] */
+    int max_concurrent_calls;
+    int max_attempts;
+    double backoff_base;         /* seconds */
+    double backoff_max;
+    double call_timeout;
+    double scheduler_interval;
+
+    /* [provider] */
+    char *provider_url;
+    char *provider_api_key;
+    double provider_timeout;
+    enum co_callback_auth callback_auth;
+    char *callback_secret;
+    double signature_tolerance;
+
+    /*
+     * callback_secret split at commas and checked at load time, so the
+     * webhook code never parses it: with hmac the base64-decoded HMAC keys
+     * (after "whsec_"), with api-key the tokens as written.  The first one
+     * is the current secret; a second one is accepted during a rotation.
+     */
+    unsigned char callback_keys[CO_MAX_CALLBACK_KEYS][CO_MAX_CALLBACK_KEY_BYTES];
+    size_t callback_key_len[CO_MAX_CALLBACK_KEYS];
+    int n_callback_keys;
+};
+
+/*
+ * Load and validate PATH.  On success returns 0 and sets *out (free with
+ * co_config_free).  On failure returns -1, leaves *out unchanged and writes
+ * "file:line: message" (or "file: message" when no line applies) into err.
+ * Only the first error is reported.
+ */
+int co_config_load(const char *path, struct co_config **out, char *err, size_t errlen);
+
+/* Load from an in-memory string; NAME is used in messages.  For tests. */
+int co_config_load_string(const char *name, const char *text, struct co_config **out,
+                          char *err, size_t errlen);
+
+void co_config_free(struct co_config *cfg);
+
+/* Unit parsers, exported for tests.  Return 0 or -1 (with a reason in err). */
+int co_parse_duration(const char *s, double *seconds, char *err, size_t errlen);
+int co_parse_size(const char *s, size_t *bytes, char *err, size_t errlen);
+
+const char *co_log_level_name(enum co_log_level level);
+
+#endif
