@@ -109,8 +109,10 @@ int child_run(struct child_ctx *ctx, const struct child_ops *ops)
 
     reset_process_state();
     co_log_set_role(child_kind_name(ctx->kind));
-    co_proctitle_set("callorchd: %s %s %d", child_kind_name(ctx->kind),
-                     ctx->kind == CHILD_SCHED ? "scheduler" : "worker", ctx->slot);
+    if (ctx->kind == CHILD_SCHED)
+        co_proctitle_set("callorchd: scheduler");
+    else
+        co_proctitle_set("callorchd: %s worker %d", child_kind_name(ctx->kind), ctx->slot);
     if (getppid() == 1) /* the master died before PDEATHSIG was armed */
         return 0;
 

@@ -1,35 +1,25 @@
 /*
  * child_http.c — an HTTP child: serves the API on the inherited sockets.
  *
- * Owns the wiring of one HTTP worker: the http_server on the child's loop
- * and the routing of requests to the API modules.
+ * Owns the wiring of one HTTP worker: the API state (database pool …) and
+ * the http_server on the child's loop, and their orderly stop.
  */
 #include <stdlib.h>
-#include <string.h>
 
+#include "api.h"
 #include "child.h"
 #include "http_server.h"
 #include "log.h"
 
 struct http_state {
     struct child_ctx *ctx;
+    struct api api;
     struct http_server *server;
 };
 
-static void handle(struct http_request *req, void *arg)
-{
-    const char *path = http_request_path(req);
-    static const char ok[] = "{\"status\":\"ok\"}";
-    static const char nf[] = "{\"type\":\"about:blank\",\"title\":\"Not Found\",\"status\":404,"
-                             "\"detail\":\"no such route\"}";
-    if (strcmp(path, "/healthz") == 0)
-        http_respond(req, 200, "application/json", NULL, ok, sizeof(ok) - 1);
-    else
-        http_respond(req, 404, "application/problem+json", NULL, nf, sizeof(nf) - 1);
-}
-
 static int http_start(struct child_ctx *ctx, void **state)
 {
+    char err[512];
     struct http_state *st = calloc(1, sizeof(*st));
     if (st == NULL)
         return 1;
@@ -42,8 +32,15 @@ static int http_start(struct child_ctx *ctx, void **state)
         .read_timeout = cfg->idle_timeout,
     };
     st->ctx = ctx;
-    st->server = http_server_new(ctx->loop, ctx->listen_fds, ctx->n_listen, &opts, handle, st);
+    if (api_init(&st->api, ctx->loop, cfg, err, sizeof(err)) < 0) {
+        co_error("cannot set up the API", "error=\"%s\"", err);
+        free(st);
+        return CHILD_EXIT_FATAL;
+    }
+    st->server = http_server_new(ctx->loop, ctx->listen_fds, ctx->n_listen, &opts, api_handle,
+                                 &st->api);
     if (st->server == NULL) {
+        api_free(&st->api);
         free(st);
         return CHILD_EXIT_FATAL;
     }
@@ -61,7 +58,6 @@ static void on_drained(void *arg)
 static void http_stop(void *state, struct child_ctx *ctx)
 {
     struct http_state *st = state;
-    http_server_stop_accepting(st->server);
     http_server_drain(st->server, on_drained, st);
 }
 
@@ -69,6 +65,7 @@ static void http_cleanup(void *state)
 {
     struct http_state *st = state;
     http_server_free(st->server);
+    api_free(&st->api);
     free(st);
 }
 

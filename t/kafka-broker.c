@@ -1,0 +1,327 @@
+/*
+ * kafka-broker — a standalone Kafka-protocol broker for the integration
+ * tests, the demo and the benchmarks, built from librdkafka's mock cluster.
+ *
+ * Owns: one mock cluster of N brokers listening on 127.0.0.1 (ports chosen
+ * by the kernel), the topics named on the command line, and the signals
+ * that stop it (SIGTERM, SIGINT) or fail it (SIGUSR1 all brokers down,
+ * SIGUSR2 all up again).  The first line on stdout is the bootstrap list
+ * "127.0.0.1:PORT[,127.0.0.1:PORT…]"; -o writes the same line to a file.
+ *
+ * Usage: kafka-broker [-b BROKERS] [-t TOPIC:PARTITIONS[:REPLICAS]]… [-o FILE] [-P]
+ *
+ * What a client in another process needs to know (checked with
+ * t/kafka-check against librdkafka 2.0.2):
+ *  - Producing, consumer groups (JoinGroup/SyncGroup/Heartbeat, range and
+ *    roundrobin assignors), OffsetCommit and OffsetFetch all work over the
+ *    loopback sockets; committed offsets survive the consumer and are seen
+ *    by the next member of the group.  Nothing is persisted: state lives
+ *    only as long as this process.
+ *  - No special client properties are required.  Useful ones:
+ *      auto.offset.reset=earliest — a group with no committed offset
+ *        otherwise starts at the end and misses what was produced before
+ *        it joined;
+ *      topic.metadata.refresh.interval.ms — not needed; the defaults work;
+ *      allow.auto.create.topics — the mock creates an unknown topic (4
+ *        partitions) when a producer asks for it, but a consumer
+ *        subscribing to a missing topic gets UNKNOWN_TOPIC_OR_PART; create
+ *        topics up front with -t instead of relying on auto-creation;
+ *      reconnect.backoff.max.ms — after SIGUSR2 a client reconnects only
+ *        when its backoff expires (default up to 10 s); lower it in chaos
+ *        tests that want a quick recovery;
+ *      session.timeout.ms — a consumer that dies without leaving the group
+ *        holds its partitions until this expires (default 45 s), exactly as
+ *        on a real broker.
+ *  - The first join of a group is delayed by the mock's rebalance timer
+ *    (a few seconds), like group.initial.rebalance.delay.ms on a real one.
+ */
+/* Standalone: not the project's config.h (which src/config.h would shadow). */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#define MAX_TOPICS 64
+
+struct topic_spec {
+    char *name;
+    int partitions;
+    int replicas;
+};
+
+static volatile sig_atomic_t got_stop;
+static volatile sig_atomic_t got_down;
+static volatile sig_atomic_t got_up;
+
+/* Signal handler: only records which signal came; the main loop acts. */
+static void on_signal(int sig)
+{
+    switch (sig) {
+    case SIGTERM:
+    case SIGINT:
+        got_stop = 1;
+        break;
+    case SIGUSR1:
+        got_down = 1;
+        break;
+    case SIGUSR2:
+        got_up = 1;
+        break;
+    }
+}
+
+static void usage(FILE *fp)
+{
+    fprintf(fp,
+            "usage: kafka-broker [-b BROKERS] [-t TOPIC:PARTITIONS[:REPLICAS]]... [-o FILE] [-P]\n"
+            "  -b N       number of mock brokers (default 1)\n"
+            "  -t SPEC    create topic, e.g. calls:4 (repeatable; replicas default 1)\n"
+            "  -o FILE    also write the bootstrap list to FILE (atomically)\n"
+            "  -P         exit when the parent process exits\n"
+            "signals: TERM/INT stop, USR1 all brokers down, USR2 all brokers up\n");
+}
+
+/* Parse a positive int option or exit with a usage error. */
+static int parse_count(const char *s, const char *what)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < 1 || v > 10000) {
+        fprintf(stderr, "kafka-broker: bad %s: '%s'\n", what, s);
+        exit(2);
+    }
+    return (int)v;
+}
+
+/* Parse "name:partitions[:replicas]" into SPEC or exit with a usage error. */
+static void parse_topic(char *arg, struct topic_spec *spec)
+{
+    char *colon = strchr(arg, ':');
+    char *colon2;
+
+    if (colon == NULL || colon == arg) {
+        fprintf(stderr, "kafka-broker: bad topic '%s' (want NAME:PARTITIONS)\n", arg);
+        exit(2);
+    }
+    *colon = '\0';
+    colon2 = strchr(colon + 1, ':');
+    if (colon2 != NULL)
+        *colon2 = '\0';
+    spec->name = arg;
+    spec->partitions = parse_count(colon + 1, "partition count");
+    spec->replicas = colon2 != NULL ? parse_count(colon2 + 1, "replication factor") : 1;
+}
+
+/*
+ * Write LINE to PATH via a temporary file and rename(), so a test polling
+ * for PATH never reads a half-written address.
+ */
+static int write_file_atomically(const char *path, const char *line)
+{
+    size_t len = strlen(path) + 16;
+    char *tmp = malloc(len);
+    FILE *fp;
+    int ok;
+
+    if (tmp == NULL)
+        return -1;
+    snprintf(tmp, len, "%s.tmp%ld", path, (long)getpid());
+    fp = fopen(tmp, "w");
+    if (fp == NULL) {
+        free(tmp);
+        return -1;
+    }
+    ok = fprintf(fp, "%s\n", line) >= 0;
+    ok = (fclose(fp) == 0) && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        free(tmp);
+        return -1;
+    }
+    free(tmp);
+    return 0;
+}
+
+/*
+ * librdkafka log callback: the hosting handle has no bootstrap servers on
+ * purpose, so drop its one warning about that and pass everything else on.
+ */
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    if (strcmp(fac, "CONFWARN") == 0 && strstr(buf, "bootstrap.servers") != NULL)
+        return;
+    fprintf(stderr, "kafka-broker: %d %s: %s\n", level, fac, buf);
+}
+
+/* Set every broker of the cluster up or down; report failures, keep going. */
+static void set_all_brokers(rd_kafka_mock_cluster_t *mc, int brokers, int up)
+{
+    for (int id = 1; id <= brokers; id++) {
+        rd_kafka_resp_err_t err = up ? rd_kafka_mock_broker_set_up(mc, id)
+                                     : rd_kafka_mock_broker_set_down(mc, id);
+        if (err)
+            fprintf(stderr, "kafka-broker: broker %d %s: %s\n", id, up ? "up" : "down",
+                    rd_kafka_err2str(err));
+    }
+    fprintf(stderr, "kafka-broker: all %d broker(s) %s\n", brokers, up ? "up" : "down");
+}
+
+int main(int argc, char **argv)
+{
+    struct topic_spec topics[MAX_TOPICS];
+    int ntopics = 0;
+    int brokers = 1;
+    const char *outfile = NULL;
+    int die_with_parent = 0;
+    char errstr[512];
+    struct sigaction sa;
+    sigset_t block, orig;
+    rd_kafka_conf_t *conf;
+    rd_kafka_t *rk;
+    rd_kafka_mock_cluster_t *mc;
+    const char *bootstraps;
+    int opt;
+
+    while ((opt = getopt(argc, argv, "b:t:o:Ph")) != -1) {
+        switch (opt) {
+        case 'b':
+            brokers = parse_count(optarg, "broker count");
+            break;
+        case 't':
+            if (ntopics == MAX_TOPICS) {
+                fprintf(stderr, "kafka-broker: at most %d topics\n", MAX_TOPICS);
+                return 2;
+            }
+            parse_topic(optarg, &topics[ntopics++]);
+            break;
+        case 'o':
+            outfile = optarg;
+            break;
+        case 'P':
+            die_with_parent = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    for (int i = 0; i < ntopics; i++) {
+        if (topics[i].replicas > brokers) {
+            fprintf(stderr, "kafka-broker: topic %s: replication factor %d > %d broker(s)\n",
+                    topics[i].name, topics[i].replicas, brokers);
+            return 2;
+        }
+    }
+
+    /*
+     * A test harness that is SIGKILLed cannot clean up; -P makes sure the
+     * broker does not outlive it.  Checking getppid() afterwards closes the
+     * race where the parent died before prctl().
+     */
+    if (die_with_parent) {
+        pid_t parent = getppid();
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent)
+            return 1;
+    }
+
+    /*
+     * Block the signals before librdkafka starts its threads: they inherit
+     * the mask, so only the main thread ever receives them, and the loop
+     * below can wait for them with sigsuspend() without a lost wake-up.
+     */
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGUSR1);
+    sigaddset(&block, SIGUSR2);
+    sigprocmask(SIG_BLOCK, &block, &orig);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGUSR2, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    /* The handle only hosts the cluster; it never connects anywhere itself. */
+    conf = rd_kafka_conf_new();
+    if (rd_kafka_conf_set(conf, "client.id", "kafka-broker", errstr, sizeof errstr) !=
+        RD_KAFKA_CONF_OK) {
+        fprintf(stderr, "kafka-broker: %s\n", errstr);
+        return 1;
+    }
+    rd_kafka_conf_set_log_cb(conf, on_log);
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    if (rk == NULL) {
+        fprintf(stderr, "kafka-broker: rd_kafka_new: %s\n", errstr);
+        return 1;
+    }
+    mc = rd_kafka_mock_cluster_new(rk, brokers);
+    if (mc == NULL) {
+        fprintf(stderr, "kafka-broker: cannot create mock cluster\n");
+        rd_kafka_destroy(rk);
+        return 1;
+    }
+    for (int i = 0; i < ntopics; i++) {
+        rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(mc, topics[i].name,
+                                                             topics[i].partitions,
+                                                             topics[i].replicas);
+        if (err) {
+            fprintf(stderr, "kafka-broker: create topic %s: %s\n", topics[i].name,
+                    rd_kafka_err2str(err));
+            rd_kafka_mock_cluster_destroy(mc);
+            rd_kafka_destroy(rk);
+            return 1;
+        }
+    }
+
+    bootstraps = rd_kafka_mock_cluster_bootstraps(mc);
+    if (outfile != NULL && write_file_atomically(outfile, bootstraps) != 0) {
+        fprintf(stderr, "kafka-broker: cannot write %s: %s\n", outfile, strerror(errno));
+        rd_kafka_mock_cluster_destroy(mc);
+        rd_kafka_destroy(rk);
+        return 1;
+    }
+    printf("%s\n", bootstraps);
+    fflush(stdout);
+
+    /* Clear each flag before acting on it, so a signal during the action is not lost. */
+    while (!got_stop) {
+        sigsuspend(&orig);
+        if (got_down) {
+            got_down = 0;
+            set_all_brokers(mc, brokers, 0);
+        }
+        if (got_up) {
+            got_up = 0;
+            set_all_brokers(mc, brokers, 1);
+        }
+    }
+
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(rk);
+    if (outfile != NULL)
+        unlink(outfile);
+    return 0;
+}
