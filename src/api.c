@@ -15,7 +15,9 @@
 #include <http_parser.h>
 
 #include "intake.h"
+#include "kafka_producer.h"
 #include "log.h"
+#include "redis_slots.h"
 #include "validate.h"
 
 #define API_PREFIX "/api/v1"
@@ -29,6 +31,7 @@ enum route {
     ROUTE_CALLS,
     ROUTE_CALL,
     ROUTE_CALL_CANCEL,
+    ROUTE_WEBHOOK,
 };
 
 /* Which methods a route takes, for dispatch and for the Allow header. */
@@ -43,6 +46,7 @@ static const struct route_info {
     [ROUTE_CALLS] = { "GET, HEAD, POST", 1 },
     [ROUTE_CALL] = { "GET, HEAD, PATCH", 1 },
     [ROUTE_CALL_CANCEL] = { "POST", 1 },
+    [ROUTE_WEBHOOK] = { "POST", 0 },    /* signed, see api_webhook.c */
 };
 
 /* Map PATH to a route; *id points into PATH for the {id} routes. */
@@ -56,6 +60,8 @@ static enum route match(const char *path, char *id, size_t idlen)
         return ROUTE_METRICS_JSON;
     if (strcmp(path, CALLS_PATH) == 0)
         return ROUTE_CALLS;
+    if (strcmp(path, API_PREFIX "/callbacks/call-status") == 0)
+        return ROUTE_WEBHOOK;
     if (strncmp(path, CALLS_PATH "/", sizeof(CALLS_PATH)) != 0)
         return ROUTE_NONE;
     const char *rest = path + sizeof(CALLS_PATH);
@@ -248,7 +254,8 @@ void api_handle(struct http_request *req, void *arg)
     }
     if (routes[r].needs_auth && !authorized(api, req))
         return;
-    if ((method == HTTP_POST && r == ROUTE_CALLS) || method == HTTP_PATCH) {
+    if ((method == HTTP_POST && (r == ROUTE_CALLS || r == ROUTE_WEBHOOK)) ||
+        method == HTTP_PATCH) {
         if (!is_json_content_type(http_request_header(req, "Content-Type"))) {
             answer_status(req, 415, "Content-Type must be application/json", NULL);
             return;
@@ -258,6 +265,7 @@ void api_handle(struct http_request *req, void *arg)
     case ROUTE_HEALTHZ: api_ops_healthz(api, req); break;
     case ROUTE_READYZ: api_ops_readyz(api, req); break;
     case ROUTE_METRICS_JSON: api_ops_metrics_json(api, req); break;
+    case ROUTE_WEBHOOK: api_webhook(api, req); break;
     case ROUTE_CALLS:
         if (method == HTTP_POST)
             intake_create(api->intake, req);
@@ -268,24 +276,43 @@ void api_handle(struct http_request *req, void *arg)
     }
 }
 
+/* A call was committed: publish {"id","attempt":1} keyed by its number.
+ * Fire and forget: if Kafka does not take it, the scheduler publishes it. */
+static void publish_created(void *arg, const char *id, const char *to)
+{
+    struct api *api = arg;
+    char msg[96];
+    int n = kafka_call_message(msg, sizeof(msg), id, 1);
+    if (n > 0)
+        kafka_producer_send(api->producer, to, msg, (size_t)n, NULL, NULL);
+}
+
 int api_init(struct api *api, struct ev_loop *loop, const struct co_config *cfg, char *err,
              size_t errlen)
 {
     struct pg_pool_opts opts;
+    struct redis_slots_opts ropts;
     pg_pool_opts_init(&opts);
     opts.size = cfg->pg_pool_size;
     opts.name = "api";
+    redis_slots_opts_init(&ropts);
+    ropts.name = "api";
     memset(api, 0, sizeof(*api));
     api->loop = loop;
     api->cfg = cfg;
-    api->pg = pg_pool_new(loop, cfg->pg_conninfo, &opts, err, errlen);
-    if (api->pg == NULL)
-        return -1;
-    api->intake = intake_new(api, err, errlen);
-    if (api->intake == NULL) {
-        pg_pool_free(api->pg);
+    if (webhook_keys_from_config(cfg, &api->webhook_keys) == 0 &&
+        cfg->callback_auth == CO_AUTH_HMAC) {
+        snprintf(err, errlen, "[provider] callback_secret: no usable key");
         return -1;
     }
+    if ((api->pg = pg_pool_new(loop, cfg->pg_conninfo, &opts, err, errlen)) == NULL ||
+        (api->intake = intake_new(api, err, errlen)) == NULL ||
+        (api->redis = redis_slots_new(loop, cfg, &ropts, err, errlen)) == NULL ||
+        (api->producer = kafka_producer_new(loop, cfg, err, errlen)) == NULL) {
+        api_free(api);
+        return -1;
+    }
+    intake_on_created(api->intake, publish_created, api);
     return 0;
 }
 
@@ -296,7 +323,15 @@ int api_idle(const struct api *api)
 
 void api_free(struct api *api)
 {
-    /* the pool answers its pending jobs first; they still need the intake */
-    pg_pool_free(api->pg);
+    /* the pool answers its pending jobs first; they still need the intake,
+     * the producer and the Redis client */
+    if (api->pg != NULL)
+        pg_pool_free(api->pg);
     intake_free(api->intake);
+    if (api->redis != NULL)
+        redis_slots_free(api->redis);
+    if (api->producer != NULL)
+        kafka_producer_free(api->producer);
+    webhook_keys_clear(&api->webhook_keys);
+    memset(api, 0, sizeof(*api));
 }

@@ -4,9 +4,10 @@
  * Owns: routing (method + path to handler, 404 and 405 + Allow), client
  * authentication (Bearer keys of [http] api_keys), the content-type rule
  * (415), the problem+json and 503 + Retry-After answers, and the state the
- * handlers share (config, PostgreSQL pool).  The handlers themselves live
- * in api_calls.c (the call resource), intake.c (creating calls) and
- * api_ops.c (health, readiness, metrics).
+ * handlers share (config, PostgreSQL pool, Redis client, Kafka producer).
+ * The handlers themselves live in api_calls.c (the call resource), intake.c
+ * (creating calls), api_webhook.c (the provider's webhook) and api_ops.c
+ * (health, readiness, metrics).
  */
 #ifndef CO_API_H
 #define CO_API_H
@@ -17,14 +18,20 @@
 #include "http_server.h"
 #include "pg_pool.h"
 #include "problem.h"
+#include "webhook_sig.h"
 
 struct intake;
+struct kafka_producer;
+struct redis_slots;
 
 struct api {
     struct ev_loop *loop;
     const struct co_config *cfg;
     struct pg_pool *pg;
     struct intake *intake;
+    struct redis_slots *redis;          /* webhooks release slots; metrics */
+    struct kafka_producer *producer;    /* publishes created calls */
+    struct webhook_keys webhook_keys;
 };
 
 /* Seconds a client is told to wait when the database is unreachable. */
@@ -81,5 +88,6 @@ void api_calls_list(struct api *api, struct http_request *req);
 void api_ops_metrics_json(struct api *api, struct http_request *req);
 void api_ops_healthz(struct api *api, struct http_request *req);
 void api_ops_readyz(struct api *api, struct http_request *req);
+void api_webhook(struct api *api, struct http_request *req);
 
 #endif

@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "kafka_producer.h"
+#include "redis_slots.h"
 
 void api_ops_healthz(struct api *api, struct http_request *req)
 {
@@ -19,12 +21,16 @@ void api_ops_healthz(struct api *api, struct http_request *req)
 
 void api_ops_readyz(struct api *api, struct http_request *req)
 {
-    char body[160];
+    char body[200];
     int up = pg_pool_is_up(api->pg);
+    /* readiness is PostgreSQL's: a 201 needs only it; Redis and Kafka are
+     * reported for the operator */
     int n = snprintf(body, sizeof(body),
-                     "{\"status\":\"%s\",\"postgres\":\"%s\",\"redis\":\"unknown\","
-                     "\"kafka\":\"unknown\"}",
-                     up ? "ready" : "unavailable", up ? "up" : "down");
+                     "{\"status\":\"%s\",\"postgres\":\"%s\",\"redis\":\"%s\","
+                     "\"kafkaPending\":%d}",
+                     up ? "ready" : "unavailable", up ? "up" : "down",
+                     redis_slots_is_up(api->redis) ? "up" : "down",
+                     kafka_producer_pending(api->producer));
     if (up) {
         api_json(req, 200, body, (size_t)n, NULL);
     } else {
@@ -39,8 +45,9 @@ static const char COUNTS_SQL[] = "SELECT status, count(*) FROM calls GROUP BY st
 static const char *const statuses[] = { "PENDING", "IN_PROGRESS", "COMPLETED", "FAILED",
                                         "CANCELLED" };
 
+/* The slots in use travel in the id slot of api_query (-1: unknown). */
 static void counted(struct api *api, struct http_request *req, const PGresult *res,
-                    const char *unused)
+                    const char *in_flight)
 {
     char body[512];
     long long counts[5] = { 0 };
@@ -48,16 +55,38 @@ static void counted(struct api *api, struct http_request *req, const PGresult *r
         for (int i = 0; i < 5; i++)
             if (strcmp(PQgetvalue(res, r, 0), statuses[i]) == 0)
                 counts[i] = strtoll(PQgetvalue(res, r, 1), NULL, 10);
-    /* inFlight counts the slots held in Redis once dispatch runs */
     int n = snprintf(body, sizeof(body),
                      "{\"PENDING\":%lld,\"IN_PROGRESS\":%lld,\"COMPLETED\":%lld,"
-                     "\"FAILED\":%lld,\"CANCELLED\":%lld,\"inFlight\":%d,\"maxConcurrent\":%d}",
-                     counts[0], counts[1], counts[2], counts[3], counts[4], 0,
-                     api->cfg->max_concurrent_calls);
+                     "\"FAILED\":%lld,\"CANCELLED\":%lld,\"inFlight\":%s,\"maxConcurrent\":%d}",
+                     counts[0], counts[1], counts[2], counts[3], counts[4],
+                     in_flight[0] == '-' ? "null" : in_flight, api->cfg->max_concurrent_calls);
     api_json(req, 200, body, (size_t)n, NULL);
+}
+
+struct metrics_ctx {
+    struct api *api;
+    struct http_request *req;
+};
+
+static void slots_counted(void *arg, int in_use, const char *err)
+{
+    struct metrics_ctx *m = arg;
+    char n[16];
+    snprintf(n, sizeof(n), "%d", err != NULL ? -1 : in_use);
+    api_query(m->api, m->req, COUNTS_SQL, 0, NULL, counted, n);
+    free(m);
 }
 
 void api_ops_metrics_json(struct api *api, struct http_request *req)
 {
-    api_query(api, req, COUNTS_SQL, 0, NULL, counted, NULL);
+    struct metrics_ctx *m = malloc(sizeof(*m));
+    if (m == NULL) {
+        api_internal_error(req, "metrics", "out of memory");
+        return;
+    }
+    m->api = api;
+    m->req = req;
+    /* inFlight is the slots held in Redis (null while Redis is down) */
+    if (redis_slots_count(api->redis, slots_counted, m) < 0)
+        slots_counted(m, 0, "redis unavailable");
 }

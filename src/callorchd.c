@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "curl_ev.h"
 #include "listen.h"
 #include "log.h"
 #include "pidfile.h"
@@ -177,6 +178,13 @@ int main(int argc, char **argv)
         co_config_free(cfg);
         free(config_path);
         return 0;
+    }
+    /* once, before any fork or thread (libcurl's rule) */
+    if (curl_ev_global_init() < 0) {
+        fprintf(stderr, "callorchd: cannot initialise libcurl\n");
+        co_config_free(cfg);
+        free(config_path);
+        return 1;
     }
     rc = start(cfg, &o);
     free(config_path);

@@ -1,26 +1,20 @@
 /*
  * child_kafka.c — a Kafka child: a consumer-group member that dispatches
- * the calls it is handed.
+ * the calls it is handed (dispatch.c does the work).
  *
- * Owns the wiring of one Kafka worker: the consumer on the child's loop and
- * the orderly stop (finish in-flight work, commit, leave the group).
+ * Owns the wiring of one Kafka worker on the child's loop and its orderly
+ * stop: finish in-flight attempts, commit, leave the group.
  */
 #include <stdlib.h>
 
 #include "child.h"
-#include "kafka_consumer.h"
+#include "dispatch.h"
 #include "log.h"
 
 struct kafka_state {
     struct child_ctx *ctx;
-    struct kafka_consumer *consumer;
+    struct dispatcher *dispatcher;
 };
-
-static void on_message(const rd_kafka_message_t *msg, void *arg)
-{
-    co_debug("kafka message", "partition=%d offset=%lld bytes=%zu", (int)msg->partition,
-             (long long)msg->offset, msg->len);
-}
 
 static int kafka_start(struct child_ctx *ctx, void **state)
 {
@@ -29,9 +23,9 @@ static int kafka_start(struct child_ctx *ctx, void **state)
     if (st == NULL)
         return 1;
     st->ctx = ctx;
-    st->consumer = kafka_consumer_new(ctx->loop, ctx->cfg, on_message, st, err, sizeof(err));
-    if (st->consumer == NULL) {
-        co_error("cannot create kafka consumer", "error=\"%s\"", err);
+    st->dispatcher = dispatcher_new(ctx->loop, ctx->cfg, err, sizeof(err));
+    if (st->dispatcher == NULL) {
+        co_error("cannot set up dispatch", "error=\"%s\"", err);
         free(st);
         return CHILD_EXIT_FATAL;
     }
@@ -40,7 +34,7 @@ static int kafka_start(struct child_ctx *ctx, void **state)
     return 0;
 }
 
-static void on_closed(void *arg)
+static void on_stopped(void *arg)
 {
     struct kafka_state *st = arg;
     co_info("kafka consumer closed", NULL);
@@ -50,13 +44,13 @@ static void on_closed(void *arg)
 static void kafka_stop(void *state, struct child_ctx *ctx)
 {
     struct kafka_state *st = state;
-    kafka_consumer_close(st->consumer, on_closed, st);
+    dispatcher_stop(st->dispatcher, on_stopped, st);
 }
 
 static void kafka_cleanup(void *state)
 {
     struct kafka_state *st = state;
-    kafka_consumer_free(st->consumer);
+    dispatcher_free(st->dispatcher);
     free(st);
 }
 

@@ -1,52 +1,55 @@
 /*
- * child_sched.c — the scheduler child: one per daemon, ticks every
- * [dispatch] scheduler_interval.
+ * child_sched.c — the scheduler child: one per daemon; scheduler.c does
+ * the work of each tick.
  *
- * Owns the tick.  The work done on a tick (publishing due calls, reclaiming
- * stuck ones, reconciling Redis) belongs to the dispatch modules.
+ * Owns the wiring of the scheduler on the child's loop and its stop.
  */
 #include <stdlib.h>
 
 #include "child.h"
 #include "log.h"
+#include "scheduler.h"
 
 struct sched_state {
     struct child_ctx *ctx;
-    ev_timer tick;
-    unsigned long ticks;
+    struct scheduler *scheduler;
 };
-
-static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    struct sched_state *st = w->data;
-    st->ticks++;
-    co_debug("scheduler tick", "tick=%lu", st->ticks);
-}
 
 static int sched_start(struct child_ctx *ctx, void **state)
 {
+    char err[512];
     struct sched_state *st = calloc(1, sizeof(*st));
     if (st == NULL)
         return 1;
     st->ctx = ctx;
-    ev_timer_init(&st->tick, on_tick, ctx->cfg->scheduler_interval, ctx->cfg->scheduler_interval);
-    st->tick.data = st;
-    ev_timer_start(ctx->loop, &st->tick);
+    st->scheduler = scheduler_new(ctx->loop, ctx->cfg, err, sizeof(err));
+    if (st->scheduler == NULL) {
+        co_error("cannot set up the scheduler", "error=\"%s\"", err);
+        free(st);
+        return CHILD_EXIT_FATAL;
+    }
     *state = st;
     child_notify_ready(ctx);
     return 0;
 }
 
+static void on_stopped(void *arg)
+{
+    struct sched_state *st = arg;
+    child_done(st->ctx);
+}
+
 static void sched_stop(void *state, struct child_ctx *ctx)
 {
     struct sched_state *st = state;
-    ev_timer_stop(ctx->loop, &st->tick);
-    child_done(ctx);
+    scheduler_stop(st->scheduler, on_stopped, st);
 }
 
 static void sched_cleanup(void *state)
 {
-    free(state);
+    struct sched_state *st = state;
+    scheduler_free(st->scheduler);
+    free(st);
 }
 
 const struct child_ops child_sched_ops = {

@@ -24,16 +24,12 @@
  * a socket with unread input makes the kernel send a RST that can destroy
  * the response (e.g. a 413 while the client is still sending the body).
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE              /* accept4() under -std=c11 */
-#endif
 #include "http_server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <http_parser.h>
-#include <jansson.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
@@ -42,11 +38,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "problem.h"
 
 #define IN_INITIAL 4096          /* first input buffer of a connection */
 #define IN_READ_MIN 1024         /* grow the input buffer below this much room */
@@ -175,6 +174,7 @@ struct http_conn {
     ev_io rio, wio;
     ev_timer timer;
     enum conn_tmode tmode;
+    size_t undelivered_mark;     /* conn_undelivered() when the timer was armed */
     http_parser parser;
     struct buf in;               /* bytes in.p[in_off..in.len) not parsed yet */
     size_t in_off;
@@ -419,17 +419,18 @@ static int conn_queue_response(struct http_conn *c, const struct resp *rs)
     return 0;
 }
 
-/* {"type":"about:blank","title":…,"status":…,"detail":…}, malloc'd, or
- * NULL when out of memory (or DETAIL is not UTF-8). */
+/* The problem+json body of the API (problem.c), so the errors this layer
+ * answers by itself carry the same types as the handlers'; malloc'd, or
+ * NULL when out of memory. */
 static char *problem_json(int status, const char *detail, size_t *len)
 {
-    json_t *j = json_pack("{s:s, s:s, s:i, s:s}", "type", "about:blank", "title",
-                          http_status_str((enum http_status)status), "status", status,
-                          "detail", detail ? detail : "");
-    char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
-
-    json_decref(j);
-    *len = txt ? strlen(txt) : 0;
+    struct problem p;
+    problem_init(&p);
+    problem_set(&p, status, "%s", detail ? detail : "");
+    char *txt = problem_render(&p, len);
+    problem_reset(&p);
+    if (txt == NULL)
+        *len = 0;
     return txt;
 }
 
@@ -469,6 +470,18 @@ static double conn_tmode_after(const struct http_conn *c, enum conn_tmode m)
     }
 }
 
+/* Bytes the client has not received yet: our unsent output plus what the
+ * kernel still holds (SIOCOUTQ).  send() progress alone is too coarse a
+ * sign of a reading client: the kernel buffers megabytes and reports the
+ * socket writable only once much of that is gone. */
+static size_t conn_undelivered(const struct http_conn *c)
+{
+    int q = 0;
+    if (ioctl(c->fd, SIOCOUTQ, &q) < 0 || q < 0)
+        q = 0;
+    return c->out.len - c->out_off + (size_t)q;
+}
+
 /* Switch the timer to mode M.  Staying in the same mode keeps the running
  * deadline unless RESTART (a new request, or output progress). */
 static void conn_timer(struct http_conn *c, enum conn_tmode m, int restart)
@@ -480,8 +493,24 @@ static void conn_timer(struct http_conn *c, enum conn_tmode m, int restart)
         ev_timer_stop(c->srv->loop, &c->timer);
         return;
     }
+    if (m == TM_IDLE || m == TM_WRITE)
+        c->undelivered_mark = conn_undelivered(c);
     c->timer.repeat = conn_tmode_after(c, m);
     ev_timer_again(c->srv->loop, &c->timer);
+}
+
+/* At an idle or send timeout: if the client received something since the
+ * timer was armed, it is slow but alive; give it another period (so an
+ * idle period starts when the last byte of the answer was delivered). */
+static int conn_still_receiving(struct http_conn *c)
+{
+    size_t left = conn_undelivered(c);
+
+    if (left >= c->undelivered_mark)
+        return 0;
+    c->undelivered_mark = left;
+    ev_timer_again(c->srv->loop, &c->timer);
+    return 1;
 }
 
 /* What the connection waits for now, in order of precedence. */
@@ -514,9 +543,13 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         conn_process(c);
         return;
     case TM_IDLE:
+        if (conn_still_receiving(c))
+            return;
         co_debug("http idle timeout", "client=%s", c->peer);
         break;
     case TM_WRITE:
+        if (conn_still_receiving(c))
+            return;
         co_debug("http send timeout", "client=%s unsent=%zu", c->peer, c->out.len - c->out_off);
         break;
     case TM_LINGER:
@@ -1109,8 +1142,9 @@ static int opts_resolve(struct http_server_opts *o, const struct http_server_opt
     if (o->read_timeout == 0)
         o->read_timeout = HTTP_DEFAULT_READ_TIMEOUT;
     if (o->max_connections < 0 || o->idle_timeout < 0 || o->read_timeout < 0) {
-        co_error("http server: invalid options", "max_connections=%d idle_timeout=%g read_timeout=%g",
-                 o->max_connections, o->idle_timeout, o->read_timeout);
+        co_error("http server: invalid options",
+                 "max_connections=%d idle_timeout=%g read_timeout=%g", o->max_connections,
+                 o->idle_timeout, o->read_timeout);
         return -1;
     }
     return 0;
@@ -1278,6 +1312,8 @@ void http_respond(struct http_request *r, int status, const char *content_type,
         content_type = extra_headers = body = NULL;
         len = 0;
     }
+    if (body == NULL)
+        len = 0;
     closing = !r->keep_alive || c->srv->draining;
     struct resp rs = { status, content_type, extra_headers, body, len, r->method == HTTP_HEAD,
                        resp_connection(r, closing) };

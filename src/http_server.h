@@ -118,7 +118,7 @@ void http_respond(struct http_request *r, int status, const char *content_type,
                   const char *extra_headers, const char *body, size_t len);
 
 /* Answer R with an application/problem+json body
- * {"type":"about:blank","title":<reason>,"status":…,"detail":DETAIL}. */
+ * problem.c's body for STATUS with DETAIL. */
 void http_respond_problem(struct http_request *r, int status, const char *detail,
                           const char *extra_headers);
 

@@ -14,6 +14,12 @@
  * A request whose key another transaction inserted while we ran gets no row
  * back (our snapshot predates that commit): it is queued again, and the next
  * statement sees the other's call.
+ *
+ * Two batches (two http children) holding the same keys in different orders
+ * would each wait for a key the other inserted first: a deadlock, which
+ * PostgreSQL breaks by failing one batch (500 for all its requests).  So the
+ * keys are inserted in one global order (ORDER BY idem_key): a batch waits
+ * only on a key above all it holds, and no cycle can form.
  */
 #include "intake.h"
 
@@ -38,10 +44,11 @@ static const char INTAKE_SQL[] =
     "), keys AS ("
     "  INSERT INTO idempotency_keys (key, request_hash, call_id)"
     "  SELECT idem_key, decode(req_hash, 'hex'), id FROM input WHERE idem_key IS NOT NULL"
+    "  ORDER BY idem_key"
     "  ON CONFLICT (key) DO NOTHING RETURNING call_id"
     "), created AS ("
-    "  INSERT INTO calls (id, to_number, script_id, metadata, max_attempts)"
-    "  SELECT id, to_number, script_id, COALESCE(metadata, '{}'), $2::int FROM input"
+    "  INSERT INTO calls (id, to_number, script_id, metadata, max_attempts, published_at)"
+    "  SELECT id, to_number, script_id, COALESCE(metadata, '{}'), $2::int, now() FROM input"
     "  WHERE idem_key IS NULL OR id IN (SELECT call_id FROM keys)"
     "  RETURNING id, call_json(calls) AS body"
     ") "

@@ -30,6 +30,10 @@ struct kafka_consumer {
     kafka_message_fn on_message;
     void *arg;
     int closing;
+    int paused;
+    char *topic;
+    void (*revoke_fn)(void *, int32_t);
+    void *revoke_arg;
     void (*closed_cb)(void *);
     void *closed_arg;
 };
@@ -48,13 +52,17 @@ static void log_partitions(const char *what, const rd_kafka_topic_partition_list
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
+    struct kafka_consumer *kc = opaque;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         log_partitions("partitions assigned", parts);
         rd_kafka_assign(rk, parts);
-    } else {
-        log_partitions("partitions revoked", parts);
-        rd_kafka_assign(rk, NULL);
+        return;
     }
+    log_partitions("partitions revoked", parts);
+    if (kc != NULL && kc->revoke_fn != NULL)
+        for (int i = 0; i < parts->cnt; i++)
+            kc->revoke_fn(kc->revoke_arg, parts->elems[i].partition);
+    rd_kafka_assign(rk, NULL);
 }
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -137,6 +145,10 @@ static void finish_close(struct kafka_consumer *kc)
 static void drain(struct kafka_consumer *kc)
 {
     for (int i = 0; i < DRAIN_BATCH; i++) {
+        if (kc->paused && !kc->closing) {
+            ev_idle_stop(kc->loop, &kc->more);
+            return;
+        }
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(kc->rk, 0);
         if (msg == NULL) {
             ev_idle_stop(kc->loop, &kc->more);
@@ -219,6 +231,10 @@ struct kafka_consumer *kafka_consumer_new(struct ev_loop *loop, const struct co_
     kc->loop = loop;
     kc->on_message = on_message;
     kc->arg = arg;
+    kc->topic = strdup(cfg->kafka_topic);
+    if (kc->topic == NULL)
+        goto fail;
+    rd_kafka_conf_set_opaque(conf, kc);
     kc->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, errlen);
     if (kc->rk == NULL)
         goto fail;
@@ -238,15 +254,27 @@ fail:
     return NULL;
 }
 
-void kafka_consumer_commit(struct kafka_consumer *kc, const rd_kafka_message_t *msg)
+void kafka_consumer_commit(struct kafka_consumer *kc, int32_t partition, int64_t offset)
 {
     rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(offs, rd_kafka_topic_name(msg->rkt), msg->partition)
-        ->offset = msg->offset + 1;
+    rd_kafka_topic_partition_list_add(offs, kc->topic, partition)->offset = offset;
     rd_kafka_resp_err_t e = rd_kafka_commit(kc->rk, offs, 1 /* async */);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
         co_warn("offset commit failed", "error=%s", rd_kafka_err2name(e));
     rd_kafka_topic_partition_list_destroy(offs);
+}
+
+void kafka_consumer_pause(struct kafka_consumer *kc, int paused)
+{
+    kc->paused = paused;
+    if (!paused)
+        ev_idle_start(kc->loop, &kc->more); /* pick up what queued meanwhile */
+}
+
+void kafka_consumer_on_revoke(struct kafka_consumer *kc, void (*fn)(void *, int32_t), void *arg)
+{
+    kc->revoke_fn = fn;
+    kc->revoke_arg = arg;
 }
 
 void kafka_consumer_close(struct kafka_consumer *kc, void (*done)(void *), void *arg)
@@ -284,5 +312,6 @@ void kafka_consumer_free(struct kafka_consumer *kc)
         close(kc->wake[0]);
         close(kc->wake[1]);
     }
+    free(kc->topic);
     free(kc);
 }

@@ -26,8 +26,16 @@ struct kafka_consumer *kafka_consumer_new(struct ev_loop *loop, const struct co_
                                           kafka_message_fn on_message, void *arg, char *err,
                                           size_t errlen);
 
-/* Store MSG's offset + 1 for the next commit and commit asynchronously. */
-void kafka_consumer_commit(struct kafka_consumer *kc, const rd_kafka_message_t *msg);
+/* Commit OFFSET (the next message to read) of PARTITION asynchronously. */
+void kafka_consumer_commit(struct kafka_consumer *kc, int32_t partition, int64_t offset);
+
+/* Stop (1) or resume (0) handing messages to the callback; librdkafka keeps
+ * fetching into its bounded queue meanwhile.  For backpressure and pause. */
+void kafka_consumer_pause(struct kafka_consumer *kc, int paused);
+
+/* FN(ARG, partition) runs for each partition taken away by a rebalance. */
+void kafka_consumer_on_revoke(struct kafka_consumer *kc, void (*fn)(void *, int32_t),
+                              void *arg);
 
 /* Leave the group without blocking the loop; DONE runs once closed. */
 void kafka_consumer_close(struct kafka_consumer *kc, void (*done)(void *), void *arg);

@@ -190,6 +190,13 @@ void co_conninfo_mask(const char *conninfo, char *buf, size_t buflen)
     if (buflen == 0)
         return;
     buf[0] = '\0';
+    /* A bare word is a database name to libpq (expand_dbname): no secret. */
+    if (strchr(conninfo, '=') == NULL && strstr(conninfo, "://") == NULL) {
+        snprintf(buf, buflen, "dbname=");
+        o = strlen(buf);
+        append_value(buf, buflen, &o, conninfo);
+        return;
+    }
     /* Rebuilt from libpq's own parse, so URIs ("postgresql://u:pw@h/db")
      * and key=value strings are masked alike. */
     if ((opts = PQconninfoParse(conninfo, &perr)) == NULL) {

@@ -146,6 +146,32 @@ static void queue_push(struct pg_pool *pool, struct pg_job *job)
     pool->queued++;
 }
 
+/* Queued jobs need the queue timer (it expires the head) and a dispatch
+ * before the loop next waits. */
+static void queue_arm(struct pg_pool *pool)
+{
+    double left;
+
+    if (pool->head != NULL && !ev_is_active(&pool->qtimer)) {
+        left = pool->head->queued_at + pool->opts.queue_timeout - ev_now(pool->loop);
+        ev_timer_set(&pool->qtimer, left > 0 ? left : 0., 0.);
+        ev_timer_start(pool->loop, &pool->qtimer);
+    }
+    if (pool->head != NULL && !ev_is_active(&pool->kick))
+        ev_prepare_start(pool->loop, &pool->kick);
+}
+
+/* Put JOB back at the head: it is older than everything queued. */
+static void queue_push_front(struct pg_pool *pool, struct pg_job *job)
+{
+    job->next = pool->head;
+    pool->head = job;
+    if (pool->tail == NULL)
+        pool->tail = job;
+    pool->queued++;
+    queue_arm(pool);
+}
+
 static struct pg_job *queue_pop(struct pg_pool *pool)
 {
     struct pg_job *job = pool->head;
@@ -259,7 +285,11 @@ static void conn_attempt_failed(struct pg_conn *c, const char *why)
     pool_update_state(pool);
 }
 
-/* A ready connection broke.  Its job (if any) fails with JOB_ERR. */
+/*
+ * A ready connection broke.  Its in-flight job (if any) fails with JOB_ERR
+ * (default: the loss) and is not resent: the statement may have committed
+ * before the answer was lost, or an operator may have killed it on purpose.
+ */
 static void conn_lost(struct pg_conn *c, const char *why, const char *job_err)
 {
     struct pg_pool *pool = c->pool;
@@ -312,7 +342,6 @@ static void conn_ready(struct pg_conn *c)
         conn_attempt_failed(c, PQerrorMessage(c->pg));
         return;
     }
-    PQsetNoticeReceiver(c->pg, conn_on_notice, c);
     conn_timer(c, 0);
     c->state = CONN_IDLE;
     c->backoff = 0;
@@ -355,6 +384,7 @@ static void conn_connect(struct pg_conn *c)
         conn_attempt_failed(c, PQerrorMessage(c->pg));
         return;
     }
+    PQsetNoticeReceiver(c->pg, conn_on_notice, c);
     /* libpq ignores connect_timeout in PQconnectPoll: we time it ourselves. */
     conn_timer(c, pool->opts.connect_timeout);
     conn_watch(c, EV_WRITE); /* as if PQconnectPoll had said WRITING */
@@ -492,6 +522,21 @@ static void conn_on_io(struct ev_loop *loop, ev_io *w, int revents)
         conn_lost(c, PQerrorMessage(c->pg), NULL);
 }
 
+/*
+ * Whether an idle connection is still alive: read what the server sent
+ * meanwhile.  A backend that was terminated while idle has sent a FATAL
+ * (the notice receiver records it) and closed; without this check the next
+ * job would be sent into a dead connection.  One recv() per job.
+ */
+static int conn_alive(struct pg_conn *c)
+{
+    if (!PQconsumeInput(c->pg))
+        return 0;
+    for (PGnotify *n; (n = PQnotifies(c->pg)) != NULL;) /* parses the input */
+        PQfreemem(n);
+    return c->fatal[0] == '\0' && PQstatus(c->pg) == CONNECTION_OK;
+}
+
 /* Build (if need be) and send JOB on the idle connection C. */
 static void conn_send(struct pg_conn *c, struct pg_job *job)
 {
@@ -499,6 +544,14 @@ static void conn_send(struct pg_conn *c, struct pg_job *job)
     char err[512];
     int r;
 
+    if (!conn_alive(c)) {
+        /* Nothing was sent, so the job is simply still waiting: back to
+         * the head of the queue, for another connection (or the queue
+         * timeout, or the refusal when the pool goes down). */
+        queue_push_front(pool, job);
+        conn_lost(c, PQerrorMessage(c->pg), NULL);
+        return;
+    }
     if (job->build != NULL && job->build(job->arg, &job->q) != 0) {
         job_finish(pool, job, NULL, NULL); /* nothing left to send */
         return;
@@ -566,10 +619,7 @@ static void pool_on_qtimer(struct ev_loop *loop, ev_timer *w, int revents)
     snprintf(msg, sizeof(msg), "timed out after %g s waiting for a PostgreSQL connection", qt);
     while (pool->head != NULL && pool->head->queued_at + qt <= ev_now(loop))
         job_finish(pool, queue_pop(pool), NULL, msg);
-    if (pool->head != NULL) {
-        ev_timer_set(w, pool->head->queued_at + qt - ev_now(loop), 0.);
-        ev_timer_start(loop, w);
-    }
+    queue_arm(pool);
 }
 
 static void pool_update_state(struct pg_pool *pool)
@@ -631,9 +681,12 @@ static int check_opts(const struct pg_pool_opts *o, char *err, size_t errlen)
 static int check_conninfo(const char *conninfo, char *err, size_t errlen)
 {
     char *perr = NULL, msg[400];
-    PQconninfoOption *o = PQconninfoParse(conninfo, &perr);
+    PQconninfoOption *o;
 
-    if (o != NULL) {
+    /* A bare word is a database name (libpq's expand_dbname rule). */
+    if (strchr(conninfo, '=') == NULL && strstr(conninfo, "://") == NULL)
+        return 0;
+    if ((o = PQconninfoParse(conninfo, &perr)) != NULL) {
         PQconninfoFree(o);
         return 0;
     }
@@ -734,12 +787,7 @@ static int pool_enqueue(struct pg_pool *pool, struct pg_job *job)
     }
     job->queued_at = ev_now(pool->loop);
     queue_push(pool, job);
-    if (!ev_is_active(&pool->qtimer)) {
-        ev_timer_set(&pool->qtimer, pool->opts.queue_timeout, 0.);
-        ev_timer_start(pool->loop, &pool->qtimer);
-    }
-    if (!ev_is_active(&pool->kick))
-        ev_prepare_start(pool->loop, &pool->kick);
+    queue_arm(pool);
     return 0;
 }
 

@@ -12,6 +12,9 @@
  * runs as one implicit transaction.  There is no BEGIN … COMMIT across jobs:
  * the next job may run on another connection.
  *
+ * A pool belongs to one process and one loop: create it in the child that
+ * uses it, after fork() (libpq connections cannot be shared across fork).
+ *
  * Rules for callers:
  *  - pg_pool_query() / pg_pool_submit() return 0 when the job was queued;
  *    then DONE is called exactly once, later, from the loop (never from
@@ -29,6 +32,16 @@
  *    longer than query_timeout, or the pool was freed.  The pool PQclear()s
  *    res after DONE returns: copy what you need.
  *  - DONE (and BUILD) may submit new jobs; they must not call pg_pool_free().
+ *    ERR is only valid during the callback.
+ *
+ * Connection loss: a job whose connection dies in flight fails (res ==
+ * NULL); it is never resent, since it may have committed.  A job is not
+ * sent into a connection already known to be dead: before sending, the pool
+ * reads what the server sent meanwhile (a backend terminated while idle
+ * says FATAL and closes), and such a job just waits for another connection.
+ * Connections reconnect after backoff_min, doubling up to backoff_max,
+ * jittered.  libpq resolves host names synchronously while connecting: use
+ * numeric addresses (or hostaddr=) where DNS may be slow.
  */
 #ifndef CO_PG_POOL_H
 #define CO_PG_POOL_H

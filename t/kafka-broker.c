@@ -22,10 +22,10 @@
  *        otherwise starts at the end and misses what was produced before
  *        it joined;
  *      topic.metadata.refresh.interval.ms — not needed; the defaults work;
- *      allow.auto.create.topics — the mock creates an unknown topic (4
- *        partitions) when a producer asks for it, but a consumer
- *        subscribing to a missing topic gets UNKNOWN_TOPIC_OR_PART; create
- *        topics up front with -t instead of relying on auto-creation;
+ *      allow.auto.create.topics — not needed: the mock creates an unknown
+ *        topic (4 partitions) as soon as a producer asks for it, but a
+ *        consumer subscribed to a missing topic just waits and receives
+ *        nothing; create topics up front with -t instead;
  *      reconnect.backoff.max.ms — after SIGUSR2 a client reconnects only
  *        when its backoff expires (default up to 10 s); lower it in chaos
  *        tests that want a quick recovery;
@@ -54,7 +54,7 @@
 #define MAX_TOPICS 64
 
 struct topic_spec {
-    char *name;
+    char name[250];              /* Kafka allows 249 characters */
     int partitions;
     int replicas;
 };
@@ -106,22 +106,28 @@ static int parse_count(const char *s, const char *what)
     return (int)v;
 }
 
-/* Parse "name:partitions[:replicas]" into SPEC or exit with a usage error. */
-static void parse_topic(char *arg, struct topic_spec *spec)
+/*
+ * Parse "name:partitions[:replicas]" into SPEC or exit with a usage error.
+ * Works on a copy: argv stays intact for ps and /proc/PID/cmdline.
+ */
+static void parse_topic(const char *arg, struct topic_spec *spec)
 {
-    char *colon = strchr(arg, ':');
+    const char *colon = strchr(arg, ':');
+    char num[32];
     char *colon2;
+    size_t len = colon != NULL ? (size_t)(colon - arg) : 0;
 
-    if (colon == NULL || colon == arg) {
-        fprintf(stderr, "kafka-broker: bad topic '%s' (want NAME:PARTITIONS)\n", arg);
+    if (len == 0 || len >= sizeof spec->name || strlen(colon + 1) >= sizeof num) {
+        fprintf(stderr, "kafka-broker: bad topic '%s' (want NAME:PARTITIONS[:REPLICAS])\n", arg);
         exit(2);
     }
-    *colon = '\0';
-    colon2 = strchr(colon + 1, ':');
+    memcpy(spec->name, arg, len);
+    spec->name[len] = '\0';
+    strcpy(num, colon + 1);
+    colon2 = strchr(num, ':');
     if (colon2 != NULL)
         *colon2 = '\0';
-    spec->name = arg;
-    spec->partitions = parse_count(colon + 1, "partition count");
+    spec->partitions = parse_count(num, "partition count");
     spec->replicas = colon2 != NULL ? parse_count(colon2 + 1, "replication factor") : 1;
 }
 

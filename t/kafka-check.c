@@ -4,14 +4,15 @@
  * consumer group, and committing offsets that outlive the consumer.
  *
  * Usage: kafka-check -b BROKERS [-t TOPIC] [-n COUNT] [-g GROUP] [-k TAG]
- *                    [-w SECONDS] [-m all|produce|consume] [-X PROPERTY=VALUE]...
+ *                    [-w SECONDS] [-m all|produce|consume|verify] [-X PROPERTY=VALUE]...
  *
  *   produce  send COUNT messages "TAG:i" and wait until all are delivered;
  *   consume  join GROUP (from the earliest offset), read until all COUNT
  *            messages of TAG were seen, commit synchronously, leave;
- *   all      (default) produce, consume, then open a fresh handle in the
- *            same group and check that the committed offsets it fetches
- *            from the broker equal the partitions' high watermarks.
+ *   verify   from a fresh handle in GROUP (it does not join), fetch the
+ *            committed offsets of every partition of TOPIC from the broker
+ *            and check that they equal the high watermarks;
+ *   all      (default) produce, consume, verify.
  *
  * -X sets a librdkafka property on every client (e.g. -X debug=cgrp).
  * Messages of other tags in the topic are skipped, so the check can share a
@@ -33,6 +34,8 @@
 
 #include <librdkafka/rdkafka.h>
 
+#define MAX_PROPS 64
+
 struct opts {
     const char *brokers;
     const char *topic;
@@ -41,7 +44,7 @@ struct opts {
     const char *tag;
     int wait_s;
     const char *mode;
-    char **props;                /* -X name=value, passed to every client */
+    char *props[MAX_PROPS];      /* -X name=value, passed to every client */
     int nprops;
 };
 
@@ -51,7 +54,7 @@ static int delivered_failed;
 static void usage(FILE *fp)
 {
     fprintf(fp, "usage: kafka-check -b BROKERS [-t TOPIC] [-n COUNT] [-g GROUP] [-k TAG]\n"
-                "                   [-w SECONDS] [-m all|produce|consume] [-X PROPERTY=VALUE]...\n");
+                "                   [-w SECONDS] [-m all|produce|consume|verify] [-X PROPERTY=VALUE]...\n");
 }
 
 static double now_s(void)
@@ -384,9 +387,6 @@ int main(int argc, char **argv)
     char tagbuf[64], groupbuf[128];
     int opt, rc;
 
-    o.props = calloc((size_t)argc, sizeof *o.props);
-    if (o.props == NULL)
-        return 1;
     while ((opt = getopt(argc, argv, "b:t:n:g:k:w:m:X:h")) != -1) {
         switch (opt) {
         case 'b':
@@ -411,8 +411,9 @@ int main(int argc, char **argv)
             o.mode = optarg;
             break;
         case 'X':
-            if (strchr(optarg, '=') == NULL) {
-                fprintf(stderr, "kafka-check: -X wants NAME=VALUE, got '%s'\n", optarg);
+            if (strchr(optarg, '=') == NULL || o.nprops == MAX_PROPS) {
+                fprintf(stderr, "kafka-check: -X wants NAME=VALUE (at most %d), got '%s'\n",
+                        MAX_PROPS, optarg);
                 return 2;
             }
             o.props[o.nprops++] = optarg;
@@ -427,7 +428,7 @@ int main(int argc, char **argv)
     }
     if (optind != argc || o.brokers == NULL ||
         (strcmp(o.mode, "all") != 0 && strcmp(o.mode, "produce") != 0 &&
-         strcmp(o.mode, "consume") != 0)) {
+         strcmp(o.mode, "consume") != 0 && strcmp(o.mode, "verify") != 0)) {
         usage(stderr);
         return 2;
     }
@@ -445,6 +446,8 @@ int main(int argc, char **argv)
         rc = do_produce(&o);
     else if (strcmp(o.mode, "consume") == 0)
         rc = do_consume(&o);
+    else if (strcmp(o.mode, "verify") == 0)
+        rc = do_verify(&o);
     else
         rc = do_produce(&o) == 0 && do_consume(&o) == 0 && do_verify(&o) == 0 ? 0 : -1;
     fprintf(stderr, "kafka-check: %s %s\n", o.mode, rc == 0 ? "ok" : "FAILED");

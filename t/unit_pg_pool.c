@@ -2,9 +2,11 @@
  * unit_pg_pool.c — src/pg_pool.c against a real PostgreSQL server.
  *
  * CALLORCH_TEST_PG holds the conninfo (t/11-pg-pool.t starts a server and
- * sets it); without it the test skips.  When CALLORCH_TEST_PG_STOP and
- * CALLORCH_TEST_PG_START hold shell commands that stop and start that
- * server, the server-restart case runs too.
+ * sets it); without it the test skips.  The server-restart case runs when
+ * someone can stop and start that server for us: CALLORCH_TEST_PG_CTL=stdio
+ * (we print "# pgctl stop" / "# pgctl start" and wait for a line on stdin:
+ * that is how t/11-pg-pool.t drives the harness), or CALLORCH_TEST_PG_STOP
+ * and CALLORCH_TEST_PG_START holding shell commands (for running by hand).
  */
 #include <auto-config.h>
 
@@ -491,6 +493,20 @@ static int terminate_backends(const char *appname)
     return n;
 }
 
+struct reconnects {
+    struct pg_pool *pool;
+    unsigned long want;
+};
+
+static int reconnected(void *arg)
+{
+    struct reconnects *r = arg;
+    struct pg_pool_stats st;
+
+    pg_pool_stats(r->pool, &st);
+    return st.connects >= r->want && st.ready == 2;
+}
+
 static int sleeping(void *arg)
 {
     struct pg_pool_stats st;
@@ -504,6 +520,7 @@ static void test_connection_loss(void)
     char *ci;
     struct pg_pool *pool;
     struct pg_pool_stats before, after;
+    struct reconnects rec;
     struct outcome o, again;
 
     snprintf(appname, sizeof(appname), "pgpool_test_%d", (int)getpid());
@@ -517,7 +534,9 @@ static void test_connection_loss(void)
     is_int(2, terminate_backends(appname), "terminated the pool's two backends");
     ok(run_until(outcome_done, &o, 5), "the in-flight job completes");
     ok(!o.had_res && o.err[0] != '\0', "with an error and no result: %s", o.err);
-    ok(run_until(pool_up, pool, 10), "the pool reconnects");
+    rec.pool = pool;
+    rec.want = before.connects + 2;
+    ok(run_until(reconnected, &rec, 10), "both connections reconnect");
     memset(&again, 0, sizeof(again));
     ok(query_ok(pool, "SELECT current_setting('application_name')", &again),
        "queries work after reconnecting");
@@ -533,6 +552,32 @@ static void test_connection_loss(void)
     ok(!pg_pool_idle(pool), "not idle with a job in flight");
     pg_pool_free(pool);
     ok(o.done == 1 && strcmp(o.err, "pool closed") == 0, "pg_pool_free fails it: %s", o.err);
+    free(ci);
+}
+
+/* A backend terminated while idle: its FATAL is already in our socket when
+ * the next job comes.  The job must go to a fresh connection, not fail. */
+static void test_idle_dead(void)
+{
+    char appname[64];
+    char *ci;
+    struct pg_pool *pool;
+    struct pg_pool_stats before, after;
+    struct outcome o;
+
+    snprintf(appname, sizeof(appname), "pgpool_idle_%d", (int)getpid());
+    ci = conninfo_with_appname(appname);
+    pool = make_pool(ci, 1, 5, 30);
+    run_until(pool_up, pool, 10);
+    pg_pool_stats(pool, &before);
+    is_int(1, terminate_backends(appname), "terminated the idle backend");
+    usleep(300 * 1000); /* the loop does not run: the pool cannot notice */
+    ok(pg_pool_is_up(pool), "the pool does not know yet");
+    ok(query_ok(pool, "SELECT 'fresh'", &o), "a job submitted now succeeds: %s", o.err);
+    pg_pool_stats(pool, &after);
+    is_int(before.connects + 1, after.connects, "on a new connection");
+    is_int(0, after.failed_jobs, "no job failed");
+    pg_pool_free(pool);
     free(ci);
 }
 
@@ -582,21 +627,44 @@ static void test_unreachable(void)
 
 /* --- server stop and start (when the wrapper says how) --------------------- */
 
-static void test_restart(const char *stop, const char *start)
+/* Stop or start the server ("stop"/"start"); 0 when it was done. */
+static int server_ctl(const char *what)
+{
+    const char *ctl = getenv("CALLORCH_TEST_PG_CTL");
+    const char *cmd = getenv(strcmp(what, "stop") == 0 ? "CALLORCH_TEST_PG_STOP"
+                                                        : "CALLORCH_TEST_PG_START");
+    char line[64];
+
+    if (ctl != NULL && strcmp(ctl, "stdio") == 0) {
+        printf("# pgctl %s\n", what);
+        fflush(stdout);
+        return fgets(line, sizeof(line), stdin) != NULL ? 0 : -1;
+    }
+    return cmd != NULL && system(cmd) == 0 ? 0 : -1;
+}
+
+static int can_restart(void)
+{
+    const char *ctl = getenv("CALLORCH_TEST_PG_CTL");
+
+    return (ctl != NULL && strcmp(ctl, "stdio") == 0) ||
+           (getenv("CALLORCH_TEST_PG_STOP") != NULL && getenv("CALLORCH_TEST_PG_START") != NULL);
+}
+
+static void test_restart(void)
 {
     struct pg_pool *pool = make_pool(conninfo, 2, 5, 30);
     struct outcome o;
     int rc;
 
     ok(run_until(pool_up, pool, 10), "restart: pool up");
-    if (system(stop) != 0)
-        diag("stop command failed: %s", stop);
-    ok(run_until(pool_down, pool, 15), "server stopped: pool DOWN");
+    ok(server_ctl("stop") == 0, "server stopped");
+    ok(run_until(pool_down, pool, 15), "pool DOWN");
+    memset(&o, 0, sizeof(o));
     rc = pg_pool_query(pool, "SELECT 1", 0, NULL, keep_outcome, &o);
-    ok(rc == -1, "jobs are refused while down");
-    if (system(start) != 0)
-        diag("start command failed: %s", start);
-    ok(run_until(pool_up, pool, 15), "server started: pool UP again");
+    ok(rc == -1 && !pg_pool_is_up(pool), "jobs are refused while down");
+    ok(server_ctl("start") == 0, "server started");
+    ok(run_until(pool_up, pool, 15), "pool UP again (reconnect with backoff)");
     ok(query_ok(pool, "SELECT 'back'", &o), "and serves");
     pg_pool_free(pool);
 }
@@ -605,8 +673,6 @@ int main(void)
 {
     struct pg_pool *pool;
     struct outcome o;
-    const char *stop = getenv("CALLORCH_TEST_PG_STOP");
-    const char *start = getenv("CALLORCH_TEST_PG_START");
 
     conninfo = getenv("CALLORCH_TEST_PG");
     if (conninfo == NULL || *conninfo == '\0') {
@@ -630,10 +696,11 @@ int main(void)
     test_queue_timeout();
     test_query_timeout();
     test_connection_loss();
+    test_idle_dead();
     test_unreachable();
-    if (stop != NULL && start != NULL)
-        test_restart(stop, start);
+    if (can_restart())
+        test_restart();
     else
-        diag("no CALLORCH_TEST_PG_STOP/START: server restart case not run");
+        diag("nobody to stop and start the server: restart case not run");
     return done_testing();
 }

@@ -204,6 +204,12 @@ sub _slurp {
     return $text // '';
 }
 
+# The part of PATH after its first OFFSET bytes (what a restart wrote).
+sub _slurp_from {
+    my ($path, $offset) = @_;
+    return substr(_slurp($path), $offset // 0);
+}
+
 sub _tail {
     my ($path, $n) = @_;
     my @lines = split /\n/, _slurp($path);
@@ -283,7 +289,8 @@ sub children_of {
     for my $pid (grep { /^\d+$/ } readdir $dh) {
         my $stat = _slurp("/proc/$pid/stat");
         # The command name may hold spaces and parens: parse after the last ')'.
-        next unless $stat =~ /\)\s+\S+\s+(\d+)\s/ && $1 == $ppid;
+        my ($state, $parent) = split ' ', substr($stat, rindex($stat, ')') + 1);
+        next unless defined $parent && $parent == $ppid;
         (my $title = _slurp("/proc/$pid/cmdline")) =~ tr/\0/ /;
         $title =~ s/^\s+|\s+$//g;
         push @kids, { pid => $pid + 0, title => $title };
@@ -295,6 +302,14 @@ sub children_of {
 # ------------------------------------------------------------- postgres ---
 
 sub pg_port { return $_[0]{pg_port} }
+
+# The postmaster's pid while it runs.
+sub pg_pid {
+    my ($self) = @_;
+    return undef unless $self->{pg_running};
+    my ($pid) = _slurp("$self->{dir}/pg/data/postmaster.pid") =~ /^(\d+)/;
+    return $pid;
+}
 
 sub pg_conninfo {
     my ($self) = @_;
@@ -319,12 +334,11 @@ sub start_postgres {
             my ($uid, $gid) = (getpwnam('postgres'))[ 2, 3 ];
             chown $uid, $gid, $pgdir or croak "chown $pgdir: $!";
         }
-        # --no-sync only skips initdb's final fsync of the fresh cluster;
-        # the running server keeps fsync and synchronous_commit at their
-        # defaults (on), so the tests see production durability.
+        # Durability is left alone on purpose (fsync, synchronous_commit on):
+        # the tests must see what production sees.
         my $st = _run(
             cmd => [ _as_postgres("$bin/initdb", '-D', $data, '-U', 'callorch', '--auth=trust',
-                '-E', 'UTF8', '--locale=C', '--no-sync') ],
+                '-E', 'UTF8', '--locale=C') ],
             log => "$pgdir/initdb.log", cwd => $pgdir);
         if ($st != 0) {
             _diag_tail("$pgdir/initdb.log");
@@ -342,6 +356,7 @@ sub start_postgres {
 
     for my $try (1 .. 3) {
         my $port = $self->{pg_port} //= free_port();
+        my $from = -s $log // 0;
         my $st = _run(
             cmd => [ _as_postgres("$bin/pg_ctl", '-D', $data, '-l', $log, '-o', "-p $port",
                 '-w', '-t', '30', 'start') ],
@@ -352,7 +367,8 @@ sub start_postgres {
         }
         # Lost the race for the port: take another, unless a config
         # already points at this one.
-        if (!$self->{pg_port_published} && _slurp($log) =~ /could not bind|Address already in use/) {
+        if (!$self->{pg_port_published}
+            && _slurp_from($log, $from) =~ /could not bind|Address already in use/) {
             delete $self->{pg_port};
             next;
         }
@@ -451,20 +467,24 @@ sub start_redis {
     my $log = "$dir/redis.log";
     for my $try (1 .. 3) {
         my $port = $self->{redis_port} //= free_port();
+        my $from = -s $log // 0;    # the log is appended to across restarts
         my $pid = _spawn(
             cmd => [ _which('redis-server') // 'redis-server', '--bind', '127.0.0.1',
                 '--port', $port, '--save', '', '--appendonly', 'no', '--dir', $dir,
                 '--daemonize', 'no', '--logfile', '' ],
             log => $log, cwd => $dir);
-        my $up = $self->wait_for(sub { _redis_ping($port) || waitpid($pid, WNOHANG) == $pid },
+        # Wait for its own "ready" line, not just any PONG: after losing the
+        # port race the PONG could come from someone else's server.
+        my $ready = qr/Ready to accept connections/;
+        $self->wait_for(sub { _slurp_from($log, $from) =~ $ready || waitpid($pid, WNOHANG) == $pid },
             timeout => 10, soft => 1);
-        if ($up && kill(0, $pid) && _redis_ping($port)) {
+        if (kill(0, $pid) && _slurp_from($log, $from) =~ $ready && _redis_ping($port)) {
             $self->{redis_pid} = $pid;
             $self->{redis_port_published} = 1;
             return $self;
         }
         _stop_pid($pid, 'KILL', 5);
-        if (!$self->{redis_port_published} && _slurp($log) =~ /Address already in use/) {
+        if (!$self->{redis_port_published} && _slurp_from($log, $from) =~ /Address already in use/) {
             delete $self->{redis_port};
             next;
         }
@@ -473,6 +493,8 @@ sub start_redis {
     }
     croak 'redis: no free port after 3 tries';
 }
+
+sub redis_pid { return $_[0]{redis_pid} }
 
 sub stop_redis {
     my ($self) = @_;
@@ -535,6 +557,8 @@ sub start_kafka {
     @$self{qw(kafka_pid kafka_brokers kafka_count)} = ($pid, $brokers, $n);
     return $self;
 }
+
+sub kafka_pid { return $_[0]{kafka_pid} }
 
 sub stop_kafka {
     my ($self) = @_;
@@ -661,7 +685,7 @@ sub config_text {
     my $text = "; generated by t/lib/CallorchTest.pm\n";
     for my $s (@sections) {
         $text .= "\n[$s->[0]]\n";
-        $text .= "$_->[0] = $_->[1]\n" for @{ $s->[1] };
+        $text .= $_->[1] eq '' ? "$_->[0] =\n" : "$_->[0] = $_->[1]\n" for @{ $s->[1] };
     }
     return $text;
 }
@@ -739,8 +763,10 @@ sub start_daemon {
     my $out = "$self->{dir}/callorchd.out";
     my $timeout = $o{timeout} // 20;
 
+    my $log = "$self->{dir}/callorchd.log";
     for my $try (1 .. 3) {
         my $config = $o{config} // $self->{config_path};
+        my ($out_from, $log_from) = (-s $out // 0, -s $log // 0);
         my $pid = _spawn(cmd => [ $bin, '-f', '-c', $config, @{ $o{args} || [] } ],
             log => $out, cwd => $self->{dir}, pgroup => 1, env => $o{env});
         @$self{qw(daemon_pid daemon_config)} = ($pid, $config);
@@ -755,7 +781,9 @@ sub start_daemon {
                 ($exited, $status) = (1, $?);
                 last;
             }
-            return $pid if $ua->get($url)->{status} == 200;
+            # The listening socket must be ours: after losing the port race
+            # the 200 could come from another test's daemon.
+            return $pid if $ua->get($url)->{status} == 200 && _listens($pid, $self->http_port);
             sleep 0.1;
         }
         if ($exited) {
@@ -764,7 +792,8 @@ sub start_daemon {
             # Lost the race for the HTTP port: if the port is ours to choose,
             # choose again.
             if (!$o{config} && !exists $self->{config_overrides}{'http.listen'}
-                && (_slurp($out) . $self->log_text) =~ /Address already in use/) {
+                && (_slurp_from($out, $out_from) . _slurp_from($log, $log_from))
+                    =~ /Address already in use/) {
                 delete $self->{http_port};
                 $self->write_config(%{ $self->{config_overrides} });
                 next;
@@ -780,6 +809,30 @@ sub start_daemon {
         croak "callorchd: no 200 from $url within ${timeout}s";
     }
     croak 'callorchd: no free HTTP port after 3 tries';
+}
+
+# Whether process PID or one of its children holds the socket listening on
+# 127.0.0.1:PORT (or on any address), by the socket inode in /proc.
+sub _listens {
+    my ($pid, $port) = @_;
+    my %inodes;
+    for my $f ('/proc/net/tcp', '/proc/net/tcp6') {
+        for my $line (split /\n/, _slurp($f)) {
+            my @f = split ' ', $line;
+            # local_address is HEXIP:HEXPORT, st 0A is LISTEN, inode is field 9
+            next unless @f > 9 && $f[1] =~ /:([0-9A-F]{4})$/ && hex($1) == $port && $f[3] eq '0A';
+            $inodes{ $f[9] } = 1;
+        }
+    }
+    return 0 unless %inodes;
+    for my $p ($pid, map { $_->{pid} } __PACKAGE__->children_of($pid)) {
+        opendir my $dh, "/proc/$p/fd" or next;
+        for my $fd (readdir $dh) {
+            my $l = readlink "/proc/$p/fd/$fd" // next;
+            return 1 if $l =~ /^socket:\[(\d+)\]$/ && $inodes{$1};
+        }
+    }
+    return 0;
 }
 
 # SIGTERM (or signal => NAME), wait up to timeout seconds (default 15), then
@@ -965,7 +1018,7 @@ initdb (first time), start, and database C<callorch> owned by superuser
 C<callorch>, trust authentication.  Durability settings are left at their
 defaults.  Restart keeps port and data.  Log: TMPDIR/pg/postgres.log.
 
-=item pg_conninfo, pg_port, psql(SQL, db => 'callorch')
+=item pg_conninfo, pg_port, pg_pid, psql(SQL, db => 'callorch')
 
 C<psql> returns the unaligned, tuples-only output and dies on an error.
 
@@ -973,11 +1026,11 @@ C<psql> returns the unaligned, tuples-only output and dies on an error.
 
 Runs C<callorchctl -c CONFIG --sql-dir SRCDIR/sql migrate>.
 
-=item start_redis, stop_redis, restart_redis, redis_port, redis_cli(ARGS)
+=item start_redis, stop_redis, restart_redis, redis_port, redis_pid, redis_cli(ARGS)
 
 No persistence: a restarted Redis is empty.  Same port after a restart.
 
-=item start_kafka(topics => ['calls:4'], brokers => 1), stop_kafka, kafka_brokers
+=item start_kafka(topics => ['calls:4'], brokers => 1), stop_kafka, kafka_brokers, kafka_pid
 
 Runs t/kafka-broker.  A new broker gets new ports.
 

@@ -1,0 +1,347 @@
+/*
+ * scheduler.c — one tick after the other (see scheduler.h).
+ *
+ * A tick is a chain of non-blocking steps; the next tick does not start
+ * before the previous one ended:
+ *
+ *   lease ─ not ours → end
+ *         └ Redis lost its state? → rebuild slots from IN_PROGRESS rows
+ *           └ reclaim timed-out IN_PROGRESS calls (release their slots)
+ *             └ count slots in use → publish up to the free capacity → end
+ */
+#include "scheduler.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dispatch.h"
+#include "kafka_producer.h"
+#include "log.h"
+#include "pg_pool.h"
+#include "redis_slots.h"
+
+/* A lease outlives a few missed ticks, so a slow tick does not hand over. */
+#define LEASE_TICKS 5
+#define LEASE_MIN 2.0
+
+static const char REBUILD_SQL[] =
+    "SELECT id::text, attempts, to_number,"
+    "       extract(epoch FROM started_at + $1::bigint * interval '1 ms' - now())"
+    " FROM calls WHERE status = 'IN_PROGRESS'";
+
+/* The row locks (SKIP LOCKED) keep two schedulers from reclaiming one call;
+ * settle_attempt() keeps a webhook and a reclaim from both ending it. */
+static const char RECLAIM_SQL[] =
+    "SELECT c.id::text, c.attempts, s.status, s.to_number"
+    " FROM (SELECT id, attempts FROM calls"
+    "        WHERE status = 'IN_PROGRESS' AND started_at < now() - $1::bigint * interval '1 ms'"
+    "        ORDER BY started_at LIMIT $4::int FOR UPDATE SKIP LOCKED) c,"
+    "      LATERAL settle_attempt(c.id, c.attempts, 'TIMEOUT',"
+    "                             'no webhook within call_timeout', NULL, true,"
+    "                             $2::bigint, $3::bigint, 0) s";
+
+static const char PUBLISH_SQL[] =
+    "UPDATE calls SET published_at = now() WHERE id IN ("
+    "  SELECT id FROM calls"
+    "   WHERE status = 'PENDING' AND due_at <= now()"
+    "     AND (published_at IS NULL OR published_at < now() - $2::bigint * interval '1 ms')"
+    "   ORDER BY due_at, id LIMIT $1::int FOR UPDATE SKIP LOCKED)"
+    " RETURNING id::text, attempts + 1, to_number";
+
+struct scheduler {
+    struct ev_loop *loop;
+    const struct co_config *cfg;
+    struct pg_pool *pg;
+    struct redis_slots *redis;
+    struct kafka_producer *producer;
+    char owner[128];
+    ev_timer tick;
+    int busy;                    /* a tick is in flight */
+    int leader;
+    int stopping;
+    int freeing;                 /* callbacks fail while clients are freed */
+    void (*stopped)(void *);
+    void *stopped_arg;
+};
+
+static void tick_end(struct scheduler *s);
+
+/* ------------------------------------------------------------ publish */
+
+static void published(void *arg, const PGresult *res, const char *err)
+{
+    struct scheduler *s = arg;
+    if (s->freeing) {
+        s->busy = 0;
+        return;
+    }
+    if (err != NULL) {
+        co_warn("publish query failed", "error=\"%s\"", err);
+    } else {
+        for (int r = 0; r < PQntuples(res); r++) {
+            char msg[96];
+            int n = kafka_call_message(msg, sizeof(msg), PQgetvalue(res, r, 0),
+                                       atoi(PQgetvalue(res, r, 1)));
+            if (n > 0)
+                kafka_producer_send(s->producer, PQgetvalue(res, r, 2), msg, (size_t)n, NULL,
+                                    NULL);
+        }
+        if (PQntuples(res) > 0)
+            co_debug("published due calls", "count=%d", PQntuples(res));
+    }
+    tick_end(s);
+}
+
+static void counted(void *arg, int in_use, const char *err)
+{
+    struct scheduler *s = arg;
+    if (s->freeing) {
+        s->busy = 0;
+        return;
+    }
+    int free_slots = s->cfg->max_concurrent_calls - in_use;
+    if (err != NULL || free_slots <= 0) {
+        tick_end(s);
+        return;
+    }
+    char limit[16], grace[32];
+    snprintf(limit, sizeof(limit), "%d", free_slots < SCHED_MAX_BATCH ? free_slots : SCHED_MAX_BATCH);
+    snprintf(grace, sizeof(grace), "%lld", dispatch_ms(SCHED_REPUBLISH_GRACE));
+    const char *values[] = { limit, grace };
+    if (pg_pool_query(s->pg, PUBLISH_SQL, 2, values, published, s) < 0)
+        tick_end(s);
+}
+
+static void count_slots(struct scheduler *s)
+{
+    if (redis_slots_count(s->redis, counted, s) < 0)
+        tick_end(s);
+}
+
+/* ------------------------------------------------------------ reclaim */
+
+static void release_done(void *arg, int released, const char *err)
+{
+    if (err != NULL)
+        co_warn("slot release after reclaim failed; the lease will expire", "error=\"%s\"", err);
+}
+
+static void reclaimed(void *arg, const PGresult *res, const char *err)
+{
+    struct scheduler *s = arg;
+    if (s->freeing) {
+        s->busy = 0;
+        return;
+    }
+    if (err != NULL) {
+        co_warn("reclaim query failed", "error=\"%s\"", err);
+        tick_end(s);
+        return;
+    }
+    for (int r = 0; r < PQntuples(res); r++) {
+        const char *id = PQgetvalue(res, r, 0);
+        int attempt = atoi(PQgetvalue(res, r, 1));
+        co_warn("call reclaimed: no webhook within call_timeout", "call=%s attempt=%d status=%s",
+                id, attempt, PQgetvalue(res, r, 2));
+        redis_slots_release(s->redis, id, attempt, PQgetvalue(res, r, 3), release_done, NULL);
+    }
+    count_slots(s);
+}
+
+static void reclaim(struct scheduler *s)
+{
+    char timeout[32], base[32], max[32], limit[16];
+    snprintf(timeout, sizeof(timeout), "%lld", dispatch_ms(s->cfg->call_timeout));
+    snprintf(base, sizeof(base), "%lld", dispatch_ms(s->cfg->backoff_base));
+    snprintf(max, sizeof(max), "%lld", dispatch_ms(s->cfg->backoff_max));
+    snprintf(limit, sizeof(limit), "%d", SCHED_MAX_BATCH);
+    const char *values[] = { timeout, base, max, limit };
+    if (pg_pool_query(s->pg, RECLAIM_SQL, 4, values, reclaimed, s) < 0)
+        tick_end(s);
+}
+
+/* ------------------------------------------------------------ rebuild */
+
+static void rebuilt(void *arg, int unused, const char *err)
+{
+    struct scheduler *s = arg;
+    if (s->freeing) {
+        s->busy = 0;
+        return;
+    }
+    if (err != NULL) {
+        co_error("rebuilding the Redis slot set failed", "error=\"%s\"", err);
+        tick_end(s);
+        return;
+    }
+    co_warn("Redis slot set rebuilt from PostgreSQL", NULL);
+    reclaim(s);
+}
+
+static void in_progress_loaded(void *arg, const PGresult *res, const char *err)
+{
+    struct scheduler *s = arg;
+    if (s->freeing) {
+        s->busy = 0;
+        return;
+    }
+    if (err != NULL) {
+        tick_end(s);
+        return;
+    }
+    int n = PQntuples(res);
+    struct slot_entry *e = calloc((size_t)n + 1, sizeof(*e));
+    if (e == NULL) {
+        tick_end(s);
+        return;
+    }
+    for (int r = 0; r < n; r++) {
+        e[r].call_id = PQgetvalue(res, r, 0);
+        e[r].attempt = atoi(PQgetvalue(res, r, 1));
+        e[r].phone = PQgetvalue(res, r, 2);
+        e[r].lease_s = atof(PQgetvalue(res, r, 3));
+    }
+    co_warn("Redis lost the slot set; rebuilding it from PostgreSQL", "in_progress=%d", n);
+    /* the entries point into RES, which lives until this callback returns:
+     * the Redis client copies them into its command at once */
+    if (redis_slots_rebuild(s->redis, e, n, rebuilt, s) < 0)
+        tick_end(s);
+    free(e);
+}
+
+static void rebuild_checked(void *arg, int needs, const char *err)
+{
+    struct scheduler *s = arg;
+    if (s->freeing) {
+        s->busy = 0;
+        return;
+    }
+    if (err != NULL) {
+        tick_end(s);
+        return;
+    }
+    if (!needs) {
+        reclaim(s);
+        return;
+    }
+    char lease[32];
+    snprintf(lease, sizeof(lease), "%lld", dispatch_ms(s->cfg->call_timeout + 60.0));
+    const char *values[] = { lease };
+    if (pg_pool_query(s->pg, REBUILD_SQL, 1, values, in_progress_loaded, s) < 0)
+        tick_end(s);
+}
+
+/* -------------------------------------------------------------- lease */
+
+static void leased(void *arg, int is_leader, long long token, const char *err)
+{
+    struct scheduler *s = arg;
+    if (s->freeing) {
+        s->busy = 0;
+        return;
+    }
+    if (err != NULL || !is_leader) {
+        if (s->leader)
+            co_info("scheduler lease lost", "owner=%s", s->owner);
+        s->leader = 0;
+        tick_end(s);
+        return;
+    }
+    if (!s->leader)
+        co_info("scheduler lease taken: this daemon schedules", "owner=%s token=%lld", s->owner,
+                token);
+    s->leader = 1;
+    if (redis_slots_needs_rebuild(s->redis, rebuild_checked, s) < 0)
+        tick_end(s);
+}
+
+static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct scheduler *s = w->data;
+    if (s->busy || s->stopping)
+        return;
+    double ttl = s->cfg->scheduler_interval * LEASE_TICKS;
+    s->busy = 1;
+    if (redis_leader_acquire(s->redis, s->owner, ttl < LEASE_MIN ? LEASE_MIN : ttl, leased, s) < 0)
+        tick_end(s);
+}
+
+/* ------------------------------------------------------------- set up */
+
+static void lease_released(void *arg, int unused, const char *err)
+{
+    struct scheduler *s = arg;
+    if (s->freeing)
+        return;
+    kafka_producer_flush(s->producer, 5.0, s->stopped, s->stopped_arg);
+}
+
+static void tick_end(struct scheduler *s)
+{
+    s->busy = 0;
+    if (s->stopping != 1)
+        return;
+    s->stopping = 2;
+    /* hand over at once instead of letting the others wait for expiry */
+    if (!s->leader || redis_leader_release(s->redis, s->owner, lease_released, s) < 0)
+        lease_released(s, 0, NULL);
+}
+
+struct scheduler *scheduler_new(struct ev_loop *loop, const struct co_config *cfg, char *err,
+                                size_t errlen)
+{
+    struct pg_pool_opts opts;
+    struct redis_slots_opts ropts;
+    char host[64] = "localhost";
+    struct scheduler *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->loop = loop;
+    s->cfg = cfg;
+    gethostname(host, sizeof(host) - 1);
+    snprintf(s->owner, sizeof(s->owner), "%s:%ld", host, (long)getpid());
+    pg_pool_opts_init(&opts);
+    opts.size = 2;
+    opts.name = "sched";
+    redis_slots_opts_init(&ropts);
+    ropts.name = "sched";
+    if ((s->pg = pg_pool_new(loop, cfg->pg_conninfo, &opts, err, errlen)) == NULL ||
+        (s->redis = redis_slots_new(loop, cfg, &ropts, err, errlen)) == NULL ||
+        (s->producer = kafka_producer_new(loop, cfg, err, errlen)) == NULL) {
+        scheduler_free(s);
+        return NULL;
+    }
+    ev_timer_init(&s->tick, on_tick, 0., cfg->scheduler_interval);
+    s->tick.data = s;
+    ev_timer_start(loop, &s->tick);
+    return s;
+}
+
+void scheduler_stop(struct scheduler *s, void (*done)(void *), void *arg)
+{
+    s->stopping = 1;
+    s->stopped = done;
+    s->stopped_arg = arg;
+    ev_timer_stop(s->loop, &s->tick);
+    if (!s->busy)
+        tick_end(s);
+}
+
+void scheduler_free(struct scheduler *s)
+{
+    if (s == NULL)
+        return;
+    s->freeing = 1;
+    ev_timer_stop(s->loop, &s->tick);
+    if (s->pg != NULL)
+        pg_pool_free(s->pg);
+    if (s->redis != NULL)
+        redis_slots_free(s->redis);
+    if (s->producer != NULL)
+        kafka_producer_free(s->producer);
+    free(s);
+}
