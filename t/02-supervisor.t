@@ -123,11 +123,12 @@ like($s->log_text, qr/SIGTERM: graceful stop/, 'graceful stop logged');
 # (test-only binary: CALLORCHD_TEST_CRASH is compiled out of callorchd).
 {
     local $ENV{CALLORCHD_TEST_CRASH} = 'sched';
+    $s->write_config('http.workers' => 2, 'kafka.consumers' => 1);
     truncate $log, 0;
     my $m = $s->start_daemon(binary => 't/callorchd-testhooks');
     sleep 4;
-    my @spawns = $s->log_text =~ /child spawned kind=sched/g;
-    my @delays = $s->log_text =~ /respawning child kind=sched slot=0 delay=([\d.]+)s/g;
+    my @spawns = $s->log_text =~ /child spawned" kind=sched/g;
+    my @delays = $s->log_text =~ /respawning child" kind=sched slot=0 delay=([\d.]+)s/g;
     diag("sched spawns in 4 s: " . scalar(@spawns) . "; delays: @delays");
     cmp_ok(scalar @spawns, '>=', 3, 'crashing child keeps being respawned');
     cmp_ok(scalar @spawns, '<=', 7, 'crashing child respawned no faster than the backoff (0.1 s doubling)');
