@@ -590,7 +590,7 @@ static void handshake_reply(struct redis_slots *rs, struct rs_req *req, const re
     rs->phase = PH_READY;
     rs->failed = 0;
     rs->backoff = 0;
-    rs->error[0] = '\0';
+    rs->error[0] = rs->conn_error[0] = '\0';
     update_state(rs); /* logs "up", then sends what waited for it */
 }
 
@@ -898,8 +898,11 @@ static void on_cmd_timer(struct ev_loop *loop, ev_timer *w, int revents)
     snprintf(why, sizeof(why), "%s timed out after %g s",
              rs->phase == PH_READY ? "Redis command" : "connect and handshake",
              rs->opts.command_timeout);
-    co_warn("Redis timeout, dropping the connection", "redis=%s in_flight=%d", rs->name,
-            rs->pending);
+    /* a handshake that keeps timing out is one "Redis down", not a line per
+     * retry; a live connection going silent is worth its own line */
+    if (rs->phase == PH_READY)
+        co_warn("Redis command timed out, dropping the connection", "redis=%s in_flight=%d",
+                rs->name, rs->pending);
     conn_break(rs, why);
 }
 

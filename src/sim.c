@@ -235,19 +235,35 @@ static double rnd(struct sim *s)
 static json_t *stats_json(const struct sim *s)
 {
     const struct sim_stats *t = &s->st;
-    json_t *by = json_object();
+    const struct { const char *name; long long v; } top[] = {
+        { "started", t->started },
+        { "unauthorized", t->unauthorized },
+        { "badRequests", t->bad_requests },
+        { "badReferences", t->bad_references },
+        { "inProgress", t->in_progress },
+        { "maxInProgress", t->max_in_progress },
+        { "maxPerPhone", t->max_per_phone },
+        { "webhooksSent", t->webhooks_sent },
+        { "webhookRetries", t->webhook_retries },
+        { "webhookFailures", t->webhook_failures },
+        { "duplicateStarts", t->duplicate_starts },
+        { "dropped", t->dropped },
+        { "early", t->early },
+        { "duplicated", t->duplicated },
+    };
+    json_t *j = json_object(), *by = json_object();
+    json_t *rej = json_pack("{s:I, s:I, s:I}", "5xx", (json_int_t)t->rej_5xx, "429",
+                            (json_int_t)t->rej_429, "hang", (json_int_t)t->rej_hang);
+
+    for (size_t i = 0; i < sizeof(top) / sizeof(top[0]); i++) {
+        json_object_set_new(j, top[i].name, json_integer(top[i].v));
+        if (i == 0)    /* "rejected" right after "started" */
+            json_object_set_new(j, "rejected", rej);
+    }
     for (int i = 0; i < OC_N; i++)
         json_object_set_new(by, outcome_names[i], json_integer(t->by_status[i]));
-    return json_pack("{s:I, s:{s:I, s:I, s:I}, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-                     " s:I, s:I, s:I, s:I, s:I, s:o}",
-                     "started", t->started, "rejected", "5xx", t->rej_5xx, "429", t->rej_429,
-                     "hang", t->rej_hang, "unauthorized", t->unauthorized, "badRequests",
-                     t->bad_requests, "badReferences", t->bad_references, "inProgress",
-                     t->in_progress, "maxInProgress", t->max_in_progress, "maxPerPhone",
-                     t->max_per_phone, "webhooksSent", t->webhooks_sent, "webhookRetries",
-                     t->webhook_retries, "webhookFailures", t->webhook_failures,
-                     "duplicateStarts", t->duplicate_starts, "dropped", t->dropped, "early",
-                     t->early, "duplicated", t->duplicated, "byStatus", by);
+    json_object_set_new(j, "byStatus", by);
+    return j;
 }
 
 /* Zero the counters; the gauge inProgress stays and the maxima restart

@@ -387,7 +387,7 @@ subtest '--early' => sub {
     my $ref = new_ref();
     my $r = initiate(reference => $ref);
     my @h = hooks_for($ref);    # read at once, before anything else can arrive
-    is($r->{status}, 202, '202');
+    is($r->{status}, 202, 'initiation answered 202');
     is(scalar(@h), 1, 'the webhook was delivered before the 202');
     is($h[0]{json}{callId}, $r->{json}{callId}, '... for this call');
     is(stats()->{early}, 1, 'stats: early');
@@ -413,7 +413,7 @@ subtest '--duplicate' => sub {
 subtest '--drop' => sub {
     start_sim('--delay', '0-20ms', '--drop', '1');
     my $ref = new_ref();
-    is(initiate(reference => $ref)->{status}, 202, '202');
+    is(initiate(reference => $ref)->{status}, 202, 'initiation answered 202');
     ok(wait_until(sub { stats()->{dropped} == 1 }), 'stats: dropped');
     sleep 0.3;
     is(scalar(hooks_for($ref)), 0, 'no webhook');

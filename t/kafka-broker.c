@@ -12,28 +12,34 @@
  *
  * What a client in another process needs to know (checked with
  * t/kafka-check against librdkafka 2.0.2):
- *  - Producing, consumer groups (JoinGroup/SyncGroup/Heartbeat, range and
- *    roundrobin assignors), OffsetCommit and OffsetFetch all work over the
- *    loopback sockets; committed offsets survive the consumer and are seen
- *    by the next member of the group.  Nothing is persisted: state lives
- *    only as long as this process.
- *  - No special client properties are required.  Useful ones:
- *      auto.offset.reset=earliest — a group with no committed offset
+ *  - Producing (acks=all), consumer groups with the default assignor
+ *    (JoinGroup/SyncGroup/Heartbeat/LeaveGroup), OffsetCommit and
+ *    OffsetFetch all work over the loopback sockets; committed offsets
+ *    survive the consumer and are fetched by the next client of the
+ *    group; two members of one group split the partitions.  Nothing is
+ *    persisted: the state lives as long as this process.
+ *  - No special client property is required.  Those that matter:
+ *      auto.offset.reset=earliest — a group without a committed offset
  *        otherwise starts at the end and misses what was produced before
  *        it joined;
- *      topic.metadata.refresh.interval.ms — not needed; the defaults work;
+ *      session.timeout.ms — unlike a real broker, the mock completes a
+ *        rebalance after a member left (even with LeaveGroup) or died only
+ *        when session.timeout.ms - 1 s has passed: 44 s with the default,
+ *        during which the remaining members consume nothing.  Use 6000 or
+ *        less when consumers come and go (respawns, reloads);
+ *      reconnect.backoff.max.ms — after SIGUSR2 a client reconnects only
+ *        when its backoff expires (up to 10 s by default); lower it for a
+ *        quick recovery in chaos tests;
+ *      topic.metadata.refresh.interval.ms — not needed, defaults work;
  *      allow.auto.create.topics — not needed: the mock creates an unknown
  *        topic (4 partitions) as soon as a producer asks for it, but a
  *        consumer subscribed to a missing topic just waits and receives
- *        nothing; create topics up front with -t instead;
- *      reconnect.backoff.max.ms — after SIGUSR2 a client reconnects only
- *        when its backoff expires (default up to 10 s); lower it in chaos
- *        tests that want a quick recovery;
- *      session.timeout.ms — a consumer that dies without leaving the group
- *        holds its partitions until this expires (default 45 s), exactly as
- *        on a real broker.
- *  - The first join of a group is delayed by the mock's rebalance timer
- *    (a few seconds), like group.initial.rebalance.delay.ms on a real one.
+ *        nothing; create the topics up front with -t instead.
+ *  - The first join of a new group takes about 3 s (the mock's
+ *    group.initial.rebalance.delay.ms).
+ *  - SIGUSR1 closes the listening sockets and the connections (clients see
+ *    "Connection refused"); SIGUSR2 listens again on the same ports, with
+ *    topics, messages and committed offsets intact.
  */
 /* Standalone: not the project's config.h (which src/config.h would shadow). */
 #ifndef _GNU_SOURCE

@@ -697,6 +697,53 @@ static void test_timeouts(void)
     redis_slots_free(rs);
 }
 
+/* The server drops the connection while a request is in flight. */
+static void test_connection_killed(void)
+{
+    struct redis_slots *rs = make("127.0.0.1", port, "", 0, 5);
+    struct outcome o = {0};
+
+    ok(run_until(is_up, rs, 10), "up");
+    /* WRITE pause holds scripts but lets the admin's CLIENT KILL through */
+    is_string("OK", admin_str("CLIENT PAUSE 3000 WRITE"), "scripts paused");
+    is_int(0, redis_slots_count(rs, on_done, &o), "a request goes out");
+    run_for(0.1);
+    ok(admin_int("CLIENT KILL TYPE normal") >= 1, "the server kills our connection");
+    ok(run_until(outcome_done, &o, 5), "the request in flight is answered");
+    like(o.err, "connection lost", "with an error: %s", o.err);
+    is_int(1, o.done, "exactly once");
+    admin_str("CLIENT UNPAUSE");
+    ok(run_until(is_up, rs, 10), "reconnected");
+    redis_slots_free(rs);
+}
+
+/* More requests than max_pending are refused, not buffered without end. */
+static void test_max_pending(void)
+{
+    struct co_config cfg = make_cfg("127.0.0.1", port, "", 0);
+    struct redis_slots_opts opts;
+    struct outcome o[6];
+    struct redis_slots *rs;
+    int accepted = 0;
+    char err[256];
+
+    memset(o, 0, sizeof(o));
+    redis_slots_opts_init(&opts);
+    opts.max_pending = 5;
+    if ((rs = redis_slots_new(loop, &cfg, &opts, err, sizeof(err))) == NULL)
+        bail("redis_slots_new: %s", err);
+    for (int i = 0; i < 6; i++)
+        accepted += redis_slots_count(rs, on_done, &o[i]) == 0;
+    is_int(5, accepted, "max_pending 5: five accepted");
+    like(redis_slots_error(rs), "queue full", "the sixth refused: %s", redis_slots_error(rs));
+    for (int i = 0; i < 5; i++)
+        run_until(outcome_done, &o[i], 10);
+    is_int(5, o[0].done + o[1].done + o[2].done + o[3].done + o[4].done,
+           "the accepted five are answered");
+    ok(redis_slots_idle(rs), "then idle");
+    redis_slots_free(rs);
+}
+
 /* Count the callbacks of O[0..N-1] and those that said "closed". */
 static void tally(const struct outcome *o, int n, int *ncb, int *closed)
 {
@@ -814,6 +861,8 @@ int main(void)
     test_host_name();
     test_unreachable();
     test_timeouts();
+    test_connection_killed();
+    test_max_pending();
     test_free_pending();
     if (ctlmode != NULL && strcmp(ctlmode, "stdio") == 0)
         test_restart();

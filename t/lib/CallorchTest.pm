@@ -356,7 +356,7 @@ sub start_postgres {
 
     for my $try (1 .. 3) {
         my $port = $self->{pg_port} //= free_port();
-        my $from = -s $log // 0;
+        my $from = (-s $log || 0);
         my $st = _run(
             cmd => [ _as_postgres("$bin/pg_ctl", '-D', $data, '-l', $log, '-o', "-p $port",
                 '-w', '-t', '30', 'start') ],
@@ -467,7 +467,7 @@ sub start_redis {
     my $log = "$dir/redis.log";
     for my $try (1 .. 3) {
         my $port = $self->{redis_port} //= free_port();
-        my $from = -s $log // 0;    # the log is appended to across restarts
+        my $from = (-s $log || 0);    # the log is appended to across restarts
         my $pid = _spawn(
             cmd => [ _which('redis-server') // 'redis-server', '--bind', '127.0.0.1',
                 '--port', $port, '--save', '', '--appendonly', 'no', '--dir', $dir,
@@ -602,6 +602,45 @@ sub start_all {
 sub provider_port {
     my ($self) = @_;
     return $self->{provider_port} //= free_port();
+}
+
+# Start callorch-provider-sim on provider_port with the stack's callback
+# secret; ARGS are extra command-line options (e.g. '--delay', '0-50ms').
+# Waits for its /healthz.  Returns $self.
+sub start_sim {
+    my ($self, @args) = @_;
+    croak 'the simulator is already running' if $self->{sim_pid};
+    my $bin = builddir() . '/src/callorch-provider-sim';
+    croak "$bin is not built" unless -x $bin;
+    my $port = $self->provider_port;
+    my $pid = _spawn(cmd => [ $bin, '--listen', "127.0.0.1:$port", '--secret', $CALLBACK_SECRET,
+            @args ], log => "$self->{dir}/sim.log", cwd => $self->{dir});
+    my $ua = HTTP::Tiny->new(keep_alive => 0, timeout => 2);
+    my $up = $self->wait_for(sub {
+        waitpid($pid, WNOHANG) != $pid && $ua->get("http://127.0.0.1:$port/healthz")->{status} == 200
+    }, timeout => 10, soft => 1);
+    unless ($up) {
+        _diag_tail("$self->{dir}/sim.log");
+        _stop_pid($pid, 'KILL', 5);
+        croak 'callorch-provider-sim did not start';
+    }
+    $self->{sim_pid} = $pid;
+    return $self;
+}
+
+# The simulator's GET /stats, decoded.
+sub sim_stats {
+    my ($self) = @_;
+    my $r = HTTP::Tiny->new(keep_alive => 0, timeout => 5)
+        ->get('http://127.0.0.1:' . $self->provider_port . '/stats');
+    croak "sim /stats: $r->{status} $r->{content}" unless $r->{status} == 200;
+    return JSON::PP::decode_json($r->{content});
+}
+
+sub stop_sim {
+    my ($self) = @_;
+    my $pid = delete $self->{sim_pid} or return;
+    _stop_pid($pid, 'TERM', 10);
 }
 
 # The base config as [ section => [ [key, value], ... ] ], DESIGN.md section 6.
@@ -766,7 +805,7 @@ sub start_daemon {
     my $log = "$self->{dir}/callorchd.log";
     for my $try (1 .. 3) {
         my $config = $o{config} // $self->{config_path};
-        my ($out_from, $log_from) = (-s $out // 0, -s $log // 0);
+        my ($out_from, $log_from) = ((-s $out || 0), (-s $log || 0));
         my $pid = _spawn(cmd => [ $bin, '-f', '-c', $config, @{ $o{args} || [] } ],
             log => $out, cwd => $self->{dir}, pgroup => 1, env => $o{env});
         @$self{qw(daemon_pid daemon_config)} = ($pid, $config);
@@ -911,10 +950,20 @@ sub teardown {
     eval { $self->stop_postgres(mode => 'immediate') };
     eval { $self->stop_redis };
     eval { $self->stop_kafka };
+    eval { $self->stop_sim };
     if ($self->{leave}) {
         Test::More::diag("test directory left in $self->{dir}");
     } else {
-        remove_tree($self->{dir});
+        # A process still dying may write a last file: retry once, then say so.
+        for my $try (1 .. 2) {
+            remove_tree($self->{dir}, { error => \my $err });
+            last unless -e $self->{dir};
+            if ($try == 2) {
+                my @why = map { my ($f, $m) = %$_; "$f: $m" } @$err;
+                Test::More::diag("could not remove $self->{dir}: @why");
+            }
+            sleep 0.5;
+        }
     }
     return;
 }
@@ -961,7 +1010,7 @@ right for an in-tree build only; for an out-of-tree build say where it is:
 
 C<CALLORCH_TEST_LEAVE=1> keeps the temporary directory (configs, logs,
 database) and prints its path.  C<CALLORCH_TEST_REQUIRE_STACK=1> turns the
-skip of L</require_stack> into a bail-out, for CI.  C<CALLORCH_PG_BINDIR>
+skip of C<require_stack()> into a bail-out, for CI.  C<CALLORCH_PG_BINDIR>
 overrides where the PostgreSQL server binaries are looked for.
 
 Running as root (as CI does), PostgreSQL runs as the user C<postgres>
