@@ -164,7 +164,7 @@ static void reclaim(struct scheduler *s)
 
 /* ------------------------------------------------------------ rebuild */
 
-static void rebuilt(void *arg, int unused, const char *err)
+static void rebuilt(void *arg, int done, const char *err)
 {
     struct scheduler *s = arg;
     if (s->freeing) {
@@ -176,7 +176,10 @@ static void rebuilt(void *arg, int unused, const char *err)
         tick_end(s);
         return;
     }
-    co_warn("Redis slot set rebuilt from PostgreSQL", NULL);
+    if (done)
+        co_warn("Redis slot set rebuilt from PostgreSQL", NULL);
+    else
+        co_info("Redis slot set already rebuilt by another scheduler", NULL);
     reclaim(s);
 }
 
