@@ -18,6 +18,7 @@
 #include "kafka_producer.h"
 #include "log.h"
 #include "redis_slots.h"
+#include "shm.h"
 #include "validate.h"
 
 #define API_PREFIX "/api/v1"
@@ -32,6 +33,7 @@ enum route {
     ROUTE_CALL,
     ROUTE_CALL_CANCEL,
     ROUTE_WEBHOOK,
+    ROUTE_METRICS,
 };
 
 /* Which methods a route takes, for dispatch and for the Allow header. */
@@ -47,6 +49,7 @@ static const struct route_info {
     [ROUTE_CALL] = { "GET, HEAD, PATCH", 1 },
     [ROUTE_CALL_CANCEL] = { "POST", 1 },
     [ROUTE_WEBHOOK] = { "POST", 0 },    /* signed, see api_webhook.c */
+    [ROUTE_METRICS] = { "GET, HEAD", 0 }, /* Prometheus scrapes without a key */
 };
 
 /* Map PATH to a route; *id points into PATH for the {id} routes. */
@@ -58,6 +61,8 @@ static enum route match(const char *path, char *id, size_t idlen)
         return ROUTE_READYZ;
     if (strcmp(path, API_PREFIX "/metrics") == 0)
         return ROUTE_METRICS_JSON;
+    if (strcmp(path, "/metrics") == 0)
+        return ROUTE_METRICS;
     if (strcmp(path, CALLS_PATH) == 0)
         return ROUTE_CALLS;
     if (strcmp(path, API_PREFIX "/callbacks/call-status") == 0)
@@ -235,12 +240,30 @@ static void dispatch_call_route(struct api *api, struct http_request *req, enum 
         api_calls_get(api, req, id);
 }
 
+/* The metrics label of route R requested with METHOD. */
+static enum co_route metrics_route(enum route r, int method)
+{
+    switch (r) {
+    case ROUTE_CALLS: return method == HTTP_POST ? RT_CALLS_CREATE : RT_CALLS_LIST;
+    case ROUTE_CALL: return method == HTTP_PATCH ? RT_CALL_PATCH : RT_CALL_GET;
+    case ROUTE_CALL_CANCEL: return RT_CALL_CANCEL;
+    case ROUTE_WEBHOOK: return RT_WEBHOOK;
+    case ROUTE_METRICS_JSON: return RT_METRICS_JSON;
+    case ROUTE_METRICS: return RT_METRICS;
+    case ROUTE_HEALTHZ: return RT_HEALTHZ;
+    case ROUTE_READYZ: return RT_READYZ;
+    default: return RT_OTHER;
+    }
+}
+
 void api_handle(struct http_request *req, void *arg)
 {
     struct api *api = arg;
     char id[64];
     enum route r = match(http_request_path(req), id, sizeof(id));
     int method = http_request_method(req);
+
+    http_request_set_tag(req, (int)metrics_route(r, method));
 
     if (r == ROUTE_NONE) {
         answer_status(req, 404, "no such route", NULL);
@@ -266,6 +289,7 @@ void api_handle(struct http_request *req, void *arg)
     case ROUTE_READYZ: api_ops_readyz(api, req); break;
     case ROUTE_METRICS_JSON: api_ops_metrics_json(api, req); break;
     case ROUTE_WEBHOOK: api_webhook(api, req); break;
+    case ROUTE_METRICS: api_ops_prometheus(api, req); break;
     case ROUTE_CALLS:
         if (method == HTTP_POST)
             intake_create(api->intake, req);

@@ -89,5 +89,6 @@ void api_ops_metrics_json(struct api *api, struct http_request *req);
 void api_ops_healthz(struct api *api, struct http_request *req);
 void api_ops_readyz(struct api *api, struct http_request *req);
 void api_webhook(struct api *api, struct http_request *req);
+void api_ops_prometheus(struct api *api, struct http_request *req);
 
 #endif

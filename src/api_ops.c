@@ -10,6 +10,7 @@
 #include "api.h"
 #include "kafka_producer.h"
 #include "redis_slots.h"
+#include "shm.h"
 
 void api_ops_healthz(struct api *api, struct http_request *req)
 {
@@ -42,19 +43,28 @@ void api_ops_readyz(struct api *api, struct http_request *req)
 
 static const char COUNTS_SQL[] = "SELECT status, count(*) FROM calls GROUP BY status";
 
+/* Counts by status, in the order of statuses[] below. */
+static void read_counts(const PGresult *res, long long counts[5]);
+
 static const char *const statuses[] = { "PENDING", "IN_PROGRESS", "COMPLETED", "FAILED",
                                         "CANCELLED" };
 
 /* The slots in use travel in the id slot of api_query (-1: unknown). */
-static void counted(struct api *api, struct http_request *req, const PGresult *res,
-                    const char *in_flight)
+static void read_counts(const PGresult *res, long long counts[5])
 {
-    char body[512];
-    long long counts[5] = { 0 };
+    memset(counts, 0, 5 * sizeof(counts[0]));
     for (int r = 0; r < PQntuples(res); r++)
         for (int i = 0; i < 5; i++)
             if (strcmp(PQgetvalue(res, r, 0), statuses[i]) == 0)
                 counts[i] = strtoll(PQgetvalue(res, r, 1), NULL, 10);
+}
+
+static void counted(struct api *api, struct http_request *req, const PGresult *res,
+                    const char *in_flight)
+{
+    char body[512];
+    long long counts[5];
+    read_counts(res, counts);
     int n = snprintf(body, sizeof(body),
                      "{\"PENDING\":%lld,\"IN_PROGRESS\":%lld,\"COMPLETED\":%lld,"
                      "\"FAILED\":%lld,\"CANCELLED\":%lld,\"inFlight\":%s,\"maxConcurrent\":%d}",
@@ -63,9 +73,13 @@ static void counted(struct api *api, struct http_request *req, const PGresult *r
     api_json(req, 200, body, (size_t)n, NULL);
 }
 
+/* Both metrics endpoints read the slots in Redis first (-1 while Redis is
+ * down), then the counts from PostgreSQL; the slot count travels to the
+ * second step in api_query's id string. */
 struct metrics_ctx {
     struct api *api;
     struct http_request *req;
+    api_rows_fn render;
 };
 
 static void slots_counted(void *arg, int in_use, const char *err)
@@ -73,11 +87,13 @@ static void slots_counted(void *arg, int in_use, const char *err)
     struct metrics_ctx *m = arg;
     char n[16];
     snprintf(n, sizeof(n), "%d", err != NULL ? -1 : in_use);
-    api_query(m->api, m->req, COUNTS_SQL, 0, NULL, counted, n);
+    if (err == NULL && co_shm != NULL)
+        atomic_store(&co_shm->slots_in_use, in_use);
+    api_query(m->api, m->req, COUNTS_SQL, 0, NULL, m->render, n);
     free(m);
 }
 
-void api_ops_metrics_json(struct api *api, struct http_request *req)
+static void read_slots_then(struct api *api, struct http_request *req, api_rows_fn render)
 {
     struct metrics_ctx *m = malloc(sizeof(*m));
     if (m == NULL) {
@@ -86,7 +102,33 @@ void api_ops_metrics_json(struct api *api, struct http_request *req)
     }
     m->api = api;
     m->req = req;
-    /* inFlight is the slots held in Redis (null while Redis is down) */
+    m->render = render;
     if (redis_slots_count(api->redis, slots_counted, m) < 0)
         slots_counted(m, 0, "redis unavailable");
+}
+
+void api_ops_metrics_json(struct api *api, struct http_request *req)
+{
+    read_slots_then(api, req, counted);
+}
+
+static void prometheus_counted(struct api *api, struct http_request *req, const PGresult *res,
+                               const char *in_flight)
+{
+    struct shm_gauges g = { .slots_in_use = atoi(in_flight),
+                            .max_slots = api->cfg->max_concurrent_calls };
+    read_counts(res, g.by_status);
+    size_t len;
+    char *text = shm_prometheus(&g, &len);
+    if (text == NULL) {
+        api_internal_error(req, "metrics", "out of memory");
+        return;
+    }
+    http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, text, len);
+    free(text);
+}
+
+void api_ops_prometheus(struct api *api, struct http_request *req)
+{
+    read_slots_then(api, req, prometheus_counted);
 }

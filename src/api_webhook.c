@@ -24,13 +24,14 @@
 #include "dispatch.h"
 #include "log.h"
 #include "redis_slots.h"
+#include "shm.h"
 #include "validate.h"
 #include "webhook_sig.h"
 
 #define WEBHOOK_CALL_ID_MAX 256
 
 static const char APPLY_SQL[] =
-    "SELECT result, call_id::text, attempt, status, to_number"
+    "SELECT result, call_id::text, attempt, status, to_number, $5::text"
     " FROM apply_webhook($1, $2::uuid, $3::int, $4, $5, $6::bigint, $7::bigint)";
 
 static const char *const outcomes[] = { "COMPLETED", "FAILED", "BUSY", "NO_ANSWER" };
@@ -53,6 +54,7 @@ static int authenticated(struct api *api, struct http_request *req, const char *
         if (webhook_apikey_ok(http_request_header(req, "X-Api-Key"), cfg->callback_secret))
             return 1;
         why = "missing or invalid X-Api-Key";
+        shm_count(CNT_WEBHOOK_REJ_API_KEY);
     } else {
         enum webhook_verdict v = webhook_verify(
             &api->webhook_keys, http_request_header(req, "webhook-id"),
@@ -67,6 +69,10 @@ static int authenticated(struct api *api, struct http_request *req, const char *
         }
         co_warn("webhook rejected", "reason=%s detail=\"%s\"", webhook_verdict_name(v),
                 why ? why : "");
+        shm_count(v == WEBHOOK_MISSING_HEADER    ? CNT_WEBHOOK_REJ_MISSING_HEADER
+                  : v == WEBHOOK_MALFORMED       ? CNT_WEBHOOK_REJ_MALFORMED
+                  : v == WEBHOOK_STALE_TIMESTAMP ? CNT_WEBHOOK_REJ_STALE
+                                                 : CNT_WEBHOOK_REJ_SIGNATURE);
     }
     struct problem p;
     problem_init(&p);
@@ -135,6 +141,15 @@ static int parse_body(const char *body, size_t len, struct webhook *w, struct pr
     return problem_failed(p) ? -1 : 0;
 }
 
+static void count_outcome(const char *outcome)
+{
+    static const enum co_counter c[] = { CNT_WEBHOOKS_COMPLETED, CNT_WEBHOOKS_FAILED,
+                                         CNT_WEBHOOKS_BUSY, CNT_WEBHOOKS_NO_ANSWER };
+    for (size_t i = 0; i < sizeof(outcomes) / sizeof(outcomes[0]); i++)
+        if (strcmp(outcome, outcomes[i]) == 0)
+            shm_count(c[i]);
+}
+
 static void release_done(void *arg, int released, const char *err)
 {
     if (err != NULL)
@@ -158,10 +173,14 @@ static void applied(struct api *api, struct http_request *req, const PGresult *r
         int attempt = atoi(PQgetvalue(res, 0, 2));
         co_info("webhook applied", "call=%s attempt=%d status=%s", id, attempt,
                 PQgetvalue(res, 0, 3));
+        count_outcome(PQgetvalue(res, 0, 5));
+        if (strcmp(PQgetvalue(res, 0, 3), "PENDING") == 0)
+            shm_count(CNT_RETRIES_SCHEDULED);
         if (redis_slots_release(api->redis, id, attempt, to, release_done, NULL) < 0)
             co_warn("slot release refused; the lease will expire", "call=%s", id);
     } else {
         co_info("webhook changes nothing", "result=%s call=%s", result, PQgetvalue(res, 0, 1));
+        shm_count(CNT_WEBHOOKS_DUPLICATE);
     }
     char body[64];
     int n = snprintf(body, sizeof(body), "{\"result\":\"%s\"}", result);

@@ -25,6 +25,7 @@
 #include "log.h"
 #include "pidfile.h"
 #include "proctitle.h"
+#include "shm.h"
 #include "supervisor.h"
 
 struct options {
@@ -124,6 +125,10 @@ static int start(struct co_config *cfg, const struct options *o)
     ls.n = 0;
     if (listen_open(cfg, &ls, err, sizeof(err)) < 0)
         goto fail;
+    if (shm_init() < 0) {
+        snprintf(err, sizeof(err), "cannot map the shared counters: %s", strerror(errno));
+        goto fail;
+    }
     if (!o->foreground && daemonize() < 0) {
         snprintf(err, sizeof(err), "cannot daemonize: %s", strerror(errno));
         goto fail;

@@ -10,12 +10,18 @@
 #include "child.h"
 #include "http_server.h"
 #include "log.h"
+#include "shm.h"
 
 struct http_state {
     struct child_ctx *ctx;
     struct api api;
     struct http_server *server;
 };
+
+static void observe(void *arg, int tag, int status, double seconds)
+{
+    shm_http_request((enum co_route)tag, status, seconds);
+}
 
 static int http_start(struct child_ctx *ctx, void **state)
 {
@@ -44,6 +50,7 @@ static int http_start(struct child_ctx *ctx, void **state)
         free(st);
         return CHILD_EXIT_FATAL;
     }
+    http_server_observe(st->server, observe, NULL);
     *state = st;
     child_notify_ready(ctx);
     return 0;

@@ -27,6 +27,7 @@
 #include "pg_pool.h"
 #include "provider.h"
 #include "redis_slots.h"
+#include "shm.h"
 #include "validate.h"
 
 /* A lease outlives the reclaim deadline, so the scheduler's reclaim (not the
@@ -149,9 +150,12 @@ static void settled(void *arg, const PGresult *res, const char *err)
     if (err != NULL)
         co_error("cannot record the failed attempt; it will be reclaimed",
                  "call=%s attempt=%d error=\"%s\"", j->id, j->attempt, err);
-    else if (PQntuples(res) == 1)
+    else if (PQntuples(res) == 1) {
         co_info("attempt ended", "call=%s attempt=%d status=%s", j->id, j->attempt,
                 PQgetvalue(res, 0, 0));
+        if (strcmp(PQgetvalue(res, 0, 0), "PENDING") == 0)
+            shm_count(CNT_RETRIES_SCHEDULED);
+    }
     job_end(j);
 }
 
@@ -168,6 +172,10 @@ static void settle(struct job *j, const struct provider_result *r)
     snprintf(max, sizeof(max), "%lld", dispatch_ms(cfg->backoff_max));
     snprintf(min_delay, sizeof(min_delay), "%lld", dispatch_ms(r->retry_after));
     int retry = r->outcome == PROVIDER_RETRY;
+    shm_count(r->http_status == 0     ? CNT_PROVIDER_ERR_CONNECT
+              : r->http_status == 429 ? CNT_PROVIDER_ERR_429
+              : r->http_status >= 500 ? CNT_PROVIDER_ERR_5XX
+                                      : CNT_PROVIDER_ERR_4XX);
     const char *values[] = {
         j->id, attempt, retry ? "PROVIDER_ERROR" : "PROVIDER_REJECTED", r->error,
         retry ? "t" : "f", base, max, min_delay,
@@ -208,6 +216,7 @@ static void provider_answered(void *arg, const struct provider_result *r)
     const char *values[] = { j->id, attempt, r->call_id };
     co_info("call started", "call=%s attempt=%d externalCallId=%s", j->id, j->attempt,
             r->call_id);
+    shm_count(CNT_DISPATCH_STARTED);
     if (pg_pool_query(j->d->pg, RECORD_SQL, 3, values, recorded, j) < 0)
         job_end(j);
 }
@@ -248,6 +257,7 @@ static void park(struct job *j, const char *why)
         return;
     }
     co_debug("call parked", "call=%s attempt=%d reason=%s", j->id, j->attempt, why);
+    shm_count(CNT_DISPATCH_PARKED);
     if (pg_pool_query(j->d->pg, PARK_SQL, 1, values, parked, j) < 0)
         job_end(j);
 }
@@ -311,7 +321,12 @@ static void loaded(void *arg, const PGresult *res, const char *err)
         atoi(PQgetvalue(res, 0, 1)) != j->attempt - 1 || PQgetvalue(res, 0, 3)[0] != 't') {
         co_debug("message skipped: not a due PENDING call of this attempt", "call=%s attempt=%d",
                  j->id, j->attempt);
+        shm_count(CNT_DISPATCH_SKIPPED);
         job_end(j);
+        return;
+    }
+    if (shm_paused()) { /* callorchctl pause: nothing new starts */
+        park(j, "dispatch paused");
         return;
     }
     snprintf(j->to, sizeof(j->to), "%s", PQgetvalue(res, 0, 2));

@@ -155,6 +155,8 @@ struct http_request {
     char *path;                  /* one allocation: path\0query\0 */
     char *query;                 /* points into path's allocation, or NULL */
     struct buf body;
+    int tag;                     /* the handler's label, for the observer */
+    ev_tstamp handed_at;         /* when the handler got it */
 };
 
 /* What the connection timer currently measures. */
@@ -204,6 +206,8 @@ struct http_server {
     int n_conns;
     struct http_request *pending; /* handed to the handler, not answered yet */
     int n_pending;
+    http_observer_fn observer;
+    void *observer_arg;
     int draining;
     void (*drain_done)(void *);
     void *drain_arg;
@@ -736,6 +740,7 @@ static void conn_dispatch(struct http_conn *c)
     conn_timer(c, TM_NONE, 0);
     co_debug("http request", "client=%s method=%s path=%.200s body=%zu", c->peer,
              http_method_str((enum http_method)r->method), r->path, r->body.len);
+    r->handed_at = ev_time();
     s->handler(r, s->arg);
 }
 
@@ -1238,6 +1243,17 @@ void http_server_free(struct http_server *s)
     free(s);
 }
 
+void http_server_observe(struct http_server *s, http_observer_fn fn, void *arg)
+{
+    s->observer = fn;
+    s->observer_arg = arg;
+}
+
+void http_request_set_tag(struct http_request *r, int tag)
+{
+    r->tag = tag;
+}
+
 int http_server_connections(const struct http_server *s)
 {
     return s->n_conns;
@@ -1299,6 +1315,8 @@ void http_respond(struct http_request *r, int status, const char *content_type,
     struct http_conn *c = r->conn;
     int closing;
 
+    if (r->srv != NULL && r->srv->observer != NULL && r->handed_at > 0)
+        r->srv->observer(r->srv->observer_arg, r->tag, status, ev_time() - r->handed_at);
     srv_pending_remove(r);
     if (c == NULL) {
         co_debug("http response dropped, client gone", "status=%d", status);

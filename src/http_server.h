@@ -76,6 +76,14 @@ void http_server_drain(struct http_server *s, void (*done)(void *), void *arg);
  */
 void http_server_free(struct http_server *s);
 
+/* Called for every answer the handler gives, with the tag it set on the
+ * request, the status, and the seconds since the handler got it (metrics). */
+typedef void (*http_observer_fn)(void *arg, int tag, int status, double seconds);
+void http_server_observe(struct http_server *s, http_observer_fn fn, void *arg);
+
+/* Label R for the observer (e.g. its route). */
+void http_request_set_tag(struct http_request *r, int tag);
+
 /* Number of open connections (for metrics and tests). */
 int http_server_connections(const struct http_server *s);
 

@@ -32,6 +32,7 @@
 
 #include "api.h"
 #include "log.h"
+#include "shm.h"
 #include "validate.h"
 
 /* A lost key race is retried this often before the client gets a 409. */
@@ -253,6 +254,7 @@ static void answer_created(struct intake *in, struct pending *p, const char *bod
     char loc[128];
     snprintf(loc, sizeof(loc), "Location: /api/v1/calls/%s\r\n", p->id);
     api_json(p->req, 201, body, strlen(body), loc);
+    shm_count(CNT_CALLS_CREATED);
     if (in->created_fn != NULL)
         in->created_fn(in->created_arg, p->id, p->call.to);
 }

@@ -86,6 +86,7 @@ static void on_answer(void *arg, const struct curl_ev_response *resp)
     json_t *doc = NULL;
 
     sc->p->in_flight--;
+    r.http_status = resp->status;
     if (resp->status == 0) {
         snprintf(why, sizeof(why), "provider unreachable: %s",
                  resp->error ? resp->error : "no answer");

@@ -25,6 +25,7 @@ struct provider_result {
     const char *call_id;         /* the provider's callId when STARTED */
     const char *error;           /* what happened, for lastError, when not STARTED */
     double retry_after;          /* s, from a 429/503 Retry-After; 0 when none */
+    long http_status;            /* the provider's status; 0 when no answer */
 };
 
 struct provider_call {

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "pg_pool.h"
 #include "redis_slots.h"
+#include "shm.h"
 
 /* A lease outlives a few missed ticks, so a slow tick does not hand over. */
 #define LEASE_TICKS 5
@@ -90,6 +91,8 @@ static void published(void *arg, const PGresult *res, const char *err)
         }
         if (PQntuples(res) > 0)
             co_debug("published due calls", "count=%d", PQntuples(res));
+        for (int r = 0; r < PQntuples(res); r++)
+            shm_count(CNT_SCHED_PUBLISHED);
     }
     tick_end(s);
 }
@@ -102,7 +105,10 @@ static void counted(void *arg, int in_use, const char *err)
         return;
     }
     int free_slots = s->cfg->max_concurrent_calls - in_use;
-    if (err != NULL || free_slots <= 0) {
+    if (err == NULL && co_shm != NULL)
+        atomic_store(&co_shm->slots_in_use, in_use);
+    /* paused: nothing new is published (in-flight calls finish) */
+    if (err != NULL || free_slots <= 0 || shm_paused()) {
         tick_end(s);
         return;
     }
@@ -146,6 +152,9 @@ static void reclaimed(void *arg, const PGresult *res, const char *err)
         co_warn("call reclaimed: no webhook within call_timeout", "call=%s attempt=%d status=%s",
                 id, attempt, PQgetvalue(res, r, 2));
         redis_slots_release(s->redis, id, attempt, PQgetvalue(res, r, 3), release_done, NULL);
+        shm_count(CNT_RECLAIMS);
+        if (strcmp(PQgetvalue(res, r, 2), "PENDING") == 0)
+            shm_count(CNT_RETRIES_SCHEDULED);
     }
     count_slots(s);
 }

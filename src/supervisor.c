@@ -24,6 +24,7 @@
 #include "config.h"
 #include "log.h"
 #include "notify.h"
+#include "shm.h"
 
 enum master_state { MASTER_RUNNING, MASTER_STOPPING };
 
@@ -302,6 +303,8 @@ static void on_child_exit(struct ev_loop *loop, ev_child *w, int revents)
     }
     s->backoff = next_backoff(s, lived);
     s->restarts++;
+    if (co_shm != NULL)
+        atomic_fetch_add(&co_shm->child_restarts[s->kind], 1);
     co_info("respawning child", "kind=%s slot=%d delay=%.1fs restarts=%u",
             child_kind_name(s->kind), s->index, s->backoff, s->restarts);
     ev_timer_set(&s->respawn_timer, s->backoff, 0.);

@@ -24,7 +24,8 @@ my $MAX_ATTEMPTS   = 4;    # not the default 3, so the value is seen to come fro
 my $MAX_CONCURRENT = 7;
 
 my $s = CallorchTest->new;
-$s->start_all;
+$s->start_postgres;
+$s->start_redis;
 $s->migrate;
 $s->write_config('dispatch.max_attempts' => $MAX_ATTEMPTS,
     'dispatch.max_concurrent_calls' => $MAX_CONCURRENT);
