@@ -4,6 +4,9 @@
 # fields of a call, the body as a whole, content type (415), body size
 # (413), header block size (431), ids (404), routes (404), methods (405 +
 # Allow), chunked bodies (411) and the list query parameters.
+#
+# No Kafka broker is started, so that dispatch never moves a call the test
+# looks at (the daemon runs as in a Kafka outage; creating calls still works).
 use strict;
 use warnings;
 use IO::Select;
@@ -20,7 +23,8 @@ my $MAX_META = 64;      # [http] max_metadata_bytes
 my $MAX_BODY = 2048;    # [http] max_body
 
 my $s = CallorchTest->new;
-$s->start_all;
+$s->start_postgres;
+$s->start_redis;
 $s->migrate;
 $s->write_config('http.max_metadata_bytes' => $MAX_META, 'http.max_body' => '2KiB');
 $s->start_daemon;
@@ -429,6 +433,8 @@ for my $path ('/', '/api', '/api/v1', '/api/v1/', '/api/v1/nope', '/api/v2/calls
 }
 
 is($s->stop_daemon, 0, 'callorchd stops cleanly');
-unlike($s->log_text, qr/level=error/, 'no errors logged');
+my @errors = grep { /level=error/ && !/msg="librdkafka"/ } split /\n/, $s->log_text;
+is(scalar @errors, 0, 'no errors logged (but librdkafka\'s: no broker, on purpose)')
+    or diag join "\n", @errors;
 
 done_testing;

@@ -5,6 +5,9 @@
 # children), and malformed keys are refused.  Then client authentication
 # with two [http] api_keys: 401 (+ WWW-Authenticate) without the right
 # Bearer key on every client endpoint, none needed for /healthz and /readyz.
+#
+# No Kafka broker is started, so that dispatch never moves a call the test
+# looks at (the daemon runs as in a Kafka outage; creating calls still works).
 use strict;
 use warnings;
 use HTTP::Tiny;
@@ -22,7 +25,8 @@ CallorchTest::require_stack();
 my @KEYS = ('key-one', 'key-two-0123456789abcdef');
 
 my $s = CallorchTest->new;
-$s->start_all;
+$s->start_postgres;
+$s->start_redis;
 $s->migrate;
 $s->write_config('http.api_keys' => join(',', @KEYS));
 $s->start_daemon;
@@ -383,6 +387,8 @@ for my $round (1 .. 3) {
 }
 
 is($s->stop_daemon, 0, 'callorchd stops cleanly');
-unlike($s->log_text, qr/level=error/, 'no errors logged');
+my @errors = grep { /level=error/ && !/msg="librdkafka"/ } split /\n/, $s->log_text;
+is(scalar @errors, 0, 'no errors logged (but librdkafka\'s: no broker, on purpose)')
+    or diag join "\n", @errors;
 
 done_testing;

@@ -54,11 +54,13 @@ sub scenario {
 sub create_calls {
     my ($n, $label) = @_;
     my @ids;
+    (my $script = $label) =~ s/[^A-Za-z0-9._:-]/-/g;
     for my $i (1 .. $n) {
-        my ($st, $c) = $s->api(POST => '/api/v1/calls', { to => next_phone(), scriptId => "$label-$i" });
+        my ($st, $c) = $s->api(POST => '/api/v1/calls', { to => next_phone(), scriptId => "$script-$i" });
         is($st, 201, "$label: call $i accepted") or diag explain $c;
-        push @ids, $c->{id} if ref $c;
+        push @ids, $c->{id} if ref $c && $st == 201;
     }
+    BAIL_OUT("$label: cannot create calls") unless @ids == $n;
     return @ids;
 }
 

@@ -1,0 +1,368 @@
+#!/usr/bin/perl
+# Dispatch through outages and crashes on the real stack (DESIGN.md section 3,
+# "no accepted call is lost ... through crashes of any child, restarts of
+# Redis, Kafka or PostgreSQL", and the cap / one-call-per-phone / exactly-once
+# guarantees while it happens):
+#
+#  1. Kafka down: POST /api/v1/calls still answers 201; once the broker is
+#     back every call is dispatched and settles.  Twice: a short outage the
+#     producer's queue rides out, and one longer than the producer's message
+#     timeout, so the messages are lost and only the scheduler's republish
+#     (after SCHED_REPUBLISH_GRACE) brings the calls to Kafka.
+#  2. Redis down for a few seconds while calls run, back EMPTY: nothing starts
+#     while it is down, nothing crashes, and dispatch resumes with the cap
+#     intact (the slot set is rebuilt from the IN_PROGRESS rows first).
+#  3. kill -9 of a Kafka child, twice, while calls are in flight: no call
+#     lost, no attempt started twice at the provider, every attempt the
+#     daemon recorded either reached the provider or was reclaimed after
+#     call_timeout (a kill between the IN_PROGRESS commit and the provider
+#     request), and every call ends.
+#
+# Each scenario ends with: every call of the scenario COMPLETED or FAILED, and
+# the simulator saw at most max_concurrent_calls at once, at most one per
+# phone number and no attempt started twice.
+#
+# One PostgreSQL/Redis/Kafka stack; daemon and simulator are restarted for
+# each scenario; each scenario's calls carry their own scriptId prefix.  Only
+# generous upper bounds on time are checked (a loaded 2-core box).
+use strict;
+use warnings;
+use Test::More;
+use Time::HiRes qw(time sleep);
+use CallorchTest;
+
+CallorchTest::require_stack();
+my $T0 = time;
+my $s = CallorchTest->new;
+$s->start_all;
+$s->migrate;
+
+my $phone_seq = 0;
+sub next_phone { return sprintf '+1555%07d', 4_300_000 + ++$phone_seq }
+
+my ($log_from, $sim_log_from) = (0, 0);
+sub sim_log { return "$_[0]/sim.log" }
+
+sub slurp_from {
+    my ($path, $from) = @_;
+    open my $fh, '<', $path or return '';
+    local $/;
+    my $t = <$fh> // '';
+    return substr($t, $from);
+}
+
+# The daemon log written since the current scenario started.
+sub scenario_log { return substr($s->log_text, $log_from) }
+
+# Restart daemon and simulator for a scenario: the simulator logs every
+# initiation (debug) so the references it started can be counted.
+sub scenario {
+    my ($sim_args, %ovr) = @_;
+    $s->stop_daemon if $s->daemon_pid;
+    $s->stop_sim;
+    $sim_log_from = -s sim_log($s->tmpdir) || 0;
+    $s->start_sim('--log-level', 'debug', '--success-rate', '1', @$sim_args);
+    $s->write_config(
+        'dispatch.max_attempts'       => 3,
+        'dispatch.backoff_base'       => '200ms',
+        'dispatch.backoff_max'        => '1s',
+        'dispatch.scheduler_interval' => '200ms',
+        %ovr);
+    $log_from = length $s->log_text;
+    return $s->start_daemon;
+}
+
+# N calls for TAG (scriptId "TAG-i") over PHONES (default: new numbers).
+sub post_calls {
+    my ($tag, $n, $phones) = @_;
+    my ($ok, @ids) = (0);
+    for my $i (0 .. $n - 1) {
+        my $to = $phones ? $phones->[ $i % @$phones ] : next_phone();
+        my ($st, $c) = $s->api(POST => '/api/v1/calls', { to => $to, scriptId => "$tag-$i" });
+        if ($st == 201 && ref $c && ($c->{status} // '') eq 'PENDING') {
+            $ok++;
+            push @ids, $c->{id};
+        } else {
+            diag("$tag: POST $i answered $st: " . (ref $c ? explain($c) : $c // ''));
+        }
+    }
+    return ($ok, @ids);
+}
+
+sub tag_where { return "script_id LIKE '$_[0]-%'" }
+
+sub count_where {
+    my ($tag, $cond) = @_;
+    return $s->psql("SELECT count(*) FROM calls WHERE " . tag_where($tag) . " AND ($cond)");
+}
+
+sub wait_settled {
+    my ($tag, $timeout) = @_;
+    my $t = time;
+    my $ok = $s->wait_for(sub { count_where($tag, "status NOT IN ('COMPLETED', 'FAILED')") == 0 },
+        timeout => $timeout, interval => 0.25, soft => 1);
+    return ($ok, time - $t);
+}
+
+sub status_summary {
+    my ($tag) = @_;
+    return join ' ', split /\n/, $s->psql("SELECT status || '=' || count(*) FROM calls WHERE "
+        . tag_where($tag) . " GROUP BY status ORDER BY status");
+}
+
+# The end-of-scenario checks shared by all scenarios.
+sub end_checks {
+    my ($tag, $n, $cap, $timeout) = @_;
+    my ($ok, $took) = wait_settled($tag, $timeout);
+    ok($ok, sprintf('%s: all %d calls COMPLETED or FAILED (%.1fs)', $tag, $n, $took))
+        or diag($s->psql("SELECT id, status, attempts, last_error, published_at FROM calls WHERE "
+            . tag_where($tag) . " AND status NOT IN ('COMPLETED', 'FAILED') LIMIT 20"));
+    is(count_where($tag, 'true'), $n, "$tag: $n calls stored");
+    diag("$tag: " . status_summary($tag));
+    my $st = $s->sim_stats;
+    diag("$tag: simulator started=$st->{started} maxInProgress=$st->{maxInProgress} "
+        . "maxPerPhone=$st->{maxPerPhone} webhooksSent=$st->{webhooksSent} "
+        . "webhookFailures=$st->{webhookFailures} duplicateStarts=$st->{duplicateStarts}");
+    cmp_ok($st->{maxInProgress}, '<=', $cap, "$tag: never more than $cap calls at the provider");
+    cmp_ok($st->{maxPerPhone}, '<=', 1, "$tag: never two calls at once for one number");
+    is($st->{duplicateStarts}, 0, "$tag: no attempt started twice at the provider");
+    is($s->psql("SELECT count(*) FROM call_attempts a JOIN calls c ON c.id = a.call_id WHERE "
+            . tag_where($tag) . " AND a.ended_at IS NULL"), 0, "$tag: every attempt ended");
+    return $st;
+}
+
+# References "<call id>:<attempt>" the simulator accepted in this scenario,
+# with how often.
+sub sim_references {
+    my %refs;
+    my $text = slurp_from(sim_log($s->tmpdir), $sim_log_from);
+    $refs{$1}++ while $text =~ /msg="call started" .*?\breference=(\S+)/g;
+    return \%refs;
+}
+
+# Attempts recorded for TAG: { "<id>:<n>" => outcome }.
+sub attempts_of {
+    my ($tag) = @_;
+    my %att;
+    for my $row (split /\n/, $s->psql("SELECT a.call_id || ':' || a.attempt, coalesce(a.outcome, '-')"
+            . " FROM call_attempts a JOIN calls c ON c.id = a.call_id WHERE " . tag_where($tag))) {
+        my ($ref, $outcome) = split /\|/, $row;
+        $att{$ref} = $outcome;
+    }
+    return \%att;
+}
+
+sub kafka_workers {
+    my ($master) = @_;
+    return grep { $_->{title} =~ /kafka worker/ } $s->children_of($master);
+}
+
+sub no_crash_checks {
+    my ($tag, $master) = @_;
+    ok(kill(0, $master), "$tag: the master (pid $master) is still running");
+    my $log = scenario_log();
+    my @crashes = $log =~ /^(.*msg="child killed by signal".*)$/mg;
+    is(scalar @crashes, 0, "$tag: no child was killed by a signal") or diag(join "\n", @crashes);
+    my @bad_exits = grep { !/ status=0 / } $log =~ /^(.*msg="child exited".*)$/mg;
+    is(scalar @bad_exits, 0, "$tag: no child exited with an error") or diag(join "\n", @bad_exits);
+}
+
+# ======================================================= 1. Kafka down ===
+
+# a) A short outage: the producers queue the messages and deliver them when
+# the broker is back.
+{
+    my $tag = 'kafka-short';
+    my $cap = 10;
+    my $master = scenario([ '--delay', '50ms-200ms' ], 'dispatch.max_concurrent_calls' => $cap);
+    my ($n) = post_calls("$tag-warm", 5);
+    is($n, 5, "$tag: 5 warm-up calls accepted with Kafka up");
+    my ($ok) = wait_settled("$tag-warm", 60);
+    ok($ok, "$tag: the warm-up calls settled (consumers joined the group)");
+
+    $s->kafka_down;
+    my $t = time;
+    ($n) = post_calls($tag, 50);
+    my $took = time - $t;
+    is($n, 50, "$tag: 50 calls answered 201 PENDING while Kafka is down");
+    cmp_ok($took, '<', 30, sprintf("$tag: the 50 POSTs took %.1fs (no hang)", $took));
+    sleep 1;
+    is(count_where($tag, "status <> 'PENDING'"), 0, "$tag: nothing dispatched while Kafka is down");
+    $s->kafka_up;
+    end_checks($tag, 50, $cap, 120);
+    no_crash_checks($tag, $master);
+}
+
+# b) Longer than the producers' message timeout (3 s here, 30 s by default):
+# the messages of the POSTs are dropped, so only the scheduler's republish of
+# the calls that never reached Kafka gets them dispatched.
+{
+    my $tag = 'kafka-long';
+    my $cap = 10;
+    my $master = scenario([ '--delay', '50ms-200ms' ],
+        'dispatch.max_concurrent_calls'   => $cap,
+        'kafka.rdkafka.message.timeout.ms' => 3000);
+    my ($n) = post_calls("$tag-warm", 5);
+    my ($ok) = wait_settled("$tag-warm", 60);
+    ok($ok && $n == 5, "$tag: 5 warm-up calls settled with Kafka up");
+    my $started_before = $s->sim_stats->{started};
+
+    $s->kafka_down;
+    ($n) = post_calls($tag, 50);
+    is($n, 50, "$tag: 50 calls answered 201 PENDING while Kafka is down");
+    my $t_posted = time;
+    # past the message timeout (plus librdkafka's timeout scan interval)
+    sleep 6;
+    is($s->sim_stats->{started}, $started_before, "$tag: nothing started while Kafka is down");
+    is(count_where($tag, "status <> 'PENDING'"), 0, "$tag: every call still PENDING");
+    $s->kafka_up;
+    my $t_up = time;
+    my ($done, $took) = wait_settled($tag, 120);
+    ok($done, sprintf("$tag: every call settled %.1fs after Kafka came back (%.1fs after the POSTs)",
+        $took, time - $t_posted));
+    # 10 s grace after the POST, a tick, then a rebalance-free dispatch:
+    # well within a minute even on a loaded box
+    cmp_ok(time - $t_up, '<', 60, "$tag: recovered within 60s of kafka_up");
+    end_checks($tag, 50, $cap, 5);
+    no_crash_checks($tag, $master);
+}
+
+# ======================================================= 2. Redis down ===
+{
+    my $tag = 'redis';
+    my $cap = 8;
+    my $n_calls = 48;
+    # long calls, so some are still running at the provider when Redis comes
+    # back: the rebuilt slot set must count them
+    my $master = scenario([ '--delay', '3s-7s' ],
+        'dispatch.max_concurrent_calls' => $cap,
+        'dispatch.call_timeout'         => '60s');
+    my @kids_before = map { $_->{pid} } $s->children_of($master);
+    my ($n) = post_calls($tag, $n_calls);
+    is($n, $n_calls, "$tag: $n_calls calls accepted");
+
+    # Redis goes away while the provider holds a full set of calls and the
+    # rest wait (parked) in PostgreSQL
+    my $full = $s->wait_for(sub {
+        my $st = $s->sim_stats;
+        $st->{inProgress} >= $cap - 1 && $st->{started} >= $cap + 4
+    }, timeout => 60, interval => 0.1, soft => 1);
+    ok($full, "$tag: calls flowing before the outage");
+    $s->stop_redis;
+    my $t_down = time;
+    diag(sprintf "$tag: Redis stopped with %d calls IN_PROGRESS", count_where($tag, "status = 'IN_PROGRESS'"));
+
+    # a request already past its slot acquisition may still reach the
+    # provider within a moment; after that nothing may start
+    sleep 1;
+    my $started_down = $s->sim_stats->{started};
+    my $attempts_down = $s->psql("SELECT count(*) FROM call_attempts");
+    my $t_window = time;
+    sleep 4;
+    is($s->sim_stats->{started}, $started_down, "$tag: nothing started at the provider while Redis was down");
+    is($s->psql("SELECT count(*) FROM call_attempts"), $attempts_down,
+        "$tag: no attempt began while Redis was down");
+    my $running = count_where($tag, "status = 'IN_PROGRESS'");
+    my $in_provider = $s->sim_stats->{inProgress};
+    ok(kill(0, $master), "$tag: the master survived the outage");
+
+    $s->start_redis;    # empty
+    my $t_up = time;
+    diag(sprintf "$tag: Redis back empty after %.1fs; %d calls IN_PROGRESS, %d at the provider",
+        $t_up - $t_down, $running, $in_provider);
+    cmp_ok($in_provider, '>', 0, "$tag: calls were still running at the provider when Redis came back");
+    my $rebuilt = $s->wait_for(sub { scenario_log() =~ /msg="Redis slot set rebuilt from PostgreSQL"/ },
+        timeout => 30, interval => 0.2, soft => 1);
+    ok($rebuilt, "$tag: the scheduler rebuilt the slot set from PostgreSQL");
+    my ($in_rebuild) = scenario_log() =~ /msg="Redis lost the slot set; rebuilding it from PostgreSQL" in_progress=(\d+)/;
+    diag("$tag: the rebuild counted " . ($in_rebuild // '?') . ' IN_PROGRESS calls');
+
+    my $resumed = $s->wait_for(sub { $s->sim_stats->{started} > $started_down },
+        timeout => 60, interval => 0.2, soft => 1);
+    ok($resumed, sprintf("$tag: dispatch resumed %.1fs after Redis came back", time - $t_up));
+
+    end_checks($tag, $n_calls, $cap, 180);
+    is(count_where($tag, "status = 'FAILED'"), 0, "$tag: no call failed (the outage cost no attempt)");
+    is($s->psql("SELECT count(*) FROM call_attempts a JOIN calls c ON c.id = a.call_id WHERE "
+            . tag_where($tag) . " AND a.outcome = 'TIMEOUT'"), 0,
+        "$tag: no call had to be reclaimed (webhooks settled calls while Redis was down)");
+    my ($code, $m) = $s->api(GET => '/api/v1/metrics');
+    is(ref $m && $m->{inFlight}, 0, "$tag: no slot held once everything settled");
+    no_crash_checks($tag, $master);
+    my @restarts = scenario_log() =~ /msg="respawning child"/g;
+    cmp_ok(scalar @restarts, '<=', 3, "$tag: no crash loop (" . scalar(@restarts) . ' respawns)');
+}
+
+# ========================================== 3. kill -9 of a Kafka child ===
+{
+    my $tag = 'kill';
+    my $cap = 10;
+    my $n_calls = 200;
+    my $master = scenario([ '--delay', '100ms-300ms' ],
+        'dispatch.max_concurrent_calls' => $cap,
+        'dispatch.call_timeout'         => '5s');
+    my @workers = kafka_workers($master);
+    is(scalar @workers, 2, "$tag: two kafka workers");
+    # 200 calls over 150 numbers: some numbers wait for their own earlier call
+    my @phones = map { next_phone() } 1 .. 150;
+    my ($n) = post_calls($tag, $n_calls, \@phones);
+    is($n, $n_calls, "$tag: $n_calls calls accepted");
+
+    my @killed;
+    for my $round (1, 2) {
+        my $at = $round * 60;
+        my $busy = $s->wait_for(sub {
+            my $st = $s->sim_stats;
+            $st->{started} >= $at && $st->{inProgress} > 0
+        }, timeout => 120, interval => 0.05, soft => 1);
+        ok($busy, "$tag: kill $round: at least $at calls started, some in flight");
+        # the oldest worker: in round 2 the one that carried the load while
+        # the first victim was respawned and rejoined the group
+        my ($victim) = kafka_workers($master);
+        ok($victim && kill('KILL', $victim->{pid}), "$tag: kill -9 $victim->{title} (pid $victim->{pid})");
+        push @killed, $victim->{pid};
+        my $back = $s->wait_for(sub {
+            my @now = kafka_workers($master);
+            @now == 2 && !grep { my $p = $_->{pid}; grep { $_ == $p } @killed } @now
+        }, timeout => 30, interval => 0.1, soft => 1);
+        ok($back, "$tag: kill $round: the kafka worker was respawned");
+    }
+
+    my $st = end_checks($tag, $n_calls, $cap, 240);
+
+    # exactly-once per attempt at the provider: every attempt the simulator
+    # accepted is recorded once, and every recorded attempt reached the
+    # provider, except one whose child died between the IN_PROGRESS commit
+    # and the request: that one was reclaimed after call_timeout
+    my $refs = sim_references();
+    my $att = attempts_of($tag);
+    my @twice = grep { $refs->{$_} > 1 } sort keys %$refs;
+    is(scalar @twice, 0, "$tag: no reference started twice (simulator log)") or diag("@twice");
+    my @unknown = grep { !exists $att->{$_} } sort keys %$refs;
+    is(scalar @unknown, 0, "$tag: every attempt the provider started is recorded") or diag("@unknown");
+    my @never = grep { !exists $refs->{$_} } sort keys %$att;
+    my @never_bad = grep { $att->{$_} ne 'TIMEOUT' } @never;
+    is(scalar @never_bad, 0, "$tag: every recorded attempt that never reached the provider was reclaimed")
+        or diag(join ' ', map { "$_=$att->{$_}" } @never_bad);
+    is($st->{started}, scalar(keys %$att) - @never,
+        sprintf("$tag: provider starts (%d) = attempts recorded (%d) - attempts lost with a killed child (%d)",
+            $st->{started}, scalar(keys %$att), scalar @never));
+    is($s->psql("SELECT count(*) FROM calls c WHERE " . tag_where($tag)
+            . " AND attempts <> (SELECT count(*) FROM call_attempts a WHERE a.call_id = c.id)"), 0,
+        "$tag: one attempt row per attempt");
+    is(count_where($tag, 'attempts > max_attempts'), 0, "$tag: no call made more than max_attempts attempts");
+    is(count_where($tag, "status = 'FAILED' AND attempts < max_attempts"), 0,
+        "$tag: a call fails only after max_attempts attempts");
+
+    ok(kill(0, $master), "$tag: the master (pid $master) is still running");
+    my @signalled = scenario_log() =~ /^(.*msg="child killed by signal".*)$/mg;
+    is(scalar @signalled, 2, "$tag: two children died by a signal: the two we killed");
+    is(scalar(grep { /kind=kafka/ && /signal=9 / } @signalled), 2, "$tag: both were kafka workers, SIGKILL")
+        or diag(join "\n", @signalled);
+    my ($code, $m) = $s->api(GET => '/api/v1/metrics');
+    is(ref $m && $m->{inFlight}, 0, "$tag: no slot held once everything settled");
+}
+
+is($s->stop_daemon, 0, 'clean stop');
+diag(sprintf 'total %.1fs', time - $T0);
+done_testing;
