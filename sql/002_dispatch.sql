@@ -11,6 +11,13 @@
 -- due calls whose published_at is NULL or older than its grace period.
 ALTER TABLE calls ADD COLUMN published_at timestamptz;
 
+-- Who holds the Redis slot lease and phone lock of the current attempt: a
+-- token unique to the dispatch job that took them ("<call id>.<nonce>").
+-- Two jobs for one attempt (a redelivered message) never share a lease, so
+-- the one that loses the race to IN_PROGRESS cannot free the winner's slot;
+-- webhooks, reclaims and the Redis rebuild release/restore by this token.
+ALTER TABLE calls ADD COLUMN slot_owner text;
+
 CREATE INDEX calls_publish_idx ON calls (due_at, id) INCLUDE (published_at)
     WHERE status = 'PENDING';
 
@@ -43,7 +50,7 @@ CREATE INDEX call_attempts_external_idx ON call_attempts (external_call_id)
 CREATE FUNCTION settle_attempt(p_id uuid, p_attempt int, p_outcome text, p_error text,
                                p_external text, p_retry boolean, p_base_ms bigint,
                                p_max_ms bigint, p_min_delay_ms bigint)
-RETURNS TABLE (status text, to_number text)
+RETURNS TABLE (status text, to_number text, slot_owner text)
 LANGUAGE plpgsql AS $$
 DECLARE
     delay_ms double precision;
@@ -74,7 +81,7 @@ BEGIN
            external_call_id = COALESCE(c.external_call_id, p_external),
            published_at = NULL
      WHERE c.id = p_id AND c.attempts = p_attempt AND c.status = 'IN_PROGRESS'
-    RETURNING c.status, c.to_number;
+    RETURNING c.status, c.to_number, c.slot_owner;
 END
 $$;
 
@@ -86,13 +93,15 @@ $$;
 CREATE FUNCTION apply_webhook(p_webhook_id text, p_call_id uuid, p_attempt int,
                               p_external text, p_outcome text, p_base_ms bigint,
                               p_max_ms bigint)
-RETURNS TABLE (result text, call_id uuid, attempt int, status text, to_number text)
+RETURNS TABLE (result text, call_id uuid, attempt int, status text, to_number text,
+               slot_owner text)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_id uuid := p_call_id;
     v_attempt int := p_attempt;
     v_status text;
     v_to text;
+    v_owner text;
 BEGIN
     IF v_id IS NULL OR v_attempt IS NULL THEN
         SELECT a.call_id, a.attempt INTO v_id, v_attempt
@@ -100,26 +109,28 @@ BEGIN
          ORDER BY a.attempt DESC LIMIT 1;
     END IF;
     IF v_id IS NULL OR NOT EXISTS (SELECT 1 FROM calls c WHERE c.id = v_id) THEN
-        RETURN QUERY SELECT 'unknown'::text, NULL::uuid, NULL::int, NULL::text, NULL::text;
+        RETURN QUERY SELECT 'unknown'::text, NULL::uuid, NULL::int, NULL::text, NULL::text,
+                            NULL::text;
         RETURN;
     END IF;
     IF p_webhook_id IS NOT NULL THEN
         INSERT INTO webhook_events (id, call_id) VALUES (p_webhook_id, v_id)
             ON CONFLICT (id) DO NOTHING;
         IF NOT FOUND THEN
-            RETURN QUERY SELECT 'duplicate'::text, v_id, v_attempt, NULL::text, NULL::text;
+            RETURN QUERY SELECT 'duplicate'::text, v_id, v_attempt, NULL::text, NULL::text,
+                                NULL::text;
             RETURN;
         END IF;
     END IF;
-    SELECT s.status, s.to_number INTO v_status, v_to
+    SELECT s.status, s.to_number, s.slot_owner INTO v_status, v_to, v_owner
       FROM settle_attempt(v_id, v_attempt, p_outcome,
                           CASE WHEN p_outcome = 'COMPLETED' THEN NULL
                                ELSE 'provider reported ' || p_outcome END,
                           p_external, p_outcome <> 'COMPLETED', p_base_ms, p_max_ms, 0) s;
     IF v_status IS NULL THEN
-        RETURN QUERY SELECT 'late'::text, v_id, v_attempt, NULL::text, NULL::text;
+        RETURN QUERY SELECT 'late'::text, v_id, v_attempt, NULL::text, NULL::text, NULL::text;
     ELSE
-        RETURN QUERY SELECT 'applied'::text, v_id, v_attempt, v_status, v_to;
+        RETURN QUERY SELECT 'applied'::text, v_id, v_attempt, v_status, v_to, v_owner;
     END IF;
 END
 $$;

@@ -31,7 +31,8 @@
 #define WEBHOOK_CALL_ID_MAX 256
 
 static const char APPLY_SQL[] =
-    "SELECT result, call_id::text, attempt, status, to_number, $5::text"
+    "SELECT result, call_id::text, attempt, status, to_number, $5::text,"
+    "       COALESCE(slot_owner, call_id::text)"
     " FROM apply_webhook($1, $2::uuid, $3::int, $4, $5, $6::bigint, $7::bigint)";
 
 static const char *const outcomes[] = { "COMPLETED", "FAILED", "BUSY", "NO_ANSWER" };
@@ -176,7 +177,9 @@ static void applied(struct api *api, struct http_request *req, const PGresult *r
         count_outcome(PQgetvalue(res, 0, 5));
         if (strcmp(PQgetvalue(res, 0, 3), "PENDING") == 0)
             shm_count(CNT_RETRIES_SCHEDULED);
-        if (redis_slots_release(api->redis, id, attempt, to, release_done, NULL) < 0)
+        /* the lease belongs to the dispatch job that took it */
+        const char *owner = PQgetvalue(res, 0, 6);
+        if (redis_slots_release(api->redis, owner, attempt, to, release_done, NULL) < 0)
             co_warn("slot release refused; the lease will expire", "call=%s", id);
     } else {
         co_info("webhook changes nothing", "result=%s call=%s", result, PQgetvalue(res, 0, 1));

@@ -62,6 +62,7 @@ struct curl_ev {
 
 static int global_done;
 
+/* See curl_ev.h: main() calls it before forking or starting threads. */
 int curl_ev_global_init(void)
 {
     if (global_done)
@@ -77,6 +78,7 @@ int curl_ev_global_init(void)
 
 /* ----------------------------------------------------------- lists ------ */
 
+/* Bookkeeping of the requests in flight and the watched sockets. */
 static void xfer_link(struct curl_ev *ce, struct xfer *x)
 {
     x->next = ce->xfers;
@@ -109,6 +111,7 @@ static void sock_unlink(struct curl_ev *ce, struct ce_sock *s)
 
 /* --------------------------------------------------------- finishing ---- */
 
+/* Release X's easy handle and copies (X must be out of the multi handle). */
 static void xfer_free(struct xfer *x)
 {
     if (x->easy)
@@ -162,6 +165,7 @@ static void check_done(struct curl_ev *ce)
 
 /* ------------------------------------------------------- ev -> curl ----- */
 
+/* A watched socket is ready: let libcurl work on it. */
 static void sock_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct ce_sock *s = w->data;
@@ -176,6 +180,7 @@ static void sock_cb(struct ev_loop *loop, ev_io *w, int revents)
     check_done(ce);
 }
 
+/* libcurl's timeout expired. */
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct curl_ev *ce = w->data;
@@ -189,6 +194,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ------------------------------------------------------- curl -> ev ----- */
 
+/* Stop watching S and free it. */
 static void sock_remove(struct curl_ev *ce, struct ce_sock *s)
 {
     ev_io_stop(ce->loop, &s->io);
@@ -196,6 +202,7 @@ static void sock_remove(struct curl_ev *ce, struct ce_sock *s)
     free(s);
 }
 
+/* Start tracking FD; libcurl hands S back to socket_fn from now on. */
 static struct ce_sock *sock_add(struct curl_ev *ce, curl_socket_t fd)
 {
     struct ce_sock *s = calloc(1, sizeof(*s));
@@ -309,6 +316,7 @@ static size_t header_fn(char *data, size_t size, size_t nitems, void *userp)
 
 /* -------------------------------------------------- request setup ------ */
 
+/* Method and body (copied: CURLOPT_POSTFIELDS does not copy). */
 static int set_method(struct xfer *x, const struct curl_ev_request *req)
 {
     const char *m = req->method ? req->method : "GET";
@@ -334,6 +342,7 @@ static int set_method(struct xfer *x, const struct curl_ev_request *req)
     return rc ? -1 : 0;
 }
 
+/* The caller's headers, plus an empty Expect. */
 static int set_headers(struct xfer *x, const struct curl_ev_request *req)
 {
     /* libcurl would add "Expect: 100-continue" to large bodies: one more
@@ -350,6 +359,7 @@ static int set_headers(struct xfer *x, const struct curl_ev_request *req)
     return curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->headers) ? -1 : 0;
 }
 
+/* The options every request gets (see curl_ev.h). */
 static int set_common(struct xfer *x, const struct curl_ev_request *req)
 {
     CURL *e = x->easy;

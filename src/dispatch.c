@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -42,7 +43,7 @@ static const char LOAD_SQL[] =
 static const char START_SQL[] =
     "WITH upd AS ("
     "  UPDATE calls SET status = 'IN_PROGRESS', attempts = attempts + 1, started_at = now(),"
-    "         ended_at = NULL, next_attempt_at = NULL, published_at = NULL"
+    "         ended_at = NULL, next_attempt_at = NULL, published_at = NULL, slot_owner = $4"
     "  WHERE id = $1 AND status = 'PENDING' AND attempts = $2::int - 1"
     "    AND due_at <= now() AND to_number = $3"
     "  RETURNING id, attempts, script_id, metadata"
@@ -84,6 +85,7 @@ struct job {
     struct dispatcher *d;
     struct offset_mark *mark;    /* NULL once handled */
     char id[UUID_LEN + 1];
+    char owner[64];              /* "<id>.<pid>.<n>": this job's lease token */
     int attempt;
     char to[32];
     char *script_id;
@@ -137,7 +139,7 @@ static void job_release(struct job *j)
 {
     if (j->d->freeing)
         return; /* the lease expires; the scheduler reconciles */
-    if (redis_slots_release(j->d->redis, j->id, j->attempt, j->to, release_done, NULL) < 0)
+    if (redis_slots_release(j->d->redis, j->owner, j->attempt, j->to, release_done, NULL) < 0)
         co_warn("slot release refused; the lease will expire", "call=%s attempt=%d", j->id,
                 j->attempt);
 }
@@ -300,8 +302,8 @@ static void acquired(void *arg, enum slot_result r, int in_use, const char *err)
     }
     char attempt[16];
     snprintf(attempt, sizeof(attempt), "%d", j->attempt);
-    const char *values[] = { j->id, attempt, j->to };
-    if (pg_pool_query(j->d->pg, START_SQL, 3, values, started, j) < 0) {
+    const char *values[] = { j->id, attempt, j->to, j->owner };
+    if (pg_pool_query(j->d->pg, START_SQL, 4, values, started, j) < 0) {
         job_release(j);
         job_end(j);
     }
@@ -331,7 +333,7 @@ static void loaded(void *arg, const PGresult *res, const char *err)
     }
     snprintf(j->to, sizeof(j->to), "%s", PQgetvalue(res, 0, 2));
     double lease = d->cfg->call_timeout + LEASE_MARGIN;
-    if (redis_slots_acquire(d->redis, j->id, j->attempt, j->to, d->cfg->max_concurrent_calls,
+    if (redis_slots_acquire(d->redis, j->owner, j->attempt, j->to, d->cfg->max_concurrent_calls,
                             lease, acquired, j) < 0)
         park(j, "redis unavailable");
 }
@@ -349,6 +351,10 @@ static int parse_message(const rd_kafka_message_t *msg, struct job *j)
     if (ok) {
         snprintf(j->id, sizeof(j->id), "%s", id);
         j->attempt = (int)json_integer_value(att);
+        /* a token of this job's own: see calls.slot_owner in 002_dispatch.sql */
+        static unsigned long jobs_seen;
+        snprintf(j->owner, sizeof(j->owner), "%s.%lx.%lx", id, (unsigned long)getpid(),
+                 ++jobs_seen);
     }
     json_decref(doc);
     return ok ? 0 : -1;

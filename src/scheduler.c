@@ -28,14 +28,14 @@
 #define LEASE_MIN 2.0
 
 static const char REBUILD_SQL[] =
-    "SELECT id::text, attempts, to_number,"
+    "SELECT COALESCE(slot_owner, id::text), attempts, to_number,"
     "       extract(epoch FROM started_at + $1::bigint * interval '1 ms' - now())"
     " FROM calls WHERE status = 'IN_PROGRESS'";
 
 /* The row locks (SKIP LOCKED) keep two schedulers from reclaiming one call;
  * settle_attempt() keeps a webhook and a reclaim from both ending it. */
 static const char RECLAIM_SQL[] =
-    "SELECT c.id::text, c.attempts, s.status, s.to_number"
+    "SELECT c.id::text, c.attempts, s.status, s.to_number, COALESCE(s.slot_owner, c.id::text)"
     " FROM (SELECT id, attempts FROM calls"
     "        WHERE status = 'IN_PROGRESS' AND started_at < now() - $1::bigint * interval '1 ms'"
     "        ORDER BY started_at LIMIT $4::int FOR UPDATE SKIP LOCKED) c,"
@@ -151,7 +151,8 @@ static void reclaimed(void *arg, const PGresult *res, const char *err)
         int attempt = atoi(PQgetvalue(res, r, 1));
         co_warn("call reclaimed: no webhook within call_timeout", "call=%s attempt=%d status=%s",
                 id, attempt, PQgetvalue(res, r, 2));
-        redis_slots_release(s->redis, id, attempt, PQgetvalue(res, r, 3), release_done, NULL);
+        redis_slots_release(s->redis, PQgetvalue(res, r, 4), attempt, PQgetvalue(res, r, 3),
+                            release_done, NULL);
         shm_count(CNT_RECLAIMS);
         if (strcmp(PQgetvalue(res, r, 2), "PENDING") == 0)
             shm_count(CNT_RETRIES_SCHEDULED);

@@ -277,6 +277,7 @@ static void stats_reset(struct sim *s)
     s->st.max_per_phone = strmap_max(&s->phones);
 }
 
+/* C was accepted: one more in progress, in all and for its phone. */
 static void progress_begin(struct sim *s, struct call *c)
 {
     long long *n = strmap_get(&s->phones, c->phone, 1);
@@ -291,6 +292,7 @@ static void progress_begin(struct sim *s, struct call *c)
         s->st.max_per_phone = *n;
 }
 
+/* C ended (or is freed): no longer in progress; idempotent. */
 static void progress_end(struct sim *s, struct call *c)
 {
     if (!c->in_progress)
@@ -314,6 +316,7 @@ static void reference_started(struct sim *s, const char *ref)
 
 /* ------------------------------------------------------- responses ----- */
 
+/* Answer REQ with J (stolen) as compact JSON; 500 when J is NULL. */
 static void respond_json(struct http_request *req, int status, json_t *j, const char *extra)
 {
     char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -326,6 +329,7 @@ static void respond_json(struct http_request *req, int status, json_t *j, const 
     free(txt);
 }
 
+/* The provider's answer to a started call. */
 static void respond_initiated(struct http_request *req, const char *call_id)
 {
     respond_json(req, 202, json_pack("{s:s, s:s}", "callId", call_id, "status", "INITIATED"),
@@ -334,6 +338,7 @@ static void respond_initiated(struct http_request *req, const char *call_id)
 
 /* ------------------------------------------------------------ calls ---- */
 
+/* Unlink and free C: timer stopped, out of progress, a held request freed. */
 static void call_free(struct call *c)
 {
     struct sim *s = c->sim;
@@ -367,6 +372,7 @@ static void rfc3339_now(char *out, size_t len)
     strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/* Build C's webhook body once, when the call ends. */
 static int webhook_body(struct call *c)
 {
     char at[32];
@@ -405,6 +411,7 @@ static void call_ended(struct call *c)
     webhook_attempt(c);
 }
 
+/* The delay is over (the call ends), or a retry's backoff is. */
 static void call_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct call *c = (struct call *)w;   /* timer is the first member */
@@ -434,6 +441,7 @@ static int webhook_sign_now(struct call *c)
 
 static void webhook_done(void *arg, const struct curl_ev_response *r);
 
+/* POST C's webhook once (first send, retry or replay). */
 static void webhook_attempt(struct call *c)
 {
     struct sim *s = c->sim;
@@ -482,11 +490,13 @@ static void delivery_over(struct call *c, int delivered)
     call_free(c);
 }
 
+/* Whether a real provider would try this delivery again. */
 static int retryable(const struct curl_ev_response *r)
 {
     return r->result != CURLE_OK || r->status >= 500 || r->status == 429;
 }
 
+/* The answer to one webhook POST: delivered, retry later, or give up. */
 static void webhook_done(void *arg, const struct curl_ev_response *r)
 {
     struct call *c = arg;
@@ -525,6 +535,7 @@ struct initiation {               /* a validated POST /api/v1/calls body */
     const char *to, *reference, *url;
 };
 
+/* ^\+[1-9][0-9]{7,14}$ (DESIGN.md section 4), without a regex. */
 static int e164_ok(const char *s)
 {
     size_t n = strlen(s);
@@ -550,6 +561,7 @@ static int reference_well_formed(const char *r)
     return digits <= 9 && r[37 + digits] == '\0';
 }
 
+/* The non-empty string field NAME of BODY, or NULL. */
 static const char *str_field(json_t *body, const char *name)
 {
     json_t *v = json_object_get(body, name);
@@ -598,6 +610,7 @@ static void draw(struct sim *s, struct draws *d)
     d->drop = rnd(s);
 }
 
+/* A call for an accepted initiation, its fate drawn from D; not started. */
 static struct call *call_new(struct sim *s, const struct initiation *in, const struct draws *d)
 {
     struct call *c = calloc(1, sizeof(*c));
@@ -629,6 +642,7 @@ static struct call *call_new(struct sim *s, const struct initiation *in, const s
     return c;
 }
 
+/* Start a call: count it, arm its timer, answer 202 now or (--early) later. */
 static void accept_call(struct sim *s, struct http_request *req, const struct initiation *in,
                         const struct draws *d)
 {
@@ -656,6 +670,7 @@ static void accept_call(struct sim *s, struct http_request *req, const struct in
     }
 }
 
+/* --hang: keep REQ unanswered; freed when its client leaves or we stop. */
 static void hold_forever(struct sim *s, struct http_request *req)
 {
     struct hung *h = malloc(sizeof(*h));
@@ -669,6 +684,7 @@ static void hold_forever(struct sim *s, struct http_request *req)
     s->hung = h;
 }
 
+/* The bearer key check of --api-key. */
 static int authorized(const struct sim *s, struct http_request *req)
 {
     if (s->o.api_key == NULL)
@@ -677,6 +693,7 @@ static int authorized(const struct sim *s, struct http_request *req)
     return h && strncasecmp(h, "Bearer ", 7) == 0 && strcmp(h + 7, s->o.api_key) == 0;
 }
 
+/* POST /api/v1/calls. */
 static void handle_initiate(struct sim *s, struct http_request *req)
 {
     struct initiation in;
@@ -715,6 +732,7 @@ static void handle_initiate(struct sim *s, struct http_request *req)
 
 /* ------------------------------------------------------------ routing ---- */
 
+/* GET /stats, and POST /stats/reset (RESET). */
 static void handle_stats(struct sim *s, struct http_request *req, int reset)
 {
     if (reset) {
@@ -778,6 +796,7 @@ static void sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
+/* The signing key (hmac) or the token to send (api-key) from --secret. */
 static int setup_secret(struct sim *s, char *err, size_t errlen)
 {
     const char *sec = s->o.secret ? s->o.secret : "";

@@ -132,7 +132,19 @@ for my $mode (qw(fast immediate)) {
     my ($st, $b, $h) = $s->api(GET => '/readyz');
     like($h->{'retry-after'} // '', qr/^\d+$/, "$mode: /readyz 503 with Retry-After");
     is(($s->api(GET => '/healthz'))[0], 200, "$mode: /healthz 200 all the same");
-    note(sprintf '%s: outage checks took %.1fs', $mode, time - $down_at);
+    # A longer outage, so the pools' reconnect backoff grows to its cap:
+    # answers stay prompt 503s all along.
+    my %later;
+    my $worst = 0;
+    while (time - $down_at < 8) {
+        my ($st, undef, undef, $took) = timed(POST => '/api/v1/calls', { to => phone(), scriptId => 'down' });
+        $later{$st}++;
+        $worst = $took if $took > $worst;
+        sleep 0.25;
+    }
+    is(join(',', keys %later), '503', "$mode: still 503 after 8s down");
+    ok($worst < $PROMPT, sprintf('%s: ... the slowest in %.2fs', $mode, $worst));
+    note(sprintf '%s: outage lasted %.1fs', $mode, time - $down_at);
 
     # ---- back
     $s->start_postgres;
