@@ -69,6 +69,22 @@ struct scheduler {
 
 static void tick_end(struct scheduler *s);
 
+/* The common head of each step's callback: 1 when the tick ends here
+ * (the scheduler is being freed, or the step failed: logged as WHAT). */
+static int tick_aborted(struct scheduler *s, const char *err, const char *what)
+{
+    if (s->freeing) {
+        s->busy = 0;
+        return 1;
+    }
+    if (err == NULL)
+        return 0;
+    if (what != NULL)
+        co_warn(what, "error=\"%s\"", err);
+    tick_end(s);
+    return 1;
+}
+
 /* ------------------------------------------------------------ publish */
 
 static void published(void *arg, const PGresult *res, const char *err)
@@ -137,15 +153,8 @@ static void release_done(void *arg, int released, const char *err)
 static void reclaimed(void *arg, const PGresult *res, const char *err)
 {
     struct scheduler *s = arg;
-    if (s->freeing) {
-        s->busy = 0;
+    if (tick_aborted(s, err, "reclaim query failed"))
         return;
-    }
-    if (err != NULL) {
-        co_warn("reclaim query failed", "error=\"%s\"", err);
-        tick_end(s);
-        return;
-    }
     for (int r = 0; r < PQntuples(res); r++) {
         const char *id = PQgetvalue(res, r, 0);
         int attempt = atoi(PQgetvalue(res, r, 1));
@@ -177,15 +186,8 @@ static void reclaim(struct scheduler *s)
 static void rebuilt(void *arg, int done, const char *err)
 {
     struct scheduler *s = arg;
-    if (s->freeing) {
-        s->busy = 0;
+    if (tick_aborted(s, err, "rebuilding the Redis slot set failed"))
         return;
-    }
-    if (err != NULL) {
-        co_error("rebuilding the Redis slot set failed", "error=\"%s\"", err);
-        tick_end(s);
-        return;
-    }
     if (done)
         co_warn("Redis slot set rebuilt from PostgreSQL", NULL);
     else
@@ -196,14 +198,8 @@ static void rebuilt(void *arg, int done, const char *err)
 static void in_progress_loaded(void *arg, const PGresult *res, const char *err)
 {
     struct scheduler *s = arg;
-    if (s->freeing) {
-        s->busy = 0;
+    if (tick_aborted(s, err, "loading IN_PROGRESS calls failed"))
         return;
-    }
-    if (err != NULL) {
-        tick_end(s);
-        return;
-    }
     int n = PQntuples(res);
     struct slot_entry *e = calloc((size_t)n + 1, sizeof(*e));
     if (e == NULL) {
@@ -227,14 +223,8 @@ static void in_progress_loaded(void *arg, const PGresult *res, const char *err)
 static void rebuild_checked(void *arg, int needs, const char *err)
 {
     struct scheduler *s = arg;
-    if (s->freeing) {
-        s->busy = 0;
+    if (tick_aborted(s, err, NULL))
         return;
-    }
-    if (err != NULL) {
-        tick_end(s);
-        return;
-    }
     if (!needs) {
         reclaim(s);
         return;
