@@ -268,8 +268,11 @@ static void started(void *arg, const PGresult *res, const char *err)
 {
     struct job *j = arg;
     if (err != NULL || PQntuples(res) == 0) {
-        /* lost the race (another consumer, a cancel, a PATCH), or the phone
-         * is in progress already (23505), or the database failed */
+        /* Lost the race (a cancel, a PATCH, or another job of this attempt
+         * that was not stopped by the phone lock because its lease had
+         * expired), or the phone is in progress already (23505), or the
+         * database failed.  The lease is this job's own token (see
+         * calls.slot_owner), so releasing it never frees another job's. */
         job_release(j);
         if (err != NULL && res != NULL)
             park(j, "update refused");
