@@ -39,8 +39,9 @@ CREATE INDEX call_attempts_external_idx ON call_attempts (external_call_id)
 -- success) or why the attempt failed (FAILED, BUSY, NO_ANSWER, PROVIDER_ERROR,
 -- PROVIDER_REJECTED, TIMEOUT).  A failed attempt goes back to PENDING with
 -- next_attempt_at = now() + backoff while attempts remain and P_RETRY is
--- true; else the call is FAILED.  backoff = base × 2^(attempt−1), jittered
--- by ±20 %, capped at P_MAX_MS, and never less than P_MIN_DELAY_MS (a
+-- true; else the call is FAILED.  backoff = base × 2^(attempt−1), capped
+-- at P_MAX_MS, then jittered down by up to 20 % (so the cap holds and retries
+-- of many calls spread out), and never less than P_MIN_DELAY_MS (a
 -- provider's Retry-After).
 --
 -- Returns one row (status, to_number) when this call ended the attempt, and
@@ -62,8 +63,9 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
+    -- jitter only downwards, so backoff_max is a hard ceiling
     delay_ms := least(p_base_ms * power(2, p_attempt - 1), p_max_ms)
-                * (0.8 + 0.4 * random());
+                * (0.8 + 0.2 * random());
     delay_ms := least(greatest(delay_ms, p_min_delay_ms), greatest(p_max_ms, p_min_delay_ms));
     RETURN QUERY
     UPDATE calls c

@@ -1,8 +1,9 @@
 #!/usr/bin/perl
 # Provider faults on the real stack (DESIGN.md section 3 step 3): 5xx and
 # 429 (with Retry-After) are retried with exponential backoff until
-# max_attempts, a hanging provider is retried after [provider] timeout, a
-# 4xx other than 429 fails the call after one attempt.  Each case checks the
+# max_attempts, a hanging provider is retried after [provider] timeout, so
+# is a refused connection, and a 4xx other than 429 fails the call after
+# one attempt.  Each case checks the
 # attempt log, lastError, the spacing of the attempts and that the slot is
 # released; one case checks that nextAttemptAt shows while a retry waits.
 #
@@ -89,6 +90,7 @@ sub slots_released {
         ref $m && defined $m->{inFlight} && $m->{inFlight} == 0;
     }, timeout => 20, interval => 0.2, soft => 1);
     ok($ok, "$label: every slot released (inFlight 0)") or diag explain $m;
+    is($s->redis_cli('--scan', '--pattern', 'callorch:phone:*'), '', "$label: no phone lock left in Redis");
 }
 
 # Every consecutive pair of attempts of IDS: started_at(n+1) - ended_at(n)
@@ -214,6 +216,33 @@ sub check_attempt_log {
         cmp_ok($ms, '>=', 160, "$label: retry started ${ms}ms after the timed-out attempt (backoff 200ms -20%)");
     }
     is($s->sim_stats->{rejected}{hang}, 2 * $attempts, "$label: every attempt hung at the provider");
+    slots_released($label);
+}
+
+# ------------------------------------------------- connection refused ---
+{
+    my $label = 'unreachable';
+    my $attempts = 2;
+    $s->stop_daemon;
+    $s->stop_sim;    # nothing listens on the provider port
+    $s->write_config(%common,
+        'dispatch.max_attempts' => $attempts,
+        'dispatch.backoff_base' => '200ms',
+        'dispatch.backoff_max'  => '1s');
+    $s->start_daemon;
+    my @ids = create_calls(2, $label);
+    wait_status(\@ids, 'FAILED', 90, "$label: both calls end FAILED");
+    for my $id (@ids) {
+        my $c = get_call($id);
+        is($c->{attempts}, $attempts, "$label: a connection error is retried ($attempts attempts)");
+        like($c->{lastError} // '', qr/^provider unreachable: /, "$label: lastError says why")
+            or diag $c->{lastError};
+        check_attempt_log($c, $attempts, 'PROVIDER_ERROR', qr/^provider unreachable: /, $label);
+    }
+    for my $g (gaps(@ids)) {
+        my ($id, $n, $ms) = @$g;
+        cmp_ok($ms, '>=', 160, "$label: retry started ${ms}ms after the failed attempt (backoff 200ms -20%)");
+    }
     slots_released($label);
 }
 

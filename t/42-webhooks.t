@@ -5,7 +5,8 @@
 # X-Api-Key mode, webhook-id dedupe, late webhooks, unknown calls, malformed
 # bodies, matching by reference or by the provider's callId, the effect of
 # each outcome (COMPLETED final, FAILED/BUSY/NO_ANSWER retried or FAILED at
-# max_attempts), slot release; then the real flow with a simulator that
+# max_attempts), slot release, concurrent deliveries for one attempt
+# (exactly one applied); then the real flow with a simulator that
 # sends its webhooks before its 202 (--early) or twice (--duplicate).
 #
 # Calls are put IN_PROGRESS by the real dispatch path, with a simulator that
@@ -20,6 +21,7 @@ use JSON::PP;
 use MIME::Base64 qw(encode_base64);
 use Time::HiRes qw(time);
 use Time::Local qw(timegm);
+use POSIX ();
 use CallorchTest;
 
 CallorchTest::require_stack();
@@ -37,6 +39,7 @@ my $KEY_B = 'rotated-webhook-key-B-0123456789';
 my $KEY_C = 'unknown-webhook-key-C-987654321';
 my $SECRETS = CallorchTest::callback_secret() . ',whsec_' . encode_base64($KEY_B, '');
 my $API_TOKEN = 'provider-callback-token-0123456789';
+my $API_TOKEN2 = 'rotated-callback-token-abcdefghij';
 my $CLIENT_KEY = 'test-client-key-42';
 
 my %hmac_config = (
@@ -347,10 +350,44 @@ is($p3->{attemptLog}[0]{outcome}, 'FAILED', 'FAILED: attemptLog outcome');
 in_flight_is(0, 'FAILED released the slot');
 is(($s->api(POST => "/api/v1/calls/$c3->{id}/cancel"))[0], 200, 'the waiting retry is cancelled');
 
+# Concurrent deliveries for one attempt, each with its own webhook-id and
+# another outcome: exactly one is applied, the others are late.
+my $c5 = in_progress_call('race');
+my @outcomes = qw(COMPLETED FAILED BUSY NO_ANSWER) x 2;
+my %kid;
+for my $i (0 .. $#outcomes) {
+    my $pid = fork;
+    BAIL_OUT("fork: $!") unless defined $pid;
+    if ($pid == 0) {
+        my ($st, $res) = webhook(body => wh_body($c5, $outcomes[$i]));
+        my $r = ref $res ? $res->{result} // '' : '';
+        POSIX::_exit($st != 200 ? 1 : $r eq 'applied' ? 10 + $i : $r eq 'late' ? 2 : 3);
+    }
+    $kid{$pid} = $i;
+}
+my (@applied, $late, @other);
+for my $pid (keys %kid) {
+    waitpid($pid, 0);
+    my $code = $? >> 8;
+    if ($code >= 10) { push @applied, $code - 10 } elsif ($code == 2) { $late++ } else { push @other, $code }
+}
+is(scalar @applied, 1, 'race: exactly one of 8 concurrent webhooks was applied');
+is($late // 0, 7, 'race: the 7 others answered 200 late');
+is(scalar @other, 0, 'race: no other answer');
+if (@applied == 1) {
+    my $won = $outcomes[ $applied[0] ];
+    my $r5 = get_call($c5->{id});
+    is($r5->{attempts}, 1, 'race: still one attempt');
+    is($r5->{attemptLog}[0]{outcome}, $won, "race: the attempt ended with the applied outcome ($won)");
+    is($r5->{status}, $won eq 'COMPLETED' ? 'COMPLETED' : 'PENDING', 'race: the call status follows it');
+    $s->api(POST => "/api/v1/calls/$c5->{id}/cancel") if $r5->{status} eq 'PENDING';
+}
+in_flight_is(0, 'race: slot released');
+
 # ------------------------------------------------------------ api-key mode ---
 $s->stop_daemon;
 $s->write_config(%hmac_config, 'provider.callback_auth' => 'api-key',
-    'provider.callback_secret' => $API_TOKEN);
+    'provider.callback_secret' => "$API_TOKEN,$API_TOKEN2");
 $s->start_daemon;
 my $c4 = in_progress_call('api-key');
 my $body4 = wh_body($c4, 'COMPLETED');
@@ -370,8 +407,13 @@ my $done4 = get_call($c4->{id});
 is($done4->{status}, 'COMPLETED', 'api-key: COMPLETED');
 in_flight_is(0, 'api-key: slot released');
 ($st, $res) = replay($req4);
-result_is(undef, $st, $res, 200, undef, 'api-key: the same webhook again (no webhook-id)');
+result_is(undef, $st, $res, 200, 'late', 'api-key: the same webhook again (no webhook-id): late');
 unchanged($done4, 'api-key: the repeat changed nothing');
+($st, $res) = webhook(body => wh_body($c4, 'FAILED'), headers => { 'X-Api-Key' => $API_TOKEN2 });
+result_is(undef, $st, $res, 200, 'late', 'api-key: the second (rotated-in) token is accepted too');
+unchanged($done4, 'api-key: and the late FAILED changed nothing');
+is((webhook(body => $body4, headers => { 'X-Api-Key' => "$API_TOKEN,$API_TOKEN2" }))[0], 401,
+    'api-key: both tokens joined by a comma are no token: 401');
 
 # ------------------------------------------------ real flow: --early, --duplicate ---
 # Back to hmac; quick retries so FAILED/BUSY/NO_ANSWER run their course.
@@ -380,7 +422,7 @@ my %flow_config = (%hmac_config, 'dispatch.backoff_base' => '200ms', 'dispatch.b
 # Runs N calls through the simulator started with SIM_ARGS until each is
 # COMPLETED or FAILED; returns their ids.
 sub flow {
-    my ($label, $n, @sim_args) = @_;
+    my ($label, $opts, $n, @sim_args) = @_;
     $s->stop_sim;
     $s->start_sim(@sim_args);
     my @ids;
@@ -411,22 +453,34 @@ sub flow {
     is($s->psql(qq{SELECT count(*) FROM calls WHERE id IN ($list) AND status = 'COMPLETED'
                     AND (external_call_id IS NULL OR ended_at IS NULL)}), 0,
         "$label: COMPLETED calls carry externalCallId and endedAt");
-    # Each attempt was applied exactly once.
-    my @twice;
-    my $applied = 0;
-    for my $id (@ids) {
-        my $n = applied_in_log($id);
-        my $att = get_call($id)->{attempts};
-        $applied += $_ for values %$n;
-        push @twice, "$id: " . join(',', map { "$_ x$n->{$_}" } sort keys %$n)
-            if grep({ $n->{$_} != 1 } keys %$n) || keys(%$n) != $att;
-    }
+    # Each attempt was applied exactly once.  The log line is written just
+    # after the transaction commits: give the last one a moment.
+    my (@twice, $applied);
+    $s->wait_for(sub {
+        @twice = ();
+        $applied = 0;
+        for my $id (@ids) {
+            my $n = applied_in_log($id);
+            my $att = $s->psql("SELECT attempts FROM calls WHERE id = '$id'");
+            $applied += $_ for values %$n;
+            push @twice, "$id: " . join(',', map { "$_ x$n->{$_}" } sort keys %$n)
+                if grep({ $n->{$_} != 1 } keys %$n) || keys(%$n) != $att;
+        }
+        !@twice;
+    }, timeout => 10, interval => 0.2, soft => 1);
     is(scalar @twice, 0, "$label: every attempt's webhook was applied exactly once") or diag "@twice";
     is($applied, $rows, "$label: webhooks applied ($applied) = attempts ($rows)");
-    my $st = $s->sim_stats;
+    # The simulator counts a delivery once it has read the answer, after
+    # the call settled; a duplicate goes out after the first delivery.
+    my $want_sent = $rows * ($opts->{sent_per_attempt} // 1);
+    my $st;
+    $s->wait_for(sub { $st = $s->sim_stats; $st->{webhooksSent} >= $want_sent && $st->{inProgress} == 0 },
+        timeout => 20, interval => 0.2, soft => 1);
+    is($st->{webhooksSent}, $want_sent, "$label: $want_sent webhook deliveries answered 2xx");
+    is($st->{inProgress}, 0, "$label: nothing left in progress at the provider");
     is($st->{started}, $rows, "$label: provider starts = attempts");
     is($st->{duplicateStarts}, 0, "$label: no attempt started twice");
-    is($st->{webhookFailures}, 0, "$label: every webhook delivery was answered 2xx");
+    is($st->{webhookFailures}, 0, "$label: no webhook delivery given up");
     in_flight_is(0, "$label: every slot released");
     return ($st, $rows, @ids);
 }
@@ -436,19 +490,21 @@ $s->write_config(%flow_config);
 $s->start_daemon;
 
 {
-    my ($st, $rows) = flow('early', 10, '--early', '1', '--delay', '0', '--success-rate', '0.6',
+    my ($st, $rows) = flow('early', {}, 10, '--early', '1', '--delay', '0', '--success-rate', '0.6',
         '--seed', '21');
     is($st->{early}, $rows, 'early: every webhook was sent before the 202');
-    is($st->{webhooksSent}, $rows, 'early: one webhook per attempt, each accepted');
 }
 {
-    my ($st, $rows, @ids) = flow('duplicate', 10, '--duplicate', '1', '--delay', '0-50ms',
+    my ($st, $rows, @ids) = flow('duplicate', { sent_per_attempt => 2 }, 10, '--duplicate', '1', '--delay', '0-50ms',
         '--success-rate', '0.6', '--seed', '22');
     is($st->{duplicated}, $rows, 'duplicate: every webhook was sent twice');
-    is($st->{webhooksSent}, 2 * $rows, 'duplicate: both deliveries answered 2xx');
     my %ids = map { $_ => 1 } @ids;
-    my $dups = grep { /msg="webhook changes nothing" result=duplicate call=(\S+)/ && $ids{$1} }
-        split /\n/, $s->log_text;
+    my $dups = 0;
+    $s->wait_for(sub {
+        $dups = grep { /msg="webhook changes nothing" result=duplicate call=(\S+)/ && $ids{$1} }
+            split /\n/, $s->log_text;
+        $dups >= $rows;
+    }, timeout => 10, interval => 0.2, soft => 1);
     is($dups, $rows, 'duplicate: each second delivery was recognised as a duplicate');
 }
 
