@@ -2,6 +2,9 @@
  * callorchd.c — main() of the daemon: options, config check, sockets, pid
  * file, privileges, then the supervisor.
  *
+ * The control socket is created here, before the privilege drop, and
+ * removed here after the supervisor returned.
+ *
  * This is the only place that decides the process exits; modules return
  * errors and the messages they carry are printed or logged here once.
  */
@@ -20,6 +23,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "control.h"
 #include "curl_ev.h"
 #include "listen.h"
 #include "log.h"
@@ -91,16 +95,39 @@ static int daemonize(void)
     return chdir("/");
 }
 
+/* The [daemon] user, or NULL with a message. */
+static struct passwd *daemon_user(const struct co_config *cfg, char *err, size_t errlen)
+{
+    struct passwd *pw = getpwnam(cfg->user);
+    if (pw == NULL)
+        snprintf(err, errlen, "[daemon] user '%s' does not exist", cfg->user);
+    return pw;
+}
+
+/* The control socket, owned by [daemon] user when we are root (so that the
+ * master still owns it after the privilege drop). */
+static struct control *open_control(const struct co_config *cfg, char *err, size_t errlen)
+{
+    uid_t uid = (uid_t)-1;
+    gid_t gid = (gid_t)-1;
+    if (geteuid() == 0) {
+        struct passwd *pw = daemon_user(cfg, err, errlen);
+        if (pw == NULL)
+            return NULL;
+        uid = pw->pw_uid;
+        gid = pw->pw_gid;
+    }
+    return control_open(cfg->control_socket, uid, gid, err, errlen);
+}
+
 /* When started as root, become [daemon] user (unless that is root). */
 static int drop_privileges(const struct co_config *cfg, char *err, size_t errlen)
 {
     if (geteuid() != 0)
         return 0;
-    struct passwd *pw = getpwnam(cfg->user);
-    if (pw == NULL) {
-        snprintf(err, errlen, "[daemon] user '%s' does not exist", cfg->user);
+    struct passwd *pw = daemon_user(cfg, err, errlen);
+    if (pw == NULL)
         return -1;
-    }
     if (pw->pw_uid == 0)
         return 0;
     if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
@@ -116,6 +143,7 @@ static int start(struct co_config *cfg, const struct options *o)
 {
     char err[1024];
     struct listen_set ls;
+    struct control *ctl = NULL;
 
     if (co_log_open(cfg->log_target, cfg->log_level) < 0) {
         fprintf(stderr, "callorchd: cannot open log %s: %s\n", cfg->log_target, strerror(errno));
@@ -124,6 +152,8 @@ static int start(struct co_config *cfg, const struct options *o)
     }
     ls.n = 0;
     if (listen_open(cfg, &ls, err, sizeof(err)) < 0)
+        goto fail;
+    if ((ctl = open_control(cfg, err, sizeof(err))) == NULL)
         goto fail;
     if (shm_init() < 0) {
         snprintf(err, sizeof(err), "cannot map the shared counters: %s", strerror(errno));
@@ -143,16 +173,19 @@ static int start(struct co_config *cfg, const struct options *o)
     co_proctitle_set("callorchd: master process -c %s", o->config_path);
     co_info("callorchd starting", "version=%s config=%s user=%s", PACKAGE_VERSION,
             o->config_path, cfg->user);
-    int status = supervisor_run(cfg, &ls, o->config_path); /* owns cfg and ls now */
+    /* owns cfg and ls now */
+    int status = supervisor_run(cfg, &ls, ctl, o->config_path);
     if (pid_file != NULL)
         pidfile_remove(pid_file);
     free(pid_file);
     co_info("callorchd stopped", "status=%d", status);
+    control_close(ctl); /* last: a waiting "callorchctl stop" returns now */
     return status;
 fail:
     co_error("cannot start", "error=\"%s\"", err);
     if (co_log_enabled(CO_LOG_ERROR) && strcmp(cfg->log_target, "stderr") != 0)
         fprintf(stderr, "callorchd: %s\n", err);
+    control_close(ctl);
     listen_close(&ls);
     co_config_free(cfg);
     return 1;

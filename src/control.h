@@ -90,7 +90,9 @@ void control_stop(struct control *ctl);
 /* In a freshly forked child: close the inherited descriptors, nothing else. */
 void control_close_inherited(struct control *ctl);
 
-/* Close everything, remove the socket file, free CTL (NULL is fine). */
+/* Close the socket and its clients, remove the socket file, free CTL (NULL
+ * is fine).  The connections of "stop" clients stay open: the process exit
+ * closes them, which is what those clients wait for.  Call it last. */
 void control_close(struct control *ctl);
 
 /* ------------------------------------------------------------- client */

@@ -5,7 +5,8 @@
  * never run arbitrary code; child exits come through one ev_child watcher
  * for any pid.  Each child is a "slot" (kind + index + generation); a slot
  * of the running generation is respawned when its process ends, one of a
- * retired generation is dropped.
+ * retired generation is dropped.  The control socket (control.c) reaches the
+ * master through the ctl_* callbacks at the end.
  */
 #include "supervisor.h"
 
@@ -48,6 +49,8 @@ struct supervisor {
     struct co_config *cfg;
     struct listen_set listen;
     const char *config_path;
+    struct control *ctl;         /* the control socket, or NULL */
+    ev_tstamp started_at;
     unsigned generation;
     enum master_state state;
     int exit_status;
@@ -156,8 +159,9 @@ static void announce_status(struct supervisor *sup)
         want[s->kind]++;
         up[s->kind] += s->pid > 0 && s->ready;
     }
-    notify_status("%s: http %d/%d, kafka %d/%d, sched %d/%d ready",
-                  sup->state == MASTER_STOPPING ? "stopping" : "running", up[CHILD_HTTP],
+    notify_status("%s%s: http %d/%d, kafka %d/%d, sched %d/%d ready",
+                  sup->state == MASTER_STOPPING ? "stopping" : "running",
+                  shm_paused() ? ", dispatch paused" : "", up[CHILD_HTTP],
                   want[CHILD_HTTP], up[CHILD_KAFKA], want[CHILD_KAFKA], up[CHILD_SCHED],
                   want[CHILD_SCHED]);
 }
@@ -195,6 +199,22 @@ static int test_crash_requested(enum child_kind kind)
 }
 #endif
 
+/*
+ * In a new child: detach the master's signal and child watchers.  libev
+ * keeps signal watchers process-wide and ev_loop_destroy() leaves them
+ * attached, so without this a child's SIGTERM would also run the master's
+ * handler on the child's copy of the table (signalling its siblings).
+ * Only process-local state is touched: no ev_io_stop on the shared epoll.
+ */
+static void forget_master_watchers(struct supervisor *sup)
+{
+    ev_signal *const sigs[] = { &sup->sig_term, &sup->sig_int, &sup->sig_hup, &sup->sig_usr1,
+                                &sup->sig_usr2 };
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        ev_signal_stop(sup->loop, sigs[i]);
+    ev_child_stop(sup->loop, &sup->child_watcher);
+}
+
 /* In the new process: become the child and never return. */
 static void become_child(struct slot *s)
 {
@@ -206,7 +226,9 @@ static void become_child(struct slot *s)
         .ready_fd = sup->ready_pipe[1],
         .cfg = sup->cfg,
     };
+    forget_master_watchers(sup);
     close(sup->ready_pipe[0]);
+    control_close_inherited(sup->ctl);
     if (s->kind == CHILD_HTTP) {
         ctx.listen_fds = sup->listen.fds;
         ctx.n_listen = sup->listen.n;
@@ -396,40 +418,35 @@ static void apply_log_config(const struct co_config *old, const struct co_config
                  cfg->log_target, strerror(errno));
 }
 
-/* New listening sockets when the addresses changed; 0 or -1 (logged). */
-static int reload_listen(struct supervisor *sup, const struct co_config *cfg)
+/* New listening sockets when the addresses changed; 0 or -1 and why in ERR. */
+static int reload_listen(struct supervisor *sup, const struct co_config *cfg, char *err,
+                         size_t errlen)
 {
     if (listen_same(sup->cfg, cfg))
         return 0;
     struct listen_set ls;
-    char err[512];
-    if (listen_open(cfg, &ls, err, sizeof(err)) < 0) {
-        co_error("reload failed; keeping the running configuration", "error=\"%s\"", err);
+    if (listen_open(cfg, &ls, err, errlen) < 0)
         return -1;
-    }
     listen_close(&sup->listen);
     sup->listen = ls;
     return 0;
 }
 
-static void reload(struct supervisor *sup)
+/* [daemon] keys only a restart applies: say so when a reload changes them. */
+static void warn_restart_only(const struct co_config *old, const struct co_config *cfg)
 {
-    struct co_config *cfg;
-    char err[1024];
+    const char *const names[] = { "user", "pid_file", "control_socket" };
+    const char *const was[] = { old->user, old->pid_file, old->control_socket };
+    const char *const now[] = { cfg->user, cfg->pid_file, cfg->control_socket };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(was[i], now[i]) != 0)
+            co_warn("changed key takes effect at the next restart, not on reload",
+                    "key=daemon.%s running=\"%s\" configured=\"%s\"", names[i], was[i], now[i]);
+}
 
-    if (sup->state != MASTER_RUNNING)
-        return;
-    if (co_config_load(sup->config_path, &cfg, err, sizeof(err)) < 0) {
-        co_error("reload failed; keeping the running configuration", "error=\"%s\"", err);
-        return;
-    }
-    if (reload_listen(sup, cfg) < 0) {
-        co_config_free(cfg);
-        return;
-    }
-    notify_reloading();
-    apply_log_config(sup->cfg, cfg);
-    /* retire the running generation: they finish in-flight work and leave */
+/* Retire the running generation: its children finish in-flight work and leave. */
+static void retire_generation(struct supervisor *sup)
+{
     for (int i = sup->n_slots - 1; i >= 0; i--) {
         struct slot *s = sup->slots[i];
         s->retired = 1;
@@ -438,20 +455,54 @@ static void reload(struct supervisor *sup)
         else
             slot_remove(sup, s);
     }
+}
+
+/* Load the config; if valid, swap it in and start a new generation. */
+static int swap_config(struct supervisor *sup, char *err, size_t errlen)
+{
+    struct co_config *cfg;
+
+    if (sup->state != MASTER_RUNNING) {
+        snprintf(err, errlen, "callorchd is stopping");
+        return -1;
+    }
+    if (co_config_load(sup->config_path, &cfg, err, errlen) < 0)
+        return -1;
+    if (reload_listen(sup, cfg, err, errlen) < 0) {
+        co_config_free(cfg);
+        return -1;
+    }
+    notify_reloading();
+    apply_log_config(sup->cfg, cfg);
+    warn_restart_only(sup->cfg, cfg);
+    retire_generation(sup);
     co_config_free(sup->cfg);
     sup->cfg = cfg;
     sup->generation++;
     sup->ready_announced = 0;
     co_info("configuration reloaded", "file=%s generation=%u", sup->config_path, sup->generation);
-    if (add_generation(sup) < 0)
-        co_error("cannot allocate the child table", NULL);
+    if (add_generation(sup) < 0) {
+        snprintf(err, errlen, "configuration loaded, but cannot allocate the child table");
+        return -1;
+    }
+    return 0;
+}
+
+/* Reload (SIGHUP, callorchctl reload).  0, or -1 with why in ERR (logged). */
+static int reload(struct supervisor *sup, char *err, size_t errlen)
+{
+    int rc = swap_config(sup, err, errlen);
+    if (rc < 0)
+        co_error("reload failed; keeping the running configuration", "error=\"%s\"", err);
+    return rc;
 }
 
 static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
 {
     struct supervisor *sup = w->data;
+    char err[1024];
     co_info("SIGHUP: reloading configuration", "file=%s", sup->config_path);
-    reload(sup);
+    reload(sup, err, sizeof(err));
 }
 
 static void on_sigusr1(struct ev_loop *loop, ev_signal *w, int revents)
@@ -467,6 +518,114 @@ static void on_sigusr1(struct ev_loop *loop, ev_signal *w, int revents)
 static void on_ignored(struct ev_loop *loop, ev_signal *w, int revents)
 {
 }
+
+/* -------------------------------------------------------- control socket */
+
+static const char *slot_state(const struct slot *s)
+{
+    if (s->pid == 0)
+        return s->fatal ? "failed" : "backoff";
+    if (s->retired || s->sup->state == MASTER_STOPPING)
+        return "exiting";
+    return s->ready ? "ready" : "starting";
+}
+
+/* Order of "status": by kind, slot, then generation. */
+static int slot_cmp(const void *a, const void *b)
+{
+    const struct slot *x = *(struct slot *const *)a, *y = *(struct slot *const *)b;
+    if (x->kind != y->kind)
+        return (int)x->kind - (int)y->kind;
+    if (x->index != y->index)
+        return x->index - y->index;
+    return (x->generation > y->generation) - (x->generation < y->generation);
+}
+
+/* The child table as "status" shows it; -1 when out of memory. */
+static int ctl_children(struct supervisor *sup, struct control_status *st)
+{
+    size_t n = (size_t)sup->n_slots;
+    struct slot **sorted = malloc((n ? n : 1) * sizeof(*sorted));
+    st->children = calloc(n ? n : 1, sizeof(*st->children));
+    if (sorted == NULL || st->children == NULL) {
+        free(sorted);
+        free(st->children);
+        st->children = NULL;
+        return -1;
+    }
+    memcpy(sorted, sup->slots, n * sizeof(*sorted));
+    qsort(sorted, n, sizeof(*sorted), slot_cmp);
+    ev_tstamp now = ev_now(sup->loop);
+    for (size_t i = 0; i < n; i++) {
+        const struct slot *s = sorted[i];
+        st->children[i] = (struct control_child){
+            .kind = child_kind_name(s->kind), .slot = s->index, .pid = s->pid,
+            .generation = s->generation, .uptime = s->pid > 0 ? now - s->started_at : 0.,
+            .restarts = s->restarts, .ready = s->pid > 0 && s->ready, .state = slot_state(s),
+        };
+    }
+    st->n_children = (int)n;
+    free(sorted);
+    return 0;
+}
+
+static int ctl_status(void *arg, struct control_status *st)
+{
+    struct supervisor *sup = arg;
+    st->uptime = ev_now(sup->loop) - sup->started_at;
+    st->config_file = sup->config_path;
+    st->state = sup->state == MASTER_STOPPING ? "stopping" : "running";
+    st->generation = sup->generation;
+    st->paused = shm_paused();
+    st->slots_in_use = co_shm != NULL ? atomic_load(&co_shm->slots_in_use) : 0;
+    st->max_concurrent_calls = sup->cfg->max_concurrent_calls;
+    return ctl_children(sup, st);
+}
+
+static int ctl_reload(void *arg, unsigned *generation, char *err, size_t errlen)
+{
+    struct supervisor *sup = arg;
+    if (reload(sup, err, errlen) < 0)
+        return -1;
+    *generation = sup->generation;
+    return 0;
+}
+
+static void ctl_stop(void *arg)
+{
+    struct supervisor *sup = arg;
+    co_info("graceful stop requested by callorchctl", "timeout=%.1fs", sup->cfg->shutdown_timeout);
+    begin_stop(sup, SIGTERM, sup->cfg->shutdown_timeout);
+}
+
+/* callorchctl pause/resume: flip the switch every kafka and sched child reads. */
+static int ctl_set_paused(void *arg, int paused)
+{
+    struct supervisor *sup = arg;
+    if (co_shm == NULL)
+        return -1;
+    int was = atomic_exchange(&co_shm->paused, paused);
+    if (was != paused && paused)
+        co_info("dispatch paused: no new call starts; calls in flight finish", NULL);
+    else if (was != paused)
+        co_info("dispatch resumed", NULL);
+    announce_status(sup);
+    return was;
+}
+
+static double ctl_shutdown_timeout(void *arg)
+{
+    const struct supervisor *sup = arg;
+    return sup->cfg->shutdown_timeout;
+}
+
+static const struct control_ops ctl_ops = {
+    .status = ctl_status,
+    .reload = ctl_reload,
+    .stop = ctl_stop,
+    .set_paused = ctl_set_paused,
+    .shutdown_timeout = ctl_shutdown_timeout,
+};
 
 /* --------------------------------------------------------------- set up */
 
@@ -500,11 +659,14 @@ static int setup(struct supervisor *sup)
 
     ev_init(&sup->kill_timer, on_kill_timer);
     sup->kill_timer.data = sup;
+    if (sup->ctl != NULL)
+        control_start(sup->ctl, sup->loop, &ctl_ops, sup);
     return 0;
 }
 
 static void teardown(struct supervisor *sup)
 {
+    control_stop(sup->ctl);
     while (sup->n_slots > 0)
         slot_remove(sup, sup->slots[0]);
     free(sup->slots);
@@ -516,17 +678,20 @@ static void teardown(struct supervisor *sup)
     co_config_free(sup->cfg);
 }
 
-int supervisor_run(struct co_config *cfg, struct listen_set *ls, const char *config_path)
+int supervisor_run(struct co_config *cfg, struct listen_set *ls, struct control *ctl,
+                   const char *config_path)
 {
     struct supervisor sup = {
         .loop = EV_DEFAULT,
         .cfg = cfg,
         .listen = *ls,
         .config_path = config_path,
+        .ctl = ctl,
         .generation = 1,
         .state = MASTER_RUNNING,
     };
 
+    sup.started_at = ev_now(sup.loop);
     if (setup(&sup) < 0) {
         co_error("cannot set up the master", "error=\"%s\"", strerror(errno));
         teardown(&sup);
