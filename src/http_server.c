@@ -185,6 +185,10 @@ struct http_conn {
     struct http_request *req;    /* being received */
     struct http_request *inflight; /* in the handler, waiting for http_respond() */
     size_t hdr_bytes;            /* header block size of req so far */
+    const char *exec_start;      /* the bytes http_parser_execute() is parsing now */
+    const char *exec_end;
+    char tail;                   /* last non-blank byte parsed before exec_start */
+    unsigned value_ended : 1;    /* the last header value data ended at its line end */
     int reject_status;           /* set by a parser callback that refuses req */
     char reject_detail[160];
     unsigned closing : 1;        /* no more requests: flush, then linger */
@@ -618,12 +622,26 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 
     if (conn_count_header(c, len + (r->hstate != 1 ? 4 : 0)) < 0) /* ": " and CRLF */
         return -1;
+    /* http-parser (not strict) passes "Name :" and still honours it, e.g.
+     * as Content-Length; RFC 9112 5.1 says a server MUST answer 400. */
+    if (memchr(at, ' ', len) != NULL)
+        return conn_refuse(c, 400, "whitespace between a header field name and the colon");
     if (r->hstate != 1) {
         if ((r->hstate == 2 && buf_addc(&r->hbuf, '\0') < 0) || req_push_header(r) < 0)
             return conn_refuse(c, 500, "out of memory");
         r->hstate = 1;
     }
     return buf_add(&r->hbuf, at, len) < 0 ? conn_refuse(c, 500, "out of memory") : 0;
+}
+
+/* Whether the header value starting at AT follows a line break (over
+ * blanks only): "Name:\r\n value", an obs-fold right after the colon. */
+static int value_after_newline(const struct http_conn *c, const char *at)
+{
+    const char *q = at;
+    while (q > c->exec_start && (q[-1] == ' ' || q[-1] == '\t'))
+        q--;
+    return (q > c->exec_start ? q[-1] : c->tail) == '\n';
 }
 
 static int on_header_value(http_parser *p, const char *at, size_t len)
@@ -633,6 +651,14 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 
     if (conn_count_header(c, len) < 0)
         return -1;
+    /* obs-fold (RFC 9112 5.2): a value continued on a line starting with a
+     * blank.  http-parser accepts it (and reads Content-Length through it),
+     * a proxy in front of us may not: refuse it rather than risk reading
+     * the request differently.  More data for a value whose line already
+     * ended (not just a read boundary) can only be a folded line. */
+    if (len > 0 && (r->hstate == 2 ? c->value_ended : value_after_newline(c, at)))
+        return conn_refuse(c, 400, "obsolete line folding in header fields is not accepted");
+    c->value_ended = at + len < c->exec_end;
     if (r->hstate != 2) {
         if (buf_addc(&r->hbuf, '\0') < 0)
             return conn_refuse(c, 500, "out of memory");
@@ -771,7 +797,14 @@ static void conn_parse(struct http_conn *c)
 
         if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
             http_parser_pause(&c->parser, 0);
-        n = http_parser_execute(&c->parser, &parser_settings, c->in.p + c->in_off, avail);
+        c->exec_start = c->in.p + c->in_off;
+        c->exec_end = c->exec_start + avail;
+        n = http_parser_execute(&c->parser, &parser_settings, c->exec_start, avail);
+        for (size_t i = n; i > 0; i--) /* for value_after_newline() next time */
+            if (c->exec_start[i - 1] != ' ' && c->exec_start[i - 1] != '\t') {
+                c->tail = c->exec_start[i - 1];
+                break;
+            }
         c->in_off += n;
         e = HTTP_PARSER_ERRNO(&c->parser);
         if (e == HPE_PAUSED && c->req)

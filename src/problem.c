@@ -94,6 +94,7 @@ static void sanitize_utf8(char *s)
 }
 
 /* vasprintf without the GNU dependency; NULL when out of memory. */
+static char *vformat(const char *fmt, va_list ap) PROBLEM_PRINTF(1, 0);
 static char *vformat(const char *fmt, va_list ap)
 {
     va_list ap2;
