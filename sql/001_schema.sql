@@ -130,6 +130,7 @@ LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
 $$;
 
 -- The call resource of DESIGN.md section 4, keys in the documented order.
+-- (Redefined as one inlinable expression in 003_intake.sql, same output.)
 -- row_to_json over a subselect keeps the column order (jsonb would sort the
 -- keys) and prints compactly, {"id":"…","to":"…",…}.
 CREATE FUNCTION call_json(c calls) RETURNS json

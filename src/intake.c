@@ -17,9 +17,9 @@
  *
  * Two batches (two http children) holding the same keys in different orders
  * would each wait for a key the other inserted first: a deadlock, which
- * PostgreSQL breaks by failing one batch (500 for all its requests).  So the
- * keys are inserted in one global order (ORDER BY idem_key): a batch waits
- * only on a key above all it holds, and no cycle can form.
+ * PostgreSQL breaks by failing one batch (500 for all its requests).  So
+ * intake_calls() inserts the keys in one global order (ORDER BY idem_key): a
+ * batch waits only on a key above all it holds, and no cycle can form.
  */
 #include "intake.h"
 
@@ -38,26 +38,10 @@
 /* A lost key race is retried this often before the client gets a 409. */
 #define INTAKE_MAX_RETRIES 3
 
+/* The statement lives in intake_calls() (sql/003_intake.sql), where
+ * PostgreSQL plans it once per connection instead of once per batch. */
 static const char INTAKE_SQL[] =
-    "WITH input AS ("
-    "  SELECT * FROM json_to_recordset($1::json) AS t(ord int, id uuid, to_number text,"
-    "         script_id text, metadata jsonb, idem_key text, req_hash text)"
-    "), keys AS ("
-    "  INSERT INTO idempotency_keys (key, request_hash, call_id)"
-    "  SELECT idem_key, decode(req_hash, 'hex'), id FROM input WHERE idem_key IS NOT NULL"
-    "  ORDER BY idem_key"
-    "  ON CONFLICT (key) DO NOTHING RETURNING call_id"
-    "), created AS ("
-    "  INSERT INTO calls (id, to_number, script_id, metadata, max_attempts, published_at)"
-    "  SELECT id, to_number, script_id, COALESCE(metadata, '{}'), $2::int, now() FROM input"
-    "  WHERE idem_key IS NULL OR id IN (SELECT call_id FROM keys)"
-    "  RETURNING id, call_json(calls) AS body"
-    ") "
-    "SELECT i.ord, 'C', c.body FROM created c JOIN input i ON i.id = c.id "
-    "UNION ALL "
-    "SELECT i.ord, CASE WHEN k.request_hash = decode(i.req_hash, 'hex') THEN 'R' ELSE 'X' END,"
-    "       call_json(c) "
-    "FROM input i JOIN idempotency_keys k ON k.key = i.idem_key JOIN calls c ON c.id = k.call_id";
+    "SELECT r_ord, r_outcome, r_body FROM intake_calls($1::json, $2::int)";
 
 struct pending {
     struct pending *next;

@@ -549,8 +549,10 @@ sub walk {
 }
 
 is($s->stop_daemon, 0, 'callorchd stops cleanly');
-my @errors = grep { /level=error/ && !/msg="librdkafka"/ } split /\n/, $s->log_text;
-is(scalar @errors, 0, 'no errors logged (but librdkafka\'s: no broker, on purpose)')
-    or diag join "\n", @errors;
+# The API's own errors (a 500 logs "request failed"); the Kafka client in
+# the http children complains about the missing broker, on purpose.
+my @errors = grep { /level=error/ && /role=(?:http|master)\b/ && !/msg="librdkafka"/ }
+    split /\n/, $s->log_text;
+is(scalar @errors, 0, 'no errors logged by the http workers or the master') or diag join "\n", @errors;
 
 done_testing;
