@@ -21,6 +21,24 @@ ALTER TABLE calls ADD COLUMN slot_owner text;
 CREATE INDEX calls_publish_idx ON calls (due_at, id) INCLUDE (published_at)
     WHERE status = 'PENDING';
 
+-- updatedAt tells clients when the call changed: the bookkeeping above
+-- (publishing, parking, the lease token) is not a change they can see.
+CREATE OR REPLACE FUNCTION calls_touch_updated_at() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF (NEW.to_number, NEW.script_id, NEW.metadata, NEW.status, NEW.attempts,
+        NEW.max_attempts, NEW.last_error, NEW.external_call_id, NEW.next_attempt_at,
+        NEW.started_at, NEW.ended_at)
+       IS DISTINCT FROM
+       (OLD.to_number, OLD.script_id, OLD.metadata, OLD.status, OLD.attempts,
+        OLD.max_attempts, OLD.last_error, OLD.external_call_id, OLD.next_attempt_at,
+        OLD.started_at, OLD.ended_at) THEN
+        NEW.updated_at := now();
+    END IF;
+    RETURN NEW;
+END
+$$;
+
 -- Webhook ids already processed (Standard Webhooks "webhook-id"): a repeat
 -- is answered 200 and changes nothing.
 CREATE TABLE webhook_events (

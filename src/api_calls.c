@@ -193,7 +193,10 @@ static void listed(struct api *api, struct http_request *req, const PGresult *re
 
     sscanf(paging, "%d:%d", &page_size, &page);
     lb_str(&b, "{\"data\":[");
-    for (int r = 0; r < PQntuples(res); r++) {
+    /* the query fetched one row more than the page: it says whether a next
+     * page exists, so a full last page gets no cursor to an empty one */
+    int n = PQntuples(res);
+    for (int r = 0; r < n && rows < page_size; r++) {
         if (PQgetisnull(res, r, 1))
             continue;
         if (rows++ > 0)
@@ -201,10 +204,9 @@ static void listed(struct api *api, struct http_request *req, const PGresult *re
         lb_add(&b, PQgetvalue(res, r, 1), (size_t)PQgetlength(res, r, 1));
     }
     char cursor[CURSOR_BUF] = "";
-    int last = PQntuples(res) - 1;
-    if (rows == page_size && rows > 0)
-        cursor_encode(strtoll(PQgetvalue(res, last, 2), NULL, 10), PQgetvalue(res, last, 3),
-                      cursor, sizeof(cursor));
+    if (n > page_size && rows == page_size)
+        cursor_encode(strtoll(PQgetvalue(res, rows - 1, 2), NULL, 10),
+                      PQgetvalue(res, rows - 1, 3), cursor, sizeof(cursor));
     char page_s[16] = "null";
     if (page > 0)
         snprintf(page_s, sizeof(page_s), "%d", page);
@@ -230,7 +232,7 @@ void api_calls_list(struct api *api, struct http_request *req)
         return;
     }
     char limit[16], offset[32], us[32], paging[40];
-    snprintf(limit, sizeof(limit), "%d", q.page_size);
+    snprintf(limit, sizeof(limit), "%d", q.page_size + 1); /* +1: is there more? */
     snprintf(offset, sizeof(offset), "%lld",
              q.has_cursor ? 0LL : (long long)(q.page - 1) * q.page_size);
     snprintf(us, sizeof(us), "%" PRId64, q.cursor_created_us);

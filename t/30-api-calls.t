@@ -429,6 +429,11 @@ sub ids_of { return [ map { $_->{id} } @{ $_[0]{data} || [] } ] }
     $p = list_page('?pageSize=100', 'pageSize 100');
     is(scalar @{ $p->{data} }, 45, 'pageSize 100 returns all 45');
     is($p->{nextCursor}, undef, 'a short page has no nextCursor');
+    $p = list_page('?pageSize=15&page=3', 'the last page, exactly full');
+    is(scalar @{ $p->{data} }, 15, 'the last page is full (45 = 3 x 15)');
+    is($p->{nextCursor}, undef, 'an exactly full last page has no nextCursor');
+    my ($got, $pages) = walk('?pageSize=15', 'keyset walk, pages of 15');
+    is($pages, 3, 'keyset walk in pages of 15: 3 pages, no empty fourth');
 }
 
 # Walk QUERY with cursors; returns the ids in order and the page count.
@@ -554,5 +559,18 @@ is($s->stop_daemon, 0, 'callorchd stops cleanly');
 my @errors = grep { /level=error/ && /role=(?:http|master)\b/ && !/msg="librdkafka"/ }
     split /\n/, $s->log_text;
 is(scalar @errors, 0, 'no errors logged by the http workers or the master') or diag join "\n", @errors;
+
+# Bookkeeping (publishing, parking, the lease token) is not a change a client
+# sees: updatedAt stays; a visible change moves it.
+{
+    my $id = $newest[0];
+    my $before = $s->psql("SELECT updated_at FROM calls WHERE id = '$id'");
+    $s->psql("UPDATE calls SET published_at = now(), slot_owner = 'x' WHERE id = '$id'");
+    is($s->psql("SELECT updated_at FROM calls WHERE id = '$id'"), $before,
+        'bookkeeping updates leave updatedAt alone');
+    $s->psql("UPDATE calls SET script_id = 'changed' WHERE id = '$id'");
+    isnt($s->psql("SELECT updated_at FROM calls WHERE id = '$id'"), $before,
+        'a visible change moves updatedAt');
+}
 
 done_testing;
