@@ -54,35 +54,8 @@ sub req {
     return "$method $path $version\r\nHost: 127.0.0.1\r\n$t\r\n" . ($body // '');
 }
 
-sub raw_read {
-    my ($sock, $timeout) = @_;
-    my $buf = \${*$sock}{co_rbuf};
-    $$buf //= '';
-    my $end = time + ($timeout // 20);
-    my $sel = IO::Select->new($sock);
-    while (1) {
-        if ($$buf =~ /\AHTTP\/1\.[01] (\d{3})[^\r\n]*\r\n(.*?)\r\n\r\n/s) {
-            my ($status, $htext, $hlen) = ($1, $2, $+[0]);
-            my %h;
-            for (split /\r\n/, $htext) {
-                $h{ lc $1 } //= $2 if /^([^:]+):[ \t]*(.*?)[ \t]*$/;
-            }
-            my $clen = $h{'content-length'} // 0;
-            if (length($$buf) >= $hlen + $clen) {
-                my $body = substr($$buf, $hlen, $clen);
-                substr($$buf, 0, $hlen + $clen) = '';
-                my $json = ($h{'content-type'} // '') =~ /json/ ? eval { decode_json($body) } : undef;
-                return { status => $status + 0, headers => \%h, body => $body, json => $json };
-            }
-        }
-        my $left = $end - time;
-        return { status => 0, error => 'timeout' } if $left <= 0;
-        next unless $sel->can_read($left);
-        my $n = sysread($sock, my $chunk, 65536);
-        return { status => 0, error => defined $n ? 'eof' : "error: $!" } unless $n;
-        $$buf .= $chunk;
-    }
-}
+# one response from a raw socket (the harness reads it)
+sub raw_read { return CallorchTest::raw_read(@_) }
 
 # Whether the server closes SOCK within TIMEOUT seconds: returns 'eof'
 # (or 'reset'), or 'timeout'.  Anything sent before is collected in

@@ -17,6 +17,7 @@ use File::Basename qw(dirname);
 use File::Path qw(make_path remove_tree);
 use File::Temp qw(tempdir);
 use HTTP::Tiny;
+use IO::Select;
 use IO::Socket::INET;
 use JSON::PP;
 use MIME::Base64 qw(encode_base64);
@@ -935,6 +936,40 @@ sub api {
         $content = $json unless $@;
     }
     return ($r->{status}, $content, $r->{headers});
+}
+
+# Read one HTTP/1.1 response from SOCK (raw-socket tests): { status,
+# headers (lower-case names), body, json }, or { status => 0, error =>
+# 'eof' | 'timeout' | 'error: …' }.  Bytes after the response stay buffered
+# on the socket object for the next call (pipelining).
+sub raw_read {
+    my ($sock, $timeout) = @_;
+    my $buf = \${*$sock}{co_rbuf};
+    $$buf //= '';
+    my $end = time + ($timeout // 20);
+    my $sel = IO::Select->new($sock);
+    while (1) {
+        if ($$buf =~ /\AHTTP\/1\.[01] (\d{3})[^\r\n]*\r\n(.*?)\r\n\r\n/s) {
+            my ($status, $htext, $hlen) = ($1, $2, $+[0]);
+            my %h;
+            for (split /\r\n/, $htext) {
+                $h{ lc $1 } //= $2 if /^([^:]+):[ \t]*(.*?)[ \t]*$/;
+            }
+            my $clen = $h{'content-length'} // 0;
+            if (length($$buf) >= $hlen + $clen) {
+                my $body = substr($$buf, $hlen, $clen);
+                substr($$buf, 0, $hlen + $clen) = '';
+                my $json = ($h{'content-type'} // '') =~ /json/ ? eval { JSON::PP::decode_json($body) } : undef;
+                return { status => $status + 0, headers => \%h, body => $body, json => $json };
+            }
+        }
+        my $left = $end - time;
+        return { status => 0, error => 'timeout' } if $left <= 0;
+        next unless $sel->can_read($left);
+        my $n = sysread($sock, my $chunk, 65536);
+        return { status => 0, error => defined $n ? 'eof' : "error: $!" } unless $n;
+        $$buf .= $chunk;
+    }
 }
 
 # ------------------------------------------------------------- teardown ---
