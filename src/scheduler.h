@@ -24,6 +24,11 @@ struct scheduler;
  * consumer parks it first (published_at cleared). */
 #define SCHED_REPUBLISH_GRACE 10.0
 
+/* How often the sched child looks whether a slot was freed in this daemon
+ * (then it ticks at once, see on_wake_poll()); s.  Not when
+ * scheduler_interval is this short already. */
+#define SCHED_WAKE_POLL 0.02
+
 /* At most this many calls are reclaimed or published per tick. */
 #define SCHED_MAX_BATCH 1000
 

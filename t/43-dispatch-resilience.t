@@ -5,18 +5,24 @@
 # guarantees while it happens):
 #
 #  1. Kafka down: POST /api/v1/calls still answers 201; once the broker is
-#     back every call is dispatched and settles.  Twice: a short outage the
-#     producer's queue rides out, and one longer than the producer's message
-#     timeout, so the messages are lost and only the scheduler's republish
-#     (after SCHED_REPUBLISH_GRACE) brings the calls to Kafka.
+#     back every call is dispatched and settles.  Twice: an outage the
+#     producers' queues ride out but longer than the scheduler's republish
+#     grace, so calls reach the topic twice (duplicates must neither start
+#     an attempt twice nor free a running call's slot: the cap holds),
+#     and one longer than the producers' message timeout, so the messages
+#     are lost and only the scheduler's republish (after
+#     SCHED_REPUBLISH_GRACE) brings the calls to Kafka.
 #  2. Redis down for a few seconds while calls run, back EMPTY: nothing starts
-#     while it is down, nothing crashes, and dispatch resumes with the cap
-#     intact (the slot set is rebuilt from the IN_PROGRESS rows first).
+#     while it is down (though new calls arrive and slots are free), nothing
+#     crashes, and dispatch resumes with the cap intact: the slot set is
+#     rebuilt from the IN_PROGRESS rows before anything new starts.
 #  3. kill -9 of a Kafka child, twice, while calls are in flight: no call
 #     lost, no attempt started twice at the provider, every attempt the
 #     daemon recorded either reached the provider or was reclaimed after
 #     call_timeout (a kill between the IN_PROGRESS commit and the provider
 #     request), and every call ends.
+#
+# CALLORCH_T43_ONLY=kafka-dup,kafka-long,redis,kill runs only those.
 #
 # Each scenario ends with: every call of the scenario COMPLETED or FAILED, and
 # the simulator saw at most max_concurrent_calls at once, at most one per
@@ -177,14 +183,16 @@ sub no_crash_checks {
 
 # a) An outage longer than the scheduler's republish grace (10 s) but
 # shorter than the producers' message timeout (30 s): the POSTs' messages
-# wait in the producer's queue and the scheduler publishes every call again
-# meanwhile, so once the broker is back each call is in the topic twice, often
-# back to back in one partition: duplicates handled concurrently must still
-# start each attempt once and keep the cap.
+# wait in the producer's queue and the scheduler publishes calls again
+# meanwhile (as many as there are free slots), so once the broker is back
+# these are in the topic twice, handled at the same moment: duplicates must
+# still start each attempt once and keep the cap.
 if (want('kafka-dup')) {
     my $tag = 'kafka-dup';
     my $cap = 10;
-    my $master = scenario([ '--delay', '50ms-200ms' ], 'dispatch.max_concurrent_calls' => $cap);
+    # calls long enough that a slot freed by mistake would be used while
+    # its call still runs
+    my $master = scenario([ '--delay', '1s-2s' ], 'dispatch.max_concurrent_calls' => $cap);
     my ($n) = post_calls("warm-$tag", 5);
     is($n, 5, "$tag: 5 warm-up calls accepted with Kafka up");
     my ($ok) = wait_settled("warm-$tag", 60);
@@ -197,12 +205,14 @@ if (want('kafka-dup')) {
     my $took = time - $t;
     is($n, 50, "$tag: 50 calls answered 201 PENDING while Kafka is down");
     cmp_ok($took, '<', 30, sprintf("$tag: the 50 POSTs took %.1fs (no hang)", $took));
-    # past the scheduler's grace: it publishes them all again (into its queue)
+    # past the scheduler's grace it publishes them again (into its queue), as
+    # many as there are free slots: the others count as on their way
     my $republished = $s->wait_for(sub {
         $s->psql("SELECT count(*) FROM calls WHERE " . tag_where($tag)
-            . " AND published_at > now() - interval '8 s'") == 50
+            . " AND published_at > created_at + interval '9 s'") >= $cap
     }, timeout => 40, interval => 0.25, soft => 1);
-    ok($republished, sprintf("$tag: the scheduler republished all 50 calls %.1fs after the POSTs", time - $t));
+    ok($republished, sprintf("$tag: the scheduler republished %d calls %.1fs after the POSTs", $cap,
+        time - $t));
     is($s->sim_stats->{started}, $started_before, "$tag: nothing started while Kafka is down");
     is(count_where($tag, "status <> 'PENDING'"), 0, "$tag: every call still PENDING");
     $s->kafka_up;
@@ -246,69 +256,61 @@ if (want('kafka-long')) {
 }
 
 # ======================================================= 2. Redis down ===
+#
+# 6 long calls (12-16 s) run under a cap of 8 when Redis goes away; 6 more
+# calls arrive during the outage (2 slots are free by PostgreSQL's count) and
+# must not start.  Redis comes back empty, a few seconds later, while the
+# first 6 still run: the scheduler must rebuild the slot set with them before
+# anything starts, so only 2 of the new calls may start until the first ones
+# end (had the rebuild missed them, all 6 would start: 12 at once).
 if (want('redis')) {
     my $tag = 'redis';
     my $cap = 8;
-    my $n_calls = 32;
-    # calls longer than the outage, so some still run at the provider when
-    # Redis comes back: the rebuilt slot set must count them
-    my $master = scenario([ '--delay', '6s-10s' ],
+    # (12 s: the outage, the reconnect backoff and the rebuild take about 8)
+    my $master = scenario([ '--delay', '12s-16s' ],
         'dispatch.max_concurrent_calls' => $cap,
         'dispatch.call_timeout'         => '60s');
-    my ($n) = post_calls($tag, $n_calls);
-    is($n, $n_calls, "$tag: $n_calls calls accepted");
-
-    # Redis goes away right after a call started (it runs for 6 s at
-    # least), while the others wait (parked) in PostgreSQL
-    my $flowing = $s->wait_for(sub { $s->sim_stats->{started} >= $cap + 2 },
-        timeout => 90, interval => 0.1, soft => 1);
-    my $before = $s->sim_stats->{started};
-    my $fresh = $flowing && $s->wait_for(sub { $s->sim_stats->{started} > $before },
-        timeout => 30, interval => 0.02, soft => 1);
-    ok($fresh, "$tag: calls flowing before the outage");
+    my ($n) = post_calls($tag, 6);
+    is($n, 6, "$tag: 6 calls accepted");
+    my $running = $s->wait_for(sub { $s->sim_stats->{inProgress} == 6 },
+        timeout => 60, interval => 0.05, soft => 1);
+    ok($running, "$tag: the 6 calls run at the provider");
+    my $log_mark = length $s->log_text;
     $s->stop_redis;
     my $t_down = time;
-    diag(sprintf "$tag: Redis stopped with %d calls IN_PROGRESS", count_where($tag, "status = 'IN_PROGRESS'"));
 
-    # a request already past its slot acquisition may still reach the
-    # provider within a moment; after that nothing may start
-    sleep 1;
-    my $started_down = $s->sim_stats->{started};
-    my $attempts_down = $s->psql("SELECT count(*) FROM call_attempts");
-    my $t_window = time;
+    ($n) = post_calls($tag, 6);
+    is($n, 6, "$tag: 6 more calls accepted while Redis is down");
+    # let them reach Kafka and the consumers (which find no Redis: parked)
     sleep 3;
-    is($s->sim_stats->{started}, $started_down, "$tag: nothing started at the provider while Redis was down");
-    is($s->psql("SELECT count(*) FROM call_attempts"), $attempts_down,
-        "$tag: no attempt began while Redis was down");
-    my $running = count_where($tag, "status = 'IN_PROGRESS'");
-    my $in_provider = $s->sim_stats->{inProgress};
+    is($s->sim_stats->{started}, 6, "$tag: nothing started at the provider while Redis was down");
+    is(count_where($tag, "status = 'IN_PROGRESS'"), 6, "$tag: no call moved to IN_PROGRESS while Redis was down");
     ok(kill(0, $master), "$tag: the master survived the outage");
 
     $s->start_redis;    # empty
     my $t_up = time;
-    diag(sprintf "$tag: Redis back empty after %.1fs; %d calls IN_PROGRESS, %d at the provider",
-        $t_up - $t_down, $running, $in_provider);
-    cmp_ok($in_provider, '>', 0, "$tag: calls were still running at the provider when Redis came back");
-    my $rebuilt = $s->wait_for(sub { scenario_log() =~ /msg="Redis slot set rebuilt from PostgreSQL"/ },
-        timeout => 30, interval => 0.2, soft => 1);
-    ok($rebuilt, "$tag: the scheduler rebuilt the slot set from PostgreSQL");
-    my ($in_rebuild) = scenario_log() =~ /msg="Redis lost the slot set; rebuilding it from PostgreSQL" in_progress=(\d+)/;
-    diag("$tag: the rebuild counted " . ($in_rebuild // '?') . ' IN_PROGRESS calls');
+    diag(sprintf "$tag: Redis back (empty) after %.1fs", $t_up - $t_down);
+    my $since = sub { substr($s->log_text, $log_mark) };
+    my $rebuilt = $s->wait_for(sub { $since->() =~ /msg="Redis slot set rebuilt from PostgreSQL"/ },
+        timeout => 30, interval => 0.1, soft => 1);
+    ok($rebuilt, sprintf("$tag: the scheduler rebuilt the slot set from PostgreSQL (%.1fs after Redis came back)",
+        time - $t_up));
+    my ($in_rebuild) = $since->()
+        =~ /msg="Redis lost the slot set; rebuilding it from PostgreSQL" in_progress=(\d+)/;
+    is($in_rebuild, 6, "$tag: the rebuild restored the 6 running calls");
+    my $resumed = $s->wait_for(sub { $s->sim_stats->{started} >= 8 },
+        timeout => 60, interval => 0.1, soft => 1);
+    ok($resumed, sprintf("$tag: dispatch resumed: 2 new calls started %.1fs after Redis came back",
+        time - $t_up));
 
-    my $resumed = $s->wait_for(sub { $s->sim_stats->{started} > $started_down },
-        timeout => 60, interval => 0.2, soft => 1);
-    ok($resumed, sprintf("$tag: dispatch resumed %.1fs after Redis came back", time - $t_up));
-
-    end_checks($tag, $n_calls, $cap, 180);
+    end_checks($tag, 12, $cap, 180);
+    is($s->sim_stats->{started}, 12, "$tag: one provider start per call");
     is(count_where($tag, "status = 'FAILED'"), 0, "$tag: no call failed (the outage cost no attempt)");
-    is($s->psql("SELECT count(*) FROM call_attempts a JOIN calls c ON c.id = a.call_id WHERE "
-            . tag_where($tag) . " AND a.outcome = 'TIMEOUT'"), 0,
-        "$tag: no call had to be reclaimed (webhooks settled calls while Redis was down)");
     my ($code, $m) = $s->api(GET => '/api/v1/metrics');
     is(ref $m && $m->{inFlight}, 0, "$tag: no slot held once everything settled");
     no_crash_checks($tag, $master);
     my @restarts = scenario_log() =~ /msg="respawning child"/g;
-    cmp_ok(scalar @restarts, '<=', 3, "$tag: no crash loop (" . scalar(@restarts) . ' respawns)');
+    is(scalar @restarts, 0, "$tag: no child was respawned");
 }
 
 # ========================================== 3. kill -9 of a Kafka child ===
