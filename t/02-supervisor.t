@@ -96,7 +96,11 @@ $s->wait_for(sub {
 is(scalar @{ kinds($master)->{http} }, 3, 'SIGHUP with workers = 3 gives three http children');
 like($s->log_text, qr/configuration reloaded.*generation=2/, 'reload logged with the new generation');
 
-# SIGHUP with an invalid config keeps the running children
+# SIGHUP with an invalid config keeps the running children.  First let the
+# retired generation finish leaving (a kafka child leaves its group, which
+# takes a few seconds against the mock broker).
+$s->wait_for(sub { my @c = $s->children_of($master); @c == 3 + 2 + 1 }, timeout => 20,
+    what => 'the retired generation gone');
 my $before = join ',', sort map { $_->{pid} } $s->children_of($master);
 my $cfg = $s->config_text('http.workers' => 3) . "\n[http]\nbogus_key = 1\n";
 open my $fh, '>', $s->config_path or die;
