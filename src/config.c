@@ -23,7 +23,6 @@
 #include <ini.h>
 #include <librdkafka/rdkafka.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -31,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/un.h>
+
+#include "webhook_sig.h"
 
 /* Durations above this are typos, not intent (about 31 years). */
 #define CO_DURATION_MAX 1e9
@@ -927,35 +928,6 @@ static char *reader(char *dst, int num, void *stream)
 
 /* --------------------------------------------------- whole-file checks -- */
 
-/* Decode "whsec_<base64>" into OUT; padding optional.  Returns bytes or -1. */
-static int decode_whsec(const char *item, unsigned char *out)
-{
-    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    unsigned char tmp[CO_MAX_CALLBACK_KEY_BYTES + 3];
-    char padded[(CO_MAX_CALLBACK_KEY_BYTES + 3) / 3 * 4 + 4];
-    if (strncmp(item, "whsec_", 6) != 0)
-        return -1;
-    const char *p = item + 6;
-    size_t len = strlen(p), data = strspn(p, b64), pad = len - data;
-
-    if (data == 0 || pad > 2 || strspn(p + data, "=") != pad || (pad > 0 && len % 4 != 0) ||
-        data % 4 == 1 || data + 3 >= sizeof padded)
-        return -1;
-    /* EVP_DecodeBlock wants whole 4-character groups and counts padding as 0 bytes */
-    memcpy(padded, p, data);
-    pad = (4 - data % 4) % 4;
-    memset(padded + data, '=', pad);
-    int n = EVP_DecodeBlock(tmp, (const unsigned char *)padded, (int)(data + pad));
-    OPENSSL_cleanse(padded, sizeof padded);
-    if (n < 0 || (size_t)n - pad > CO_MAX_CALLBACK_KEY_BYTES) {
-        OPENSSL_cleanse(tmp, sizeof tmp);
-        return -1;
-    }
-    memcpy(out, tmp, (size_t)n - pad);
-    OPENSSL_cleanse(tmp, sizeof tmp);
-    return n - (int)pad;
-}
-
 /* Check one callback_secret item for AUTH mode and store its key. */
 static int store_callback_key(struct co_config *cfg, const char *item, int i, char *err, size_t n)
 {
@@ -965,7 +937,8 @@ static int store_callback_key(struct co_config *cfg, const char *item, int i, ch
             seterr(err, n, "secret %d does not start with \"whsec_\"", i + 1);
             return -1;
         }
-        if ((len = decode_whsec(item, cfg->callback_keys[i])) < 0) {
+        if ((len = webhook_secret_decode(item, strlen(item), cfg->callback_keys[i],
+                                         CO_MAX_CALLBACK_KEY_BYTES)) < 0) {
             seterr(err, n, "secret %d is not valid base64 after \"whsec_\" (or over %d bytes)",
                    i + 1, CO_MAX_CALLBACK_KEY_BYTES);
             return -1;

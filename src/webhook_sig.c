@@ -48,6 +48,12 @@ static bool is_b64(char c)
     return c != '\0' && strchr(b64_alphabet, c) != NULL;
 }
 
+/* The 6-bit value of base64 character C (is_b64(C) must hold). */
+static unsigned b64_value(char c)
+{
+    return (unsigned)(strchr(b64_alphabet, c) - b64_alphabet);
+}
+
 static void seterr(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void seterr(char *err, size_t n, const char *fmt, ...)
 {
@@ -62,7 +68,9 @@ static void seterr(char *err, size_t n, const char *fmt, ...)
 /*
  * Decode N characters of standard base64 at S into OUT (room for MAX
  * bytes).  Strict: alphabet only, no blanks, padding optional but, when
- * present, correct.  EVP_DecodeBlock() wants whole 4-character groups and
+ * present, correct, and the bits the last character carries beyond the
+ * data zero (RFC 4648 section 3.5), so each byte string has exactly one
+ * accepted spelling.  EVP_DecodeBlock() wants whole 4-character groups and
  * counts "=" as zero bytes, so the input is padded here and the padding
  * subtracted from its result.  Returns the byte count, or -1.
  */
@@ -82,6 +90,10 @@ static int b64_decode(const char *s, size_t n, unsigned char *out, size_t max)
     for (size_t i = data; i < n; i++)
         if (s[i] != '=')
             return -1;
+    /* 2 characters carry 1 byte + 4 spare bits, 3 carry 2 bytes + 2 */
+    if ((data % 4 == 2 && (b64_value(s[data - 1]) & 0x0F) != 0) ||
+        (data % 4 == 3 && (b64_value(s[data - 1]) & 0x03) != 0))
+        return -1;
     pad = (4 - data % 4) % 4;
     memcpy(padded, s, data);
     memset(padded + data, '=', pad);
@@ -180,6 +192,13 @@ static EVP_MAC *fetch_hmac(void)
 
 /* ------------------------------------------------------------------- keys -- */
 
+int webhook_secret_decode(const char *s, size_t n, unsigned char *out, size_t max)
+{
+    if (n < 6 || memcmp(s, "whsec_", 6) != 0)
+        return -1;
+    return b64_decode(s + 6, n - 6, out, max);
+}
+
 /* Decode the I-th (0-based) secret ITEM/LEN into OUT's slot I. */
 static int parse_one_key(const char *item, size_t len, int i, struct webhook_keys *out,
                          char *err, size_t errlen)
@@ -193,7 +212,7 @@ static int parse_one_key(const char *item, size_t len, int i, struct webhook_key
         seterr(err, errlen, "secret %d does not start with \"whsec_\"", i + 1);
         return -1;
     }
-    got = b64_decode(item + 6, len - 6, out->key[i], WEBHOOK_MAX_KEY_BYTES);
+    got = webhook_secret_decode(item, len, out->key[i], WEBHOOK_MAX_KEY_BYTES);
     if (got < 0) {
         seterr(err, errlen, "secret %d is not valid base64 after \"whsec_\" (or too long)", i + 1);
         return -1;

@@ -45,6 +45,15 @@ int webhook_keys_parse(const char *callback_secret, struct webhook_keys *out, ch
                        size_t errlen);
 
 /*
+ * Decode one "whsec_<base64>" secret S/N into OUT (room for MAX bytes).
+ * Standard base64, padding optional; strict: no blanks, no characters
+ * outside the alphabet, and the unused bits of the last character zero.
+ * Returns the decoded length, or -1.  The config loader and
+ * webhook_keys_parse() both decode through it.
+ */
+int webhook_secret_decode(const char *s, size_t n, unsigned char *out, size_t max);
+
+/*
  * Fill OUT from a loaded config's already-decoded callback keys (the
  * config loader checks the same format at load time).  With callback_auth
  * = api-key there are no HMAC keys: OUT->n is 0.  Returns OUT->n.

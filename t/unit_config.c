@@ -332,6 +332,8 @@ static void test_secrets(void)
         "text after padding");
     bad("[provider]\ncallback_secret = whsec_AAECAwQFBgcICQoLDA0ODw=\n", "not valid base64",
         "wrong padding length");
+    bad("[provider]\ncallback_secret = whsec_AAECAwQFBgcICQoLDA0ODx==\n", "not valid base64",
+        "non-zero spare bits in the last base64 character");
     bad("[provider]\ncallback_secret = whsec_AAECAwQFBgcICQoLDA0O\n",
         "secret 1 is 15 bytes once decoded, at least 16", "secret of 15 bytes");
     diag("e.g. %s", err);

@@ -158,6 +158,10 @@ static void test_signature_list(void)
     is_int(WEBHOOK_MALFORMED, vec(&K, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=="),
            "too much padding: malformed");
     is_int(WEBHOOK_MALFORMED, vec(&K, "v1,AAAA"), "3-byte signature: malformed");
+    /* "...OF=" decodes to the same 32 bytes as "...OE=" by lenient
+     * decoders (the last character's 2 spare bits differ): one spelling only */
+    is_int(WEBHOOK_MALFORMED, vec(&K, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OF="),
+           "non-zero spare bits in the last character: malformed");
     is_int(WEBHOOK_MALFORMED, vec(&K, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=AAAA"),
            "48-character signature: malformed");
     is_int(WEBHOOK_MALFORMED, vec(&K, "g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="),
@@ -280,6 +284,10 @@ static void test_secrets(void)
     bad_secret("whsec_MfKQ9r8GKYqrTwjU PD8ILPZIo2LaLaSw", "not valid base64", "inner blank");
     bad_secret("whsec_AAECAwQFBgcICQoLDA0ODw=", "not valid base64", "wrong padding");
     bad_secret("whsec_AAECAwQFBgcICQoLDA0O", "15 bytes once decoded", "key too short");
+    bad_secret("whsec_AAECAwQFBgcICQoLDA0ODx==", "not valid base64",
+               "non-zero spare bits (x after D), padded");
+    bad_secret("whsec_AAECAwQFBgcICQoLDA0ODx", "not valid base64",
+               "non-zero spare bits, unpadded");
     bad_secret("whsec_", "not valid base64", "prefix only");
     bad_secret("", "secret 1 is empty", "empty");
     bad_secret(NULL, "secret 1 is empty", "NULL");
