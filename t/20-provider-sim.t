@@ -99,7 +99,8 @@ my $RECV = start_receiver();
 # All webhooks received so far, oldest first, bodies decoded into {json}.
 sub hooks {
     open my $fh, '<', $HOOKS or return ();
-    my @h = map { $JSON->decode($_) } grep { /\S/ } <$fh>;
+    # only whole lines: the receiver may be writing the last one right now
+    my @h = map { eval { $JSON->decode($_) } // () } grep { /\S\n\z/ } <$fh>;
     $_->{json} = eval { $JSON->decode($_->{body}) } for @h;
     return @h;
 }
@@ -188,9 +189,19 @@ sub initiate {
     return $r;
 }
 
+# GET /stats, retried for a few seconds; a simulator that stays silent ends
+# the script with its log shown (a dead sim makes every later check moot).
 sub stats {
-    my $r = $HTTP->get("$SIM->{url}/stats");
-    return $JSON->decode($r->{content});
+    my $r;
+    for (1 .. 5) {
+        $r = $HTTP->get("$SIM->{url}/stats");
+        my $j = $r->{status} == 200 ? eval { $JSON->decode($r->{content}) } : undef;
+        return $j if ref $j eq 'HASH';
+        sleep 1;
+    }
+    diag("GET /stats answered $r->{status}: $r->{content}");
+    diag("simulator log:\n" . slurp($SIM->{log}));
+    BAIL_OUT('callorch-provider-sim stopped answering /stats');
 }
 
 sub signature_ok {

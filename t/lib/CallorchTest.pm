@@ -972,6 +972,36 @@ sub raw_read {
     }
 }
 
+# ------------------------------------------------------- C unit programs ---
+
+# Run the C TAP program t/NAME against this stack, passing its TAP through
+# on stdout; returns its exit status (0 = passed).  The program may ask for
+# a server to be stopped or started again: it prints "# WORD stop" or
+# "# WORD start" and waits for a line on its stdin, which it gets once
+# CONTROL->{WORD}->('stop' | 'start') returned.  CALLORCH_TEST_WRAPPER (e.g.
+# "valgrind --error-exitcode=99", as `make check-valgrind` sets it) is put
+# in front of the program.
+sub run_tap_program {
+    my ($self, $name, %control) = @_;
+    my $bin = builddir() . "/t/$name";
+    -x $bin or croak "$bin not built (make check builds it)";
+    my @wrap = split ' ', $ENV{CALLORCH_TEST_WRAPPER} // '';
+    local $| = 1;
+    require IPC::Open2;
+    my $pid = IPC::Open2::open2(my $from, my $to, @wrap, $bin);
+    while (my $line = <$from>) {
+        print $line;
+        if ($line =~ /^# (\w+) (stop|start)$/ && $control{$1}) {
+            $control{$1}->($2);
+            print {$to} "done\n";
+            $to->flush;
+        }
+    }
+    close $to;
+    waitpid($pid, 0);
+    return $?;
+}
+
 # ------------------------------------------------------------- teardown ---
 
 # Stop everything this stack started and remove its directory (unless
