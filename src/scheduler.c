@@ -40,7 +40,7 @@ static const char RECLAIM_SQL[] =
     "        WHERE status = 'IN_PROGRESS' AND started_at < now() - $1::bigint * interval '1 ms'"
     "        ORDER BY started_at LIMIT $4::int FOR UPDATE SKIP LOCKED) c,"
     "      LATERAL settle_attempt(c.id, c.attempts, 'TIMEOUT',"
-    "                             'no webhook within call_timeout', NULL, true,"
+    "                             'timed out: no webhook within call_timeout', NULL, true,"
     "                             $2::bigint, $3::bigint, 0) s";
 
 /* Up to the free slots, less the calls already on their way to a consumer

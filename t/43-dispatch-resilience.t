@@ -35,6 +35,7 @@ use strict;
 use warnings;
 use Test::More;
 use Time::HiRes qw(time sleep);
+use CallorchScenario;
 use CallorchTest;
 
 CallorchTest::require_stack();
@@ -42,6 +43,7 @@ my $T0 = time;
 my $s = CallorchTest->new;
 $s->start_all;
 $s->migrate;
+my $sc = CallorchScenario->new($s, phone_base => 4_300_000);
 
 # CALLORCH_T43_ONLY=kafka-dup,redis runs only those scenarios (debugging).
 sub want {
@@ -49,135 +51,16 @@ sub want {
     return !$ENV{CALLORCH_T43_ONLY} || grep { $_ eq $tag } split /,/, $ENV{CALLORCH_T43_ONLY};
 }
 
-my $phone_seq = 0;
-sub next_phone { return sprintf '+1555%07d', 4_300_000 + ++$phone_seq }
-
-my ($log_from, $sim_log_from) = (0, 0);
-sub sim_log { return "$_[0]/sim.log" }
-
-sub slurp_from {
-    my ($path, $from) = @_;
-    open my $fh, '<', $path or return '';
-    local $/;
-    my $t = <$fh> // '';
-    return substr($t, $from);
-}
-
-# The daemon log written since the current scenario started.
-sub scenario_log { return substr($s->log_text, $log_from) }
-
-# Restart daemon and simulator for a scenario: the simulator logs every
-# initiation (debug) so the references it started can be counted.
-sub scenario {
-    my ($sim_args, %ovr) = @_;
-    $s->stop_daemon if $s->daemon_pid;
-    $s->stop_sim;
-    $sim_log_from = -s sim_log($s->tmpdir) || 0;
-    $s->start_sim('--log-level', 'debug', '--success-rate', '1', @$sim_args);
-    $s->write_config(
-        'dispatch.max_attempts'       => 3,
-        'dispatch.backoff_base'       => '200ms',
-        'dispatch.backoff_max'        => '1s',
-        'dispatch.scheduler_interval' => '200ms',
-        %ovr);
-    $log_from = length $s->log_text;
-    return $s->start_daemon;
-}
-
-# N calls for TAG (scriptId "TAG-i") over PHONES (default: new numbers).
-sub post_calls {
-    my ($tag, $n, $phones) = @_;
-    my ($ok, @ids) = (0);
-    for my $i (0 .. $n - 1) {
-        my $to = $phones ? $phones->[ $i % @$phones ] : next_phone();
-        my ($st, $c) = $s->api(POST => '/api/v1/calls', { to => $to, scriptId => "$tag-$i" });
-        if ($st == 201 && ref $c && ($c->{status} // '') eq 'PENDING') {
-            $ok++;
-            push @ids, $c->{id};
-        } else {
-            diag("$tag: POST $i answered $st: " . (ref $c ? explain($c) : $c // ''));
-        }
-    }
-    return ($ok, @ids);
-}
-
-sub tag_where { return "script_id LIKE '$_[0]-%'" }
-
-sub count_where {
-    my ($tag, $cond) = @_;
-    return $s->psql("SELECT count(*) FROM calls WHERE " . tag_where($tag) . " AND ($cond)");
-}
-
-sub wait_settled {
-    my ($tag, $timeout) = @_;
-    my $t = time;
-    my $ok = $s->wait_for(sub { count_where($tag, "status NOT IN ('COMPLETED', 'FAILED')") == 0 },
-        timeout => $timeout, interval => 0.25, soft => 1);
-    return ($ok, time - $t);
-}
-
-sub status_summary {
-    my ($tag) = @_;
-    return join ' ', split /\n/, $s->psql("SELECT status || '=' || count(*) FROM calls WHERE "
-        . tag_where($tag) . " GROUP BY status ORDER BY status");
-}
-
-# The end-of-scenario checks shared by all scenarios.
-sub end_checks {
-    my ($tag, $n, $cap, $timeout) = @_;
-    my ($ok, $took) = wait_settled($tag, $timeout);
-    ok($ok, sprintf('%s: all %d calls COMPLETED or FAILED (%.1fs)', $tag, $n, $took))
-        or diag($s->psql("SELECT id, status, attempts, last_error, published_at FROM calls WHERE "
-            . tag_where($tag) . " AND status NOT IN ('COMPLETED', 'FAILED') LIMIT 20"));
-    is(count_where($tag, 'true'), $n, "$tag: $n calls stored");
-    diag("$tag: " . status_summary($tag));
-    my $st = $s->sim_stats;
-    diag("$tag: simulator started=$st->{started} maxInProgress=$st->{maxInProgress} "
-        . "maxPerPhone=$st->{maxPerPhone} webhooksSent=$st->{webhooksSent} "
-        . "webhookFailures=$st->{webhookFailures} duplicateStarts=$st->{duplicateStarts}");
-    cmp_ok($st->{maxInProgress}, '<=', $cap, "$tag: never more than $cap calls at the provider");
-    cmp_ok($st->{maxPerPhone}, '<=', 1, "$tag: never two calls at once for one number");
-    is($st->{duplicateStarts}, 0, "$tag: no attempt started twice at the provider");
-    is($s->psql("SELECT count(*) FROM call_attempts a JOIN calls c ON c.id = a.call_id WHERE "
-            . tag_where($tag) . " AND a.ended_at IS NULL"), 0, "$tag: every attempt ended");
-    return $st;
-}
-
-# References "<call id>:<attempt>" the simulator accepted in this scenario,
-# with how often.
-sub sim_references {
-    my %refs;
-    my $text = slurp_from(sim_log($s->tmpdir), $sim_log_from);
-    $refs{$1}++ while $text =~ /msg="call started" .*?\breference=(\S+)/g;
-    return \%refs;
-}
-
-# Attempts recorded for TAG: { "<id>:<n>" => outcome }.
-sub attempts_of {
-    my ($tag) = @_;
-    my %att;
-    for my $row (split /\n/, $s->psql("SELECT a.call_id || ':' || a.attempt, coalesce(a.outcome, '-')"
-            . " FROM call_attempts a JOIN calls c ON c.id = a.call_id WHERE " . tag_where($tag))) {
-        my ($ref, $outcome) = split /\|/, $row;
-        $att{$ref} = $outcome;
-    }
-    return \%att;
-}
-
-sub kafka_workers {
-    my ($master) = @_;
-    return grep { $_->{title} =~ /kafka worker/ } $s->children_of($master);
-}
-
-sub no_crash_checks {
-    my ($tag, $master) = @_;
-    ok(kill(0, $master), "$tag: the master (pid $master) is still running");
-    my $log = scenario_log();
-    my @crashes = $log =~ /^(.*msg="child killed by signal".*)$/mg;
-    is(scalar @crashes, 0, "$tag: no child was killed by a signal") or diag(join "\n", @crashes);
-    my @bad_exits = grep { !/ status=0 / } $log =~ /^(.*msg="child exited".*)$/mg;
-    is(scalar @bad_exits, 0, "$tag: no child exited with an error") or diag(join "\n", @bad_exits);
-}
+sub scenario    { return $sc->start(@_) }
+sub post_calls  { return $sc->post_calls(@_) }
+sub count_where { return $sc->count_where(@_) }
+sub tag_where   { return $sc->tag_where(@_) }
+sub wait_settled { return $sc->wait_settled(@_) }
+sub end_checks  { return $sc->end_checks(@_) }
+sub next_phone  { return $sc->next_phone }
+sub scenario_log { return $sc->log_since_start }
+sub no_crash_checks { return $sc->no_crash_checks(@_) }
+sub kafka_workers { return $sc->children($_[0], qr/kafka worker/) }
 
 # ======================================================= 1. Kafka down ===
 
@@ -306,8 +189,7 @@ if (want('redis')) {
     end_checks($tag, 12, $cap, 180);
     is($s->sim_stats->{started}, 12, "$tag: one provider start per call");
     is(count_where($tag, "status = 'FAILED'"), 0, "$tag: no call failed (the outage cost no attempt)");
-    my ($code, $m) = $s->api(GET => '/api/v1/metrics');
-    is(ref $m && $m->{inFlight}, 0, "$tag: no slot held once everything settled");
+    $sc->no_slot_held($tag);
     no_crash_checks($tag, $master);
     my @restarts = scenario_log() =~ /msg="respawning child"/g;
     is(scalar @restarts, 0, "$tag: no child was respawned");
@@ -350,37 +232,14 @@ if (want('kill')) {
 
     my $st = end_checks($tag, $n_calls, $cap, 240);
 
-    # exactly-once per attempt at the provider: every attempt the simulator
-    # accepted is recorded once, and every recorded attempt reached the
-    # provider, except one whose child died between the IN_PROGRESS commit
-    # and the request: that one was reclaimed after call_timeout
-    my $refs = sim_references();
-    my $att = attempts_of($tag);
-    my @twice = grep { $refs->{$_} > 1 } sort keys %$refs;
-    is(scalar @twice, 0, "$tag: no reference started twice (simulator log)") or diag("@twice");
-    my @unknown = grep { !exists $att->{$_} } sort keys %$refs;
-    is(scalar @unknown, 0, "$tag: every attempt the provider started is recorded") or diag("@unknown");
-    my @never = grep { !exists $refs->{$_} } sort keys %$att;
-    my @never_bad = grep { $att->{$_} ne 'TIMEOUT' } @never;
-    is(scalar @never_bad, 0, "$tag: every recorded attempt that never reached the provider was reclaimed")
-        or diag(join ' ', map { "$_=$att->{$_}" } @never_bad);
-    is($st->{started}, scalar(keys %$att) - @never,
-        sprintf("$tag: provider starts (%d) = attempts recorded (%d) - attempts lost with a killed child (%d)",
-            $st->{started}, scalar(keys %$att), scalar @never));
-    is($s->psql("SELECT count(*) FROM calls c WHERE " . tag_where($tag)
-            . " AND attempts <> (SELECT count(*) FROM call_attempts a WHERE a.call_id = c.id)"), 0,
-        "$tag: one attempt row per attempt");
-    is(count_where($tag, 'attempts > max_attempts'), 0, "$tag: no call made more than max_attempts attempts");
-    is(count_where($tag, "status = 'FAILED' AND attempts < max_attempts"), 0,
-        "$tag: a call fails only after max_attempts attempts");
+    $sc->attempt_checks($tag);
 
     ok(kill(0, $master), "$tag: the master (pid $master) is still running");
     my @signalled = scenario_log() =~ /^(.*msg="child killed by signal".*)$/mg;
     is(scalar @signalled, 2, "$tag: two children died by a signal: the two we killed");
     is(scalar(grep { /kind=kafka/ && /signal=9 / } @signalled), 2, "$tag: both were kafka workers, SIGKILL")
         or diag(join "\n", @signalled);
-    my ($code, $m) = $s->api(GET => '/api/v1/metrics');
-    is(ref $m && $m->{inFlight}, 0, "$tag: no slot held once everything settled");
+    $sc->no_slot_held($tag);
 }
 
 is($s->stop_daemon, 0, 'clean stop');

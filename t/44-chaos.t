@@ -1,0 +1,216 @@
+#!/usr/bin/perl
+# Chaos on the real stack (DESIGN.md section 3: "no accepted call is lost
+# through crashes of any child, restarts of Redis, Kafka or PostgreSQL", and
+# the cap / one call per phone / exactly-once guarantees while it happens).
+# t/43 covers Kafka down, Redis restarted empty and kill -9 of Kafka
+# workers; t/71 two daemons on one stack.  Here:
+#
+#  1. kill-all: kill -9 of random children of EVERY kind (HTTP workers,
+#     Kafka workers, the scheduler), again and again, while calls are
+#     posted (clients retry with their Idempotency-Key when a worker dies
+#     under them) and while they are dispatched.
+#  2. postgres: PostgreSQL restarted while calls are dispatched: the API
+#     answers 503 + Retry-After meanwhile, nothing crashes for good, and
+#     every call settles once it is back.
+#  3. drop: the provider never sends the webhook of a share of its calls:
+#     the scheduler reclaims them after call_timeout ("timed out"), retries
+#     them, and fails a call only after max_attempts.
+#
+# Each ends with every call COMPLETED or FAILED, no attempt started twice at
+# the provider, at most the cap in progress there and at most one call per
+# phone, and prints its figures (calls, kills, maximum in progress seen).
+#
+# CALLORCH_T44_ONLY=kill-all,postgres,drop runs only those;
+# CALLORCH_T44_SEED=N repeats a run's random choices.
+use strict;
+use warnings;
+use List::Util qw(shuffle);
+use Test::More;
+use Time::HiRes qw(time sleep);
+use CallorchScenario;
+use CallorchTest;
+
+CallorchTest::require_stack();
+my $T0 = time;
+my $SEED = $ENV{CALLORCH_T44_SEED} // (time ^ $$) % 100_000;
+srand($SEED);
+diag("random seed $SEED (CALLORCH_T44_SEED=$SEED repeats it)");
+
+my $s = CallorchTest->new;
+$s->start_all;
+$s->migrate;
+my $sc = CallorchScenario->new($s, phone_base => 4_400_000);
+
+sub want {
+    my ($tag) = @_;
+    return !$ENV{CALLORCH_T44_ONLY} || grep { $_ eq $tag } split /,/, $ENV{CALLORCH_T44_ONLY};
+}
+
+my %KIND_RE = (http => qr/http worker/, kafka => qr/kafka worker/, scheduler => qr/: scheduler/);
+
+# ============================================ 1. kill -9 of every kind ===
+if (want('kill-all')) {
+    my $tag = 'kill-all';
+    my ($cap, $n_calls, $batch) = (8, 300, 25);
+    my $master = $sc->start([ '--delay', '100ms-400ms' ],
+        'http.workers'                  => 2,
+        'kafka.consumers'               => 2,
+        'dispatch.max_concurrent_calls' => $cap,
+        'dispatch.max_attempts'         => 5,
+        'dispatch.call_timeout'         => '5s');
+    my %want_kids = (http => 2, kafka => 2, scheduler => 1);
+    for my $k (sort keys %want_kids) {
+        is(scalar($sc->children($master, $KIND_RE{$k})), $want_kids{$k}, "$tag: $want_kids{$k} $k children");
+    }
+    my @phones = map { $sc->next_phone } 1 .. 200;    # 300 calls over 200 numbers
+    my (%kills, @killed, $accepted);
+
+    # Kill one child of KIND (a random one of that kind); wait until the
+    # master replaced it, so the next kill finds a full set.
+    my $kill = sub {
+        my ($kind) = @_;
+        my @kids = $sc->children($master, $KIND_RE{$kind});
+        return 0 unless @kids;
+        my $victim = $kids[ int rand @kids ];
+        return 0 unless kill 'KILL', $victim->{pid};
+        $kills{$kind}++;
+        push @killed, $victim->{pid};
+        $s->wait_for(sub {
+            my @now = $sc->children($master, $KIND_RE{$kind});
+            @now == $want_kids{$kind} && !grep { $_->{pid} == $victim->{pid} } @now
+        }, timeout => 60, interval => 0.05, soft => 1)
+            or diag("$tag: $kind child $victim->{pid} not replaced within 60s");
+        return 1;
+    };
+    # every kind in turn, shuffled per round: each is killed repeatedly
+    my @plan = map { shuffle(qw(http kafka scheduler)) } 1 .. 8;
+
+    # phase 1: posting (12 batches) with a kill after each batch
+    for my $b (0 .. $n_calls / $batch - 1) {
+        for my $i ($b * $batch .. ($b + 1) * $batch - 1) {
+            my ($st, $c) = $sc->post_call({ to => $phones[ $i % @phones ], scriptId => "$tag-$i" },
+                idempotency_key => "$tag-$i-$SEED", retry_for => 60);
+            if (($st == 201 || $st == 200) && ref $c && $c->{id}) {
+                $accepted++;
+            } else {
+                diag("$tag: POST $i answered $st");
+            }
+        }
+        $kill->(shift @plan);
+    }
+    is($accepted, $n_calls, "$tag: all $n_calls calls accepted (retried with their Idempotency-Key)");
+    # phase 2: dispatching: keep killing while calls are still open
+    while (@plan && $sc->count_where($tag, "status NOT IN ('COMPLETED', 'FAILED')") > 20) {
+        sleep 0.5 + rand 1.0;
+        $kill->(shift @plan);
+    }
+    my $n_kills = 0;
+    $n_kills += $_ for values %kills;
+    cmp_ok($kills{$_} // 0, '>=', 3, "$tag: $_ children killed at least 3 times") for qw(http kafka scheduler);
+
+    my $st = $sc->end_checks($tag, $n_calls, $cap, 300);
+    my $lost = $sc->attempt_checks($tag);
+    is($sc->count_where($tag, "status NOT IN ('COMPLETED', 'FAILED')"), 0, "$tag: calls lost: 0");
+    ok(kill(0, $master), "$tag: the master (pid $master) is still running");
+    my @signalled = $sc->log_since_start =~ /^(.*msg="child killed by signal".*)$/mg;
+    is(scalar @signalled, $n_kills, "$tag: the children that died by a signal are the $n_kills we killed")
+        or diag(join "\n", @signalled);
+    $sc->no_slot_held($tag);
+    my $reclaims = () = $sc->log_since_start =~ /msg="call reclaimed/g;
+    diag(sprintf "%s figures: calls=%d kills=%d (http=%d kafka=%d scheduler=%d) maxInProgress=%d (cap %d) "
+            . "maxPerPhone=%d duplicateStarts=%d attempts lost with a killed child=%d reclaims=%d "
+            . "calls lost=%d  %s",
+        $tag, $n_calls, $n_kills, $kills{http} // 0, $kills{kafka} // 0, $kills{scheduler} // 0,
+        $st->{maxInProgress}, $cap, $st->{maxPerPhone}, $st->{duplicateStarts}, $lost, $reclaims,
+        $sc->count_where($tag, "status NOT IN ('COMPLETED', 'FAILED')"), $sc->status_summary($tag));
+}
+
+# ===================================== 2. PostgreSQL restarted mid-run ===
+if (want('postgres')) {
+    my $tag = 'postgres';
+    my ($cap, $n_calls) = (8, 200);
+    my $master = $sc->start([ '--delay', '200ms-600ms' ],
+        'dispatch.max_concurrent_calls' => $cap,
+        'dispatch.max_attempts'         => 5,
+        'dispatch.call_timeout'         => '8s');
+    my @phones = map { $sc->next_phone } 1 .. 150;
+    my ($n) = $sc->post_calls($tag, $n_calls, \@phones);
+    is($n, $n_calls, "$tag: $n_calls calls accepted");
+    my $busy = $s->wait_for(sub { my $st = $s->sim_stats; $st->{started} >= 50 && $st->{inProgress} > 0 },
+        timeout => 120, interval => 0.05, soft => 1);
+    ok($busy, "$tag: 50 calls started, some in flight");
+
+    $s->stop_postgres;
+    my $t_down = time;
+    my $rejected = $s->wait_for(sub {
+        my ($code, undef, $h) = $s->api(POST => '/api/v1/calls', { to => $sc->next_phone, scriptId => "x-$tag" });
+        $code == 503 && defined $h->{'retry-after'} ? $code : 0
+    }, timeout => 20, interval => 0.2, soft => 1);
+    is($rejected, 503, "$tag: POST while PostgreSQL is down: 503 with Retry-After");
+    my ($code) = $s->api(GET => '/readyz');
+    is($code, 503, "$tag: /readyz 503 while PostgreSQL is down");
+    sleep 3;
+    ok(kill(0, $master), "$tag: the master survived the outage");
+    $s->start_postgres;
+    my $t_up = time;
+    diag(sprintf "$tag: PostgreSQL was down %.1fs", $t_up - $t_down);
+    my $back = $s->wait_for(sub { ($s->api(GET => '/readyz'))[0] == 200 }, timeout => 60, interval => 0.2, soft => 1);
+    ok($back, sprintf("$tag: /readyz 200 again %.1fs after PostgreSQL came back", time - $t_up));
+    # a worker whose pool is still waiting out its reconnect backoff answers
+    # 503 + Retry-After a little longer: the client retries, as told
+    my $t_more = time;
+    my ($more) = $sc->post_calls("after-$tag", 20, undef, idempotency => 1, retry_for => 30);
+    is($more, 20, sprintf("$tag: 20 more calls accepted after the restart (%.1fs, retrying on 503)",
+        time - $t_more));
+
+    my $st = $sc->end_checks($tag, $n_calls, $cap, 300);
+    $sc->attempt_checks($tag);
+    my ($ok) = $sc->wait_settled("after-$tag", 120);
+    ok($ok, "$tag: the calls posted after the restart settled too");
+    $sc->no_crash_checks($tag, $master);
+    $sc->no_slot_held($tag);
+    my $reclaims = () = $sc->log_since_start =~ /msg="call reclaimed/g;
+    diag(sprintf "%s figures: calls=%d (+20 after) postgres down %.1fs maxInProgress=%d (cap %d) maxPerPhone=%d "
+            . "duplicateStarts=%d reclaims=%d calls lost=%d  %s",
+        $tag, $n_calls, $t_up - $t_down, $st->{maxInProgress}, $cap, $st->{maxPerPhone},
+        $st->{duplicateStarts}, $reclaims, $sc->count_where($tag, "status NOT IN ('COMPLETED', 'FAILED')"),
+        $sc->status_summary($tag));
+}
+
+# ================================== 3. dropped webhooks are reclaimed ===
+if (want('drop')) {
+    my $tag = 'drop';
+    my ($cap, $n_calls, $max_attempts) = (6, 150, 4);
+    my $master = $sc->start([ '--delay', '100ms-300ms', '--drop', '0.3' ],
+        'dispatch.max_concurrent_calls' => $cap,
+        'dispatch.max_attempts'         => $max_attempts,
+        'dispatch.call_timeout'         => '2s');
+    my ($n) = $sc->post_calls($tag, $n_calls);
+    is($n, $n_calls, "$tag: $n_calls calls accepted");
+    my $st = $sc->end_checks($tag, $n_calls, $cap, 300);
+    my $dropped = $st->{dropped};
+    cmp_ok($dropped, '>', 0, "$tag: the simulator dropped $dropped webhooks");
+    my $timeouts = $s->psql("SELECT count(*) FROM call_attempts a JOIN calls c ON c.id = a.call_id WHERE "
+        . $sc->tag_where($tag) . " AND a.outcome = 'TIMEOUT'");
+    is($timeouts, $dropped, "$tag: every dropped webhook's attempt was reclaimed as TIMEOUT");
+    my $reclaims = () = $sc->log_since_start =~ /msg="call reclaimed/g;
+    is($reclaims, $dropped, "$tag: one reclaim logged per dropped webhook");
+    is($sc->count_where($tag, "status = 'FAILED' AND last_error NOT ILIKE '%timed out%'"), 0,
+        "$tag: every FAILED call failed by timing out (lastError says so)");
+    is($sc->count_where($tag, "status = 'COMPLETED' AND attempts > 1"),
+        $s->psql("SELECT count(DISTINCT a.call_id) FROM call_attempts a JOIN calls c ON c.id = a.call_id WHERE "
+            . $sc->tag_where($tag) . " AND a.outcome = 'TIMEOUT' AND c.status = 'COMPLETED'"),
+        "$tag: the COMPLETED calls with several attempts are those retried after a reclaim");
+    $sc->attempt_checks($tag);
+    $sc->no_crash_checks($tag, $master);
+    $sc->no_slot_held($tag);
+    diag(sprintf "%s figures: calls=%d dropped webhooks=%d reclaims=%d maxInProgress=%d (cap %d) "
+            . "maxPerPhone=%d duplicateStarts=%d calls lost=%d  %s",
+        $tag, $n_calls, $dropped, $reclaims, $st->{maxInProgress}, $cap, $st->{maxPerPhone},
+        $st->{duplicateStarts}, $sc->count_where($tag, "status NOT IN ('COMPLETED', 'FAILED')"),
+        $sc->status_summary($tag));
+}
+
+is($s->stop_daemon, 0, 'clean stop');
+diag(sprintf 'total %.1fs', time - $T0);
+done_testing;
