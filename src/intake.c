@@ -4,9 +4,10 @@
  * A create request is validated, given a fresh UUID, and queued.  At most one
  * pool job is "open" (submitted, not yet sent); when a connection frees up,
  * the pool asks us to build that job's statement and we put every queued
- * request into it.  So under load each commit answers as many requests as
- * arrived during the previous one, and with an idle database a request goes
- * out alone at once.
+ * request into it.  No new job opens while INTAKE_MAX_IN_FLIGHT statements
+ * are at the database.  So under load each commit answers as many requests
+ * as arrived during the previous one, and with an idle database a request
+ * goes out alone at once.
  *
  * Idempotency races: two requests with one key in one batch cannot both be
  * resolved by one statement (a statement does not see its own inserts), so a
@@ -73,6 +74,7 @@ struct intake {
 };
 
 static int submit_job(struct intake *in);
+static void submit_if_room(struct intake *in);
 
 /* ------------------------------------------------------------- queue */
 
@@ -211,10 +213,10 @@ static int build(void *arg, struct pg_query *q)
     struct intake *in = b->in;
     in->job_open = 0;
     take_queue(in, b);
-    if (in->head != NULL)
-        submit_job(in); /* more than one batch holds, or a held-back key */
-    if (b->n == 0)
+    if (b->n == 0) {
+        submit_if_room(in); /* only held-back keys: they go next */
         return 1;
+    }
     b->json = batch_json(b);
     if (b->json == NULL) {
         co_error("out of memory building an intake batch", "requests=%d", b->n);
@@ -227,6 +229,7 @@ static int build(void *arg, struct pg_query *q)
     q->nparams = 2;
     q->values = b->values;
     in->in_flight++;
+    submit_if_room(in); /* more than one batch holds, or a held-back key */
     co_debug("intake batch sent", "requests=%d", b->n);
     return 0;
 }
@@ -292,8 +295,7 @@ static void requeue_unanswered(struct intake *in, struct batch *b)
         }
         enqueue(in, p, 1);
     }
-    if (in->head != NULL && !in->job_open)
-        submit_job(in);
+    submit_if_room(in);
 }
 
 static void fail_batch(struct batch *b, int status_503, const char *err)
@@ -334,8 +336,7 @@ static void done(void *arg, const PGresult *res, const char *err)
     } else {
         fail_batch(b, 0, "could not build the statement"); /* no-op when empty */
     }
-    if (in->head != NULL && !in->job_open)
-        submit_job(in);
+    submit_if_room(in);
     batch_free(b);
 }
 
@@ -357,6 +358,14 @@ static int submit_job(struct intake *in)
     }
     in->job_open = 1;
     return 0;
+}
+
+/* Open a job for the queue unless one is open or INTAKE_MAX_IN_FLIGHT
+ * statements are at the database: then done() opens it. */
+static void submit_if_room(struct intake *in)
+{
+    if (in->head != NULL && !in->job_open && in->in_flight < INTAKE_MAX_IN_FLIGHT)
+        submit_job(in);
 }
 
 /* ------------------------------------------------------------ requests */
@@ -418,8 +427,7 @@ void intake_create(struct intake *in, struct http_request *req)
     if (p == NULL)
         return;
     enqueue(in, p, 0);
-    if (!in->job_open)
-        submit_job(in);
+    submit_if_room(in);
 }
 
 struct intake *intake_new(struct api *api, char *err, size_t errlen)
