@@ -23,34 +23,9 @@ my %page  = (
     sim       => "$src/man/callorch-provider-sim.1",
 );
 
-sub slurp {
-    my ($path) = @_;
-    open my $fh, '<', $path or die "$path: $!";
-    local $/;
-    return <$fh>;
-}
-
-sub which {
-    my ($name) = @_;
-    for my $d (split /:/, $ENV{PATH} // '') {
-        return "$d/$name" if $d ne '' && -x "$d/$name";
-    }
-    return undef;
-}
-
-# Output (stdout and stderr) and exit status of a command, no shell.
-sub run {
-    my @cmd = @_;
-    my $pid = open(my $fh, '-|') // die "fork: $!";
-    if ($pid == 0) {
-        open STDERR, '>&', \*STDOUT or die;
-        exec @cmd or die "exec $cmd[0]: $!";
-    }
-    local $/;
-    my $out = <$fh> // '';
-    close $fh;
-    return ($out, $? >> 8);
-}
+sub slurp { return CallorchTest::read_file(@_) }
+sub which { return CallorchTest::which(@_) }
+sub run   { return CallorchTest::run_command(@_) }
 
 my %text = map { $_ => slurp($page{$_}) } keys %page;
 

@@ -55,29 +55,10 @@ $s->start_sim('--delay', '50ms-200ms');
 
 my ($master, $port);
 
-# The machine may be loaded (other tests, builds, benchmarks): a psql that
-# cannot connect within its 5 s, or a 503 while the daemon's database pool
-# reconnects, is retried rather than failing the test.  POSTs carry an
-# Idempotency-Key, so a retried one never makes a second call.
-sub db {
-    my ($sql) = @_;
-    for my $try (1 .. 6) {
-        my $out = eval { $s->psql($sql) };
-        return $out if defined $out;
-        die $@ if $try == 6;
-        sleep 1;
-    }
-}
-
-sub api_retry {
-    my ($obj, @args) = @_;
-    my $end = time + 60;
-    while (1) {
-        my @r = $obj->api(@args);
-        return @r unless ($r[0] == 503 || $r[0] == 599) && time < $end;
-        sleep 0.5;
-    }
-}
+# psql and HTTP retried on a loaded machine (CallorchTest::psql_retry,
+# api_retry); POSTs carry an Idempotency-Key.
+sub db { return $s->psql_retry(@_) }
+sub api_retry { my ($obj, @args) = @_; return $obj->api_retry(@args) }
 
 # ------------------------------------------------------------- helpers ---
 

@@ -21,29 +21,10 @@ my $TICK = 0.2;    # s, [dispatch] scheduler_interval: the lease lasts max(5 tic
 
 my $s = CallorchTest->new;    # the stack, and daemon A
 
-# The machine may be loaded (other tests, builds, benchmarks): a psql that
-# cannot connect within its 5 s, or a 503 while the daemon's database pool
-# reconnects, is retried rather than failing the test.  POSTs carry an
-# Idempotency-Key, so a retried one never makes a second call.
-sub db {
-    my ($sql) = @_;
-    for my $try (1 .. 6) {
-        my $out = eval { $s->psql($sql) };
-        return $out if defined $out;
-        die $@ if $try == 6;
-        sleep 1;
-    }
-}
-
-sub api_retry {
-    my ($obj, @args) = @_;
-    my $end = time + 60;
-    while (1) {
-        my @r = $obj->api(@args);
-        return @r unless ($r[0] == 503 || $r[0] == 599) && time < $end;
-        sleep 0.5;
-    }
-}
+# psql and HTTP retried on a loaded machine (CallorchTest::psql_retry,
+# api_retry); POSTs carry an Idempotency-Key.
+sub db { return $s->psql_retry(@_) }
+sub api_retry { my ($obj, @args) = @_; return $obj->api_retry(@args) }
 $s->start_all;
 $s->migrate;
 $s->start_sim('--delay', '20ms-150ms', '--success-rate', '0.7', '--seed', '71');

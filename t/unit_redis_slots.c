@@ -25,6 +25,7 @@
 #include "log.h"
 #include "redis_slots.h"
 #include "tap.h"
+#include "tap_ev.h"
 
 static struct ev_loop *loop;
 static int port;
@@ -34,50 +35,10 @@ static int cb_inside_submit;    /* a callback came from inside a submit */
 
 /* ------------------------------------------------------------- helpers --- */
 
-struct wait {
-    int (*cond)(void *);
-    void *arg;
-};
-
-static void on_check(struct ev_loop *l, ev_check *w, int revents)
-{
-    struct wait *wt = w->data;
-
-    if (wt->cond(wt->arg))
-        ev_break(l, EVBREAK_ONE);
-}
-
-static void on_deadline(struct ev_loop *l, ev_timer *w, int revents)
-{
-    ev_break(l, EVBREAK_ONE);
-}
-
-static void on_tick(struct ev_loop *l, ev_timer *w, int revents)
-{
-    /* only here so that the loop wakes up to re-test the condition */
-}
-
 /* Run the loop until COND(ARG) holds or SECONDS pass; returns COND. */
 static int run_until(int (*cond)(void *), void *arg, double seconds)
 {
-    struct wait wt = {cond, arg};
-    ev_check check;
-    ev_timer deadline, tick;
-
-    if (cond(arg))
-        return 1;
-    ev_check_init(&check, on_check);
-    check.data = &wt;
-    ev_timer_init(&deadline, on_deadline, seconds, 0.);
-    ev_timer_init(&tick, on_tick, 0.01, 0.01);
-    ev_check_start(loop, &check);
-    ev_timer_start(loop, &deadline);
-    ev_timer_start(loop, &tick);
-    ev_run(loop, 0);
-    ev_check_stop(loop, &check);
-    ev_timer_stop(loop, &deadline);
-    ev_timer_stop(loop, &tick);
-    return cond(arg);
+    return run_loop_until(loop, cond, arg, seconds);
 }
 
 static int never(void *arg)

@@ -16,6 +16,8 @@ use Exporter qw(import);
 use Test::More;
 use Time::HiRes qw(time sleep);
 
+use CallorchTest;
+
 sub new {
     my ($class, $s, %o) = @_;
     return bless {
@@ -32,14 +34,6 @@ sub stack { return $_[0]{s} }
 sub next_phone {
     my ($self) = @_;
     return sprintf '+1555%07d', $self->{phone_base} + ++$self->{phone_seq};
-}
-
-sub _slurp_from {
-    my ($path, $from) = @_;
-    open my $fh, '<', $path or return '';
-    local $/;
-    my $t = <$fh> // '';
-    return substr($t, $from);
 }
 
 sub _sim_log { return $_[0]{s}->tmpdir . '/sim.log' }
@@ -155,7 +149,7 @@ sub end_checks {
 sub sim_references {
     my ($self, $tag) = @_;
     my %refs;
-    my $text = _slurp_from($self->_sim_log, $self->{sim_from});
+    my $text = CallorchTest::slurp_from($self->_sim_log, $self->{sim_from});
     $refs{$1}++ while $text =~ /msg="call started" .*?\breference=(\S+)/g;
     if (defined $tag) {
         my %ids = map { $_ => 1 } split /\n/, $self->{s}->psql("SELECT id FROM calls WHERE " . $self->tag_where($tag));

@@ -48,6 +48,21 @@ my $CALLBACK_SECRET = 'whsec_' . encode_base64($CALLBACK_KEY, '');
 sub callback_secret { return $CALLBACK_SECRET }
 sub callback_key    { return $CALLBACK_KEY }
 
+# Helpers for tests that need no stack (t/60, t/61): a whole file (dies
+# when it cannot be read), a program's path in PATH (or undef), and a
+# command's output (stdout and stderr together) with its exit code.
+sub read_file {
+    my ($path) = @_;
+    open my $fh, '<', $path or croak "$path: $!";
+    local $/;
+    return <$fh> // '';
+}
+sub which { return _which($_[0]) }
+sub run_command {
+    my ($out, $st) = _capture([@_]);
+    return ($out, _exit_code($st));
+}
+
 sub _which {
     my ($name) = @_;
     for my $d (split /:/, $ENV{PATH} // '/usr/bin:/bin') {
@@ -206,6 +221,7 @@ sub _slurp {
 }
 
 # The part of PATH after its first OFFSET bytes (what a restart wrote).
+sub slurp_from { return _slurp_from(@_) }
 sub _slurp_from {
     my ($path, $offset) = @_;
     return substr(_slurp($path), $offset // 0);
@@ -936,6 +952,31 @@ sub api {
         $content = $json unless $@;
     }
     return ($r->{status}, $content, $r->{headers});
+}
+
+# The machine may be loaded (other tests, builds, benchmarks): psql_retry is
+# psql retried when it cannot connect (up to 6 tries a second apart), and
+# api_retry is api retried while the answer is 503 (the daemon's database
+# pool reconnecting) or 599 (no connection), for up to 60 s.  Give POSTs an
+# Idempotency-Key, so that a retried one never makes a second call.
+sub psql_retry {
+    my ($self, $sql, %o) = @_;
+    for my $try (1 .. 6) {
+        my $out = eval { $self->psql($sql, %o) };
+        return $out if defined $out;
+        die $@ if $try == 6;
+        sleep 1;
+    }
+}
+
+sub api_retry {
+    my ($self, @args) = @_;
+    my $end = time + 60;
+    while (1) {
+        my @r = $self->api(@args);
+        return @r unless ($r[0] == 503 || $r[0] == 599) && time < $end;
+        sleep 0.5;
+    }
 }
 
 # Read one HTTP/1.1 response from SOCK (raw-socket tests): { status,
