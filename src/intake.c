@@ -56,6 +56,7 @@ struct pending {
 
 struct batch {
     struct intake *in;
+    int built;                   /* build() ran: the pool had a connection */
     struct pending **items;
     int n;
     char *json;
@@ -211,6 +212,7 @@ static int build(void *arg, struct pg_query *q)
 {
     struct batch *b = arg;
     struct intake *in = b->in;
+    b->built = 1;
     in->job_open = 0;
     take_queue(in, b);
     if (b->n == 0) {
@@ -323,6 +325,16 @@ static void done(void *arg, const PGresult *res, const char *err)
 {
     struct batch *b = arg;
     struct intake *in = b->in;
+    if (!b->built) {
+        /* The pool refused the open job before a connection took it (the
+         * pool went down, the queue timed out, it is closing): the
+         * requests it would have carried get that refusal, and the next
+         * request opens a job again. */
+        in->job_open = 0;
+        fail_queue(in, "the database is unreachable; retry later");
+        batch_free(b);
+        return;
+    }
     if (b->json != NULL)
         in->in_flight--;
     if (res == NULL && err != NULL) {
