@@ -331,7 +331,9 @@ static void done(void *arg, const PGresult *res, const char *err)
          * requests it would have carried get that refusal, and the next
          * request opens a job again. */
         in->job_open = 0;
-        fail_queue(in, "the database is unreachable; retry later");
+        fail_queue(in, err != NULL && strstr(err, "timed out") != NULL
+                           ? "the database is busy; retry later"
+                           : "the database is unreachable; retry later");
         batch_free(b);
         return;
     }
