@@ -38,18 +38,10 @@ use Time::HiRes qw(time sleep);
 use CallorchScenario;
 use CallorchTest;
 
-CallorchTest::require_stack();
 my $T0 = time;
-my $s = CallorchTest->new;
-$s->start_all;
-$s->migrate;
-my $sc = CallorchScenario->new($s, phone_base => 4_300_000);
-
 # CALLORCH_T43_ONLY=kafka-dup,redis runs only those scenarios (debugging).
-sub want {
-    my ($tag) = @_;
-    return !$ENV{CALLORCH_T43_ONLY} || grep { $_ eq $tag } split /,/, $ENV{CALLORCH_T43_ONLY};
-}
+my ($s, $sc) = CallorchScenario->setup(phone_base => 4_300_000, only_env => 'CALLORCH_T43_ONLY');
+sub want { return $sc->want(@_) }
 
 sub scenario    { return $sc->start(@_) }
 sub post_calls  { return $sc->post_calls(@_) }

@@ -30,21 +30,13 @@ use Time::HiRes qw(time sleep);
 use CallorchScenario;
 use CallorchTest;
 
-CallorchTest::require_stack();
 my $T0 = time;
 my $SEED = $ENV{CALLORCH_T44_SEED} // (time ^ $$) % 100_000;
 srand($SEED);
 diag("random seed $SEED (CALLORCH_T44_SEED=$SEED repeats it)");
 
-my $s = CallorchTest->new;
-$s->start_all;
-$s->migrate;
-my $sc = CallorchScenario->new($s, phone_base => 4_400_000);
-
-sub want {
-    my ($tag) = @_;
-    return !$ENV{CALLORCH_T44_ONLY} || grep { $_ eq $tag } split /,/, $ENV{CALLORCH_T44_ONLY};
-}
+my ($s, $sc) = CallorchScenario->setup(phone_base => 4_400_000, only_env => 'CALLORCH_T44_ONLY');
+sub want { return $sc->want(@_) }
 
 my %KIND_RE = (http => qr/http worker/, kafka => qr/kafka worker/, scheduler => qr/: scheduler/);
 

@@ -18,10 +18,23 @@ use Time::HiRes qw(time sleep);
 
 use CallorchTest;
 
+# A running stack (PostgreSQL migrated, Redis, Kafka) and the scenario
+# object on it.  %O: phone_base (numbers are +1555 and 7 digits from it),
+# only_env (the variable that lists the scenarios to run, for want()).
+sub setup {
+    my ($class, %o) = @_;
+    CallorchTest::require_stack();
+    my $s = CallorchTest->new;
+    $s->start_all;
+    $s->migrate;
+    return ($s, $class->new($s, %o));
+}
+
 sub new {
     my ($class, $s, %o) = @_;
     return bless {
         s          => $s,
+        only_env   => $o{only_env},
         phone_base => $o{phone_base} // 4_300_000,
         phone_seq  => 0,
         log_from   => 0,
@@ -30,6 +43,14 @@ sub new {
 }
 
 sub stack { return $_[0]{s} }
+
+# Whether scenario TAG runs: all do, unless the only_env variable lists
+# some (comma-separated), for debugging one.
+sub want {
+    my ($self, $tag) = @_;
+    my $only = defined $self->{only_env} ? $ENV{ $self->{only_env} } : undef;
+    return !$only || grep { $_ eq $tag } split /,/, $only;
+}
 
 sub next_phone {
     my ($self) = @_;
