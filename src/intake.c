@@ -215,10 +215,8 @@ static int build(void *arg, struct pg_query *q)
     b->built = 1;
     in->job_open = 0;
     take_queue(in, b);
-    if (b->n == 0) {
-        submit_if_room(in); /* only held-back keys: they go next */
-        return 1;
-    }
+    if (b->n == 0)
+        return 1; /* the queue was answered meanwhile: nothing to send */
     b->json = batch_json(b);
     if (b->json == NULL) {
         co_error("out of memory building an intake batch", "requests=%d", b->n);
@@ -331,9 +329,9 @@ static void done(void *arg, const PGresult *res, const char *err)
          * requests it would have carried get that refusal, and the next
          * request opens a job again. */
         in->job_open = 0;
-        fail_queue(in, err != NULL && strstr(err, "timed out") != NULL
-                           ? "the database is busy; retry later"
-                           : "the database is unreachable; retry later");
+        fail_queue(in, pg_pool_state(in->api->pg) == PG_POOL_DOWN
+                           ? "the database is unreachable; retry later"
+                           : "the database is busy; retry later");
         batch_free(b);
         return;
     }
