@@ -79,15 +79,9 @@ if (want('kill-all')) {
 
     # phase 1: posting (12 batches) with a kill after each batch
     for my $b (0 .. $n_calls / $batch - 1) {
-        for my $i ($b * $batch .. ($b + 1) * $batch - 1) {
-            my ($st, $c) = $sc->post_call({ to => $phones[ $i % @phones ], scriptId => "$tag-$i" },
-                idempotency_key => "$tag-$i-$SEED", retry_for => 60);
-            if (($st == 201 || $st == 200) && ref $c && $c->{id}) {
-                $accepted++;
-            } else {
-                diag("$tag: POST $i answered $st");
-            }
-        }
+        my ($n) = $sc->post_calls($tag, $batch, \@phones, from => $b * $batch,
+            idempotency => 1, retry_for => 60);
+        $accepted += $n;
         $kill->(shift @plan);
     }
     is($accepted, $n_calls, "$tag: all $n_calls calls accepted (retried with their Idempotency-Key)");

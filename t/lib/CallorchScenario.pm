@@ -84,28 +84,26 @@ sub start {
 }
 
 # POST one call; with IDEMPOTENCY_KEY the POST is retried (same key) while
-# the answer is a connection error or a 5xx, for up to RETRY_FOR seconds:
-# a client that does not know whether its call was stored asks again.
-# Returns (status, body).
+# the answer is 503 or a connection error, for up to RETRY_FOR seconds
+# (CallorchTest::api_retry_for): a client that does not know whether its
+# call was stored asks again.  Returns (status, body).
 sub post_call {
     my ($self, $call, %o) = @_;
     my $s = $self->{s};
-    my $end = time + ($o{retry_for} // 0);
-    my %h = defined $o{idempotency_key} ? ('Idempotency-Key' => $o{idempotency_key}) : ();
-    while (1) {
-        my ($st, $c) = $s->api(POST => '/api/v1/calls', $call, \%h);
-        return ($st, $c) if $st < 500 || time >= $end;
-        sleep 0.2;
-    }
+    return $s->api(POST => '/api/v1/calls', $call) unless defined $o{idempotency_key};
+    return $s->api_retry_for($o{retry_for} // 0, POST => '/api/v1/calls', $call,
+        { 'Idempotency-Key' => $o{idempotency_key} });
 }
 
-# N calls for TAG (scriptId "TAG-i") over PHONES (default: new numbers).
-# %O: idempotency => 1 sends an Idempotency-Key per call and retries
-# (post_call), retry_for => seconds.  Returns (accepted, ids).
+# N calls for TAG (scriptId "TAG-i", i from FROM, default 0) over PHONES
+# (the i-th modulo their number; default: new numbers).  %O: from;
+# idempotency => 1 sends an Idempotency-Key per call and retries
+# (post_call), retry_for => seconds (default 30).  Returns (accepted, ids).
 sub post_calls {
     my ($self, $tag, $n, $phones, %o) = @_;
     my ($ok, @ids) = (0);
-    for my $i (0 .. $n - 1) {
+    my $from = $o{from} // 0;
+    for my $i ($from .. $from + $n - 1) {
         my $to = $phones ? $phones->[ $i % @$phones ] : $self->next_phone;
         my ($st, $c) = $self->post_call({ to => $to, scriptId => "$tag-$i" },
             $o{idempotency} ? (idempotency_key => "$tag-$i-$$", retry_for => $o{retry_for} // 30) : ());

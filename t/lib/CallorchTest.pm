@@ -957,8 +957,9 @@ sub api {
 # The machine may be loaded (other tests, builds, benchmarks): psql_retry is
 # psql retried when it cannot connect (up to 6 tries a second apart), and
 # api_retry is api retried while the answer is 503 (the daemon's database
-# pool reconnecting) or 599 (no connection), for up to 60 s.  Give POSTs an
-# Idempotency-Key, so that a retried one never makes a second call.
+# pool reconnecting) or 599 (no connection), for up to 60 s (api_retry_for:
+# SECONDS).  Give POSTs an Idempotency-Key, so that a retried one never
+# makes a second call.
 sub psql_retry {
     my ($self, $sql, %o) = @_;
     for my $try (1 .. 6) {
@@ -969,9 +970,11 @@ sub psql_retry {
     }
 }
 
-sub api_retry {
-    my ($self, @args) = @_;
-    my $end = time + 60;
+sub api_retry { my ($self, @args) = @_; return $self->api_retry_for(60, @args) }
+
+sub api_retry_for {
+    my ($self, $seconds, @args) = @_;
+    my $end = time + $seconds;
     while (1) {
         my @r = $self->api(@args);
         return @r unless ($r[0] == 503 || $r[0] == 599) && time < $end;
