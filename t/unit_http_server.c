@@ -212,8 +212,7 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-/* Connect; RCVBUF > 0 shrinks the receive window (set before connect). */
-static struct client *cl_open_rcvbuf(int port, int rcvbuf)
+static struct client *cl_open(int port)
 {
     struct client *c = calloc(1, sizeof(*c));
     struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
@@ -221,16 +220,9 @@ static struct client *cl_open_rcvbuf(int port, int rcvbuf)
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     c->buf = malloc(CL_BUF + 1);
     c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (c->fd >= 0 && rcvbuf > 0)
-        setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
     if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
         bail("connect: %s", strerror(errno));
     return c;
-}
-
-static struct client *cl_open(int port)
-{
-    return cl_open_rcvbuf(port, 0);
 }
 
 static void cl_close(struct client *c)
@@ -506,20 +498,25 @@ static void test_pipeline(int port)
     cl_close(c);
 }
 
-/* A large answer to a client with a small window that does not read at
- * first: the server must queue it and finish on EV_WRITE. */
+/* A large answer to a client that does not read at first: 8 MB is more
+ * than the server's send buffer (tcp_wmem max, 4 MB) and the client's
+ * window together, so the server must queue it and finish on EV_WRITE.
+ * It runs against server B, whose send timeout is 30 s: against A's 0.6 s
+ * a loaded machine (valgrind, sanitizers) can stall delivery that long and
+ * the test would measure the scheduler, not the server.  A tiny SO_RCVBUF
+ * is not used either: it makes loopback TCP crawl on persist-timer probes. */
 static void test_big(int port)
 {
-    struct client *c = cl_open_rcvbuf(port, 8192);
+    struct client *c = cl_open(port);
     struct resp r;
     int intact = 1;
 
     cl_sends(c, "GET /big?8000000 HTTP/1.1\r\nHost: t\r\n\r\n");
     sleep_ms(200);
-    ok(cl_response(c, &r, 0, 10000) == 0 && r.body_len == 8000000, "big: 8 MB answer complete");
+    ok(cl_response(c, &r, 0, 30000) == 0 && r.body_len == 8000000, "big: 8 MB answer complete");
     for (size_t i = 0; i < r.body_len && intact; i++)
         intact = r.body[i] == (char)('a' + i % 26);
-    ok(intact, "big: content intact");
+    ok(r.body_len > 0 && intact, "big: content intact");
     resp_free(&r);
     ok(cl_get(c, "/echo?after-big", &r) == 0 && strstr(r.body, "after-big"),
        "big: connection still usable");
@@ -745,11 +742,11 @@ int main(void)
     test_headers(port_a);
     test_keepalive(port_a);
     test_pipeline(port_a);
-    test_big(port_a);
     test_close(port_a);
     test_errors(port_a);
     test_timeouts(port_a);
     test_gone(port_a);
+    test_big(port_b);
     test_max_connections(port_b);
     test_drain(pid_a, port_a);
 
