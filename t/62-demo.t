@@ -1,0 +1,87 @@
+#!/usr/bin/perl
+# tools/demo.pl, as `tools/dev demo` runs it once the build is done: it
+# starts the stack, the simulator and callorchd, posts sample calls, shows
+# them settle, prints the commands to try and keeps serving; Ctrl-C (SIGINT)
+# stops all of it and removes its temporary directory.  DEMO_CALLS=12 keeps
+# it short.
+use strict;
+use warnings;
+use Test::More;
+use HTTP::Tiny;
+use IO::Select;
+use JSON::PP qw(decode_json);
+use POSIX qw(WNOHANG);
+use Time::HiRes qw(time sleep);
+use CallorchTest;
+
+my $CALLS = 12;
+my $src   = CallorchTest::srcdir();
+my $build = CallorchTest::builddir();
+
+$ENV{DEMO_CALLS} = $CALLS;
+delete $ENV{CALLORCH_TEST_LEAVE};
+my $pid = open(my $out, '-|') // die "fork: $!";
+if ($pid == 0) {
+    open STDERR, '>&', \*STDOUT or die "stderr: $!";
+    exec $^X, "-I$src/t/lib", "$src/tools/demo.pl", $build or die "exec: $!";
+}
+
+# Read the demo's output until PATTERN shows or SECONDS pass.
+my $text = '';
+sub read_until {
+    my ($pattern, $seconds) = @_;
+    my $sel = IO::Select->new($out);
+    my $deadline = time + $seconds;
+    while ($text !~ $pattern && time < $deadline) {
+        next unless $sel->can_read(0.5);
+        last unless sysread($out, $text, 65536, length $text);
+    }
+    return $text =~ $pattern;
+}
+
+ok(read_until(qr/Ctrl-C stops everything\./, 240), 'the demo settles and keeps serving')
+    or diag($text);
+my ($dir)  = $text =~ /temporary directory (\S+)\)/;
+my ($base) = $text =~ /HTTP API\s+(http\S+)/;
+ok(defined $dir && -d $dir, 'it names its temporary directory');
+like($text, qr/posting $CALLS sample calls \(a third of them to numbers used twice\)/,
+     "it posts $CALLS calls, some to repeated numbers");
+
+# the last progress line: nothing left, every call COMPLETED or FAILED
+my @lines = grep { /PENDING/ } split /[\r\n]+/, $text;
+my ($pend, $inp, $done, $failed) = ($lines[-1] // '')
+    =~ /PENDING\s+(\d+)\s+IN_PROGRESS\s+(\d+)\s+COMPLETED\s+(\d+)\s+FAILED\s+(\d+)/;
+ok(@lines > 1, 'it shows the progress as it goes (' . scalar(@lines) . ' lines)');
+is(($pend // -1) + ($inp // -1), 0, 'the last progress line: nothing PENDING or IN_PROGRESS');
+is(($done // 0) + ($failed // 0), $CALLS, "the last progress line: all $CALLS calls ended");
+
+my ($max, $per_phone) = $text =~ /at most (\d+) calls at once and (\d+) at once for one number/;
+ok(defined $max && $max >= 1 && $max <= 5, 'the provider saw at most the cap of 5 at once ('
+    . ($max // '?') . ')');
+is($per_phone, 1, 'and one call at a time per number');
+like($text, qr{curl -s \Q$base\E/api/v1/metrics}, 'it prints the curl commands to try')
+    if defined $base;
+
+# still serving: the API answers and agrees with what was shown
+my $r = HTTP::Tiny->new(timeout => 5)->get("$base/api/v1/metrics");
+is($r->{status}, 200, 'the API still answers after the calls settled');
+my $m = eval { decode_json($r->{content}) } || {};
+is(($m->{COMPLETED} // 0) + ($m->{FAILED} // 0), $CALLS, '... and counts the same calls');
+
+# Ctrl-C: everything stops, the directory goes
+my ($master) = defined $dir && -f "$dir/callorchd.pid"
+    ? CallorchTest::read_file("$dir/callorchd.pid") =~ /(\d+)/ : ();
+kill 'INT', $pid;
+my $t0 = time;
+my $got = 0;
+while (time - $t0 < 60 && !($got = waitpid($pid, WNOHANG))) {
+    read_until(qr/\z\A/, 0.2); # keep the pipe drained
+}
+is($got, $pid, 'SIGINT stops the demo');
+is($?, 0, 'it exits 0');
+like($text, qr/stopping callorchd and the stack/, 'it says it is stopping everything');
+ok(!defined $dir || !-d $dir, 'its temporary directory is removed');
+ok(!kill(0, $master), "callorchd (pid $master) is gone") if defined $master;
+close $out;
+
+done_testing;
