@@ -10,7 +10,6 @@ use Test::More;
 use HTTP::Tiny;
 use IO::Select;
 use JSON::PP qw(decode_json);
-use POSIX qw(WNOHANG);
 use Time::HiRes qw(time sleep);
 use CallorchTest;
 
@@ -26,17 +25,18 @@ if ($pid == 0) {
     exec $^X, "-I$src/t/lib", "$src/tools/demo.pl", $build or die "exec: $!";
 }
 
-# Read the demo's output until PATTERN shows or SECONDS pass.
+# Read the demo's output until PATTERN shows (undef: until it closes its
+# output, i.e. exits) or SECONDS pass.
 my $text = '';
 sub read_until {
     my ($pattern, $seconds) = @_;
     my $sel = IO::Select->new($out);
     my $deadline = time + $seconds;
-    while ($text !~ $pattern && time < $deadline) {
+    while ((!defined $pattern || $text !~ $pattern) && time < $deadline) {
         next unless $sel->can_read(0.5);
         last unless sysread($out, $text, 65536, length $text);
     }
-    return $text =~ $pattern;
+    return defined $pattern && $text =~ $pattern;
 }
 
 ok(read_until(qr/Ctrl-C stops everything\./, 240), 'the demo settles and keeps serving')
@@ -72,13 +72,10 @@ is(($m->{COMPLETED} // 0) + ($m->{FAILED} // 0), $CALLS, '... and counts the sam
 my ($master) = defined $dir && -f "$dir/callorchd.pid"
     ? CallorchTest::read_file("$dir/callorchd.pid") =~ /(\d+)/ : ();
 kill 'INT', $pid;
-my $t0 = time;
-my $got = 0;
-while (time - $t0 < 60 && !($got = waitpid($pid, WNOHANG))) {
-    read_until(qr/\z\A/, 0.2); # keep the pipe drained
-}
-is($got, $pid, 'SIGINT stops the demo');
-is($?, 0, 'it exits 0');
+read_until(undef, 60);
+my $st = CallorchTest::wait_pid($pid, 10);
+ok(defined $st, 'SIGINT stops the demo');
+is($st, 0, 'it exits 0');
 like($text, qr/stopping callorchd and the stack/, 'it says it is stopping everything');
 ok(!defined $dir || !-d $dir, 'its temporary directory is removed');
 ok(!kill(0, $master), "callorchd (pid $master) is gone") if defined $master;

@@ -23,7 +23,7 @@ print "starting PostgreSQL, Redis and the Kafka broker...\n";
 $s->start_all;
 $s->migrate;
 # short calls so the demo settles in a minute; 70 % of attempts succeed,
-# and with two attempts a call about one call in ten ends FAILED
+# and with two attempts per call about one call in ten ends FAILED
 $s->start_sim('--delay', '1s-4s', '--success-rate', '0.7', '--fail-5xx', '0.05');
 $s->write_config(
     'daemon.log_level'              => 'info',

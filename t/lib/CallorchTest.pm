@@ -58,6 +58,8 @@ sub read_file {
     return <$fh> // '';
 }
 sub which { return _which($_[0]) }
+# Wait up to TIMEOUT seconds for our child PID: its wait status, or undef.
+sub wait_pid { return _wait_pid(@_) }
 sub run_command {
     my ($out, $st) = _capture([@_]);
     return ($out, _exit_code($st));
