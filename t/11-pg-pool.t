@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# src/pg_pool.c against a real server: starts PostgreSQL with the harness,
+# src/net/pg_pool.c against a real server: starts PostgreSQL with the harness,
 # runs t/unit_pg_pool with CALLORCH_TEST_PG set and passes its TAP through.
 # The C program asks for the server to be stopped and started again (the
 # restart case) with "# pgctl stop" / "# pgctl start" (run_tap_program).

@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# src/redis_slots.c against a real server: starts Redis with the harness,
+# src/net/redis_slots.c against a real server: starts Redis with the harness,
 # runs t/unit_redis_slots with CALLORCH_TEST_REDIS_PORT set and passes its
 # TAP through.  The C program asks for the server to be stopped and started
 # again (the restart case) with "# redisctl stop" / "# redisctl start"

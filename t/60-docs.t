@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 # The man pages and the systemd unit against the code they describe:
-# mandoc lint of every page (no warning at all); every key of src/config.c's
+# mandoc lint of every page (no warning at all); every key of src/util/config.c's
 # table in callorch.ini(5) with its default and range, and in
 # etc/callorch.ini with its default; every option (and command, and exit
 # status) of callorchd, callorchctl and callorch-provider-sim, as their
@@ -44,14 +44,14 @@ SKIP: {
 # --------------------------------------------------- the key table of config.c --
 # Each entry: section, name, default (undef: required), min, max, choices.
 sub config_keys {
-    my $c = slurp("$src/src/config.c");
+    my $c = slurp("$src/src/util/config.c");
     my %arrays;
     while ($c =~ /static const char \*const (\w+)\[\] = \{([^}]*)\}/g) {
         my ($name, $body) = ($1, $2);
         $arrays{$name} = [ $body =~ /"([^"]*)"/g ];
     }
     my ($table) = $c =~ /static const struct key keys\[\] = \{(.*?)\n\};/s
-        or die 'cannot find "static const struct key keys[]" in src/config.c';
+        or die 'cannot find "static const struct key keys[]" in src/util/config.c';
     my $s = qr/"([^"]*)"/;
     my @keys;
     my $macros = () = $table =~ /\b(?:STR|NUM|ENUM|LIST)\(/g;
@@ -65,18 +65,18 @@ sub config_keys {
     }
     while ($table =~ /\bENUM\(\s*$s,\s*$s,\s*$s,\s*\w+,\s*(\w+)\)/g) {
         push @keys, { section => $1, name => $2, default => $3,
-                      choices => $arrays{$4} // die "no names array $4 in src/config.c" };
+                      choices => $arrays{$4} // die "no names array $4 in src/util/config.c" };
     }
     while ($table =~ /\bLIST\(\s*KT_\w+,\s*$s,\s*$s,\s*$s/g) {
         push @keys, { section => $1, name => $2, default => $3 };
     }
-    is(scalar @keys, $macros, "every entry of src/config.c's key table was understood ($macros)")
+    is(scalar @keys, $macros, "every entry of src/util/config.c's key table was understood ($macros)")
         or diag('a new macro form in the key table? teach t/60-docs.t to read it');
     return @keys;
 }
 
 my @keys = config_keys();
-cmp_ok(scalar @keys, '>=', 30, 'src/config.c has the keys of DESIGN.md section 6');
+cmp_ok(scalar @keys, '>=', 30, 'src/util/config.c has the keys of DESIGN.md section 6');
 
 # ------------------------------------------------------------- callorch.ini(5) --
 # The entries of one ".Sh <SECTION> SECTION": key => text of its ".It Cm key" item.
@@ -128,7 +128,7 @@ for my $k (@keys) {
 my %in_table = map { ("$_->{section}.$_->{name}" => 1) } @keys;
 my @stale = grep { !$in_table{$_} }
     map { my $s = $_; map { "$s.$_" } keys %{ $documented{$s} } } keys %documented;
-ok(!@stale, 'callorch.ini(5) documents no key that src/config.c lacks') or diag("@stale");
+ok(!@stale, 'callorch.ini(5) documents no key that src/util/config.c lacks') or diag("@stale");
 
 # ------------------------------------------------------------ etc/callorch.ini --
 {
@@ -149,7 +149,7 @@ ok(!@stale, 'callorch.ini(5) documents no key that src/config.c lacks') or diag(
         is($ini{$id}, $k->{default}, "etc/callorch.ini: [$k->{section}] $k->{name} is the default");
     }
     my @extra = grep { !$in_table{$_} } sort keys %ini;
-    ok(!@extra, 'etc/callorch.ini sets no key that src/config.c lacks') or diag("@extra");
+    ok(!@extra, 'etc/callorch.ini sets no key that src/util/config.c lacks') or diag("@extra");
 }
 
 # ------------------------------------------------- options of the programs --

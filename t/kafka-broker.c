@@ -41,7 +41,7 @@
  *    "Connection refused"); SIGUSR2 listens again on the same ports, with
  *    topics, messages and committed offsets intact.
  */
-/* Standalone: not the project's config.h (which src/config.h would shadow). */
+/* Standalone: not the project's config.h (which src/util/config.h would shadow). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1
 #endif

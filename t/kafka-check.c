@@ -19,7 +19,7 @@
  * topic with other tests.  Exit status: 0 success, 1 failure (or timeout
  * after -w seconds, default 30), 2 usage error.  Progress goes to stderr.
  */
-/* Standalone: not the project's config.h (which src/config.h would shadow). */
+/* Standalone: not the project's config.h (which src/util/config.h would shadow). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1
 #endif

@@ -1,12 +1,12 @@
 /*
- * unit_config.c — TAP tests of the callorch.ini loader (src/config.c):
+ * unit_config.c — TAP tests of the callorch.ini loader (src/util/config.c):
  * every default, every kind of bad value with its "file:line" message, the
  * whole-file checks, the unit parsers and the shipped etc/callorch.ini.
  */
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L /* mkstemp, fdopen under -std=c11 */
 #endif
-#include "config.h"
+#include "util/config.h"
 #include "tap.h"
 
 #include <math.h>

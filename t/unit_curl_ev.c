@@ -1,5 +1,5 @@
 /*
- * unit_curl_ev.c — src/curl_ev.c against src/http_server.c, both on one ev
+ * unit_curl_ev.c — src/net/curl_ev.c against src/net/http_server.c, both on one ev
  * loop in this process (everything is non-blocking, so they take turns).
  *
  * The server's answers depend on the path: /echo (method, body and the
@@ -19,9 +19,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "curl_ev.h"
-#include "http_server.h"
-#include "log.h"
+#include "net/curl_ev.h"
+#include "net/http_server.h"
+#include "util/log.h"
 #include "tap.h"
 
 static struct ev_loop *loop;

@@ -1,5 +1,5 @@
 /*
- * unit_http_server.c — src/http_server.c over real sockets.
+ * unit_http_server.c — src/net/http_server.c over real sockets.
  *
  * A forked child runs an ev loop with an http_server and the test handler
  * below; the parent drives it with plain blocking sockets, so what is
@@ -25,8 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "http_server.h"
-#include "log.h"
+#include "net/http_server.h"
+#include "util/log.h"
 #include "tap.h"
 
 /* ================================================= server side (child) ==== */

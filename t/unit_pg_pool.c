@@ -1,5 +1,5 @@
 /*
- * unit_pg_pool.c — src/pg_pool.c against a real PostgreSQL server.
+ * unit_pg_pool.c — src/net/pg_pool.c against a real PostgreSQL server.
  *
  * CALLORCH_TEST_PG holds the conninfo (t/11-pg-pool.t starts a server and
  * sets it); without it the test skips.  The server-restart case runs when
@@ -21,8 +21,8 @@
 #include <ev.h>
 #include <libpq-fe.h>
 
-#include "log.h"
-#include "pg_pool.h"
+#include "util/log.h"
+#include "net/pg_pool.h"
 #include "tap.h"
 #include "tap_ev.h"
 

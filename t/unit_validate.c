@@ -1,5 +1,5 @@
 /*
- * unit_validate.c — TAP tests for src/validate.c and src/problem.c.
+ * unit_validate.c — TAP tests for src/api/validate.c and src/api/problem.c.
  *
  * Every rule of DESIGN.md section 4 that the validation layer owns, each
  * checked through what a client sees: the errors[].field values of the
@@ -12,9 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "problem.h"
+#include "api/problem.h"
 #include "tap.h"
-#include "validate.h"
+#include "api/validate.h"
 
 #define META_MAX 16384
 #define UUID_A "5f0c2a9e-1b2c-4d3e-8f40-0123456789ab"

@@ -1,5 +1,5 @@
 /*
- * unit_webhook_sig.c — TAP tests for src/webhook_sig.c.
+ * unit_webhook_sig.c — TAP tests for src/util/webhook_sig.c.
  *
  * The published Standard Webhooks test vector first (signing must
  * reproduce it byte for byte), then every way a webhook is refused, key
@@ -9,9 +9,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "config.h"
+#include "util/config.h"
 #include "tap.h"
-#include "webhook_sig.h"
+#include "util/webhook_sig.h"
 
 /* https://github.com/standard-webhooks/standard-webhooks (spec, test vector) */
 #define VEC_SECRET "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -1,5 +1,5 @@
 /*
- * fuzz_config.c — libFuzzer target for the config loader (src/config.c):
+ * fuzz_config.c — libFuzzer target for the config loader (src/util/config.c):
  * co_config_load_string() on the input as callorch.ini text, and the unit
  * parsers co_parse_duration() / co_parse_size() on its first line.
  *
@@ -22,8 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "webhook_sig.h"
+#include "util/config.h"
+#include "util/webhook_sig.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

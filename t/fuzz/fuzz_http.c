@@ -43,12 +43,12 @@
 #include <unistd.h>
 #include <linux/sockios.h>
 
-#include "api.h"
-#include "config.h"
+#include "api/api.h"
+#include "util/config.h"
 #include "fuzz_stubs.h"
-#include "http_server.h"
-#include "log.h"
-#include "shm.h"
+#include "net/http_server.h"
+#include "util/log.h"
+#include "util/shm.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -29,11 +29,11 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
-#include "dispatch.h"
+#include "dispatch/dispatch.h"
 #include "fuzz_stubs.h"
-#include "kafka_producer.h"
-#include "pg_pool.h"
-#include "redis_slots.h"
+#include "net/kafka_producer.h"
+#include "net/pg_pool.h"
+#include "net/redis_slots.h"
 
 /* One job of the fake pool or the fake Redis client, answered on the loop. */
 struct job {

@@ -1,6 +1,6 @@
 /*
- * fuzz_validate.c — libFuzzer target for the call validators (src/validate.c
- * and the problem bodies of src/problem.c).
+ * fuzz_validate.c — libFuzzer target for the call validators (src/api/validate.c
+ * and the problem bodies of src/api/problem.c).
  *
  * One input is used every way the API uses untrusted text: as a create and
  * a PATCH body (validate_create, validate_patch, request_hash), as the query
@@ -25,8 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "problem.h"
-#include "validate.h"
+#include "api/problem.h"
+#include "api/validate.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

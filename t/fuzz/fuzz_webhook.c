@@ -1,6 +1,6 @@
 /*
  * fuzz_webhook.c — libFuzzer target for webhook authentication
- * (src/webhook_sig.c): webhook_verify() with fuzzed headers and body,
+ * (src/util/webhook_sig.c): webhook_verify() with fuzzed headers and body,
  * webhook_keys_parse(), webhook_sign() and webhook_apikey_ok().
  *
  * Input layout (so that each part mutates on its own): byte 0 is a flag
@@ -28,7 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "webhook_sig.h"
+#include "util/webhook_sig.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

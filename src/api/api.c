@@ -1,0 +1,361 @@
+/*
+ * api.c — routing, authentication and the common answers of the API.
+ *
+ * Checks run in this order, so each error is the most specific one:
+ * route (404) → method (405 + Allow) → Bearer key (401) → content type
+ * (415) → the handler's own validation (400, 404, 409, 422 …).
+ */
+#include "api/api.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <http_parser.h>
+
+#include "api/intake.h"
+#include "net/kafka_producer.h"
+#include "util/log.h"
+#include "net/redis_slots.h"
+#include "util/shm.h"
+#include "api/validate.h"
+
+#define API_PREFIX "/api/v1"
+#define CALLS_PATH API_PREFIX "/calls"
+
+enum route {
+    ROUTE_NONE,
+    ROUTE_HEALTHZ,
+    ROUTE_READYZ,
+    ROUTE_METRICS_JSON,
+    ROUTE_CALLS,
+    ROUTE_CALL,
+    ROUTE_CALL_CANCEL,
+    ROUTE_WEBHOOK,
+    ROUTE_METRICS,
+};
+
+/* Which methods a route takes, for dispatch and for the Allow header. */
+static const struct route_info {
+    const char *allow;
+    int needs_auth;
+} routes[] = {
+    [ROUTE_NONE] = { "", 0 },
+    [ROUTE_HEALTHZ] = { "GET, HEAD", 0 },
+    [ROUTE_READYZ] = { "GET, HEAD", 0 },
+    [ROUTE_METRICS_JSON] = { "GET, HEAD", 1 },
+    [ROUTE_CALLS] = { "GET, HEAD, POST", 1 },
+    [ROUTE_CALL] = { "GET, HEAD, PATCH", 1 },
+    [ROUTE_CALL_CANCEL] = { "POST", 1 },
+    [ROUTE_WEBHOOK] = { "POST", 0 },    /* signed, see api_webhook.c */
+    [ROUTE_METRICS] = { "GET, HEAD", 0 }, /* Prometheus scrapes without a key */
+};
+
+/* Map PATH to a route; *id points into PATH for the {id} routes. */
+static enum route match(const char *path, char *id, size_t idlen)
+{
+    if (strcmp(path, "/healthz") == 0)
+        return ROUTE_HEALTHZ;
+    if (strcmp(path, "/readyz") == 0)
+        return ROUTE_READYZ;
+    if (strcmp(path, API_PREFIX "/metrics") == 0)
+        return ROUTE_METRICS_JSON;
+    if (strcmp(path, "/metrics") == 0)
+        return ROUTE_METRICS;
+    if (strcmp(path, CALLS_PATH) == 0)
+        return ROUTE_CALLS;
+    if (strcmp(path, API_PREFIX "/callbacks/call-status") == 0)
+        return ROUTE_WEBHOOK;
+    if (strncmp(path, CALLS_PATH "/", sizeof(CALLS_PATH)) != 0)
+        return ROUTE_NONE;
+    const char *rest = path + sizeof(CALLS_PATH);
+    const char *slash = strchr(rest, '/');
+    size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
+    if (n >= idlen)
+        n = idlen - 1; /* too long for a UUID: the handler answers 404 */
+    memcpy(id, rest, n);
+    id[n] = '\0';
+    if (n == 0)
+        return ROUTE_NONE;
+    if (slash == NULL)
+        return ROUTE_CALL;
+    return strcmp(slash, "/cancel") == 0 ? ROUTE_CALL_CANCEL : ROUTE_NONE;
+}
+
+static int method_allowed(const char *allow, int method)
+{
+    const char *name = http_method_str((enum http_method)method);
+    size_t n = strlen(name);
+    for (const char *p = allow; (p = strstr(p, name)) != NULL; p += n)
+        if ((p == allow || p[-1] == ' ') && (p[n] == ',' || p[n] == '\0'))
+            return 1;
+    return 0;
+}
+
+/* application/json, any case, optionally with parameters (charset=…). */
+static int is_json_content_type(const char *ct)
+{
+    static const char json[] = "application/json";
+    if (ct == NULL || strncasecmp(ct, json, sizeof(json) - 1) != 0)
+        return 0;
+    char next = ct[sizeof(json) - 1];
+    return next == '\0' || next == ';' || next == ' ' || next == '\t';
+}
+
+void api_json(struct http_request *req, int status, const char *body, size_t len,
+              const char *extra_headers)
+{
+    http_respond(req, status, "application/json", extra_headers, body, len);
+}
+
+void api_problem(struct http_request *req, const struct problem *p)
+{
+    size_t len;
+    char *body = problem_render(p, &len);
+    int status = p->oom || body == NULL ? 500 : p->status;
+    const char *extra = status == 401 ? "WWW-Authenticate: Bearer realm=\"callorch\"\r\n" : NULL;
+    if (status == 503) {
+        char ra[64];
+        snprintf(ra, sizeof(ra), "Retry-After: %d\r\n", API_RETRY_AFTER);
+        http_respond(req, status, PROBLEM_CONTENT_TYPE, ra, body, len);
+    } else if (body == NULL) {
+        http_respond_problem(req, 500, "out of memory", NULL);
+    } else {
+        http_respond(req, status, PROBLEM_CONTENT_TYPE, extra, body, len);
+    }
+    free(body);
+}
+
+/* Answer a problem with just a status and a detail. */
+static void answer_status(struct http_request *req, int status, const char *detail,
+                          const char *extra_headers)
+{
+    struct problem p;
+    problem_init(&p);
+    problem_set(&p, status, "%s", detail);
+    if (extra_headers == NULL) {
+        api_problem(req, &p);
+    } else {
+        size_t len;
+        char *body = problem_render(&p, &len);
+        http_respond(req, status, PROBLEM_CONTENT_TYPE, extra_headers, body ? body : "",
+                     body ? len : 0);
+        free(body);
+    }
+    problem_reset(&p);
+}
+
+void api_unavailable(struct http_request *req, const char *detail)
+{
+    answer_status(req, 503, detail ? detail : "the database is unreachable", NULL);
+}
+
+void api_internal_error(struct http_request *req, const char *what, const char *err)
+{
+    co_error("request failed", "what=\"%s\" error=\"%s\"", what, err ? err : "?");
+    answer_status(req, 500, "internal error", NULL);
+}
+
+void api_call_not_found(struct http_request *req, const char *id)
+{
+    struct problem p;
+    problem_init(&p);
+    problem_set(&p, 404, "no call with id %s", id);
+    api_problem(req, &p);
+    problem_reset(&p);
+}
+
+struct query_ctx {
+    struct api *api;
+    struct http_request *req;
+    api_rows_fn fn;
+    char id[UUID_LEN + 1];
+};
+
+/* An SQL error that means "database unavailable" rather than a bug:
+ * connection exceptions, operator intervention, insufficient resources. */
+int api_sql_unavailable(const PGresult *res)
+{
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    return state != NULL && (strncmp(state, "08", 2) == 0 || strncmp(state, "57", 2) == 0 ||
+                             strncmp(state, "53", 2) == 0);
+}
+
+static void query_done(void *arg, const PGresult *res, const char *err)
+{
+    struct query_ctx *q = arg;
+    if (err == NULL && res != NULL)
+        q->fn(q->api, q->req, res, q->id);
+    else if (res == NULL || api_sql_unavailable(res))
+        api_unavailable(q->req, "the database is unreachable; retry later");
+    else
+        api_internal_error(q->req, "query", err);
+    free(q);
+}
+
+void api_query(struct api *api, struct http_request *req, const char *sql, int nparams,
+               const char *const *values, api_rows_fn fn, const char *id)
+{
+    struct query_ctx *q = calloc(1, sizeof(*q));
+    if (q == NULL) {
+        api_internal_error(req, "query", "out of memory");
+        return;
+    }
+    q->api = api;
+    q->req = req;
+    q->fn = fn;
+    if (id != NULL)
+        snprintf(q->id, sizeof(q->id), "%s", id);
+    if (pg_pool_query(api->pg, sql, nparams, values, query_done, q) < 0) {
+        api_unavailable(req, "the database is unreachable; retry later");
+        free(q);
+    }
+}
+
+/* Bearer auth for client endpoints; answers 401 itself on failure. */
+static int authorized(struct api *api, struct http_request *req)
+{
+    const char *h = http_request_header(req, "Authorization");
+    if (auth_bearer_ok(h, api->cfg->api_keys, api->cfg->n_api_keys))
+        return 1;
+    answer_status(req, 401,
+                  h == NULL ? "missing Authorization: Bearer <key>" : "invalid API key",
+                  "WWW-Authenticate: Bearer realm=\"callorch\"\r\n");
+    return 0;
+}
+
+static void dispatch_call_route(struct api *api, struct http_request *req, enum route r,
+                                int method, const char *id)
+{
+    if (!validate_uuid(id)) {
+        api_call_not_found(req, id);
+        return;
+    }
+    if (r == ROUTE_CALL_CANCEL)
+        api_calls_cancel(api, req, id);
+    else if (method == HTTP_PATCH)
+        api_calls_patch(api, req, id);
+    else
+        api_calls_get(api, req, id);
+}
+
+/* The metrics label of route R requested with METHOD. */
+static enum co_route metrics_route(enum route r, int method)
+{
+    switch (r) {
+    case ROUTE_CALLS: return method == HTTP_POST ? RT_CALLS_CREATE : RT_CALLS_LIST;
+    case ROUTE_CALL: return method == HTTP_PATCH ? RT_CALL_PATCH : RT_CALL_GET;
+    case ROUTE_CALL_CANCEL: return RT_CALL_CANCEL;
+    case ROUTE_WEBHOOK: return RT_WEBHOOK;
+    case ROUTE_METRICS_JSON: return RT_METRICS_JSON;
+    case ROUTE_METRICS: return RT_METRICS;
+    case ROUTE_HEALTHZ: return RT_HEALTHZ;
+    case ROUTE_READYZ: return RT_READYZ;
+    default: return RT_OTHER;
+    }
+}
+
+void api_handle(struct http_request *req, void *arg)
+{
+    struct api *api = arg;
+    char id[64];
+    enum route r = match(http_request_path(req), id, sizeof(id));
+    int method = http_request_method(req);
+
+    http_request_set_tag(req, (int)metrics_route(r, method));
+
+    if (r == ROUTE_NONE) {
+        answer_status(req, 404, "no such route", NULL);
+        return;
+    }
+    if (!method_allowed(routes[r].allow, method)) {
+        char allow[96];
+        snprintf(allow, sizeof(allow), "Allow: %s\r\n", routes[r].allow);
+        answer_status(req, 405, "method not allowed here", allow);
+        return;
+    }
+    if (routes[r].needs_auth && !authorized(api, req))
+        return;
+    if ((method == HTTP_POST && (r == ROUTE_CALLS || r == ROUTE_WEBHOOK)) ||
+        method == HTTP_PATCH) {
+        if (!is_json_content_type(http_request_header(req, "Content-Type"))) {
+            answer_status(req, 415, "Content-Type must be application/json", NULL);
+            return;
+        }
+    }
+    switch (r) {
+    case ROUTE_HEALTHZ: api_ops_healthz(api, req); break;
+    case ROUTE_READYZ: api_ops_readyz(api, req); break;
+    case ROUTE_METRICS_JSON: api_ops_metrics_json(api, req); break;
+    case ROUTE_WEBHOOK: api_webhook(api, req); break;
+    case ROUTE_METRICS: api_ops_prometheus(api, req); break;
+    case ROUTE_CALLS:
+        if (method == HTTP_POST)
+            intake_create(api->intake, req);
+        else
+            api_calls_list(api, req);
+        break;
+    default: dispatch_call_route(api, req, r, method, id); break;
+    }
+}
+
+/* A call was committed: publish {"id","attempt":1} keyed by its number.
+ * Fire and forget: if Kafka does not take it, the scheduler publishes it. */
+static void publish_created(void *arg, const char *id, const char *to)
+{
+    struct api *api = arg;
+    char msg[96];
+    int n = kafka_call_message(msg, sizeof(msg), id, 1);
+    if (n > 0)
+        kafka_producer_send(api->producer, to, msg, (size_t)n, NULL, NULL);
+}
+
+int api_init(struct api *api, struct ev_loop *loop, const struct co_config *cfg, char *err,
+             size_t errlen)
+{
+    struct pg_pool_opts opts;
+    struct redis_slots_opts ropts;
+    pg_pool_opts_init(&opts);
+    opts.size = cfg->pg_pool_size;
+    opts.name = "api";
+    redis_slots_opts_init(&ropts);
+    ropts.name = "api";
+    memset(api, 0, sizeof(*api));
+    api->loop = loop;
+    api->cfg = cfg;
+    if (webhook_keys_from_config(cfg, &api->webhook_keys) == 0 &&
+        cfg->callback_auth == CO_AUTH_HMAC) {
+        snprintf(err, errlen, "[provider] callback_secret: no usable key");
+        return -1;
+    }
+    if ((api->pg = pg_pool_new(loop, cfg->pg_conninfo, &opts, err, errlen)) == NULL ||
+        (api->intake = intake_new(api, err, errlen)) == NULL ||
+        (api->redis = redis_slots_new(loop, cfg, &ropts, err, errlen)) == NULL ||
+        (api->producer = kafka_producer_new(loop, cfg, err, errlen)) == NULL) {
+        api_free(api);
+        return -1;
+    }
+    intake_on_created(api->intake, publish_created, api);
+    return 0;
+}
+
+int api_idle(const struct api *api)
+{
+    return intake_idle(api->intake) && pg_pool_idle(api->pg);
+}
+
+void api_free(struct api *api)
+{
+    /* the pool answers its pending jobs first; they still need the intake,
+     * the producer and the Redis client */
+    if (api->pg != NULL)
+        pg_pool_free(api->pg);
+    intake_free(api->intake);
+    if (api->redis != NULL)
+        redis_slots_free(api->redis);
+    if (api->producer != NULL)
+        kafka_producer_free(api->producer);
+    webhook_keys_clear(&api->webhook_keys);
+    memset(api, 0, sizeof(*api));
+}

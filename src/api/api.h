@@ -1,0 +1,94 @@
+/*
+ * api.h — the HTTP API of DESIGN.md section 4, as served by an http child.
+ *
+ * Owns: routing (method + path to handler, 404 and 405 + Allow), client
+ * authentication (Bearer keys of [http] api_keys), the content-type rule
+ * (415), the problem+json and 503 + Retry-After answers, and the state the
+ * handlers share (config, PostgreSQL pool, Redis client, Kafka producer).
+ * The handlers themselves live in api_calls.c (the call resource), intake.c
+ * (creating calls), api_webhook.c (the provider's webhook) and api_ops.c
+ * (health, readiness, metrics).
+ */
+#ifndef CO_API_H
+#define CO_API_H
+
+#include <ev.h>
+
+#include "util/config.h"
+#include "net/http_server.h"
+#include "net/pg_pool.h"
+#include "api/problem.h"
+#include "util/webhook_sig.h"
+
+struct intake;
+struct kafka_producer;
+struct redis_slots;
+
+struct api {
+    struct ev_loop *loop;
+    const struct co_config *cfg;
+    struct pg_pool *pg;
+    struct intake *intake;
+    struct redis_slots *redis;          /* webhooks release slots; metrics */
+    struct kafka_producer *producer;    /* publishes created calls */
+    struct webhook_keys webhook_keys;
+};
+
+/* Seconds a client is told to wait when the database is unreachable. */
+#define API_RETRY_AFTER 5
+
+/* Set up the API state on LOOP; returns 0 or -1 with a message in err. */
+int api_init(struct api *api, struct ev_loop *loop, const struct co_config *cfg, char *err,
+             size_t errlen);
+
+void api_free(struct api *api);
+
+/* Nothing in flight to the database (for a graceful stop). */
+int api_idle(const struct api *api);
+
+/* The http_server handler: ARG is a struct api. */
+void api_handle(struct http_request *req, void *arg);
+
+/* --- helpers for the handler modules ------------------------------------ */
+
+/* Answer with JSON text BODY. */
+void api_json(struct http_request *req, int status, const char *body, size_t len,
+              const char *extra_headers);
+
+/* Answer with P rendered as problem+json. */
+void api_problem(struct http_request *req, const struct problem *p);
+
+/* 503 + Retry-After: the database is unreachable (DETAIL says why). */
+void api_unavailable(struct http_request *req, const char *detail);
+
+/* 500: something that should not happen; logged once here. */
+void api_internal_error(struct http_request *req, const char *what, const char *err);
+
+/* 404 for /api/v1/calls/{id} with an unknown or malformed id. */
+void api_call_not_found(struct http_request *req, const char *id);
+
+/*
+ * Run one statement for REQ.  FN gets the rows on success; a refused job or
+ * a lost connection answers 503 + Retry-After, an SQL error 500 (logged).
+ * ID (may be NULL) is copied and handed to FN, for messages.
+ */
+typedef void (*api_rows_fn)(struct api *api, struct http_request *req, const PGresult *res,
+                            const char *id);
+void api_query(struct api *api, struct http_request *req, const char *sql, int nparams,
+               const char *const *values, api_rows_fn fn, const char *id);
+
+/* 1 when an SQL error means the database is unavailable (503, not 500). */
+int api_sql_unavailable(const PGresult *res);
+
+/* The handlers (api_calls.c, api_ops.c). ID is a validated UUID. */
+void api_calls_get(struct api *api, struct http_request *req, const char *id);
+void api_calls_patch(struct api *api, struct http_request *req, const char *id);
+void api_calls_cancel(struct api *api, struct http_request *req, const char *id);
+void api_calls_list(struct api *api, struct http_request *req);
+void api_ops_metrics_json(struct api *api, struct http_request *req);
+void api_ops_healthz(struct api *api, struct http_request *req);
+void api_ops_readyz(struct api *api, struct http_request *req);
+void api_webhook(struct api *api, struct http_request *req);
+void api_ops_prometheus(struct api *api, struct http_request *req);
+
+#endif

@@ -1,0 +1,219 @@
+/*
+ * api_webhook.c — POST /api/v1/callbacks/call-status, the provider's
+ * webhook (DESIGN.md sections 3 step 4 and 5).
+ *
+ * Owns: authenticating the webhook (Standard Webhooks signature with
+ * timestamp tolerance and two keys during rotation, or X-Api-Key), reading
+ * its body, applying it through apply_webhook() in PostgreSQL (webhook-id
+ * dedupe, attempt found by reference or by the provider's call id, settled
+ * once), and releasing the attempt's slot and phone lock in Redis.
+ *
+ * A repeated or late webhook answers 200 and changes nothing; a webhook
+ * that arrives before the provider's answer to the start request finds the
+ * attempt already IN_PROGRESS (the dispatcher commits that before it calls
+ * the provider) and is applied like any other.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "api/api.h"
+#include "dispatch/dispatch.h"
+#include "util/log.h"
+#include "net/redis_slots.h"
+#include "util/shm.h"
+#include "api/validate.h"
+#include "util/webhook_sig.h"
+
+#define WEBHOOK_CALL_ID_MAX 256
+
+static const char APPLY_SQL[] =
+    "SELECT result, call_id::text, attempt, status, to_number, $5::text,"
+    "       COALESCE(slot_owner, call_id::text)"
+    " FROM apply_webhook($1, $2::uuid, $3::int, $4, $5, $6::bigint, $7::bigint)";
+
+static const char *const outcomes[] = { "COMPLETED", "FAILED", "BUSY", "NO_ANSWER" };
+
+struct webhook {
+    char call_id[WEBHOOK_CALL_ID_MAX + 1];  /* the provider's callId */
+    int has_reference;
+    char ref_id[UUID_LEN + 1];
+    int ref_attempt;
+    const char *outcome;                    /* one of outcomes[] */
+};
+
+/* 1 when the request carries valid credentials; else answers 401. */
+static int authenticated(struct api *api, struct http_request *req, const char *body,
+                         size_t len)
+{
+    const struct co_config *cfg = api->cfg;
+    const char *why = NULL;
+    if (cfg->callback_auth == CO_AUTH_API_KEY) {
+        if (webhook_apikey_ok(http_request_header(req, "X-Api-Key"), cfg->callback_secret))
+            return 1;
+        why = "missing or invalid X-Api-Key";
+        shm_count(CNT_WEBHOOK_REJ_API_KEY);
+    } else {
+        enum webhook_verdict v = webhook_verify(
+            &api->webhook_keys, http_request_header(req, "webhook-id"),
+            http_request_header(req, "webhook-timestamp"),
+            http_request_header(req, "webhook-signature"), body, len, (long long)time(NULL),
+            cfg->signature_tolerance, &why);
+        if (v == WEBHOOK_OK)
+            return 1;
+        if (v == WEBHOOK_ERROR) { /* 500: the provider retries later */
+            api_internal_error(req, "webhook verification", why);
+            return 0;
+        }
+        co_warn("webhook rejected", "reason=%s detail=\"%s\"", webhook_verdict_name(v),
+                why ? why : "");
+        shm_count(v == WEBHOOK_MISSING_HEADER    ? CNT_WEBHOOK_REJ_MISSING_HEADER
+                  : v == WEBHOOK_MALFORMED       ? CNT_WEBHOOK_REJ_MALFORMED
+                  : v == WEBHOOK_STALE_TIMESTAMP ? CNT_WEBHOOK_REJ_STALE
+                                                 : CNT_WEBHOOK_REJ_SIGNATURE);
+    }
+    struct problem p;
+    problem_init(&p);
+    problem_set(&p, 401, "%s", why ? why : "webhook not authenticated");
+    api_problem(req, &p);
+    problem_reset(&p);
+    return 0;
+}
+
+/* "<uuid>:<attempt>" */
+static int parse_reference(const char *ref, struct webhook *w)
+{
+    const char *colon = strrchr(ref, ':');
+    if (colon == NULL || colon - ref != UUID_LEN)
+        return -1;
+    memcpy(w->ref_id, ref, UUID_LEN);
+    w->ref_id[UUID_LEN] = '\0';
+    char *end;
+    long n = strtol(colon + 1, &end, 10);
+    if (!validate_uuid(w->ref_id) || *end != '\0' || end == colon + 1 || n < 1 || n > 1000)
+        return -1;
+    w->ref_attempt = (int)n;
+    w->has_reference = 1;
+    return 0;
+}
+
+static void check_outcome(json_t *doc, struct webhook *w, struct problem *p)
+{
+    const char *st = json_string_value(json_object_get(doc, "status"));
+    for (size_t i = 0; st != NULL && i < sizeof(outcomes) / sizeof(outcomes[0]); i++)
+        if (strcmp(st, outcomes[i]) == 0)
+            w->outcome = outcomes[i];
+    if (w->outcome == NULL)
+        problem_add_field(p, "status", "must be one of COMPLETED, FAILED, BUSY, NO_ANSWER");
+}
+
+/* Providers add fields over time: unknown ones are ignored, known ones must
+ * have the documented types. */
+static int parse_body(const char *body, size_t len, struct webhook *w, struct problem *p)
+{
+    json_error_t jerr;
+    json_t *doc = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(doc)) {
+        problem_add_field(p, "body", "must be a JSON object%s%s", doc ? "" : ": ",
+                          doc ? "" : jerr.text);
+        json_decref(doc);
+        return -1;
+    }
+    const char *cid = json_string_value(json_object_get(doc, "callId"));
+    if (cid == NULL || cid[0] == '\0' || strlen(cid) > WEBHOOK_CALL_ID_MAX)
+        problem_add_field(p, "callId", "must be a string of 1 to %d characters",
+                          WEBHOOK_CALL_ID_MAX);
+    else
+        snprintf(w->call_id, sizeof(w->call_id), "%s", cid);
+    json_t *ref = json_object_get(doc, "reference");
+    if (ref != NULL && (!json_is_string(ref) || parse_reference(json_string_value(ref), w) < 0))
+        problem_add_field(p, "reference", "must be \"<call id>:<attempt>\"");
+    check_outcome(doc, w, p);
+    json_t *dur = json_object_get(doc, "durationSec");
+    if (dur != NULL && !json_is_null(dur) && (!json_is_number(dur) || json_number_value(dur) < 0))
+        problem_add_field(p, "durationSec", "must be a non-negative number");
+    json_t *at = json_object_get(doc, "completedAt");
+    if (at != NULL && !json_is_null(at) && !json_is_string(at))
+        problem_add_field(p, "completedAt", "must be a string");
+    json_decref(doc);
+    return problem_failed(p) ? -1 : 0;
+}
+
+static void count_outcome(const char *outcome)
+{
+    static const enum co_counter c[] = { CNT_WEBHOOKS_COMPLETED, CNT_WEBHOOKS_FAILED,
+                                         CNT_WEBHOOKS_BUSY, CNT_WEBHOOKS_NO_ANSWER };
+    for (size_t i = 0; i < sizeof(outcomes) / sizeof(outcomes[0]); i++)
+        if (strcmp(outcome, outcomes[i]) == 0)
+            shm_count(c[i]);
+}
+
+static void release_done(void *arg, int released, const char *err)
+{
+    if (err != NULL)
+        co_warn("slot release after webhook failed; the lease will expire", "error=\"%s\"", err);
+}
+
+static void applied(struct api *api, struct http_request *req, const PGresult *res,
+                    const char *unused)
+{
+    const char *result = PQgetvalue(res, 0, 0);
+    if (strcmp(result, "unknown") == 0) {
+        struct problem p;
+        problem_init(&p);
+        problem_set(&p, 404, "no call matches this webhook");
+        api_problem(req, &p);
+        problem_reset(&p);
+        return;
+    }
+    if (strcmp(result, "applied") == 0) {
+        const char *id = PQgetvalue(res, 0, 1), *to = PQgetvalue(res, 0, 4);
+        int attempt = atoi(PQgetvalue(res, 0, 2));
+        co_info("webhook applied", "call=%s attempt=%d status=%s", id, attempt,
+                PQgetvalue(res, 0, 3));
+        count_outcome(PQgetvalue(res, 0, 5));
+        if (strcmp(PQgetvalue(res, 0, 3), "PENDING") == 0)
+            shm_count(CNT_RETRIES_SCHEDULED);
+        /* the lease belongs to the dispatch job that took it */
+        const char *owner = PQgetvalue(res, 0, 6);
+        if (redis_slots_release(api->redis, owner, attempt, to, release_done, NULL) < 0)
+            co_warn("slot release refused; the lease will expire", "call=%s", id);
+    } else {
+        co_info("webhook changes nothing", "result=%s call=%s", result, PQgetvalue(res, 0, 1));
+        shm_count(CNT_WEBHOOKS_DUPLICATE);
+    }
+    char body[64];
+    int n = snprintf(body, sizeof(body), "{\"result\":\"%s\"}", result);
+    api_json(req, 200, body, (size_t)n, NULL);
+}
+
+void api_webhook(struct api *api, struct http_request *req)
+{
+    size_t len;
+    const char *body = http_request_body(req, &len);
+    struct webhook w = { 0 };
+    struct problem p;
+
+    if (!authenticated(api, req, body, len))
+        return;
+    problem_init(&p);
+    if (parse_body(body, len, &w, &p) < 0) {
+        api_problem(req, &p);
+        problem_reset(&p);
+        return;
+    }
+    char attempt[16], base[32], max[32];
+    snprintf(attempt, sizeof(attempt), "%d", w.ref_attempt);
+    snprintf(base, sizeof(base), "%lld", dispatch_ms(api->cfg->backoff_base));
+    snprintf(max, sizeof(max), "%lld", dispatch_ms(api->cfg->backoff_max));
+    const char *values[] = {
+        http_request_header(req, "webhook-id"),
+        w.has_reference ? w.ref_id : NULL,
+        w.has_reference ? attempt : NULL,
+        w.call_id, w.outcome, base, max,
+    };
+    api_query(api, req, APPLY_SQL, 7, values, applied, NULL);
+}

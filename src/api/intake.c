@@ -1,0 +1,474 @@
+/*
+ * intake.c — creating calls with group commit (see intake.h).
+ *
+ * A create request is validated, given a fresh UUID, and queued.  At most one
+ * pool job is "open" (submitted, not yet sent); when a connection frees up,
+ * the pool asks us to build that job's statement and we put every queued
+ * request into it.  No new job opens while INTAKE_MAX_IN_FLIGHT statements
+ * are at the database.  So under load each commit answers as many requests
+ * as arrived during the previous one, and with an idle database a request
+ * goes out alone at once.
+ *
+ * Idempotency races: two requests with one key in one batch cannot both be
+ * resolved by one statement (a statement does not see its own inserts), so a
+ * batch takes one request per key and leaves the rest for the next batch.
+ * A request whose key another transaction inserted while we ran gets no row
+ * back (our snapshot predates that commit): it is queued again, and the next
+ * statement sees the other's call.
+ *
+ * Two batches (two http children) holding the same keys in different orders
+ * would each wait for a key the other inserted first: a deadlock, which
+ * PostgreSQL breaks by failing one batch (500 for all its requests).  So
+ * intake_calls() inserts the keys in one global order (ORDER BY idem_key): a
+ * batch waits only on a key above all it holds, and no cycle can form.
+ */
+#include "api/intake.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <openssl/rand.h>
+
+#include "api/api.h"
+#include "util/log.h"
+#include "util/shm.h"
+#include "api/validate.h"
+
+/* A lost key race is retried this often before the client gets a 409. */
+#define INTAKE_MAX_RETRIES 3
+
+/* The statement lives in intake_calls() (sql/003_intake.sql), where
+ * PostgreSQL plans it once per connection instead of once per batch. */
+static const char INTAKE_SQL[] =
+    "SELECT r_ord, r_outcome, r_body FROM intake_calls($1::json, $2::int)";
+
+struct pending {
+    struct pending *next;
+    struct http_request *req;
+    char id[UUID_LEN + 1];
+    struct call_input call;
+    char *key;                   /* Idempotency-Key, or NULL */
+    char hash[REQUEST_HASH_HEX];
+    int retries;
+};
+
+struct batch {
+    struct intake *in;
+    int built;                   /* build() ran: the pool had a connection */
+    struct pending **items;
+    int n;
+    char *json;
+    char max_attempts[16];
+    const char *values[2];
+};
+
+struct intake {
+    struct api *api;
+    struct pending *head, **tail;
+    int queued;
+    int job_open;                /* a submitted job not yet built */
+    int in_flight;               /* batches sent, not answered */
+    intake_created_fn created_fn;
+    void *created_arg;
+};
+
+static int submit_job(struct intake *in);
+static void submit_if_room(struct intake *in);
+
+/* ------------------------------------------------------------- queue */
+
+static void pending_free(struct pending *p)
+{
+    call_input_free(&p->call);
+    free(p->key);
+    free(p);
+}
+
+static void enqueue(struct intake *in, struct pending *p, int at_head)
+{
+    if (at_head) {
+        p->next = in->head;
+        in->head = p;
+        if (in->tail == &in->head)
+            in->tail = &p->next;
+    } else {
+        p->next = NULL;
+        *in->tail = p;
+        in->tail = &p->next;
+    }
+    in->queued++;
+}
+
+/* Answer every queued request with 503 (the pool refused the job). */
+static void fail_queue(struct intake *in, const char *why)
+{
+    while (in->head != NULL) {
+        struct pending *p = in->head;
+        in->head = p->next;
+        api_unavailable(p->req, why);
+        pending_free(p);
+    }
+    in->tail = &in->head;
+    in->queued = 0;
+}
+
+/* ------------------------------------------------------ the statement */
+
+/* Append S to the JSON text in *buf as a JSON string. */
+static int append_json_string(char **buf, size_t *len, size_t *cap, const char *s);
+
+static int append(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        size_t c = *cap ? *cap : 1024;
+        while (*len + n + 1 > c)
+            c *= 2;
+        char *b = realloc(*buf, c);
+        if (b == NULL)
+            return -1;
+        *buf = b;
+        *cap = c;
+    }
+    memcpy(*buf + *len, s, n);
+    *len += n;
+    (*buf)[*len] = '\0';
+    return 0;
+}
+
+static int append_json_string(char **buf, size_t *len, size_t *cap, const char *s)
+{
+    /* jansson escapes whatever the key holds (quotes, backslashes …) */
+    json_t *j = json_string(s);
+    char *t = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
+    int rc = t ? append(buf, len, cap, t, strlen(t)) : -1;
+    free(t);
+    json_decref(j);
+    return rc;
+}
+
+/* The input rows as one JSON array.  to, scriptId and the id are validated
+ * to characters that need no escaping; metadata is already compact JSON. */
+static char *batch_json(struct batch *b)
+{
+    char *buf = NULL, row[512];
+    size_t len = 0, cap = 0;
+    int rc = append(&buf, &len, &cap, "[", 1);
+    for (int i = 0; i < b->n && rc == 0; i++) {
+        struct pending *p = b->items[i];
+        int n = snprintf(row, sizeof(row), "%s{\"ord\":%d,\"id\":\"%s\",\"to_number\":\"%s\","
+                         "\"script_id\":\"%s\",\"req_hash\":\"%s\"",
+                         i ? "," : "", i, p->id, p->call.to, p->call.script_id, p->hash);
+        rc = append(&buf, &len, &cap, row, (size_t)n);
+        if (rc == 0 && p->call.metadata != NULL) {
+            rc = append(&buf, &len, &cap, ",\"metadata\":", 12);
+            rc = rc ? rc : append(&buf, &len, &cap, p->call.metadata, strlen(p->call.metadata));
+        }
+        if (rc == 0 && p->key != NULL) {
+            rc = append(&buf, &len, &cap, ",\"idem_key\":", 12);
+            rc = rc ? rc : append_json_string(&buf, &len, &cap, p->key);
+        }
+        rc = rc ? rc : append(&buf, &len, &cap, "}", 1);
+    }
+    rc = rc ? rc : append(&buf, &len, &cap, "]", 1);
+    if (rc != 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+static int key_in_batch(const struct batch *b, const char *key)
+{
+    for (int i = 0; i < b->n; i++)
+        if (b->items[i]->key != NULL && strcmp(b->items[i]->key, key) == 0)
+            return 1;
+    return 0;
+}
+
+/* Move queued requests into B: all of them, but one per idempotency key. */
+static void take_queue(struct intake *in, struct batch *b)
+{
+    struct pending **pp = &in->head;
+    while (*pp != NULL && b->n < INTAKE_MAX_BATCH) {
+        struct pending *p = *pp;
+        if (p->key != NULL && key_in_batch(b, p->key)) {
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next;
+        in->queued--;
+        b->items[b->n++] = p;
+    }
+    /* the tail pointer may have pointed at a removed element */
+    in->tail = &in->head;
+    while (*in->tail != NULL)
+        in->tail = &(*in->tail)->next;
+}
+
+/* pg_pool build callback: a connection is free, send what has queued. */
+static int build(void *arg, struct pg_query *q)
+{
+    struct batch *b = arg;
+    struct intake *in = b->in;
+    b->built = 1;
+    in->job_open = 0;
+    take_queue(in, b);
+    if (b->n == 0)
+        return 1; /* the queue was answered meanwhile: nothing to send */
+    b->json = batch_json(b);
+    if (b->json == NULL) {
+        co_error("out of memory building an intake batch", "requests=%d", b->n);
+        return 1;
+    }
+    snprintf(b->max_attempts, sizeof(b->max_attempts), "%d", in->api->cfg->max_attempts);
+    b->values[0] = b->json;
+    b->values[1] = b->max_attempts;
+    q->sql = INTAKE_SQL;
+    q->nparams = 2;
+    q->values = b->values;
+    in->in_flight++;
+    submit_if_room(in); /* more than one batch holds, or a held-back key */
+    co_debug("intake batch sent", "requests=%d", b->n);
+    return 0;
+}
+
+/* ------------------------------------------------------------ answers */
+
+static void answer_created(struct intake *in, struct pending *p, const char *body)
+{
+    char loc[128];
+    snprintf(loc, sizeof(loc), "Location: /api/v1/calls/%s\r\n", p->id);
+    api_json(p->req, 201, body, strlen(body), loc);
+    shm_count(CNT_CALLS_CREATED);
+    if (in->created_fn != NULL)
+        in->created_fn(in->created_arg, p->id, p->call.to);
+}
+
+static void answer_key_conflict(struct http_request *req)
+{
+    struct problem pr;
+    problem_init(&pr);
+    problem_set(&pr, 422, "this Idempotency-Key was used with a different request body");
+    problem_add_field(&pr, "Idempotency-Key", "already used with a different body");
+    pr.status = 422;
+    api_problem(req, &pr);
+    problem_reset(&pr);
+}
+
+/* Answer the request at row R of RES; returns the request's index. */
+static int answer_row(struct intake *in, struct batch *b, const PGresult *res, int r)
+{
+    int i = atoi(PQgetvalue(res, r, 0));
+    if (i < 0 || i >= b->n || b->items[i] == NULL)
+        return -1;
+    struct pending *p = b->items[i];
+    const char *outcome = PQgetvalue(res, r, 1), *body = PQgetvalue(res, r, 2);
+    if (outcome[0] == 'C')
+        answer_created(in, p, body);
+    else if (outcome[0] == 'R')
+        api_json(p->req, 200, body, strlen(body), NULL);
+    else
+        answer_key_conflict(p->req);
+    pending_free(p);
+    b->items[i] = NULL;
+    return i;
+}
+
+/* Requests the statement did not resolve lost a key race: go again. */
+static void requeue_unanswered(struct intake *in, struct batch *b)
+{
+    for (int i = b->n - 1; i >= 0; i--) {
+        struct pending *p = b->items[i];
+        if (p == NULL)
+            continue;
+        b->items[i] = NULL;
+        if (++p->retries > INTAKE_MAX_RETRIES) {
+            struct problem pr;
+            problem_init(&pr);
+            problem_set(&pr, 409, "a concurrent request with this Idempotency-Key is in progress");
+            api_problem(p->req, &pr);
+            problem_reset(&pr);
+            pending_free(p);
+            continue;
+        }
+        enqueue(in, p, 1);
+    }
+    submit_if_room(in);
+}
+
+static void fail_batch(struct batch *b, int status_503, const char *err)
+{
+    for (int i = 0; i < b->n; i++) {
+        if (b->items[i] == NULL)
+            continue;
+        if (status_503)
+            api_unavailable(b->items[i]->req, "the database is unreachable; retry later");
+        else
+            api_internal_error(b->items[i]->req, "storing calls", err);
+        pending_free(b->items[i]);
+        b->items[i] = NULL;
+    }
+}
+
+static void batch_free(struct batch *b)
+{
+    free(b->items);
+    free(b->json);
+    free(b);
+}
+
+static void done(void *arg, const PGresult *res, const char *err)
+{
+    struct batch *b = arg;
+    struct intake *in = b->in;
+    if (!b->built) {
+        /* The pool refused the open job before a connection took it (the
+         * pool went down, the queue timed out, it is closing): the
+         * requests it would have carried get that refusal, and the next
+         * request opens a job again. */
+        in->job_open = 0;
+        fail_queue(in, pg_pool_state(in->api->pg) == PG_POOL_DOWN
+                           ? "the database is unreachable; retry later"
+                           : "the database is busy; retry later");
+        batch_free(b);
+        return;
+    }
+    if (b->json != NULL)
+        in->in_flight--;
+    if (res == NULL && err != NULL) {
+        fail_batch(b, 1, err);
+    } else if (res != NULL && err != NULL) {
+        fail_batch(b, api_sql_unavailable(res), err);
+    } else if (res != NULL) {
+        for (int r = 0; r < PQntuples(res); r++)
+            answer_row(in, b, res, r);
+        requeue_unanswered(in, b);
+    } else {
+        fail_batch(b, 0, "could not build the statement"); /* no-op when empty */
+    }
+    submit_if_room(in);
+    batch_free(b);
+}
+
+static int submit_job(struct intake *in)
+{
+    struct batch *b = calloc(1, sizeof(*b));
+    if (b != NULL)
+        b->items = calloc(INTAKE_MAX_BATCH, sizeof(*b->items));
+    if (b == NULL || b->items == NULL) {
+        free(b);
+        fail_queue(in, "out of memory");
+        return -1;
+    }
+    b->in = in;
+    if (pg_pool_submit(in->api->pg, build, done, b) < 0) {
+        batch_free(b);
+        fail_queue(in, "the database is unreachable; retry later");
+        return -1;
+    }
+    in->job_open = 1;
+    return 0;
+}
+
+/* Open a job for the queue unless one is open or INTAKE_MAX_IN_FLIGHT
+ * statements are at the database: then done() opens it. */
+static void submit_if_room(struct intake *in)
+{
+    if (in->head != NULL && !in->job_open && in->in_flight < INTAKE_MAX_IN_FLIGHT)
+        submit_job(in);
+}
+
+/* ------------------------------------------------------------ requests */
+
+static int new_uuid(char out[UUID_LEN + 1])
+{
+    unsigned char u[16];
+    if (RAND_bytes(u, sizeof(u)) != 1)
+        return -1;
+    u[6] = (unsigned char)((u[6] & 0x0f) | 0x40); /* version 4 */
+    u[8] = (unsigned char)((u[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    snprintf(out, UUID_LEN + 1,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0],
+             u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
+             u[14], u[15]);
+    return 0;
+}
+
+/* Validate REQ into a pending entry; answers 400 itself and returns NULL. */
+static struct pending *accept_request(struct intake *in, struct http_request *req)
+{
+    struct problem pr;
+    size_t len;
+    const char *body = http_request_body(req, &len);
+    const char *key = http_request_header(req, "Idempotency-Key");
+    struct pending *p = calloc(1, sizeof(*p));
+
+    problem_init(&pr);
+    if (p == NULL) {
+        problem_set(&pr, 500, "out of memory");
+    } else if (validate_create(body, len, in->api->cfg->max_metadata_bytes, &p->call, &pr) == 0) {
+        if (key != NULL && !validate_idempotency_key(key))
+            problem_add_field(&pr, "Idempotency-Key", "must be 1 to 255 printable ASCII characters");
+        else if (key != NULL && (p->key = strdup(key)) == NULL)
+            problem_set(&pr, 500, "out of memory");
+        else if (request_hash(body, len, p->hash) < 0)
+            problem_set(&pr, 400, "body is not JSON");
+        else if (new_uuid(p->id) < 0)
+            problem_set(&pr, 500, "no random numbers for a call id");
+    }
+    if (problem_failed(&pr)) {
+        api_problem(req, &pr);
+        problem_reset(&pr);
+        if (p != NULL)
+            pending_free(p);
+        return NULL;
+    }
+    p->req = req;
+    return p;
+}
+
+void intake_create(struct intake *in, struct http_request *req)
+{
+    if (!pg_pool_is_up(in->api->pg) && pg_pool_state(in->api->pg) == PG_POOL_DOWN) {
+        api_unavailable(req, "the database is unreachable; retry later");
+        return;
+    }
+    struct pending *p = accept_request(in, req);
+    if (p == NULL)
+        return;
+    enqueue(in, p, 0);
+    submit_if_room(in);
+}
+
+struct intake *intake_new(struct api *api, char *err, size_t errlen)
+{
+    struct intake *in = calloc(1, sizeof(*in));
+    if (in == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    in->api = api;
+    in->tail = &in->head;
+    return in;
+}
+
+void intake_free(struct intake *in)
+{
+    if (in == NULL)
+        return;
+    fail_queue(in, "shutting down");
+    free(in);
+}
+
+int intake_idle(const struct intake *in)
+{
+    return in->queued == 0 && in->in_flight == 0 && !in->job_open;
+}
+
+void intake_on_created(struct intake *in, intake_created_fn fn, void *arg)
+{
+    in->created_fn = fn;
+    in->created_arg = arg;
+}

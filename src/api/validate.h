@@ -1,0 +1,125 @@
+/*
+ * validate.h — request validation for the call API (DESIGN.md section 4).
+ *
+ * Owns: the rules for a call's fields (to, scriptId, metadata), the create
+ * and PATCH bodies, call ids, the list query string and its keyset cursor,
+ * the Idempotency-Key header and the body hash it is checked against, and
+ * the Bearer API-key check.  Pure: no I/O, no global state; jansson parses,
+ * OpenSSL libcrypto hashes, encodes base64 and compares in constant time.
+ *
+ * Conventions: validators return 0 (valid, *out filled) or -1 (invalid:
+ * the reasons are in the struct problem, status 400, one entry per field,
+ * all of them rather than the first; status 500 with p->oom when memory
+ * ran out).  Pass P empty (problem_init()): a problem already recorded
+ * makes the validator fail too.  Predicates (validate_uuid,
+ * validate_idempotency_key, auth_bearer_ok) return 1 for yes and 0 for
+ * no — never test them for < 0.
+ */
+#ifndef CO_VALIDATE_H
+#define CO_VALIDATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "api/problem.h"
+
+#define CALL_TO_MAX 16           /* '+' and at most 15 digits (E.164) */
+#define CALL_SCRIPT_ID_MAX 128
+#define UUID_LEN 36              /* 8-4-4-4-12 */
+#define IDEMPOTENCY_KEY_MAX 255
+#define LIST_PAGE_SIZE_DEFAULT 20
+#define LIST_PAGE_SIZE_MAX 100
+#define CURSOR_BUF 80            /* enough for any cursor_encode() output + NUL */
+#define REQUEST_HASH_HEX 65      /* 64 hex digits + NUL */
+
+/*
+ * A validated create or PATCH body.  has_* says the field was given.
+ * metadata is the object re-serialised as compact JSON (key order kept),
+ * ready to store and to forward to the provider.  "metadata": null means
+ * "no metadata": on create it is the same as leaving it out (has_metadata
+ * 0); on PATCH it clears the stored metadata (has_metadata 1, metadata
+ * NULL), as in JSON Merge Patch (RFC 7396).
+ */
+struct call_input {
+    int has_to;
+    char to[CALL_TO_MAX + 1];
+    int has_script_id;
+    char script_id[CALL_SCRIPT_ID_MAX + 1];
+    int has_metadata;
+    char *metadata;              /* malloc'd compact JSON object, or NULL */
+};
+
+/* Free what a call_input holds (safe on a zeroed or already freed one). */
+void call_input_free(struct call_input *in);
+
+/*
+ * Validate a POST /api/v1/calls body: a JSON object with exactly the
+ * members to (required), scriptId (required), metadata (optional).
+ * Malformed JSON, invalid UTF-8, duplicate keys and nesting deeper than
+ * jansson's JSON_PARSER_MAX_DEPTH give one error on field "body" with
+ * jansson's text, line and column.  On -1, *out holds nothing to free.
+ */
+int validate_create(const char *body, size_t len, size_t max_metadata_bytes,
+                    struct call_input *out, struct problem *p);
+
+/*
+ * Validate a PATCH /api/v1/calls/{id} body: the same members and rules,
+ * all optional, at least one given (else "body": "no field to change").
+ */
+int validate_patch(const char *body, size_t len, size_t max_metadata_bytes,
+                   struct call_input *out, struct problem *p);
+
+/* 1 when S is a canonical 8-4-4-4-12 hex UUID (either case), else 0. */
+int validate_uuid(const char *s);
+
+/* The canonical static name when S is exactly one of the five call
+ * statuses (PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED), else NULL. */
+const char *validate_status(const char *s);
+
+/* GET /api/v1/calls query.  page and a cursor cannot be combined. */
+struct list_query {
+    const char *status;          /* NULL: every status; else validate_status() */
+    int page;                    /* 1..INT_MAX, default 1 */
+    int page_size;               /* 1..LIST_PAGE_SIZE_MAX, default 20 */
+    int has_page;                /* page= was given */
+    int has_cursor;              /* cursor= was given: keyset paging */
+    int64_t cursor_created_us;   /* createdAt of the last row seen, µs since epoch */
+    char cursor_id[UUID_LEN + 1];/* id of the last row seen */
+};
+
+/*
+ * Parse QUERY (the part after '?', without it; NULL or "" for none).
+ * Names and values are percent-decoded ('+' is a space).  Known parameters:
+ * status, page, pageSize, cursor; an unknown, repeated, empty-valued or
+ * badly encoded parameter is an error on that parameter.
+ */
+int validate_list_query(const char *query, struct list_query *out, struct problem *p);
+
+/*
+ * Keyset cursor: unpadded base64url of "<created_at µs>:<uuid>".  Encode
+ * returns 0, or -1 for a negative time, a bad uuid or a short buffer.
+ * Decode returns 0 only for exactly what cursor_encode() produces.
+ */
+int cursor_encode(int64_t created_us, const char *uuid, char *out, size_t outlen);
+int cursor_decode(const char *cursor, int64_t *created_us, char uuid[UUID_LEN + 1]);
+
+/*
+ * SHA-256, as 64 lowercase hex digits, of the canonical form of a JSON body
+ * (keys sorted, compact), so bodies that differ only in whitespace or key
+ * order hash the same.  Returns 0, or -1 when BODY is not JSON.
+ */
+int request_hash(const char *body, size_t len, char out_hex[REQUEST_HASH_HEX]);
+
+/* 1 when S is an acceptable Idempotency-Key: 1 to 255 printable ASCII
+ * characters (0x20-0x7e), else 0. */
+int validate_idempotency_key(const char *s);
+
+/*
+ * 1 when AUTHORIZATION ("Bearer <token>", scheme case-insensitive; the
+ * header value, may be NULL when absent) carries one of the NKEYS KEYS, else
+ * 0.  Every key is compared, in constant time, whatever matches; NKEYS 0
+ * means client auth is off and always answers 1.
+ */
+int auth_bearer_ok(const char *authorization, char *const *keys, int nkeys);
+
+#endif

@@ -1,0 +1,466 @@
+/*
+ * dispatch.c — one attempt from Kafka message to provider answer (see
+ * dispatch.h).  Each message becomes a job that walks these steps, each a
+ * callback of the non-blocking pool, Redis client or HTTP client:
+ *
+ *   load ─ skip (not a due PENDING call of this attempt)         → handled
+ *        └ acquire slot+lock ─ none free / Redis down ─ park      → handled
+ *                            └ mark IN_PROGRESS ─ lost the race   → handled
+ *                                               └ started         → handled
+ *                                                 └ provider ─ 2xx: record id
+ *                                                            └ else: settle, release
+ *
+ * "handled" is when the message's offset may be committed (offsets.c keeps
+ * the commits in order per partition).
+ */
+#include "dispatch/dispatch.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "net/kafka_consumer.h"
+#include "util/log.h"
+#include "dispatch/offsets.h"
+#include "net/pg_pool.h"
+#include "dispatch/provider.h"
+#include "net/redis_slots.h"
+#include "util/shm.h"
+#include "api/validate.h"
+
+/* A lease outlives the reclaim deadline, so the scheduler's reclaim (not the
+ * expiry) normally frees it; the expiry only cleans up after a crash. */
+#define LEASE_MARGIN 60.0
+
+static const char LOAD_SQL[] =
+    "SELECT status, attempts, to_number, due_at <= now() FROM calls WHERE id = $1";
+
+/* Only a due PENDING call of exactly this attempt, still for the number we
+ * locked (a PATCH may have changed it since we loaded it), moves. */
+static const char START_SQL[] =
+    "WITH upd AS ("
+    "  UPDATE calls SET status = 'IN_PROGRESS', attempts = attempts + 1, started_at = now(),"
+    "         ended_at = NULL, next_attempt_at = NULL, published_at = NULL, slot_owner = $4"
+    "  WHERE id = $1 AND status = 'PENDING' AND attempts = $2::int - 1"
+    "    AND due_at <= now() AND to_number = $3"
+    "  RETURNING id, attempts, script_id, metadata"
+    "), att AS ("
+    "  INSERT INTO call_attempts (call_id, attempt) SELECT id, attempts FROM upd"
+    ") "
+    "SELECT script_id, metadata::text FROM upd";
+
+static const char PARK_SQL[] =
+    "UPDATE calls SET published_at = NULL WHERE id = $1 AND status = 'PENDING'";
+
+static const char RECORD_SQL[] =
+    "WITH c AS ("
+    "  UPDATE calls SET external_call_id = $3 WHERE id = $1 AND attempts = $2::int"
+    ") "
+    "UPDATE call_attempts SET external_call_id = $3"
+    " WHERE call_id = $1 AND attempt = $2::int AND external_call_id IS NULL";
+
+static const char SETTLE_SQL[] =
+    "SELECT status, to_number FROM settle_attempt($1, $2::int, $3, $4, NULL, $5::bool,"
+    " $6::bigint, $7::bigint, $8::bigint)";
+
+struct dispatcher {
+    struct ev_loop *loop;
+    const struct co_config *cfg;
+    struct pg_pool *pg;
+    struct redis_slots *redis;
+    struct provider *provider;
+    struct kafka_consumer *consumer;
+    struct offsets *offsets;
+    int jobs;                    /* jobs alive, provider phase included */
+    int stopping;
+    int freeing;                 /* clients are being freed: no new requests */
+    void (*stopped)(void *);
+    void *stopped_arg;
+};
+
+struct job {
+    struct dispatcher *d;
+    struct offset_mark *mark;    /* NULL once handled */
+    char id[UUID_LEN + 1];
+    char owner[64];              /* "<id>.<pid>.<n>": this job's lease token */
+    int attempt;
+    char to[32];
+    char *script_id;
+    char *metadata;
+};
+
+static void maybe_stopped(struct dispatcher *d);
+
+long long dispatch_ms(double seconds)
+{
+    return (long long)(seconds * 1000.0 + 0.5);
+}
+
+/* ------------------------------------------------------------ job life */
+
+/* The message is handled durably: its offset may be committed. */
+static void job_handled(struct job *j)
+{
+    struct dispatcher *d = j->d;
+    if (j->mark == NULL)
+        return;
+    int32_t partition;
+    int64_t commit = offsets_done(d->offsets, j->mark, &partition);
+    j->mark = NULL;
+    if (d->consumer == NULL) /* being freed: nothing to commit to */
+        return;
+    if (commit >= 0)
+        kafka_consumer_commit(d->consumer, partition, commit);
+    if (!d->stopping && offsets_in_flight(d->offsets) < DISPATCH_MAX_IN_FLIGHT)
+        kafka_consumer_pause(d->consumer, 0);
+}
+
+static void job_end(struct job *j)
+{
+    struct dispatcher *d = j->d;
+    job_handled(j);
+    free(j->script_id);
+    free(j->metadata);
+    free(j);
+    d->jobs--;
+    maybe_stopped(d);
+}
+
+static void release_done(void *arg, int released, const char *err)
+{
+    if (err != NULL)
+        co_warn("slot release failed; the lease will expire", "error=\"%s\"", err);
+}
+
+static void job_release(struct job *j)
+{
+    if (j->d->freeing)
+        return; /* the lease expires; the scheduler reconciles */
+    if (redis_slots_release(j->d->redis, j->owner, j->attempt, j->to, release_done, NULL) < 0)
+        co_warn("slot release refused; the lease will expire", "call=%s attempt=%d", j->id,
+                j->attempt);
+}
+
+/* ---------------------------------------------------- provider outcome */
+
+static void settled(void *arg, const PGresult *res, const char *err)
+{
+    struct job *j = arg;
+    if (err != NULL)
+        co_error("cannot record the failed attempt; it will be reclaimed",
+                 "call=%s attempt=%d error=\"%s\"", j->id, j->attempt, err);
+    else if (PQntuples(res) == 1) {
+        co_info("attempt ended", "call=%s attempt=%d status=%s", j->id, j->attempt,
+                PQgetvalue(res, 0, 0));
+        if (strcmp(PQgetvalue(res, 0, 0), "PENDING") == 0)
+            shm_count(CNT_RETRIES_SCHEDULED);
+    }
+    job_end(j);
+}
+
+static void settle(struct job *j, const struct provider_result *r)
+{
+    const struct co_config *cfg = j->d->cfg;
+    if (j->d->freeing) { /* the scheduler reclaims it after call_timeout */
+        job_end(j);
+        return;
+    }
+    char attempt[16], base[32], max[32], min_delay[32];
+    snprintf(attempt, sizeof(attempt), "%d", j->attempt);
+    snprintf(base, sizeof(base), "%lld", dispatch_ms(cfg->backoff_base));
+    snprintf(max, sizeof(max), "%lld", dispatch_ms(cfg->backoff_max));
+    snprintf(min_delay, sizeof(min_delay), "%lld", dispatch_ms(r->retry_after));
+    int retry = r->outcome == PROVIDER_RETRY;
+    shm_count(r->http_status == 0     ? CNT_PROVIDER_ERR_CONNECT
+              : r->http_status == 429 ? CNT_PROVIDER_ERR_429
+              : r->http_status >= 500 ? CNT_PROVIDER_ERR_5XX
+                                      : CNT_PROVIDER_ERR_4XX);
+    const char *values[] = {
+        j->id, attempt, retry ? "PROVIDER_ERROR" : "PROVIDER_REJECTED", r->error,
+        retry ? "t" : "f", base, max, min_delay,
+    };
+    co_warn("provider did not start the call", "call=%s attempt=%d error=\"%s\"", j->id,
+            j->attempt, r->error);
+    /* the provider holds no call for this attempt: free the slot now */
+    job_release(j);
+    if (pg_pool_query(j->d->pg, SETTLE_SQL, 8, values, settled, j) < 0) {
+        co_error("cannot record the failed attempt; it will be reclaimed",
+                 "call=%s attempt=%d error=\"%s\"", j->id, j->attempt, pg_pool_error(j->d->pg));
+        job_end(j);
+    }
+}
+
+static void recorded(void *arg, const PGresult *res, const char *err)
+{
+    struct job *j = arg;
+    if (err != NULL)
+        co_warn("cannot record the provider's call id", "call=%s attempt=%d error=\"%s\"",
+                j->id, j->attempt, err);
+    job_end(j);
+}
+
+static void provider_answered(void *arg, const struct provider_result *r)
+{
+    struct job *j = arg;
+    if (j->d->freeing) {
+        job_end(j);
+        return;
+    }
+    if (r->outcome != PROVIDER_STARTED) {
+        settle(j, r);
+        return;
+    }
+    char attempt[16];
+    snprintf(attempt, sizeof(attempt), "%d", j->attempt);
+    const char *values[] = { j->id, attempt, r->call_id };
+    co_info("call started", "call=%s attempt=%d externalCallId=%s", j->id, j->attempt,
+            r->call_id);
+    shm_count(CNT_DISPATCH_STARTED);
+    if (pg_pool_query(j->d->pg, RECORD_SQL, 3, values, recorded, j) < 0)
+        job_end(j);
+}
+
+static void start_provider(struct job *j)
+{
+    struct provider_call call = {
+        .call_id = j->id,
+        .attempt = j->attempt,
+        .to = j->to,
+        .script_id = j->script_id,
+        .metadata = j->metadata,
+    };
+    if (provider_start(j->d->provider, &call, provider_answered, j) < 0) {
+        struct provider_result r = { .outcome = PROVIDER_RETRY,
+                                     .error = "cannot set up the provider request" };
+        settle(j, &r);
+    }
+}
+
+/* ------------------------------------------------ moving to IN_PROGRESS */
+
+static void parked(void *arg, const PGresult *res, const char *err)
+{
+    struct job *j = arg;
+    if (err != NULL)
+        co_warn("cannot park call; the scheduler republishes it later", "call=%s error=\"%s\"",
+                j->id, err);
+    job_end(j);
+}
+
+/* No slot or lock now: hand the call back to the scheduler. */
+static void park(struct job *j, const char *why)
+{
+    const char *values[] = { j->id };
+    if (j->d->freeing) {
+        job_end(j);
+        return;
+    }
+    co_debug("call parked", "call=%s attempt=%d reason=%s", j->id, j->attempt, why);
+    shm_count(CNT_DISPATCH_PARKED);
+    if (pg_pool_query(j->d->pg, PARK_SQL, 1, values, parked, j) < 0)
+        job_end(j);
+}
+
+static void started(void *arg, const PGresult *res, const char *err)
+{
+    struct job *j = arg;
+    if (err != NULL || PQntuples(res) == 0) {
+        /* Lost the race (a cancel, a PATCH, or another job of this attempt
+         * that was not stopped by the phone lock because its lease had
+         * expired), or the phone is in progress already (23505), or the
+         * database failed.  The lease is this job's own token (see
+         * calls.slot_owner), so releasing it never frees another job's. */
+        job_release(j);
+        if (err != NULL && res != NULL)
+            park(j, "update refused");
+        else
+            job_end(j);
+        return;
+    }
+    j->script_id = strdup(PQgetvalue(res, 0, 0));
+    j->metadata = strdup(PQgetvalue(res, 0, 1));
+    job_handled(j); /* IN_PROGRESS is committed: the message has done its job */
+    if (j->script_id == NULL || j->metadata == NULL) {
+        struct provider_result r = { .outcome = PROVIDER_RETRY, .error = "out of memory" };
+        settle(j, &r);
+        return;
+    }
+    start_provider(j);
+}
+
+static void acquired(void *arg, enum slot_result r, int in_use, const char *err)
+{
+    struct job *j = arg;
+    if (j->d->freeing) {
+        job_end(j);
+        return;
+    }
+    if (r != SLOT_OK) {
+        park(j, r == SLOT_NO_SLOT ? "no slot" : r == SLOT_PHONE_BUSY ? "phone busy"
+                : r == SLOT_NEEDS_REBUILD ? "slots being rebuilt" : "redis unavailable");
+        return;
+    }
+    char attempt[16];
+    snprintf(attempt, sizeof(attempt), "%d", j->attempt);
+    const char *values[] = { j->id, attempt, j->to, j->owner };
+    if (pg_pool_query(j->d->pg, START_SQL, 4, values, started, j) < 0) {
+        job_release(j);
+        job_end(j);
+    }
+}
+
+static void loaded(void *arg, const PGresult *res, const char *err)
+{
+    struct job *j = arg;
+    struct dispatcher *d = j->d;
+    if (err != NULL) {
+        /* PostgreSQL holds the call: the scheduler republishes it */
+        co_warn("cannot load call; skipped for now", "call=%s error=\"%s\"", j->id, err);
+        job_end(j);
+        return;
+    }
+    if (PQntuples(res) == 0 || strcmp(PQgetvalue(res, 0, 0), "PENDING") != 0 ||
+        atoi(PQgetvalue(res, 0, 1)) != j->attempt - 1 || PQgetvalue(res, 0, 3)[0] != 't') {
+        co_debug("message skipped: not a due PENDING call of this attempt", "call=%s attempt=%d",
+                 j->id, j->attempt);
+        shm_count(CNT_DISPATCH_SKIPPED);
+        job_end(j);
+        return;
+    }
+    if (shm_paused()) { /* callorchctl pause: nothing new starts */
+        park(j, "dispatch paused");
+        return;
+    }
+    snprintf(j->to, sizeof(j->to), "%s", PQgetvalue(res, 0, 2));
+    double lease = d->cfg->call_timeout + LEASE_MARGIN;
+    if (redis_slots_acquire(d->redis, j->owner, j->attempt, j->to, d->cfg->max_concurrent_calls,
+                            lease, acquired, j) < 0)
+        park(j, "redis unavailable");
+}
+
+/* ------------------------------------------------------------ messages */
+
+/* {"id":"<uuid>","attempt":N}; 0 or -1 for a message nobody can use. */
+static int parse_message(const rd_kafka_message_t *msg, struct job *j)
+{
+    json_t *doc = json_loadb(msg->payload, msg->len, 0, NULL);
+    const char *id = json_string_value(json_object_get(doc, "id"));
+    json_t *att = json_object_get(doc, "attempt");
+    int ok = id != NULL && validate_uuid(id) && json_is_integer(att) &&
+             json_integer_value(att) >= 1 && json_integer_value(att) <= 1000;
+    if (ok) {
+        snprintf(j->id, sizeof(j->id), "%s", id);
+        j->attempt = (int)json_integer_value(att);
+        /* a token of this job's own: see calls.slot_owner in 002_dispatch.sql */
+        static unsigned long jobs_seen;
+        snprintf(j->owner, sizeof(j->owner), "%s.%lx.%lx", id, (unsigned long)getpid(),
+                 ++jobs_seen);
+    }
+    json_decref(doc);
+    return ok ? 0 : -1;
+}
+
+static void on_message(const rd_kafka_message_t *msg, void *arg)
+{
+    struct dispatcher *d = arg;
+    struct job *j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        co_error("out of memory for a message; it will be redelivered", NULL);
+        return;
+    }
+    j->d = d;
+    j->mark = offsets_track(d->offsets, msg->partition, msg->offset);
+    d->jobs++;
+    if (j->mark == NULL || parse_message(msg, j) < 0) {
+        co_warn("malformed message skipped", "partition=%d offset=%lld", (int)msg->partition,
+                (long long)msg->offset);
+        job_end(j);
+        return;
+    }
+    if (offsets_in_flight(d->offsets) >= DISPATCH_MAX_IN_FLIGHT)
+        kafka_consumer_pause(d->consumer, 1);
+    const char *values[] = { j->id };
+    if (pg_pool_query(d->pg, LOAD_SQL, 1, values, loaded, j) < 0)
+        job_end(j); /* database down: the scheduler republishes it later */
+}
+
+static void on_revoke(void *arg, int32_t partition)
+{
+    struct dispatcher *d = arg;
+    offsets_forget(d->offsets, partition);
+}
+
+/* ------------------------------------------------------------ set up */
+
+struct dispatcher *dispatcher_new(struct ev_loop *loop, const struct co_config *cfg, char *err,
+                                  size_t errlen)
+{
+    struct pg_pool_opts opts;
+    struct redis_slots_opts ropts;
+    struct dispatcher *d = calloc(1, sizeof(*d));
+    if (d == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    d->loop = loop;
+    d->cfg = cfg;
+    pg_pool_opts_init(&opts);
+    opts.size = cfg->pg_pool_size;
+    opts.name = "dispatch";
+    redis_slots_opts_init(&ropts);
+    ropts.name = "dispatch";
+    if ((d->offsets = offsets_new()) == NULL ||
+        (d->pg = pg_pool_new(loop, cfg->pg_conninfo, &opts, err, errlen)) == NULL ||
+        (d->redis = redis_slots_new(loop, cfg, &ropts, err, errlen)) == NULL ||
+        (d->provider = provider_new(loop, cfg, err, errlen)) == NULL ||
+        (d->consumer = kafka_consumer_new(loop, cfg, on_message, d, err, errlen)) == NULL) {
+        dispatcher_free(d);
+        return NULL;
+    }
+    kafka_consumer_on_revoke(d->consumer, on_revoke, d);
+    return d;
+}
+
+static void consumer_closed(void *arg)
+{
+    struct dispatcher *d = arg;
+    if (d->stopped != NULL)
+        d->stopped(d->stopped_arg);
+}
+
+static void maybe_stopped(struct dispatcher *d)
+{
+    if (d->stopping == 1 && d->jobs == 0 && d->consumer != NULL) {
+        d->stopping = 2; /* commits are sent: leave the group */
+        kafka_consumer_close(d->consumer, consumer_closed, d);
+    }
+}
+
+void dispatcher_stop(struct dispatcher *d, void (*done)(void *), void *arg)
+{
+    d->stopping = 1;
+    d->stopped = done;
+    d->stopped_arg = arg;
+    kafka_consumer_pause(d->consumer, 1);
+    co_info("dispatcher stopping", "jobs=%d", d->jobs);
+    maybe_stopped(d);
+}
+
+void dispatcher_free(struct dispatcher *d)
+{
+    if (d == NULL)
+        return;
+    d->freeing = 1;
+    /* the provider's in-flight requests fail through their callbacks, which
+     * still need the pool, the Redis client and the offsets */
+    provider_free(d->provider);
+    kafka_consumer_free(d->consumer);
+    d->consumer = NULL;
+    redis_slots_free(d->redis);
+    pg_pool_free(d->pg);
+    offsets_free(d->offsets);
+    free(d);
+}

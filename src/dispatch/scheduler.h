@@ -1,0 +1,43 @@
+/*
+ * scheduler.h — the work of the sched child on every tick (DESIGN.md
+ * section 3 step 5).
+ *
+ * Owns, for one daemon: holding the cluster-wide scheduler lease in Redis
+ * (several daemons may share one PostgreSQL, Redis and Kafka; only the
+ * lease holder works, and the row locks below make a double tick harmless
+ * anyway), rebuilding Redis's slot set from PostgreSQL when Redis lost it,
+ * reclaiming IN_PROGRESS calls with no webhook after [dispatch]
+ * call_timeout, and publishing due PENDING calls — parked ones, retries
+ * whose time came, and any that never reached Kafka — up to the free
+ * capacity, oldest first.
+ */
+#ifndef CO_SCHEDULER_H
+#define CO_SCHEDULER_H
+
+#include <ev.h>
+
+#include "util/config.h"
+
+struct scheduler;
+
+/* A call handed to Kafka is not published again for this long, unless a
+ * consumer parks it first (published_at cleared). */
+#define SCHED_REPUBLISH_GRACE 10.0
+
+/* How often the sched child looks whether a slot was freed in this daemon
+ * (then it ticks at once, see on_wake_poll()); s.  Not when
+ * scheduler_interval is this short already. */
+#define SCHED_WAKE_POLL 0.02
+
+/* At most this many calls are reclaimed or published per tick. */
+#define SCHED_MAX_BATCH 1000
+
+struct scheduler *scheduler_new(struct ev_loop *loop, const struct co_config *cfg, char *err,
+                                size_t errlen);
+
+/* Finish the tick in flight, give up the lease, flush Kafka, then DONE. */
+void scheduler_stop(struct scheduler *s, void (*done)(void *), void *arg);
+
+void scheduler_free(struct scheduler *s);
+
+#endif

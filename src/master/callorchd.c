@@ -1,0 +1,230 @@
+/*
+ * callorchd.c — main() of the daemon: options, config check, sockets, pid
+ * file, privileges, then the supervisor.
+ *
+ * The control socket is created here, before the privilege drop, and
+ * removed here after the supervisor returned.
+ *
+ * This is the only place that decides the process exits; modules return
+ * errors and the messages they carry are printed or logged here once.
+ */
+#include <auto-config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util/config.h"
+#include "master/control.h"
+#include "net/curl_ev.h"
+#include "master/listen.h"
+#include "util/log.h"
+#include "master/pidfile.h"
+#include "util/proctitle.h"
+#include "util/shm.h"
+#include "master/supervisor.h"
+
+struct options {
+    const char *config_path;
+    int test_only;
+    int foreground;
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: callorchd [-f] [-t] [-c FILE]\n"
+            "  -c FILE  configuration file (default %s)\n"
+            "  -t       check the configuration and exit (0 valid, 1 invalid)\n"
+            "  -f       stay in the foreground (also the mode under systemd)\n"
+            "  -V       print the version and exit\n"
+            "  -h       print this help and exit\n",
+            CO_DEFAULT_CONFIG);
+}
+
+/* Returns -1 to continue, or an exit status. */
+static int parse_options(int argc, char **argv, struct options *o)
+{
+    int c;
+    o->config_path = CO_DEFAULT_CONFIG;
+    while ((c = getopt(argc, argv, "c:tfVh")) != -1) {
+        switch (c) {
+        case 'c': o->config_path = optarg; break;
+        case 't': o->test_only = 1; break;
+        case 'f': o->foreground = 1; break;
+        case 'V': printf("callorchd %s\n", PACKAGE_VERSION); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "callorchd: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    return -1;
+}
+
+/* Leave the terminal: fork, new session, stdio to /dev/null. */
+static int daemonize(void)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid > 0)
+        _exit(0);
+    if (setsid() < 0)
+        return -1;
+    int fd = open("/dev/null", O_RDWR);
+    if (fd < 0)
+        return -1;
+    dup2(fd, 0);
+    dup2(fd, 1);
+    if (isatty(2)) /* a redirected stderr stays: it may be the log */
+        dup2(fd, 2);
+    if (fd > 2)
+        close(fd);
+    return chdir("/");
+}
+
+/* The [daemon] user, or NULL with a message. */
+static struct passwd *daemon_user(const struct co_config *cfg, char *err, size_t errlen)
+{
+    struct passwd *pw = getpwnam(cfg->user);
+    if (pw == NULL)
+        snprintf(err, errlen, "[daemon] user '%s' does not exist", cfg->user);
+    return pw;
+}
+
+/* The control socket, owned by [daemon] user when we are root (so that the
+ * master still owns it after the privilege drop). */
+static struct control *open_control(const struct co_config *cfg, char *err, size_t errlen)
+{
+    uid_t uid = (uid_t)-1;
+    gid_t gid = (gid_t)-1;
+    if (geteuid() == 0) {
+        struct passwd *pw = daemon_user(cfg, err, errlen);
+        if (pw == NULL)
+            return NULL;
+        uid = pw->pw_uid;
+        gid = pw->pw_gid;
+    }
+    return control_open(cfg->control_socket, uid, gid, err, errlen);
+}
+
+/* When started as root, become [daemon] user (unless that is root). */
+static int drop_privileges(const struct co_config *cfg, char *err, size_t errlen)
+{
+    if (geteuid() != 0)
+        return 0;
+    struct passwd *pw = daemon_user(cfg, err, errlen);
+    if (pw == NULL)
+        return -1;
+    if (pw->pw_uid == 0)
+        return 0;
+    if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
+        setuid(pw->pw_uid) < 0) {
+        snprintf(err, errlen, "cannot become user '%s': %s", cfg->user, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Everything between a valid config and the supervisor; returns status. */
+static int start(struct co_config *cfg, const struct options *o)
+{
+    char err[1024];
+    struct listen_set ls;
+    struct control *ctl = NULL;
+
+    if (co_log_open(cfg->log_target, cfg->log_level) < 0) {
+        fprintf(stderr, "callorchd: cannot open log %s: %s\n", cfg->log_target, strerror(errno));
+        co_config_free(cfg);
+        return 1;
+    }
+    ls.n = 0;
+    if (listen_open(cfg, &ls, err, sizeof(err)) < 0)
+        goto fail;
+    if ((ctl = open_control(cfg, err, sizeof(err))) == NULL)
+        goto fail;
+    if (shm_init() < 0) {
+        snprintf(err, sizeof(err), "cannot map the shared counters: %s", strerror(errno));
+        goto fail;
+    }
+    if (!o->foreground && daemonize() < 0) {
+        snprintf(err, sizeof(err), "cannot daemonize: %s", strerror(errno));
+        goto fail;
+    }
+    if (pidfile_write(cfg->pid_file, err, sizeof(err)) < 0)
+        goto fail;
+    if (drop_privileges(cfg, err, sizeof(err)) < 0) {
+        pidfile_remove(cfg->pid_file);
+        goto fail;
+    }
+    char *pid_file = strdup(cfg->pid_file);
+    co_proctitle_set("callorchd: master process -c %s", o->config_path);
+    co_info("callorchd starting", "version=%s config=%s user=%s", PACKAGE_VERSION,
+            o->config_path, cfg->user);
+    /* owns cfg and ls now */
+    int status = supervisor_run(cfg, &ls, ctl, o->config_path);
+    if (pid_file != NULL)
+        pidfile_remove(pid_file);
+    free(pid_file);
+    co_info("callorchd stopped", "status=%d", status);
+    control_close(ctl); /* last: a waiting "callorchctl stop" returns now */
+    return status;
+fail:
+    co_error("cannot start", "error=\"%s\"", err);
+    if (co_log_enabled(CO_LOG_ERROR) && strcmp(cfg->log_target, "stderr") != 0)
+        fprintf(stderr, "callorchd: %s\n", err);
+    control_close(ctl);
+    listen_close(&ls);
+    co_config_free(cfg);
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    struct options o = { 0 };
+    struct co_config *cfg;
+    char err[1024];
+
+    int rc = parse_options(argc, argv, &o);
+    if (rc >= 0)
+        return rc;
+    char *config_path = strdup(o.config_path); /* argv is about to move */
+    if (config_path == NULL || co_proctitle_init(argc, argv) < 0) {
+        fprintf(stderr, "callorchd: out of memory\n");
+        return 1;
+    }
+    o.config_path = config_path;
+    if (co_config_load(o.config_path, &cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "callorchd: %s\n", err);
+        free(config_path);
+        return 1;
+    }
+    if (o.test_only) {
+        printf("callorchd: configuration file %s test is successful\n", o.config_path);
+        co_config_free(cfg);
+        free(config_path);
+        return 0;
+    }
+    /* once, before any fork or thread (libcurl's rule) */
+    if (curl_ev_global_init() < 0) {
+        fprintf(stderr, "callorchd: cannot initialise libcurl\n");
+        co_config_free(cfg);
+        free(config_path);
+        return 1;
+    }
+    rc = start(cfg, &o);
+    free(config_path);
+    return rc;
+}

@@ -1,0 +1,35 @@
+/*
+ * supervisor.h — the master's child table and its signal handling.
+ *
+ * Owns: forking the http, kafka and sched children of DESIGN.md section 2,
+ * logging and respawning them with a per-slot exponential backoff, the
+ * generations that a reload replaces, graceful/fast stop with escalation to
+ * SIGKILL, the systemd notifications, and what the control socket shows
+ * and does (status, reload, stop, pause/resume; the socket itself is
+ * control.c's).  The master holds no database, Redis or Kafka connection:
+ * all of that lives in the children.
+ */
+#ifndef CO_SUPERVISOR_H
+#define CO_SUPERVISOR_H
+
+#include "util/config.h"
+#include "master/control.h"
+#include "master/listen.h"
+
+/* Respawn throttle: the first respawn after a stable run is immediate, the
+ * next ones wait RESPAWN_MIN doubling up to RESPAWN_MAX; a child that stayed
+ * up RESPAWN_STABLE seconds resets the delay. */
+#define RESPAWN_MIN 0.1
+#define RESPAWN_MAX 30.0
+#define RESPAWN_STABLE 10.0
+
+/*
+ * Run the master until it is told to stop.  Takes ownership of CFG and LS
+ * (a reload replaces them).  CONFIG_PATH is re-read on SIGHUP.  CTL (may be
+ * NULL) is served on the master's loop while it runs; the caller closes it.
+ * Returns the process exit status.
+ */
+int supervisor_run(struct co_config *cfg, struct listen_set *ls, struct control *ctl,
+                   const char *config_path);
+
+#endif
