@@ -85,12 +85,15 @@ struct redis *redis_new(struct ev_loop *loop, const struct co_config *cfg,
  */
 void redis_free(struct redis *r);
 
-/* A command of at most NARGS arguments, added with redis_cmd_add().  NULL
- * when out of memory (redis_send() takes NULL and refuses it). */
+/* A command of at most NARGS arguments, added with redis_cmd_add().  Every
+ * command built goes to redis_send(), which frees it in every case.  NULL
+ * when out of memory: redis_cmd_add() ignores it and redis_send() refuses
+ * it, so a caller checks only redis_send()'s answer. */
 struct redis_cmd *redis_cmd_new(int nargs);
 
 /* EVALSHA of script SCRIPT (its index in the table given to redis_new())
- * with NKEYS keys, followed by NKEYS + NARGS arguments to add. */
+ * with NKEYS keys, followed by NKEYS + NARGS arguments to add.  NULL as
+ * above, and for an index outside the table (a caller bug). */
 struct redis_cmd *redis_cmd_script(struct redis *r, int script, int nkeys, int nargs);
 
 /* Append one printf-formatted argument.  An allocation failure (or one
