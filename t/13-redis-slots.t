@@ -1,10 +1,10 @@
 #!/usr/bin/perl
-# src/net/redis_slots.c against a real server: starts Redis with the harness,
-# runs t/unit_redis_slots with CALLORCH_TEST_REDIS_PORT set and passes its
-# TAP through.  The C program asks for the server to be stopped and started
-# again (the restart case) with "# redisctl stop" / "# redisctl start"
-# (run_tap_program); a restarted Redis keeps its port and is empty (no
-# persistence).
+# src/dispatch/slots.c and src/net/redis.c (the redis_slots API) against a
+# real server: starts Redis with the harness, runs t/unit_redis_slots with
+# CALLORCH_TEST_REDIS_PORT set and passes its TAP through.  The C program
+# asks for the server to be stopped and started again (the restart case)
+# with "# redisctl stop" / "# redisctl start" (run_tap_program); a restarted
+# Redis keeps its port and is empty (no persistence).
 use strict;
 use warnings;
 use CallorchTest;

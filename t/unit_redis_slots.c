@@ -1,5 +1,6 @@
 /*
- * unit_redis_slots.c — src/net/redis_slots.c against a real Redis server.
+ * unit_redis_slots.c — the redis_slots API (src/dispatch/slots.c, the slot
+ * rules, over src/net/redis.c, the connection) against a real Redis server.
  *
  * CALLORCH_TEST_REDIS_PORT holds the port of a throw-away Redis on
  * 127.0.0.1 (t/13-redis-slots.t starts one and sets it); without it the test
@@ -21,9 +22,9 @@
 #include <ev.h>
 #include <hiredis/hiredis.h>
 
+#include "dispatch/slots.h"
 #include "util/config.h"
 #include "util/log.h"
-#include "net/redis_slots.h"
 #include "tap.h"
 #include "tap_ev.h"
 

@@ -8,7 +8,9 @@
  *       +-----------------+--------- lost / query timeout -+------+
  *
  * the FIFO job queue (with its queue timeout), and the pool state derived
- * from the connections (CONNECTING, UP, DOWN; see pg_pool.h).
+ * from the connections (CONNECTING, UP, DOWN; see pg_pool.h).  The health
+ * rule and the reconnect backoff are the ones net/redis.c uses too
+ * (net/conn.h).
  *
  * Callbacks into the caller happen only from loop callbacks, never from
  * inside pg_pool_query()/pg_pool_submit(): a submit only queues the job and
@@ -20,14 +22,12 @@
 
 #include "net/pg_pool.h"
 
-#include <stdarg.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
+#include "net/conn.h"
+#include "util/err.h"
 #include "util/log.h"
 
 enum conn_state { CONN_WAIT, CONN_CONNECTING, CONN_IDLE, CONN_BUSY };
@@ -48,7 +48,7 @@ struct pg_conn {
     PGconn *pg;
     ev_io io;
     ev_timer timer;              /* backoff wait, connect timeout or query timeout */
-    double backoff;              /* last backoff delay; 0 after a success */
+    struct conn_backoff backoff; /* the wait before the next attempt */
     struct pg_job *job;          /* in flight while BUSY */
     PGresult *result;            /* the answer being collected */
     char fatal[256];             /* a FATAL the server sent before closing */
@@ -63,11 +63,9 @@ struct pg_pool {
     int queued;
     ev_timer qtimer;             /* expires the head of the queue */
     ev_prepare kick;             /* dispatch the queue before the loop waits */
-    enum pg_pool_state state;
-    int last_attempt_failed;     /* the latest connection attempt failed */
+    struct conn_status status;   /* failed: the latest connection attempt failed */
     int closing;
     int pumping;
-    uint32_t rnd;
     unsigned long connects, failed_jobs;
     char conn_error[400];        /* the latest connection failure */
     char error[512];             /* what pg_pool_error() returns */
@@ -98,30 +96,6 @@ static void flatten(const char *in, char *out, size_t outlen)
     }
     if (outlen > 0)
         out[o] = '\0';
-}
-
-static void set_error(struct pg_pool *pool, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void set_error(struct pg_pool *pool, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(pool->error, sizeof(pool->error), fmt, ap);
-    va_end(ap);
-}
-
-/* Uniform in [0, 1): jitter for the reconnect backoff (xorshift32). */
-static double pool_random(struct pg_pool *pool)
-{
-    uint32_t x = pool->rnd;
-
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    pool->rnd = x;
-    return (double)x / 4294967296.0;
 }
 
 /* ---------------------------------------------------------------- jobs --- */
@@ -253,18 +227,11 @@ static void conn_close(struct pg_conn *c)
     c->pg = NULL;
 }
 
-/* Wait before the next attempt: backoff_min doubling to backoff_max, with
- * jitter in [50 %, 100 %] so that many children do not reconnect in step. */
+/* Wait before the next attempt (conn_backoff_next()). */
 static void conn_schedule_reconnect(struct pg_conn *c)
 {
-    struct pg_pool *pool = c->pool;
-    double b = c->backoff > 0 ? c->backoff * 2 : pool->opts.backoff_min;
-
-    if (b > pool->opts.backoff_max)
-        b = pool->opts.backoff_max;
-    c->backoff = b;
     c->state = CONN_WAIT;
-    conn_timer(c, b * (0.5 + 0.5 * pool_random(pool)));
+    conn_timer(c, conn_backoff_next(&c->backoff));
 }
 
 static void conn_attempt_failed(struct pg_conn *c, const char *why)
@@ -275,12 +242,12 @@ static void conn_attempt_failed(struct pg_conn *c, const char *why)
     flatten(why, msg, sizeof(msg));
     conn_close(c);
     snprintf(pool->conn_error, sizeof(pool->conn_error), "%s", msg);
-    set_error(pool, "cannot connect to PostgreSQL: %s", msg);
+    co_seterr(pool->error, sizeof(pool->error), "cannot connect to PostgreSQL: %s", msg);
     /* Every retry fails the same way while the server is away: debug only;
      * the pool's own UP/DOWN transitions are logged at warn/info. */
     co_debug("PostgreSQL connection attempt failed", "pool=%s conn=%d error=\"%s\"",
              pool->opts.name, c->index, msg);
-    pool->last_attempt_failed = 1;
+    pool->status.failed = true;
     conn_schedule_reconnect(c);
     pool_update_state(pool);
 }
@@ -302,10 +269,10 @@ static void conn_lost(struct pg_conn *c, const char *why, const char *job_err)
     co_warn("PostgreSQL connection lost", "pool=%s conn=%d in_flight=%d error=\"%s\"",
             pool->opts.name, c->index, job != NULL, msg);
     snprintf(pool->conn_error, sizeof(pool->conn_error), "%s", msg);
-    set_error(pool, "connection to PostgreSQL lost: %s", msg);
+    co_seterr(pool->error, sizeof(pool->error), "connection to PostgreSQL lost: %s", msg);
     c->job = NULL;
     conn_close(c);
-    c->backoff = 0;
+    conn_backoff_reset(&c->backoff);
     conn_schedule_reconnect(c);
     pool_update_state(pool);
     if (job != NULL) {
@@ -344,9 +311,9 @@ static void conn_ready(struct pg_conn *c)
     }
     conn_timer(c, 0);
     c->state = CONN_IDLE;
-    c->backoff = 0;
+    conn_backoff_reset(&c->backoff);
     pool->connects++;
-    pool->last_attempt_failed = 0;
+    pool->status.failed = false;
     co_debug("PostgreSQL connection ready", "pool=%s conn=%d host=%s port=%s",
              pool->opts.name, c->index, PQhost(c->pg), PQport(c->pg));
     /* Idle connections still watch EV_READ, so that a server that goes away
@@ -622,22 +589,20 @@ static void pool_on_qtimer(struct ev_loop *loop, ev_timer *w, int revents)
     queue_arm(pool);
 }
 
+/* Derive the pool's health from its connections; log and act on a change
+ * only (conn_status_update()). */
 static void pool_update_state(struct pg_pool *pool)
 {
-    enum pg_pool_state old = pool->state, now;
     int ready = 0;
     char msg[600];
 
     for (int i = 0; i < pool->opts.size; i++)
         ready += pool->conns[i].state == CONN_IDLE || pool->conns[i].state == CONN_BUSY;
-    now = ready > 0 ? PG_POOL_UP : pool->last_attempt_failed ? PG_POOL_DOWN
-                                                              : PG_POOL_CONNECTING;
-    if (now == old)
+    if (!conn_status_update(&pool->status, ready > 0))
         return;
-    pool->state = now;
-    if (now == PG_POOL_UP) {
+    if (pool->status.health == CONN_HEALTH_UP) {
         co_info("PostgreSQL pool up", "pool=%s connections=%d", pool->opts.name, ready);
-    } else if (now == PG_POOL_DOWN) {
+    } else if (pool->status.health == CONN_HEALTH_DOWN) {
         co_warn("PostgreSQL pool down", "pool=%s error=\"%s\"", pool->opts.name,
                 pool->conn_error);
         /* Callers get the same fast refusal whether they came before or
@@ -674,7 +639,7 @@ static int check_opts(const struct pg_pool_opts *o, char *err, size_t errlen)
     else if (o->max_queue < 1)
         bad = "max_queue must be positive";
     if (bad != NULL)
-        snprintf(err, errlen, "pg_pool: %s", bad);
+        co_seterr(err, errlen, "pg_pool: %s", bad);
     return bad != NULL ? -1 : 0;
 }
 
@@ -691,7 +656,7 @@ static int check_conninfo(const char *conninfo, char *err, size_t errlen)
         return 0;
     }
     flatten(perr ? perr : "out of memory", msg, sizeof(msg));
-    snprintf(err, errlen, "invalid [postgres] conninfo: %s", msg);
+    co_seterr(err, errlen, "invalid [postgres] conninfo: %s", msg);
     PQfreemem(perr);
     return -1;
 }
@@ -707,6 +672,7 @@ static void pool_init_conn(struct pg_pool *pool, int i)
     c->io.data = c;
     ev_timer_init(&c->timer, conn_on_timer, 0., 0.);
     c->timer.data = c;
+    conn_backoff_init(&c->backoff, pool->opts.backoff_min, pool->opts.backoff_max);
 }
 
 struct pg_pool *pg_pool_new(struct ev_loop *loop, const char *conninfo,
@@ -722,16 +688,14 @@ struct pg_pool *pg_pool_new(struct ev_loop *loop, const char *conninfo,
         if (pool != NULL)
             free(pool->conns);
         free(pool);
-        snprintf(err, errlen, "pg_pool: out of memory");
+        co_seterr(err, errlen, "pg_pool: out of memory");
         return NULL;
     }
     pool->loop = loop;
     pool->opts = *opts;
     if (pool->opts.name == NULL)
         pool->opts.name = "pg";
-    pool->state = PG_POOL_CONNECTING;
-    pool->rnd = (uint32_t)time(NULL) ^ (uint32_t)getpid() << 16 ^ (uint32_t)(uintptr_t)pool;
-    pool->rnd = pool->rnd ? pool->rnd : 1;
+    pool->status.health = CONN_HEALTH_CONNECTING;
     ev_timer_init(&pool->qtimer, pool_on_qtimer, 0., 0.);
     pool->qtimer.data = pool;
     ev_prepare_init(&pool->kick, pool_on_kick);
@@ -768,11 +732,11 @@ void pg_pool_free(struct pg_pool *pool)
 static const char *pool_refusal(struct pg_pool *pool)
 {
     if (pool->closing)
-        set_error(pool, "pool closed");
-    else if (pool->state == PG_POOL_DOWN)
-        set_error(pool, "PostgreSQL unavailable: %s", pool->conn_error);
+        co_seterr(pool->error, sizeof(pool->error), "pool closed");
+    else if (pool->status.health == CONN_HEALTH_DOWN)
+        co_seterr(pool->error, sizeof(pool->error), "PostgreSQL unavailable: %s", pool->conn_error);
     else if (pool->queued >= pool->opts.max_queue)
-        set_error(pool, "PostgreSQL queue full (%d jobs waiting)", pool->queued);
+        co_seterr(pool->error, sizeof(pool->error), "PostgreSQL queue full (%d jobs waiting)", pool->queued);
     else
         return NULL;
     return pool->error;
@@ -797,11 +761,11 @@ int pg_pool_query(struct pg_pool *pool, const char *sql, int nparams,
     struct pg_job *job;
 
     if (nparams < 0 || nparams > 65535 || (nparams > 0 && values == NULL)) {
-        set_error(pool, "invalid number of parameters");
+        co_seterr(pool->error, sizeof(pool->error), "invalid number of parameters");
         return -1;
     }
     if ((job = job_copy(sql, nparams, values)) == NULL) {
-        set_error(pool, "out of memory");
+        co_seterr(pool->error, sizeof(pool->error), "out of memory");
         return -1;
     }
     job->done = done;
@@ -815,7 +779,7 @@ int pg_pool_submit(struct pg_pool *pool, pg_pool_build_cb build, pg_pool_done_cb
     struct pg_job *job = calloc(1, sizeof(*job));
 
     if (job == NULL) {
-        set_error(pool, "out of memory");
+        co_seterr(pool->error, sizeof(pool->error), "out of memory");
         return -1;
     }
     job->build = build;
@@ -826,12 +790,17 @@ int pg_pool_submit(struct pg_pool *pool, pg_pool_build_cb build, pg_pool_done_cb
 
 int pg_pool_is_up(const struct pg_pool *pool)
 {
-    return pool->state == PG_POOL_UP;
+    return pool->status.health == CONN_HEALTH_UP;
 }
 
 enum pg_pool_state pg_pool_state(const struct pg_pool *pool)
 {
-    return pool->state;
+    switch (pool->status.health) {
+    case CONN_HEALTH_UP: return PG_POOL_UP;
+    case CONN_HEALTH_DOWN: return PG_POOL_DOWN;
+    case CONN_HEALTH_CONNECTING: break;
+    }
+    return PG_POOL_CONNECTING;
 }
 
 int pg_pool_idle(const struct pg_pool *pool)

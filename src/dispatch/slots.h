@@ -1,0 +1,211 @@
+/*
+ * slots.h — the Redis side of dispatch (DESIGN.md section 3): global call
+ * slots, per-phone locks, the rebuild marker and the scheduler's leader
+ * lease, over the one non-blocking Redis connection of net/redis.h.
+ *
+ * Owns: the slot rules: the key layout below, the Lua scripts that keep
+ * every state change atomic inside Redis, and what their answers mean.  The
+ * connection itself (handshake, reconnect, timeouts, the request queue) is
+ * net/redis.c's; the redis_slots_* names are kept from when both lived in
+ * one file.
+ *
+ * Lease tokens.  A slot and a phone lock are held by a token
+ * "<owner>:<attempt>", where OWNER is what the caller passes as CALL_ID: the
+ * token of the dispatch job that took them (calls.slot_owner, "<call
+ * id>.<pid>.<n>", see sql/002_dispatch.sql), or the bare call id for a call
+ * without one.  Two jobs of one attempt (a redelivered message) thus hold
+ * different tokens, and a release or an extend changes only the lease of the
+ * token it names.
+ *
+ * Key layout (P = [redis] key_prefix, e.g. "callorch:"):
+ *
+ *   P slots          sorted set; member a lease token, score = lease expiry
+ *                    in ms since the epoch by Redis's own clock (TIME inside
+ *                    the scripts, so hosts with skewed clocks agree).  Slots
+ *                    are LEASES, never a counter: a member whose score
+ *                    passed is dropped by the next script that looks, so a
+ *                    crashed process cannot leak a slot for longer than its
+ *                    lease.
+ *   P phone:<E.164>  string, the lease token, PX = the same lease; the lock
+ *                    that keeps one call per phone number.
+ *   P epoch          string, ms timestamp of the last rebuild.  Its absence
+ *                    means Redis lost its data (restart without persistence,
+ *                    FLUSHALL, eviction): nothing new may start until the
+ *                    scheduler rebuilt slots and locks from PostgreSQL.  A
+ *                    brand-new Redis therefore needs one (empty) rebuild
+ *                    before the first acquire succeeds.
+ *   P leader         string, the scheduler owner id, PX = leader ttl.
+ *   P leader:token   integer, the fencing token: incremented on every new
+ *                    leadership (seeded from TIME in ms when missing, so it
+ *                    still grows after Redis lost its data).
+ *
+ * Redis must run with maxmemory-policy noeviction (the Debian default):
+ * evicting a phone key would drop a lock.
+ *
+ * Rules for callers (the same as pg_pool.h):
+ *  - Every request function returns 0 when the request was accepted; then
+ *    its callback is called exactly once, later, from the loop (never from
+ *    inside the request function).  It returns -1 when the request was
+ *    refused at once: Redis is down, too many requests are pending, the
+ *    arguments are invalid, or the handle is being freed; the callback is
+ *    not called and redis_slots_error() says why.  While the very first
+ *    connection is still being made (CONNECTING), requests wait for it.
+ *  - A callback gets err == NULL on success.  err != NULL (and value 0,
+ *    SLOT_ERROR for acquire) when Redis answered with an error, when no
+ *    answer came in time (the connection is then dropped and re-made), when
+ *    the connection was lost, or when the handle was freed.  After an error
+ *    the outcome in Redis is unknown: an acquire may have taken the slot
+ *    (its lease ends it), a release may not have happened (same).
+ *  - Every callback may be NULL (fire and forget, e.g. a release).
+ *  - Callbacks may issue new requests; they must not call redis_slots_free().
+ */
+#ifndef CO_DISPATCH_SLOTS_H
+#define CO_DISPATCH_SLOTS_H
+
+#include <stddef.h>
+
+#include <ev.h>
+
+#include "util/config.h"
+
+struct redis_slots;
+
+enum slot_result {
+    SLOT_OK = 1,                 /* slot and phone lock held (newly or again) */
+    SLOT_NO_SLOT = 0,            /* all max_slots slots are in use */
+    SLOT_PHONE_BUSY = -1,        /* another call holds this phone number */
+    SLOT_NEEDS_REBUILD = -2,     /* the epoch marker is missing: Redis lost its
+                                    data; the scheduler must rebuild first */
+    SLOT_ERROR = -3              /* no answer; see err */
+};
+
+enum redis_slots_state {
+    REDIS_SLOTS_CONNECTING,      /* first connection not made yet, none failed:
+                                    requests wait for it */
+    REDIS_SLOTS_UP,              /* connected and ready */
+    REDIS_SLOTS_DOWN             /* the last attempt failed or the connection
+                                    was lost: requests are refused until it is
+                                    back (reconnecting in the background) */
+};
+
+struct redis_slots_opts {
+    const char *name;            /* shown as redis=… in logs; default "redis" */
+    double command_timeout;      /* s from send to reply (also bounds connect,
+                                    handshake and name lookup); then the
+                                    connection is dropped; default 5 */
+    double backoff_min;          /* s before the first reconnect; default 0.1 */
+    double backoff_max;          /* s cap of the doubling; default 5 */
+    int max_pending;             /* requests queued or in flight before new
+                                    ones are refused; default 10000 */
+};
+
+/* One IN_PROGRESS call for redis_slots_rebuild(). */
+struct slot_entry {
+    const char *call_id;         /* the owner of the lease token (above) */
+    int attempt;
+    const char *phone;           /* E.164 */
+    double lease_s;              /* remaining lease; below 1 s counts as 1 s,
+                                    so a call past its timeout stays counted
+                                    until the scheduler reclaims it */
+};
+
+/* IN_USE: slots in use after the call (expired leases dropped). */
+typedef void (*slot_acquire_cb)(void *arg, enum slot_result r, int in_use, const char *err);
+
+/* VALUE: what the request function documents (0 when err != NULL). */
+typedef void (*slot_done_cb)(void *arg, int value, const char *err);
+
+/* IS_LEADER: 1 when OWNER holds the lease now; TOKEN: the fencing token of
+ * the current leadership (0 when not leader). */
+typedef void (*slot_leader_cb)(void *arg, int is_leader, long long token, const char *err);
+
+void redis_slots_opts_init(struct redis_slots_opts *opts);
+
+/*
+ * Create the handle and start connecting to [redis] host:port of CFG (the
+ * values are copied; CFG may go away).  OPTS may be NULL for the defaults.
+ * Fails only for invalid options; an unreachable Redis is not an error here
+ * (the handle keeps retrying).  A host name is resolved asynchronously
+ * (getaddrinfo_a), so a slow DNS never blocks the loop either.
+ */
+struct redis_slots *redis_slots_new(struct ev_loop *loop, const struct co_config *cfg,
+                                    const struct redis_slots_opts *opts, char *err,
+                                    size_t errlen);
+
+/*
+ * Disconnect.  Requests still queued or in flight get their callback with
+ * err "redis_slots closed" first.  Not from inside a callback.
+ */
+void redis_slots_free(struct redis_slots *rs);
+
+/*
+ * Atomically take a global slot (at most MAX_SLOTS held at once across every
+ * process sharing this Redis) and the lock of PHONE for the lease token
+ * "<CALL_ID>:<ATTEMPT>", both as a lease of LEASE_S seconds.  Idempotent:
+ * when that token already holds both (the same request made twice) the
+ * answer is SLOT_OK again, no second slot is taken, and the lease is extended
+ * (never shortened).
+ */
+int redis_slots_acquire(struct redis_slots *rs, const char *call_id, int attempt,
+                        const char *phone, int max_slots, double lease_s, slot_acquire_cb cb,
+                        void *arg);
+
+/*
+ * Give back the slot of the token "<CALL_ID>:<ATTEMPT>" and PHONE's lock if
+ * (and only if) that token holds them.  VALUE: 1 when something was
+ * released, 0 when that token held nothing (already released, expired, or
+ * never acquired).
+ */
+int redis_slots_release(struct redis_slots *rs, const char *call_id, int attempt,
+                        const char *phone, slot_done_cb cb, void *arg);
+
+/*
+ * Renew the lease of the token "<CALL_ID>:<ATTEMPT>" to LEASE_S seconds from
+ * now (slot and phone lock), for calls that run longer than their first
+ * lease.  VALUE: 1 when renewed, 0 when that token no longer holds the slot
+ * or another token holds the phone (the lease was lost; nothing is changed).
+ */
+int redis_slots_extend(struct redis_slots *rs, const char *call_id, int attempt,
+                       const char *phone, double lease_s, slot_done_cb cb, void *arg);
+
+/* VALUE: slots in use, expired leases dropped first (metrics, free capacity). */
+int redis_slots_count(struct redis_slots *rs, slot_done_cb cb, void *arg);
+
+/* VALUE: 1 when the epoch marker is missing (redis_slots_rebuild() needed). */
+int redis_slots_needs_rebuild(struct redis_slots *rs, slot_done_cb cb, void *arg);
+
+/*
+ * Rebuild slots and phone locks from PostgreSQL's IN_PROGRESS rows (the N
+ * entries E, copied), in one script, and set the epoch marker.  Only when the
+ * marker is missing: a rebuild from a list read before other processes
+ * acquired new slots would wipe those slots, so a rebuild never overwrites a
+ * live state.  VALUE: 1 when rebuilt, 0 when the marker was present (someone
+ * else rebuilt, or nothing was lost) and nothing was changed.  N may be 0.
+ */
+int redis_slots_rebuild(struct redis_slots *rs, const struct slot_entry *e, int n,
+                        slot_done_cb cb, void *arg);
+
+/*
+ * Take the scheduler's leader lease for OWNER (unique per process, e.g.
+ * "host:pid") for TTL_S seconds, or renew it when OWNER holds it already.
+ * Call it more often than TTL_S; a new leadership gets a new, larger token.
+ */
+int redis_leader_acquire(struct redis_slots *rs, const char *owner, double ttl_s,
+                         slot_leader_cb cb, void *arg);
+
+/* Give the lease up if OWNER holds it (graceful stop).  VALUE: 1 if released. */
+int redis_leader_release(struct redis_slots *rs, const char *owner, slot_done_cb cb,
+                         void *arg);
+
+/* Connected and ready (for /readyz and metrics). */
+int redis_slots_is_up(const struct redis_slots *rs);
+
+enum redis_slots_state redis_slots_state(const struct redis_slots *rs);
+
+/* Nothing queued and nothing in flight (for a graceful stop). */
+int redis_slots_idle(const struct redis_slots *rs);
+
+/* Why the last request was refused, or the last connection error. */
+const char *redis_slots_error(const struct redis_slots *rs);
+
+#endif
