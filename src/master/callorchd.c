@@ -30,6 +30,7 @@
 #include "master/pidfile.h"
 #include "util/proctitle.h"
 #include "util/shm.h"
+#include "util/strbuf.h"
 #include "master/supervisor.h"
 
 struct options {
@@ -71,6 +72,26 @@ static int parse_options(int argc, char **argv, struct options *o)
         return 2;
     }
     return -1;
+}
+
+/*
+ * PATH made absolute against the current directory, as a new string (NULL
+ * when out of memory or the directory is unknown).  The master re-reads its
+ * config on every reload, after daemonize() moved it to /, so a relative
+ * -c must be pinned here, first.  Not realpath(): a missing file still gets
+ * its "No such file" message, and a reload follows a replaced symlink.
+ */
+static char *absolute_path(const char *path)
+{
+    if (path[0] == '/')
+        return strdup(path);
+    char *cwd = getcwd(NULL, 0);
+    if (cwd == NULL)
+        return NULL;
+    struct strbuf b = { 0 };
+    strbuf_addf(&b, "%s%s%s", cwd, cwd[strlen(cwd) - 1] == '/' ? "" : "/", path);
+    free(cwd);
+    return strbuf_take(&b);
 }
 
 /* Leave the terminal: fork, new session, stdio to /dev/null. */
@@ -200,9 +221,15 @@ int main(int argc, char **argv)
     int rc = parse_options(argc, argv, &o);
     if (rc >= 0)
         return rc;
-    char *config_path = strdup(o.config_path); /* argv is about to move */
-    if (config_path == NULL || co_proctitle_init(argc, argv) < 0) {
+    /* a copy, as argv is about to move; absolute, as a reload follows a chdir */
+    char *config_path = absolute_path(o.config_path);
+    if (config_path == NULL) {
+        fprintf(stderr, "callorchd: cannot resolve %s: %s\n", o.config_path, strerror(errno));
+        return 1;
+    }
+    if (co_proctitle_init(argc, argv) < 0) {
         fprintf(stderr, "callorchd: out of memory\n");
+        free(config_path);
         return 1;
     }
     o.config_path = config_path;
