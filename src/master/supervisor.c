@@ -432,16 +432,12 @@ static int reload_listen(struct supervisor *sup, const struct co_config *cfg, ch
     return 0;
 }
 
-/* [daemon] keys only a restart applies: say so when a reload changes them. */
-static void warn_restart_only(const struct co_config *old, const struct co_config *cfg)
+/* A key only a restart applies (config.c's table) changed: say so. */
+static void warn_restart_only(void *arg, const char *key, const char *running,
+                              const char *configured)
 {
-    const char *const names[] = { "user", "pid_file", "control_socket" };
-    const char *const was[] = { old->user, old->pid_file, old->control_socket };
-    const char *const now[] = { cfg->user, cfg->pid_file, cfg->control_socket };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (strcmp(was[i], now[i]) != 0)
-            co_warn("changed key takes effect at the next restart, not on reload",
-                    "key=daemon.%s running=\"%s\" configured=\"%s\"", names[i], was[i], now[i]);
+    co_warn("changed key takes effect at the next restart, not on reload",
+            "key=%s running=\"%s\" configured=\"%s\"", key, running, configured);
 }
 
 /* Retire the running generation: its children finish in-flight work and leave. */
@@ -474,7 +470,7 @@ static int swap_config(struct supervisor *sup, char *err, size_t errlen)
     }
     notify_reloading();
     apply_log_config(sup->cfg, cfg);
-    warn_restart_only(sup->cfg, cfg);
+    co_config_restart_changes(sup->cfg, cfg, warn_restart_only, NULL);
     retire_generation(sup);
     co_config_free(sup->cfg);
     sup->cfg = cfg;
