@@ -362,21 +362,6 @@ static int conn_queue_response(struct http_conn *c, const struct resp *rs)
     return 0;
 }
 
-/* The problem+json body of the API (problem.c), so the errors this layer
- * answers by itself carry the same types as the handlers'; malloc'd, or
- * NULL when out of memory. */
-static char *problem_json(int status, const char *detail, size_t *len)
-{
-    struct problem p;
-    problem_init(&p);
-    problem_set(&p, status, "%s", detail ? detail : "");
-    char *txt = problem_render(&p, len);
-    problem_reset(&p);
-    if (txt == NULL)
-        *len = 0;
-    return txt;
-}
-
 /* Stop reading requests: answer what is queued, then close. */
 static void conn_set_closing(struct http_conn *c)
 {
@@ -388,8 +373,9 @@ static void conn_set_closing(struct http_conn *c)
 static void conn_error_response(struct http_conn *c, int status, const char *detail)
 {
     size_t len;
-    char *body = problem_json(status, detail, &len);
-    struct resp rs = { .status = status, .content_type = "application/problem+json",
+    /* problem.c's body, so this layer's errors carry the handlers' types */
+    char *body = problem_body(status, detail, &len);
+    struct resp rs = { .status = status, .content_type = PROBLEM_CONTENT_TYPE,
                        .body = body, .len = len, .connection = "close" };
 
     if (conn_queue_response(c, &rs) < 0)
@@ -1328,8 +1314,8 @@ void http_respond_problem(struct http_request *r, int status, const char *detail
                           const char *extra_headers)
 {
     size_t len;
-    char *body = problem_json(status, detail, &len);
+    char *body = problem_body(status, detail, &len);
 
-    http_respond(r, status, "application/problem+json", extra_headers, body ? body : "", len);
+    http_respond(r, status, PROBLEM_CONTENT_TYPE, extra_headers, body ? body : "", len);
     free(body);
 }
