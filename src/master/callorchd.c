@@ -1,6 +1,9 @@
 /*
- * callorchd.c — main() of the daemon: options, config check, sockets, pid
- * file, privileges, then the supervisor.
+ * callorchd.c — main() of the daemon.
+ *
+ * Owns: the command line, the config path (made absolute before anything
+ * moves the process to /), the start sequence (config check, sockets, pid
+ * file, daemonizing, privileges) and handing over to the supervisor.
  *
  * The control socket is created here, before the privilege drop, and
  * removed here after the supervisor returned.
@@ -16,6 +19,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,8 +39,8 @@
 
 struct options {
     const char *config_path;
-    int test_only;
-    int foreground;
+    bool test_only;
+    bool foreground;
 };
 
 static void usage(FILE *out)
@@ -59,8 +63,8 @@ static int parse_options(int argc, char **argv, struct options *o)
     while ((c = getopt(argc, argv, "c:tfVh")) != -1) {
         switch (c) {
         case 'c': o->config_path = optarg; break;
-        case 't': o->test_only = 1; break;
-        case 'f': o->foreground = 1; break;
+        case 't': o->test_only = true; break;
+        case 'f': o->foreground = true; break;
         case 'V': printf("callorchd %s\n", PACKAGE_VERSION); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
