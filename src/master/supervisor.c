@@ -88,6 +88,7 @@ static bool slot_retired(const struct slot *s)
 {
     return s->generation != s->sup->generation;
 }
+
 /* ------------------------------------------------------------ slot table */
 
 static struct slot *slot_add(struct supervisor *sup, enum child_kind kind, int index)
