@@ -71,6 +71,10 @@ static void buf_rollback(struct strbuf *b, size_t len)
 
 /* -------------------------------------------------------------- types ---- */
 
+/* Where http-parser's header callbacks are: a name and its value arrive in
+ * pieces, and hbuf gets a NUL after each. */
+enum hdr_state { HDR_NONE, HDR_NAME, HDR_VALUE };
+
 struct hdr {
     size_t name, value;          /* offsets into http_request.hbuf */
 };
@@ -86,7 +90,7 @@ struct http_request {
     struct strbuf hbuf;             /* "name\0value\0name\0value\0..." */
     struct hdr *hdrs;
     size_t nhdrs, hdrs_cap;
-    int hstate;                  /* 0 before any header, 1 in a name, 2 in a value */
+    enum hdr_state hstate;       /* where the parser is in the header block */
     char *path;                  /* one allocation: path\0query\0 */
     char *query;                 /* points into path's allocation, or NULL */
     struct strbuf body;
@@ -216,13 +220,13 @@ static int req_push_header(struct http_request *r)
  * (http-parser skips leading blanks but may pass trailing ones). */
 static int req_finish_headers(struct http_request *r)
 {
-    if (r->hstate == 1) { /* a name without value: give it "" */
+    if (r->hstate == HDR_NAME) { /* a name without value: give it "" */
         if (strbuf_addc(&r->hbuf, '\0') < 0)
             return -1;
         r->hdrs[r->nhdrs - 1].value = r->hbuf.len;
-        r->hstate = 2;
+        r->hstate = HDR_VALUE;
     }
-    if (r->hstate == 2 && strbuf_addc(&r->hbuf, '\0') < 0)
+    if (r->hstate == HDR_VALUE && strbuf_addc(&r->hbuf, '\0') < 0)
         return -1;
     for (size_t i = 0; i < r->nhdrs; i++) {
         char *v = r->hbuf.p + r->hdrs[i].value;
@@ -541,16 +545,16 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     struct http_conn *c = p->data;
     struct http_request *r = c->req;
 
-    if (conn_count_header(c, len + (r->hstate != 1 ? 4 : 0)) < 0) /* ": " and CRLF */
+    if (conn_count_header(c, len + (r->hstate != HDR_NAME ? 4 : 0)) < 0) /* ": " and CRLF */
         return -1;
     /* http-parser (not strict) passes "Name :" and still honours it, e.g.
      * as Content-Length; RFC 9112 5.1 says a server MUST answer 400. */
     if (memchr(at, ' ', len) != NULL)
         return conn_refuse(c, 400, "whitespace between a header field name and the colon");
-    if (r->hstate != 1) {
-        if ((r->hstate == 2 && strbuf_addc(&r->hbuf, '\0') < 0) || req_push_header(r) < 0)
+    if (r->hstate != HDR_NAME) {
+        if ((r->hstate == HDR_VALUE && strbuf_addc(&r->hbuf, '\0') < 0) || req_push_header(r) < 0)
             return conn_refuse(c, 500, "out of memory");
-        r->hstate = 1;
+        r->hstate = HDR_NAME;
     }
     return strbuf_add(&r->hbuf, at, len) < 0 ? conn_refuse(c, 500, "out of memory") : 0;
 }
@@ -577,14 +581,14 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
      * a proxy in front of us may not: refuse it rather than risk reading
      * the request differently.  More data for a value whose line already
      * ended (not just a read boundary) can only be a folded line. */
-    if (len > 0 && (r->hstate == 2 ? c->value_ended : value_after_newline(c, at)))
+    if (len > 0 && (r->hstate == HDR_VALUE ? c->value_ended : value_after_newline(c, at)))
         return conn_refuse(c, 400, "obsolete line folding in header fields is not accepted");
     c->value_ended = at + len < c->exec_end;
-    if (r->hstate != 2) {
+    if (r->hstate != HDR_VALUE) {
         if (strbuf_addc(&r->hbuf, '\0') < 0)
             return conn_refuse(c, 500, "out of memory");
         r->hdrs[r->nhdrs - 1].value = r->hbuf.len;
-        r->hstate = 2;
+        r->hstate = HDR_VALUE;
     }
     return strbuf_add(&r->hbuf, at, len) < 0 ? conn_refuse(c, 500, "out of memory") : 0;
 }
