@@ -75,6 +75,11 @@ static void buf_rollback(struct strbuf *b, size_t len)
  * pieces, and hbuf gets a NUL after each. */
 enum hdr_state { HDR_NONE, HDR_NAME, HDR_VALUE };
 
+/* A connection serves requests while OPEN; once CLOSING it takes no more
+ * and flushes what is queued, then LINGERING it has shut its write side
+ * and discards input until the client's EOF. */
+enum conn_phase { CONN_OPEN, CONN_CLOSING, CONN_LINGERING };
+
 struct hdr {
     size_t name, value;          /* offsets into http_request.hbuf */
 };
@@ -130,8 +135,7 @@ struct http_conn {
     unsigned value_ended : 1;    /* the last header value data ended at its line end */
     int reject_status;           /* set by a parser callback that refuses req */
     char reject_detail[160];
-    unsigned closing : 1;        /* no more requests: flush, then linger */
-    unsigned lingering : 1;      /* write side shut, discarding input */
+    enum conn_phase phase;
     unsigned in_process : 1;     /* inside conn_process(): respond must not recurse */
 };
 
@@ -369,7 +373,8 @@ static int conn_queue_response(struct http_conn *c, const struct resp *rs)
 /* Stop reading requests: answer what is queued, then close. */
 static void conn_set_closing(struct http_conn *c)
 {
-    c->closing = 1;
+    if (c->phase == CONN_OPEN)
+        c->phase = CONN_CLOSING;
     c->in_off = c->in.len; /* pipelined requests after this one are dropped */
 }
 
@@ -449,7 +454,7 @@ static int conn_still_receiving(struct http_conn *c)
 /* What the connection waits for now, in order of precedence. */
 static enum conn_tmode conn_wanted_tmode(const struct http_conn *c)
 {
-    if (c->lingering)
+    if (c->phase == CONN_LINGERING)
         return TM_LINGER;
     if (c->req)
         return TM_READ;
@@ -678,7 +683,7 @@ static const http_parser_settings parser_settings = {
  * handler (ordering), nor while the client does not read its answers. */
 static int conn_may_parse(const struct http_conn *c)
 {
-    return !c->closing && c->inflight == NULL && c->in_off < c->in.len &&
+    return c->phase == CONN_OPEN && c->inflight == NULL && c->in_off < c->in.len &&
            c->out.len - c->out_off <= OUT_HIGH;
 }
 
@@ -782,7 +787,7 @@ static int conn_flush(struct http_conn *c)
 
 static int conn_is_idle(const struct http_conn *c)
 {
-    return !c->req && !c->inflight && !c->closing && !c->lingering && c->out_off == c->out.len &&
+    return !c->req && !c->inflight && c->phase == CONN_OPEN && c->out_off == c->out.len &&
            c->in_off == c->in.len;
 }
 
@@ -802,7 +807,7 @@ static void conn_start_linger(struct http_conn *c)
         conn_close(c);
         return;
     }
-    c->lingering = 1;
+    c->phase = CONN_LINGERING;
     strbuf_free(&c->in);
     c->in_off = 0;
     conn_watch(c, &c->wio, 0);
@@ -816,9 +821,9 @@ static void conn_update(struct http_conn *c)
 {
     int out_pending = c->out_off < c->out.len;
 
-    if (c->lingering)
+    if (c->phase == CONN_LINGERING)
         return;
-    if (c->closing && !out_pending) {
+    if (c->phase == CONN_CLOSING && !out_pending) {
         conn_start_linger(c);
         return;
     }
@@ -831,7 +836,7 @@ static void conn_update(struct http_conn *c)
         strbuf_free(&c->out);
         c->in_off = c->out_off = 0;
     }
-    conn_watch(c, &c->rio, !c->closing && c->in.len - c->in_off < IN_HELD_MAX);
+    conn_watch(c, &c->rio, c->phase == CONN_OPEN && c->in.len - c->in_off < IN_HELD_MAX);
     conn_watch(c, &c->wio, out_pending);
     conn_timer(c, conn_wanted_tmode(c), 0);
 }
@@ -897,7 +902,7 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop;
     (void)revents;
 
-    if (c->lingering) {
+    if (c->phase == CONN_LINGERING) {
         conn_linger_read(c);
         return;
     }
