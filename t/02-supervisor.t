@@ -170,4 +170,43 @@ SKIP: {
     like($out, qr/bad\.ini:2: /, 'invalid config at start: file:line in the message');
 }
 
+# Never leave a daemonized master behind: it is in a session of its own,
+# out of the harness's reach.
+our $daemonized;
+END { kill 'KILL', $daemonized if $daemonized }
+
+# Daemonized (no -f) with a relative -c: the master moves to / but a SIGHUP
+# still reads the same file (issue 10: it used to look for it in /).
+{
+    my $dir = $s->tmpdir;
+    $s->write_config('http.workers' => 1, 'kafka.consumers' => 1);
+    truncate $log, 0;
+    my $bin = CallorchTest::builddir() . '/src/callorchd';
+    my $rc = system("cd '$dir' && '$bin' -c callorch.ini >>'$dir/callorchd.out' 2>&1");
+    is($rc, 0, 'daemonized with a relative -c: the starting process exits 0');
+    $s->wait_for(sub { -s $pidfile }, what => 'pid file of the daemonized master');
+    my $m = CallorchTest::read_file($pidfile);
+    chomp $m;
+    $daemonized = $m;
+    $s->wait_for(sub { $s->log_text =~ /all children ready/ }, timeout => 20,
+        what => 'daemonized master ready');
+    like($s->log_text, qr/callorchd starting.* config=\Q$dir\E\/callorch\.ini /,
+        'the relative -c is logged as an absolute path');
+    is(count_kinds($m), 'http=1 kafka=1 sched=1', 'daemonized master runs one http worker');
+    $s->write_config('http.workers' => 2, 'kafka.consumers' => 1);
+    kill 'HUP', $m;
+    $s->wait_for(sub { $s->log_text =~ /configuration reloaded|reload failed/ },
+        what => 'reload of the daemonized master');
+    unlike($s->log_text, qr/reload failed/, 'daemonized, relative -c: the reload finds its file');
+    like($s->log_text, qr/configuration reloaded"? file=\Q$dir\E\/callorch\.ini generation=2/,
+        'daemonized, relative -c: reloaded from the same file');
+    $s->wait_for(sub { @{ kinds($m)->{http} } == 2 }, timeout => 15,
+        what => 'two http children after the reload');
+    is(scalar @{ kinds($m)->{http} }, 2, 'daemonized, relative -c: the new workers value applies');
+    kill 'TERM', $m;
+    ok($s->wait_for(sub { !kill 0, $m }, timeout => 15, what => 'daemonized master gone', soft => 1),
+        'daemonized master stops on SIGTERM');
+    $daemonized = undef;
+}
+
 done_testing;

@@ -1,7 +1,8 @@
 #!/usr/bin/perl
 # The man pages and the systemd unit against the code they describe:
 # mandoc lint of every page (no warning at all); every key of src/util/config.c's
-# table in callorch.ini(5) with its default and range, and in
+# table in callorch.ini(5) with its default, range and whether a reload
+# applies it (the table's KF_RESTART), and in
 # etc/callorch.ini with its default; every option (and command, and exit
 # status) of callorchd, callorchctl and callorch-provider-sim, as their
 # usage texts list them, in their pages; every page installed by
@@ -72,6 +73,13 @@ sub config_keys {
     }
     is(scalar @keys, $macros, "every entry of src/util/config.c's key table was understood ($macros)")
         or diag('a new macro form in the key table? teach t/60-docs.t to read it');
+    # The "needs a restart" column: KF_RESTART among the row's flags.
+    for my $k (@keys) {
+        my ($row) = $table =~ /\b(?:STR|NUM|ENUM|LIST)\(\s*(?:KT_\w+,\s*)?"\Q$k->{section}\E",\s*
+                               "\Q$k->{name}\E",([^;]*?)\),\s*$/mx
+            or die "cannot find the row of [$k->{section}] $k->{name}";
+        $k->{restart} = $row =~ /\bKF_RESTART\b/ ? 1 : 0;
+    }
     return @keys;
 }
 
@@ -114,6 +122,11 @@ for my $k (@keys) {
     } else {
         ok(has_ql($e, $k->{default}), "callorch.ini(5): $id default '$k->{default}'")
             or diag($e);
+    }
+    if ($k->{restart}) {
+        like($e, qr/^Needs a restart\b/m, "callorch.ini(5): $id needs a restart");
+    } else {
+        like($e, qr/^A reload applies\b/m, "callorch.ini(5): a reload applies $id");
     }
     if (defined $k->{min}) {
         ok(has_ql($e, $k->{min}) && has_ql($e, $k->{max}),

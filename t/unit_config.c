@@ -523,6 +523,29 @@ static void test_log_level_name(void)
     is_string("unknown", co_log_level_name((enum co_log_level)42), "co_log_level_name(42)");
 }
 
+/* Collects co_config_restart_changes()'s report. */
+static void note_change(void *arg, const char *key, const char *running, const char *configured)
+{
+    snprintf(arg, 256, "%s %s -> %s", key, running, configured);
+}
+
+static void test_restart_changes(void)
+{
+    struct co_config *a = load(REQUIRED "[daemon]\nuser = alice\n[http]\nworkers = 2\n");
+    struct co_config *b = load(REQUIRED "[daemon]\nuser = bob\n[http]\nworkers = 3\n");
+    char seen[256] = "";
+    ok(a != NULL && b != NULL, "restart changes: both configs load");
+    if (a != NULL && b != NULL) {
+        is_int(1, co_config_restart_changes(a, b, note_change, seen),
+               "restart changes: one key needs a restart (workers does not)");
+        is_string("daemon.user alice -> bob", seen, "restart changes: key and both values");
+        is_int(0, co_config_restart_changes(a, a, note_change, seen),
+               "restart changes: none between equal configs");
+    }
+    co_config_free(a);
+    co_config_free(b);
+}
+
 int main(void)
 {
     test_defaults();
@@ -537,5 +560,6 @@ int main(void)
     test_parse_size();
     test_files();
     test_log_level_name();
+    test_restart_changes();
     return done_testing();
 }

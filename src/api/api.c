@@ -131,18 +131,14 @@ void api_problem(struct http_request *req, const struct problem *p)
 static void answer_status(struct http_request *req, int status, const char *detail,
                           const char *extra_headers)
 {
+    if (extra_headers != NULL) { /* they replace api_problem()'s own headers */
+        http_respond_problem(req, status, detail, extra_headers);
+        return;
+    }
     struct problem p;
     problem_init(&p);
     problem_set(&p, status, "%s", detail);
-    if (extra_headers == NULL) {
-        api_problem(req, &p);
-    } else {
-        size_t len;
-        char *body = problem_render(&p, &len);
-        http_respond(req, status, PROBLEM_CONTENT_TYPE, extra_headers, body ? body : "",
-                     body ? len : 0);
-        free(body);
-    }
+    api_problem(req, &p);
     problem_reset(&p);
 }
 
@@ -338,11 +334,6 @@ int api_init(struct api *api, struct ev_loop *loop, const struct co_config *cfg,
     }
     intake_on_created(api->intake, publish_created, api);
     return 0;
-}
-
-int api_idle(const struct api *api)
-{
-    return intake_idle(api->intake) && pg_pool_idle(api->pg);
 }
 
 void api_free(struct api *api)

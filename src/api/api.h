@@ -43,9 +43,6 @@ int api_init(struct api *api, struct ev_loop *loop, const struct co_config *cfg,
 
 void api_free(struct api *api);
 
-/* Nothing in flight to the database (for a graceful stop). */
-int api_idle(const struct api *api);
-
 /* The http_server handler: ARG is a struct api. */
 void api_handle(struct http_request *req, void *arg);
 

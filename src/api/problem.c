@@ -246,3 +246,15 @@ char *problem_render(const struct problem *p, size_t *len)
         *len = strlen(s);
     return s;
 }
+
+char *problem_body(int status, const char *detail, size_t *len)
+{
+    struct problem p;
+    problem_init(&p);
+    problem_set(&p, status, "%s", detail ? detail : "");
+    char *txt = problem_render(&p, len);
+    problem_reset(&p);
+    if (txt == NULL)
+        *len = 0;
+    return txt;
+}

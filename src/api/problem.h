@@ -85,6 +85,14 @@ const char *problem_field_name(const struct problem *p, size_t i);
  */
 char *problem_render(const struct problem *p, size_t *len);
 
+/*
+ * The body of a problem with only STATUS and DETAIL (NULL: none), for an
+ * answer with no field errors to report: problem_init(), problem_set(),
+ * problem_render() and problem_reset() in one.  NULL (and *len 0) when out
+ * of memory.
+ */
+char *problem_body(int status, const char *detail, size_t *len);
+
 /* The "type" URI and title used for STATUS (exported for tests). */
 const char *problem_type_for(int status);
 const char *problem_title_for(int status);

@@ -15,11 +15,14 @@
 
 static const char *const kind_names[CHILD_KIND_MAX] = { "http", "kafka", "sched" };
 
+/* A child serves until SIGTERM, then drains (its ops->stop) until it is done. */
+enum child_phase { CHILD_SERVING, CHILD_DRAINING };
+
 struct child_rt {
     struct child_ctx *ctx;
     const struct child_ops *ops;
     void *state;
-    int stopping;
+    enum child_phase phase;
     ev_signal sig_term, sig_int, sig_usr1, sig_hup;
 };
 
@@ -31,9 +34,9 @@ const char *child_kind_name(enum child_kind kind)
 static void on_term(struct ev_loop *loop, ev_signal *w, int revents)
 {
     struct child_rt *rt = w->data;
-    if (rt->stopping)
+    if (rt->phase == CHILD_DRAINING)
         return;
-    rt->stopping = 1;
+    rt->phase = CHILD_DRAINING;
     co_info("graceful stop", "kind=%s slot=%d", child_kind_name(rt->ctx->kind), rt->ctx->slot);
     rt->ops->stop(rt->state, rt->ctx);
 }

@@ -1,6 +1,9 @@
 /*
- * callorchd.c — main() of the daemon: options, config check, sockets, pid
- * file, privileges, then the supervisor.
+ * callorchd.c — main() of the daemon.
+ *
+ * Owns: the command line, the config path (made absolute before anything
+ * moves the process to /), the start sequence (config check, sockets, pid
+ * file, daemonizing, privileges) and handing over to the supervisor.
  *
  * The control socket is created here, before the privilege drop, and
  * removed here after the supervisor returned.
@@ -16,6 +19,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,12 +34,13 @@
 #include "master/pidfile.h"
 #include "util/proctitle.h"
 #include "util/shm.h"
+#include "util/strbuf.h"
 #include "master/supervisor.h"
 
 struct options {
     const char *config_path;
-    int test_only;
-    int foreground;
+    bool test_only;
+    bool foreground;
 };
 
 static void usage(FILE *out)
@@ -58,8 +63,8 @@ static int parse_options(int argc, char **argv, struct options *o)
     while ((c = getopt(argc, argv, "c:tfVh")) != -1) {
         switch (c) {
         case 'c': o->config_path = optarg; break;
-        case 't': o->test_only = 1; break;
-        case 'f': o->foreground = 1; break;
+        case 't': o->test_only = true; break;
+        case 'f': o->foreground = true; break;
         case 'V': printf("callorchd %s\n", PACKAGE_VERSION); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -71,6 +76,26 @@ static int parse_options(int argc, char **argv, struct options *o)
         return 2;
     }
     return -1;
+}
+
+/*
+ * PATH made absolute against the current directory, as a new string (NULL
+ * when out of memory or the directory is unknown).  The master re-reads its
+ * config on every reload, after daemonize() moved it to /, so a relative
+ * -c must be pinned here, first.  Not realpath(): a missing file still gets
+ * its "No such file" message, and a reload follows a replaced symlink.
+ */
+static char *absolute_path(const char *path)
+{
+    if (path[0] == '/')
+        return strdup(path);
+    char *cwd = getcwd(NULL, 0);
+    if (cwd == NULL)
+        return NULL;
+    struct strbuf b = { 0 };
+    strbuf_addf(&b, "%s%s%s", cwd, cwd[strlen(cwd) - 1] == '/' ? "" : "/", path);
+    free(cwd);
+    return strbuf_take(&b);
 }
 
 /* Leave the terminal: fork, new session, stdio to /dev/null. */
@@ -200,9 +225,15 @@ int main(int argc, char **argv)
     int rc = parse_options(argc, argv, &o);
     if (rc >= 0)
         return rc;
-    char *config_path = strdup(o.config_path); /* argv is about to move */
-    if (config_path == NULL || co_proctitle_init(argc, argv) < 0) {
+    /* a copy, as argv is about to move; absolute, as a reload follows a chdir */
+    char *config_path = absolute_path(o.config_path);
+    if (config_path == NULL) {
+        fprintf(stderr, "callorchd: cannot resolve %s: %s\n", o.config_path, strerror(errno));
+        return 1;
+    }
+    if (co_proctitle_init(argc, argv) < 0) {
         fprintf(stderr, "callorchd: out of memory\n");
+        free(config_path);
         return 1;
     }
     o.config_path = config_path;

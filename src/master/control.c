@@ -28,9 +28,14 @@
 #include <jansson.h>
 
 #include "util/log.h"
+#include "util/strbuf.h"
 
 #define ACCEPT_RETRY 1.0         /* seconds, after EMFILE and the like */
 #define CLIENT_MAX_ANSWER (4 * 1024 * 1024)
+
+/* A connection answers one request, then closes; after "stop" it instead
+ * acts on it once the answer is out and lingers, open, until we exit. */
+enum conn_state { CONN_SERVING, CONN_STOP_AFTER_ANSWER, CONN_LINGERING };
 
 struct conn {
     struct control *ctl;
@@ -42,8 +47,7 @@ struct conn {
     size_t in_len;
     char *out;                   /* the answer, once there is one */
     size_t out_len, out_off;
-    int stop_after;              /* "stop": act once the answer is out */
-    int lingering;               /* answered "stop": open until we exit */
+    enum conn_state state;
 };
 
 struct control {
@@ -308,7 +312,7 @@ static json_t *cmd_reload(struct conn *c)
 
 static json_t *cmd_stop(struct conn *c)
 {
-    c->stop_after = 1;
+    c->state = CONN_STOP_AFTER_ANSWER;
     return json_pack("{s:b, s:i, s:f}", "ok", 1, "pid", (int)getpid(), "shutdown_timeout",
                      c->ctl->ops->shutdown_timeout(c->ctl->arg));
 }
@@ -371,15 +375,14 @@ static json_t *answer_request(struct conn *c, size_t len)
 /* The answer is out (or the client is gone): close, or act on "stop". */
 static void conn_finish(struct conn *c)
 {
-    if (!c->stop_after) {
+    if (c->state != CONN_STOP_AFTER_ANSWER) {
         conn_free(c);
         return;
     }
     /* keep the connection: the client sees it close when the master exits */
     ev_io_stop(c->ctl->loop, &c->io);
     ev_timer_stop(c->ctl->loop, &c->idle);
-    c->stop_after = 0;
-    c->lingering = 1;
+    c->state = CONN_LINGERING;
     c->ctl->ops->stop(c->ctl->arg);
 }
 
@@ -403,17 +406,20 @@ static void send_answer(struct conn *c, json_t *answer)
 {
     size_t flags = JSON_COMPACT | JSON_REAL_PRECISION(15);
     char *text = answer != NULL ? json_dumps(answer, flags) : NULL;
-    size_t len = text != NULL ? strlen(text) : 0;
+    struct strbuf line = { 0 };
     json_decref(answer);
-    c->out = text != NULL ? realloc(text, len + 2) : NULL;
+    if (text != NULL) {
+        strbuf_adds(&line, text);
+        strbuf_addc(&line, '\n');
+    }
+    free(text);
+    c->out_len = line.len;
+    c->out = strbuf_take(&line);
     if (c->out == NULL) {
-        free(text);
         co_error("control socket: cannot build an answer", "error=\"out of memory\"");
         conn_finish(c);
         return;
     }
-    memcpy(c->out + len, "\n", 2);
-    c->out_len = len + 1;
     ev_io_stop(c->ctl->loop, &c->io);
     ev_io_set(&c->io, c->fd, EV_WRITE);
     ev_io_start(c->ctl->loop, &c->io);
@@ -510,7 +516,7 @@ void control_close(struct control *ctl)
      * which closes it as the process exits, so the client returns only once
      * we are gone (atexit handlers included). */
     for (int i = 0; i < ctl->n_conns; i++) {
-        if (!ctl->conns[i]->lingering)
+        if (ctl->conns[i]->state != CONN_LINGERING)
             close(ctl->conns[i]->fd);
         free(ctl->conns[i]->out);
         free(ctl->conns[i]);
@@ -600,43 +606,36 @@ static void read_error(ssize_t n, char *err, size_t errlen)
         snprintf(err, errlen, "cannot read the answer: %s", strerror(errno));
 }
 
-/* Double the capacity of *BUF; -1 when at the limit or out of memory. */
-static int grow(char **buf, size_t *cap)
-{
-    char *more = *cap < CLIENT_MAX_ANSWER ? realloc(*buf, *cap * 2) : NULL;
-    if (more == NULL)
-        return -1;
-    *buf = more;
-    *cap *= 2;
-    return 0;
-}
-
-/* Read up to the first newline into a malloc'd string. */
+/* Read up to the first newline into a malloc'd string (without it). */
 static enum control_result read_line(int fd, char **line, char *err, size_t errlen)
 {
-    size_t len = 0, cap = 4096;
-    char *buf = malloc(cap);
-    while (buf != NULL) {
-        ssize_t n = read(fd, buf + len, cap - len - 1);
+    struct strbuf b = { .max = CLIENT_MAX_ANSWER };
+    char chunk[4096];
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof(chunk));
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
             read_error(n, err, errlen);
             break;
         }
-        char *nl = memchr(buf + len, '\n', (size_t)n);
-        len += (size_t)n;
-        if (nl != NULL) {
-            *nl = '\0';
-            *line = buf;
-            return CONTROL_OK;
-        }
-        if (len + 1 == cap && grow(&buf, &cap) < 0) {
-            snprintf(err, errlen, "the answer is too long");
+        const char *nl = memchr(chunk, '\n', (size_t)n);
+        size_t take = nl != NULL ? (size_t)(nl - chunk) : (size_t)n;
+        if (strbuf_add(&b, chunk, take) < 0) {
+            snprintf(err, errlen, b.len + take > b.max ? "the answer is too long"
+                                                       : "out of memory");
             break;
         }
+        if (nl != NULL) {
+            *line = b.len > 0 ? strbuf_take(&b) : strdup("");
+            strbuf_free(&b);
+            if (*line != NULL)
+                return CONTROL_OK;
+            snprintf(err, errlen, "out of memory");
+            return CONTROL_FAILED;
+        }
     }
-    free(buf);
+    strbuf_free(&b);
     return CONTROL_FAILED;
 }
 

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,18 +30,25 @@
 
 enum master_state { MASTER_RUNNING, MASTER_STOPPING };
 
+/*
+ * A slot's process: spawn() makes it STARTING, its message on the ready
+ * pipe READY; when it ends the slot waits in BACKOFF for its respawn, or
+ * stays FAILED (it exited with CHILD_EXIT_FATAL) until a reload replaces
+ * it.  A slot of an older generation than the master's is retired: its
+ * process is never respawned, and the slot goes when the process ends.
+ */
+enum slot_state { SLOT_BACKOFF, SLOT_FAILED, SLOT_STARTING, SLOT_READY };
+
 struct slot {
     struct supervisor *sup;
     enum child_kind kind;
     int index;
     unsigned generation;
-    pid_t pid;                   /* 0 while not running */
+    enum slot_state state;
+    pid_t pid;                   /* 0 in BACKOFF and FAILED */
     ev_tstamp started_at;
     ev_tstamp backoff;           /* delay before the next respawn */
     unsigned restarts;
-    int ready;
-    int retired;                 /* old generation: never respawned */
-    int fatal;                   /* exited with CHILD_EXIT_FATAL */
     ev_timer respawn_timer;
 };
 
@@ -54,7 +62,7 @@ struct supervisor {
     unsigned generation;
     enum master_state state;
     int exit_status;
-    int ready_announced;
+    bool ready_announced;
     int ready_pipe[2];
 
     struct slot **slots;
@@ -74,6 +82,12 @@ static const struct child_ops *const kind_ops[CHILD_KIND_MAX] = {
 
 static void spawn(struct slot *s);
 static void on_respawn_timer(struct ev_loop *loop, ev_timer *w, int revents);
+
+/* Of an older generation than the master's: left by a reload. */
+static bool slot_retired(const struct slot *s)
+{
+    return s->generation != s->sup->generation;
+}
 
 /* ------------------------------------------------------------ slot table */
 
@@ -154,10 +168,10 @@ static void announce_status(struct supervisor *sup)
     int want[CHILD_KIND_MAX] = { 0 }, up[CHILD_KIND_MAX] = { 0 };
     for (int i = 0; i < sup->n_slots; i++) {
         struct slot *s = sup->slots[i];
-        if (s->retired)
+        if (slot_retired(s))
             continue;
         want[s->kind]++;
-        up[s->kind] += s->pid > 0 && s->ready;
+        up[s->kind] += s->state == SLOT_READY;
     }
     notify_status("%s%s: http %d/%d, kafka %d/%d, sched %d/%d ready",
                   sup->state == MASTER_STOPPING ? "stopping" : "running",
@@ -173,10 +187,10 @@ static void check_all_ready(struct supervisor *sup)
         return;
     for (int i = 0; i < sup->n_slots; i++) {
         struct slot *s = sup->slots[i];
-        if (!s->retired && !s->fatal && !(s->pid > 0 && s->ready))
+        if (!slot_retired(s) && s->state != SLOT_FAILED && s->state != SLOT_READY)
             return;
     }
-    sup->ready_announced = 1;
+    sup->ready_announced = true;
     co_info("all children ready", "generation=%u", sup->generation);
     notify_ready();
     announce_status(sup);
@@ -255,7 +269,7 @@ static void spawn(struct slot *s)
     if (pid == 0)
         become_child(s);
     s->pid = pid;
-    s->ready = 0;
+    s->state = SLOT_STARTING;
     s->started_at = ev_now(sup->loop);
     co_info("child spawned", "kind=%s slot=%d pid=%d generation=%u", child_kind_name(s->kind),
             s->index, (int)pid, s->generation);
@@ -264,7 +278,7 @@ static void spawn(struct slot *s)
 static void on_respawn_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct slot *s = w->data;
-    if (s->sup->state == MASTER_RUNNING && !s->retired)
+    if (s->sup->state == MASTER_RUNNING && !slot_retired(s) && s->state == SLOT_BACKOFF)
         spawn(s);
 }
 
@@ -282,7 +296,7 @@ static void log_exit(const struct slot *s, pid_t pid, int status, ev_tstamp live
 {
     const char *kind = child_kind_name(s->kind);
     if (WIFSIGNALED(status))
-        co_log(s->retired || s->sup->state == MASTER_STOPPING ? CO_LOG_INFO : CO_LOG_ERROR,
+        co_log(slot_retired(s) || s->sup->state == MASTER_STOPPING ? CO_LOG_INFO : CO_LOG_ERROR,
                "child killed by signal",
                "kind=%s slot=%d pid=%d signal=%d signame=%s core=%s uptime=%.1fs", kind,
                s->index, (int)pid, WTERMSIG(status), strsignal(WTERMSIG(status)),
@@ -310,14 +324,14 @@ static void on_child_exit(struct ev_loop *loop, ev_child *w, int revents)
     ev_tstamp lived = ev_now(loop) - s->started_at;
     log_exit(s, w->rpid, w->rstatus, lived);
     s->pid = 0;
-    s->ready = 0;
-    if (s->retired || sup->state == MASTER_STOPPING) {
+    s->state = SLOT_BACKOFF;
+    if (slot_retired(s) || sup->state == MASTER_STOPPING) {
         slot_remove(sup, s);
         maybe_finish_stop(sup);
         return;
     }
     if (WIFEXITED(w->rstatus) && WEXITSTATUS(w->rstatus) == CHILD_EXIT_FATAL) {
-        s->fatal = 1;
+        s->state = SLOT_FAILED;
         co_error("child failed fatally; not respawned (fix the cause, then reload)",
                  "kind=%s slot=%d", child_kind_name(s->kind), s->index);
         announce_status(sup);
@@ -343,8 +357,8 @@ static void on_ready(struct ev_loop *loop, ev_io *w, int revents)
     while ((n = read(sup->ready_pipe[0], pids, sizeof(pids))) > 0) {
         for (size_t i = 0; i < (size_t)n / sizeof(pid_t); i++) {
             struct slot *s = slot_by_pid(sup, pids[i]);
-            if (s != NULL)
-                s->ready = 1;
+            if (s != NULL && s->state == SLOT_STARTING)
+                s->state = SLOT_READY;
         }
     }
     check_all_ready(sup);
@@ -432,24 +446,22 @@ static int reload_listen(struct supervisor *sup, const struct co_config *cfg, ch
     return 0;
 }
 
-/* [daemon] keys only a restart applies: say so when a reload changes them. */
-static void warn_restart_only(const struct co_config *old, const struct co_config *cfg)
+/* A key only a restart applies (config.c's table) changed: say so. */
+static void warn_restart_only(void *arg, const char *key, const char *running,
+                              const char *configured)
 {
-    const char *const names[] = { "user", "pid_file", "control_socket" };
-    const char *const was[] = { old->user, old->pid_file, old->control_socket };
-    const char *const now[] = { cfg->user, cfg->pid_file, cfg->control_socket };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (strcmp(was[i], now[i]) != 0)
-            co_warn("changed key takes effect at the next restart, not on reload",
-                    "key=daemon.%s running=\"%s\" configured=\"%s\"", names[i], was[i], now[i]);
+    co_warn("changed key takes effect at the next restart, not on reload",
+            "key=%s running=\"%s\" configured=\"%s\"", key, running, configured);
 }
 
-/* Retire the running generation: its children finish in-flight work and leave. */
+/*
+ * Retire the running generation (the caller then moves the master to the
+ * next one): its children finish in-flight work and leave.
+ */
 static void retire_generation(struct supervisor *sup)
 {
     for (int i = sup->n_slots - 1; i >= 0; i--) {
         struct slot *s = sup->slots[i];
-        s->retired = 1;
         if (s->pid > 0)
             kill(s->pid, SIGTERM);
         else
@@ -474,12 +486,12 @@ static int swap_config(struct supervisor *sup, char *err, size_t errlen)
     }
     notify_reloading();
     apply_log_config(sup->cfg, cfg);
-    warn_restart_only(sup->cfg, cfg);
+    co_config_restart_changes(sup->cfg, cfg, warn_restart_only, NULL);
     retire_generation(sup);
     co_config_free(sup->cfg);
     sup->cfg = cfg;
     sup->generation++;
-    sup->ready_announced = 0;
+    sup->ready_announced = false;
     co_info("configuration reloaded", "file=%s generation=%u", sup->config_path, sup->generation);
     if (add_generation(sup) < 0) {
         snprintf(err, errlen, "configuration loaded, but cannot allocate the child table");
@@ -521,13 +533,15 @@ static void on_ignored(struct ev_loop *loop, ev_signal *w, int revents)
 
 /* -------------------------------------------------------- control socket */
 
-static const char *slot_state(const struct slot *s)
+static const char *slot_state_name(const struct slot *s)
 {
-    if (s->pid == 0)
-        return s->fatal ? "failed" : "backoff";
-    if (s->retired || s->sup->state == MASTER_STOPPING)
+    if (s->state == SLOT_BACKOFF)
+        return "backoff";
+    if (s->state == SLOT_FAILED)
+        return "failed";
+    if (slot_retired(s) || s->sup->state == MASTER_STOPPING)
         return "exiting";
-    return s->ready ? "ready" : "starting";
+    return s->state == SLOT_READY ? "ready" : "starting";
 }
 
 /* Order of "status": by kind, slot, then generation. */
@@ -561,7 +575,7 @@ static int ctl_children(struct supervisor *sup, struct control_status *st)
         st->children[i] = (struct control_child){
             .kind = child_kind_name(s->kind), .slot = s->index, .pid = s->pid,
             .generation = s->generation, .uptime = s->pid > 0 ? now - s->started_at : 0.,
-            .restarts = s->restarts, .ready = s->pid > 0 && s->ready, .state = slot_state(s),
+            .restarts = s->restarts, .ready = s->state == SLOT_READY, .state = slot_state_name(s),
         };
     }
     st->n_children = (int)n;

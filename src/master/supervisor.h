@@ -25,7 +25,8 @@
 
 /*
  * Run the master until it is told to stop.  Takes ownership of CFG and LS
- * (a reload replaces them).  CONFIG_PATH is re-read on SIGHUP.  CTL (may be
+ * (a reload replaces them).  CONFIG_PATH is re-read on SIGHUP: it must be
+ * absolute, as a daemonized master has moved to /.  CTL (may be
  * NULL) is served on the master's loop while it runs; the caller closes it.
  * Returns the process exit status.
  */

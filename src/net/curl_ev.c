@@ -22,6 +22,7 @@
 #include <strings.h>
 
 #include "util/log.h"
+#include "util/strbuf.h"
 
 /* Idle connections kept for reuse by one multi handle.  libcurl's default
  * shrinks the cache to 4 × the easy handles present, i.e. to a handful once
@@ -40,8 +41,7 @@ struct xfer {                    /* one request in flight */
     CURL *easy;
     struct curl_slist *headers;
     char *body;                  /* copy of the request body (POSTFIELDS does not copy) */
-    char *resp;                  /* response body, NUL-terminated */
-    size_t resp_len, resp_cap;
+    struct strbuf resp;          /* response body, at most CURL_EV_MAX_BODY */
     int truncated;
     char *retry_after;
     char errbuf[CURL_ERROR_SIZE];
@@ -118,7 +118,7 @@ static void xfer_free(struct xfer *x)
         curl_easy_cleanup(x->easy);
     curl_slist_free_all(x->headers);
     free(x->body);
-    free(x->resp);
+    strbuf_free(&x->resp);
     free(x->retry_after);
     free(x);
 }
@@ -136,8 +136,8 @@ static void xfer_complete(struct xfer *x, CURLcode result, const char *forced_er
     if (forced_error == NULL)    /* an aborted transfer had no answer, whatever arrived */
         curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &r.status);
     curl_easy_getinfo(x->easy, CURLINFO_TOTAL_TIME, &r.total_time);
-    r.body = x->resp ? x->resp : "";
-    r.body_len = x->resp_len;
+    r.body = x->resp.p ? x->resp.p : "";
+    r.body_len = x->resp.len;
     r.body_truncated = x->truncated;
     r.retry_after = x->retry_after;
     x->cb(x->arg, &r);
@@ -268,25 +268,14 @@ static size_t write_fn(char *data, size_t size, size_t nmemb, void *userp)
     size_t n = size * nmemb;
     size_t keep = n;
 
-    if (x->resp_len + keep > CURL_EV_MAX_BODY) {
-        keep = CURL_EV_MAX_BODY - x->resp_len;
+    if (x->resp.len + keep > CURL_EV_MAX_BODY) {
+        keep = CURL_EV_MAX_BODY - x->resp.len;
         x->truncated = 1;
     }
     if (keep == 0)
         return n;                /* accepted and discarded */
-    if (x->resp_len + keep + 1 > x->resp_cap) {
-        size_t cap = x->resp_cap ? x->resp_cap : 1024;
-        while (cap < x->resp_len + keep + 1)
-            cap *= 2;
-        char *p = realloc(x->resp, cap);
-        if (p == NULL)
-            return 0;            /* CURLE_WRITE_ERROR */
-        x->resp = p;
-        x->resp_cap = cap;
-    }
-    memcpy(x->resp + x->resp_len, data, keep);
-    x->resp_len += keep;
-    x->resp[x->resp_len] = '\0';
+    if (strbuf_add(&x->resp, data, keep) < 0)
+        return 0;                /* out of memory: CURLE_WRITE_ERROR */
     return n;
 }
 

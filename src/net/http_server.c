@@ -11,7 +11,7 @@
  * http_respond() queued its answer; then parsing resumes on the bytes
  * already buffered.  That keeps pipelined answers in request order without
  * a queue of requests, and bounds the memory a client can make us hold to
- * one request plus IN_MAX unparsed bytes plus OUT_HIGH unsent bytes.
+ * one request plus an IN_MAX input buffer plus OUT_HIGH unsent bytes.
  *
  * One ev_timer per connection, restarted with ev_timer_again(); its meaning
  * follows what the connection waits for (enum conn_tmode).  The read
@@ -45,11 +45,13 @@
 #include <unistd.h>
 
 #include "util/log.h"
+#include "util/strbuf.h"
 #include "api/problem.h"
 
 #define IN_INITIAL 4096          /* first input buffer of a connection */
 #define IN_READ_MIN 1024         /* grow the input buffer below this much room */
-#define IN_MAX (64 * 1024)       /* unparsed input held while a request is in the handler */
+#define IN_MAX (64 * 1024)       /* input buffer while a request is in the handler */
+#define IN_HELD_MAX (IN_MAX - 1) /* unparsed bytes it holds: its last byte is strbuf's NUL */
 #define OUT_HIGH (64 * 1024)     /* unsent output above which pipelined parsing waits */
 #define LINGER_TIMEOUT 2.0       /* s; longest a closing connection drains input */
 #define LINGER_READS 16          /* recv() calls per wakeup while lingering */
@@ -57,84 +59,26 @@
 
 /* ------------------------------------------------------------ buffers ---- */
 
-struct buf {
-    char *p;
-    size_t len, cap;
-};
-
-/* Make room for MORE bytes after len.  Returns 0 or -1 (no memory). */
-static int buf_reserve(struct buf *b, size_t more)
+/* Undo a failed append: back to LEN bytes, and appends allowed again (a
+ * short refusal may still fit where a whole answer did not). */
+static void buf_rollback(struct strbuf *b, size_t len)
 {
-    if (b->cap - b->len >= more)
-        return 0;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap - b->len < more) {
-        if (cap > SIZE_MAX / 2)
-            return -1;
-        cap *= 2;
-    }
-    char *p = realloc(b->p, cap);
-    if (p == NULL)
-        return -1;
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
-static int buf_add(struct buf *b, const void *data, size_t len)
-{
-    if (len == 0)
-        return 0;
-    if (buf_reserve(b, len) < 0)
-        return -1;
-    memcpy(b->p + b->len, data, len);
-    b->len += len;
-    return 0;
-}
-
-static int buf_addc(struct buf *b, char ch)
-{
-    return buf_add(b, &ch, 1);
-}
-
-static int buf_adds(struct buf *b, const char *s)
-{
-    return buf_add(b, s, strlen(s));
-}
-
-/* NUL-terminate without counting the NUL in len. */
-static int buf_terminate(struct buf *b)
-{
-    if (buf_reserve(b, 1) < 0)
-        return -1;
-    b->p[b->len] = '\0';
-    return 0;
-}
-
-static int buf_printf(struct buf *b, const char *fmt, ...) CO_PRINTF(2, 3);
-static int buf_printf(struct buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || buf_reserve(b, (size_t)n + 1) < 0)
-        return -1;
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-    return 0;
-}
-
-static void buf_free(struct buf *b)
-{
-    free(b->p);
-    b->p = NULL;
-    b->len = b->cap = 0;
+    b->len = len;
+    b->failed = false;
+    if (b->p != NULL)
+        b->p[len] = '\0';
 }
 
 /* -------------------------------------------------------------- types ---- */
+
+/* Where http-parser's header callbacks are: a name and its value arrive in
+ * pieces, and hbuf gets a NUL after each. */
+enum hdr_state { HDR_NONE, HDR_NAME, HDR_VALUE };
+
+/* A connection serves requests while OPEN; once CLOSING it takes no more
+ * and flushes what is queued, then LINGERING it has shut its write side
+ * and discards input until the client's EOF. */
+enum conn_phase { CONN_OPEN, CONN_CLOSING, CONN_LINGERING };
 
 struct hdr {
     size_t name, value;          /* offsets into http_request.hbuf */
@@ -147,14 +91,14 @@ struct http_request {
     int method;
     unsigned short http_major, http_minor;
     int keep_alive;
-    struct buf url;              /* request target as received */
-    struct buf hbuf;             /* "name\0value\0name\0value\0..." */
+    struct strbuf url;              /* request target as received */
+    struct strbuf hbuf;             /* "name\0value\0name\0value\0..." */
     struct hdr *hdrs;
     size_t nhdrs, hdrs_cap;
-    int hstate;                  /* 0 before any header, 1 in a name, 2 in a value */
+    enum hdr_state hstate;       /* where the parser is in the header block */
     char *path;                  /* one allocation: path\0query\0 */
     char *query;                 /* points into path's allocation, or NULL */
-    struct buf body;
+    struct strbuf body;
     int tag;                     /* the handler's label, for the observer */
     ev_tstamp handed_at;         /* when the handler got it */
 };
@@ -178,9 +122,9 @@ struct http_conn {
     enum conn_tmode tmode;
     size_t undelivered_mark;     /* conn_undelivered() when the timer was armed */
     http_parser parser;
-    struct buf in;               /* bytes in.p[in_off..in.len) not parsed yet */
+    struct strbuf in;               /* bytes in.p[in_off..in.len) not parsed yet */
     size_t in_off;
-    struct buf out;              /* bytes out.p[out_off..out.len) not sent yet */
+    struct strbuf out;              /* bytes out.p[out_off..out.len) not sent yet */
     size_t out_off;
     struct http_request *req;    /* being received */
     struct http_request *inflight; /* in the handler, waiting for http_respond() */
@@ -191,8 +135,7 @@ struct http_conn {
     unsigned value_ended : 1;    /* the last header value data ended at its line end */
     int reject_status;           /* set by a parser callback that refuses req */
     char reject_detail[160];
-    unsigned closing : 1;        /* no more requests: flush, then linger */
-    unsigned lingering : 1;      /* write side shut, discarding input */
+    enum conn_phase phase;
     unsigned in_process : 1;     /* inside conn_process(): respond must not recurse */
 };
 
@@ -252,9 +195,9 @@ static void req_free(struct http_request *r)
 {
     if (r == NULL)
         return;
-    buf_free(&r->url);
-    buf_free(&r->hbuf);
-    buf_free(&r->body);
+    strbuf_free(&r->url);
+    strbuf_free(&r->hbuf);
+    strbuf_free(&r->body);
     free(r->hdrs);
     free(r->path);
     free(r);
@@ -281,13 +224,13 @@ static int req_push_header(struct http_request *r)
  * (http-parser skips leading blanks but may pass trailing ones). */
 static int req_finish_headers(struct http_request *r)
 {
-    if (r->hstate == 1) { /* a name without value: give it "" */
-        if (buf_addc(&r->hbuf, '\0') < 0)
+    if (r->hstate == HDR_NAME) { /* a name without value: give it "" */
+        if (strbuf_addc(&r->hbuf, '\0') < 0)
             return -1;
         r->hdrs[r->nhdrs - 1].value = r->hbuf.len;
-        r->hstate = 2;
+        r->hstate = HDR_VALUE;
     }
-    if (r->hstate == 2 && buf_addc(&r->hbuf, '\0') < 0)
+    if (r->hstate == HDR_VALUE && strbuf_addc(&r->hbuf, '\0') < 0)
         return -1;
     for (size_t i = 0; i < r->nhdrs; i++) {
         char *v = r->hbuf.p + r->hdrs[i].value;
@@ -321,7 +264,7 @@ static int req_split_target(struct http_request *r)
     size_t plen = 1, qlen = 0;
     int has_query = 0;
 
-    if (r->url.len == 0 || r->url.len > UINT16_MAX || buf_terminate(&r->url) < 0)
+    if (r->url.len == 0 || r->url.len > UINT16_MAX) /* not empty: NUL-terminated */
         return -1;
     http_parser_url_init(&u);
     if (strcmp(r->url.p, "*") != 0) {
@@ -399,53 +342,39 @@ static const char *srv_date(struct http_server *s)
  * Returns 0, or -1 (no memory; the buffer is left as it was). */
 static int conn_queue_response(struct http_conn *c, const struct resp *rs)
 {
-    struct buf *o = &c->out;
+    struct strbuf *o = &c->out;
     size_t before = o->len;
     int bodyless = rs->status == 204 || rs->status == 304;
-    int rc = buf_printf(o, "HTTP/1.1 %d %s\r\nServer: callorch\r\nDate: %s\r\n", rs->status,
+    int rc = strbuf_addf(o, "HTTP/1.1 %d %s\r\nServer: callorch\r\nDate: %s\r\n", rs->status,
                         http_status_str((enum http_status)rs->status), srv_date(c->srv));
 
     if (rs->content_type)
-        rc |= buf_printf(o, "Content-Type: %s\r\n", rs->content_type);
+        rc |= strbuf_addf(o, "Content-Type: %s\r\n", rs->content_type);
     if (!bodyless) /* RFC 9110 8.6: no Content-Length in a 204 */
-        rc |= buf_printf(o, "Content-Length: %zu\r\n", rs->len);
+        rc |= strbuf_addf(o, "Content-Length: %zu\r\n", rs->len);
     if (rs->connection)
-        rc |= buf_printf(o, "Connection: %s\r\n", rs->connection);
+        rc |= strbuf_addf(o, "Connection: %s\r\n", rs->connection);
     if (rs->extra && rs->extra[0]) {
         size_t n = strlen(rs->extra);
-        rc |= buf_add(o, rs->extra, n);
+        rc |= strbuf_add(o, rs->extra, n);
         if (n < 2 || memcmp(rs->extra + n - 2, "\r\n", 2) != 0)
-            rc |= buf_adds(o, "\r\n");
+            rc |= strbuf_adds(o, "\r\n");
     }
-    rc |= buf_adds(o, "\r\n");
+    rc |= strbuf_adds(o, "\r\n");
     if (!rs->head && !bodyless)
-        rc |= buf_add(o, rs->body, rs->len);
+        rc |= strbuf_add(o, rs->body, rs->len);
     if (rc != 0) {
-        o->len = before;
+        buf_rollback(o, before);
         return -1;
     }
     return 0;
 }
 
-/* The problem+json body of the API (problem.c), so the errors this layer
- * answers by itself carry the same types as the handlers'; malloc'd, or
- * NULL when out of memory. */
-static char *problem_json(int status, const char *detail, size_t *len)
-{
-    struct problem p;
-    problem_init(&p);
-    problem_set(&p, status, "%s", detail ? detail : "");
-    char *txt = problem_render(&p, len);
-    problem_reset(&p);
-    if (txt == NULL)
-        *len = 0;
-    return txt;
-}
-
 /* Stop reading requests: answer what is queued, then close. */
 static void conn_set_closing(struct http_conn *c)
 {
-    c->closing = 1;
+    if (c->phase == CONN_OPEN)
+        c->phase = CONN_CLOSING;
     c->in_off = c->in.len; /* pipelined requests after this one are dropped */
 }
 
@@ -453,8 +382,9 @@ static void conn_set_closing(struct http_conn *c)
 static void conn_error_response(struct http_conn *c, int status, const char *detail)
 {
     size_t len;
-    char *body = problem_json(status, detail, &len);
-    struct resp rs = { .status = status, .content_type = "application/problem+json",
+    /* problem.c's body, so this layer's errors carry the handlers' types */
+    char *body = problem_body(status, detail, &len);
+    struct resp rs = { .status = status, .content_type = PROBLEM_CONTENT_TYPE,
                        .body = body, .len = len, .connection = "close" };
 
     if (conn_queue_response(c, &rs) < 0)
@@ -524,7 +454,7 @@ static int conn_still_receiving(struct http_conn *c)
 /* What the connection waits for now, in order of precedence. */
 static enum conn_tmode conn_wanted_tmode(const struct http_conn *c)
 {
-    if (c->lingering)
+    if (c->phase == CONN_LINGERING)
         return TM_LINGER;
     if (c->req)
         return TM_READ;
@@ -610,7 +540,7 @@ static int on_url(http_parser *p, const char *at, size_t len)
     struct http_conn *c = p->data;
     if (conn_count_header(c, len) < 0)
         return -1;
-    return buf_add(&c->req->url, at, len) < 0 ? conn_refuse(c, 500, "out of memory") : 0;
+    return strbuf_add(&c->req->url, at, len) < 0 ? conn_refuse(c, 500, "out of memory") : 0;
 }
 
 /* http-parser may split a name or a value over several calls (one per
@@ -620,18 +550,18 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     struct http_conn *c = p->data;
     struct http_request *r = c->req;
 
-    if (conn_count_header(c, len + (r->hstate != 1 ? 4 : 0)) < 0) /* ": " and CRLF */
+    if (conn_count_header(c, len + (r->hstate != HDR_NAME ? 4 : 0)) < 0) /* ": " and CRLF */
         return -1;
     /* http-parser (not strict) passes "Name :" and still honours it, e.g.
      * as Content-Length; RFC 9112 5.1 says a server MUST answer 400. */
     if (memchr(at, ' ', len) != NULL)
         return conn_refuse(c, 400, "whitespace between a header field name and the colon");
-    if (r->hstate != 1) {
-        if ((r->hstate == 2 && buf_addc(&r->hbuf, '\0') < 0) || req_push_header(r) < 0)
+    if (r->hstate != HDR_NAME) {
+        if ((r->hstate == HDR_VALUE && strbuf_addc(&r->hbuf, '\0') < 0) || req_push_header(r) < 0)
             return conn_refuse(c, 500, "out of memory");
-        r->hstate = 1;
+        r->hstate = HDR_NAME;
     }
-    return buf_add(&r->hbuf, at, len) < 0 ? conn_refuse(c, 500, "out of memory") : 0;
+    return strbuf_add(&r->hbuf, at, len) < 0 ? conn_refuse(c, 500, "out of memory") : 0;
 }
 
 /* Whether the header value starting at AT follows a line break (over
@@ -656,16 +586,16 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
      * a proxy in front of us may not: refuse it rather than risk reading
      * the request differently.  More data for a value whose line already
      * ended (not just a read boundary) can only be a folded line. */
-    if (len > 0 && (r->hstate == 2 ? c->value_ended : value_after_newline(c, at)))
+    if (len > 0 && (r->hstate == HDR_VALUE ? c->value_ended : value_after_newline(c, at)))
         return conn_refuse(c, 400, "obsolete line folding in header fields is not accepted");
     c->value_ended = at + len < c->exec_end;
-    if (r->hstate != 2) {
-        if (buf_addc(&r->hbuf, '\0') < 0)
+    if (r->hstate != HDR_VALUE) {
+        if (strbuf_addc(&r->hbuf, '\0') < 0)
             return conn_refuse(c, 500, "out of memory");
         r->hdrs[r->nhdrs - 1].value = r->hbuf.len;
-        r->hstate = 2;
+        r->hstate = HDR_VALUE;
     }
-    return buf_add(&r->hbuf, at, len) < 0 ? conn_refuse(c, 500, "out of memory") : 0;
+    return strbuf_add(&r->hbuf, at, len) < 0 ? conn_refuse(c, 500, "out of memory") : 0;
 }
 
 /* Expect: 100-continue is answered before the body arrives, so clients
@@ -679,9 +609,12 @@ static int conn_expect(struct http_conn *c, const struct http_parser *p)
         return 0;
     if (strcasecmp(e, "100-continue") != 0)
         return conn_refuse(c, 417, "only \"Expect: 100-continue\" is supported");
+    size_t before = c->out.len;
     if (p->http_minor >= 1 && (p->flags & F_CONTENTLENGTH) && p->content_length > 0 &&
-        buf_add(&c->out, cont, sizeof(cont) - 1) < 0)
+        strbuf_add(&c->out, cont, sizeof(cont) - 1) < 0) {
+        buf_rollback(&c->out, before);
         return conn_refuse(c, 500, "out of memory");
+    }
     return 0;
 }
 
@@ -708,7 +641,7 @@ static int on_headers_complete(http_parser *p)
                                    "not Transfer-Encoding");
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > max_body)
         return conn_refuse(c, 413, "the request body exceeds %zu bytes", max_body);
-    if ((p->flags & F_CONTENTLENGTH) && buf_reserve(&r->body, (size_t)p->content_length + 1) < 0)
+    if ((p->flags & F_CONTENTLENGTH) && strbuf_reserve(&r->body, (size_t)p->content_length) < 0)
         return conn_refuse(c, 500, "out of memory");
     return conn_expect(c, p);
 }
@@ -716,11 +649,11 @@ static int on_headers_complete(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t len)
 {
     struct http_conn *c = p->data;
-    struct buf *b = &c->req->body;
+    struct strbuf *b = &c->req->body;
 
     if (b->len + len > c->srv->opts.max_body) /* cannot happen with Content-Length */
         return conn_refuse(c, 413, "the request body exceeds %zu bytes", c->srv->opts.max_body);
-    return buf_add(b, at, len) < 0 ? conn_refuse(c, 500, "out of memory") : 0;
+    return strbuf_add(b, at, len) < 0 ? conn_refuse(c, 500, "out of memory") : 0;
 }
 
 /* Pausing here makes http_parser_execute() return right after this
@@ -728,7 +661,7 @@ static int on_body(http_parser *p, const char *at, size_t len)
 static int on_message_complete(http_parser *p)
 {
     struct http_conn *c = p->data;
-    if (buf_terminate(&c->req->body) < 0)
+    if (strbuf_add(&c->req->body, "", 0) < 0) /* an empty body gets its NUL too */
         return conn_refuse(c, 500, "out of memory");
     http_parser_pause(p, 1);
     return 0;
@@ -750,7 +683,7 @@ static const http_parser_settings parser_settings = {
  * handler (ordering), nor while the client does not read its answers. */
 static int conn_may_parse(const struct http_conn *c)
 {
-    return !c->closing && c->inflight == NULL && c->in_off < c->in.len &&
+    return c->phase == CONN_OPEN && c->inflight == NULL && c->in_off < c->in.len &&
            c->out.len - c->out_off <= OUT_HIGH;
 }
 
@@ -845,14 +778,16 @@ static int conn_flush(struct http_conn *c)
     }
     if (progress && c->tmode == TM_WRITE) /* the client reads: give it time again */
         conn_timer(c, TM_WRITE, 1);
-    if (c->out_off == c->out.len)
-        c->out.len = c->out_off = 0;
+    if (c->out_off == c->out.len) {
+        strbuf_reset(&c->out);
+        c->out_off = 0;
+    }
     return 0;
 }
 
 static int conn_is_idle(const struct http_conn *c)
 {
-    return !c->req && !c->inflight && !c->closing && !c->lingering && c->out_off == c->out.len &&
+    return !c->req && !c->inflight && c->phase == CONN_OPEN && c->out_off == c->out.len &&
            c->in_off == c->in.len;
 }
 
@@ -872,8 +807,8 @@ static void conn_start_linger(struct http_conn *c)
         conn_close(c);
         return;
     }
-    c->lingering = 1;
-    buf_free(&c->in);
+    c->phase = CONN_LINGERING;
+    strbuf_free(&c->in);
     c->in_off = 0;
     conn_watch(c, &c->wio, 0);
     conn_watch(c, &c->rio, 1);
@@ -886,9 +821,9 @@ static void conn_update(struct http_conn *c)
 {
     int out_pending = c->out_off < c->out.len;
 
-    if (c->lingering)
+    if (c->phase == CONN_LINGERING)
         return;
-    if (c->closing && !out_pending) {
+    if (c->phase == CONN_CLOSING && !out_pending) {
         conn_start_linger(c);
         return;
     }
@@ -897,11 +832,11 @@ static void conn_update(struct http_conn *c)
         return;
     }
     if (conn_is_idle(c)) { /* hold no buffers while waiting, maybe for long */
-        buf_free(&c->in);
-        buf_free(&c->out);
+        strbuf_free(&c->in);
+        strbuf_free(&c->out);
         c->in_off = c->out_off = 0;
     }
-    conn_watch(c, &c->rio, !c->closing && c->in.len - c->in_off < IN_MAX);
+    conn_watch(c, &c->rio, c->phase == CONN_OPEN && c->in.len - c->in_off < IN_HELD_MAX);
     conn_watch(c, &c->wio, out_pending);
     conn_timer(c, conn_wanted_tmode(c), 0);
 }
@@ -920,26 +855,28 @@ static void conn_process(struct http_conn *c)
     conn_update(c);
 }
 
-/* Make room in the input buffer.  Returns the free space (0 when IN_MAX
- * unparsed bytes are held), or -1 when out of memory. */
+/* Make room in the input buffer, doubling it up to IN_MAX bytes.  Returns
+ * the free space (0 when IN_HELD_MAX unparsed bytes are held), or -1 when
+ * out of memory.  recv() writes into the buffer directly, short of the
+ * byte strbuf keeps for its NUL. */
 static ssize_t conn_in_room(struct http_conn *c)
 {
-    struct buf *b = &c->in;
+    struct strbuf *b = &c->in;
 
     if (c->in_off > 0) {
         memmove(b->p, b->p + c->in_off, b->len - c->in_off);
         b->len -= c->in_off;
+        b->p[b->len] = '\0';
         c->in_off = 0;
     }
-    if (b->cap - b->len < IN_READ_MIN && b->cap < IN_MAX) {
+    size_t room = b->cap > b->len ? b->cap - b->len - 1 : 0;
+    if (room < IN_READ_MIN && b->cap < IN_MAX) {
         size_t cap = b->cap ? b->cap * 2 : IN_INITIAL;
-        char *p = realloc(b->p, cap < IN_MAX ? cap : IN_MAX);
-        if (p == NULL)
+        if (strbuf_reserve(b, (cap < IN_MAX ? cap : IN_MAX) - b->len - 1) < 0)
             return -1;
-        b->p = p;
-        b->cap = cap < IN_MAX ? cap : IN_MAX;
+        room = b->cap - b->len - 1;
     }
-    return (ssize_t)(b->cap - b->len);
+    return (ssize_t)room;
 }
 
 /* Closing: read and drop input until EOF, error or LINGER_TIMEOUT. */
@@ -965,7 +902,7 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop;
     (void)revents;
 
-    if (c->lingering) {
+    if (c->phase == CONN_LINGERING) {
         conn_linger_read(c);
         return;
     }
@@ -982,6 +919,7 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     n = recv(c->fd, c->in.p + c->in.len, (size_t)room, 0);
     if (n > 0) {
         c->in.len += (size_t)n;
+        c->in.p[c->in.len] = '\0';
         conn_process(c);
     } else if (n == 0) {
         /* EOF: also when a request is in the handler — as nginx does, a
@@ -1064,8 +1002,8 @@ static void conn_close(struct http_conn *c)
         c->inflight->conn = NULL;
     }
     req_free(c->req);
-    buf_free(&c->in);
-    buf_free(&c->out);
+    strbuf_free(&c->in);
+    strbuf_free(&c->out);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -1385,8 +1323,8 @@ void http_respond_problem(struct http_request *r, int status, const char *detail
                           const char *extra_headers)
 {
     size_t len;
-    char *body = problem_json(status, detail, &len);
+    char *body = problem_body(status, detail, &len);
 
-    http_respond(r, status, "application/problem+json", extra_headers, body ? body : "", len);
+    http_respond(r, status, PROBLEM_CONTENT_TYPE, extra_headers, body ? body : "", len);
     free(body);
 }

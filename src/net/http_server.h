@@ -125,8 +125,8 @@ int http_request_is_gone(const struct http_request *r);
 void http_respond(struct http_request *r, int status, const char *content_type,
                   const char *extra_headers, const char *body, size_t len);
 
-/* Answer R with an application/problem+json body
- * problem.c's body for STATUS with DETAIL. */
+/* Answer R with problem.c's application/problem+json body for STATUS and
+ * DETAIL (NULL: none); EXTRA_HEADERS as for http_respond(). */
 void http_respond_problem(struct http_request *r, int status, const char *detail,
                           const char *extra_headers);
 

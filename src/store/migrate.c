@@ -12,7 +12,6 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,19 +19,9 @@
 
 #include <libpq-fe.h>
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+#include "util/err.h"
+#include "util/strbuf.h"
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* Copy libpq's message onto one line: "\n\t" and friends become one space. */
 static void oneline(const char *msg, char *buf, size_t buflen)
@@ -134,7 +123,7 @@ int co_migrations_list(const char *dir, struct co_migration **out, int *n, char 
     DIR *d = opendir(dir);
 
     if (d == NULL) {
-        seterr(err, errlen, "cannot open migration directory %s: %s", dir, strerror(errno));
+        co_seterr(err, errlen, "cannot open migration directory %s: %s", dir, strerror(errno));
         return -1;
     }
     while ((de = readdir(d)) != NULL) {
@@ -142,7 +131,7 @@ int co_migrations_list(const char *dir, struct co_migration **out, int *n, char 
         if (digits > 0 && add_migration(&list, &count, &cap, dir, de->d_name, digits) != 0) {
             closedir(d);
             co_migrations_free(list, count);
-            seterr(err, errlen, "out of memory");
+            co_seterr(err, errlen, "out of memory");
             return -1;
         }
     }
@@ -151,7 +140,7 @@ int co_migrations_list(const char *dir, struct co_migration **out, int *n, char 
         qsort(list, (size_t)count, sizeof(*list), cmp_migration);
     for (int i = 1; i < count; i++) {
         if (strtoull(list[i].version, NULL, 10) == strtoull(list[i - 1].version, NULL, 10)) {
-            seterr(err, errlen, "%s: %s and %s have the same number", dir, list[i - 1].file,
+            co_seterr(err, errlen, "%s: %s and %s have the same number", dir, list[i - 1].file,
                    list[i].file);
             co_migrations_free(list, count);
             return -1;
@@ -231,7 +220,7 @@ static PGconn *connect_db(const char *conninfo, char *err, size_t errlen)
         return pg;
     co_conninfo_mask(conninfo, masked, sizeof(masked));
     oneline(pg ? PQerrorMessage(pg) : "out of memory", msg, sizeof(msg));
-    seterr(err, errlen, "cannot connect to PostgreSQL (conninfo %s): %s", masked, msg);
+    co_seterr(err, errlen, "cannot connect to PostgreSQL (conninfo %s): %s", masked, msg);
     PQfinish(pg);
     return NULL;
 }
@@ -243,7 +232,7 @@ static void result_err(PGconn *pg, const PGresult *r, const char *what, char *er
     char msg[512];
 
     oneline(r ? PQresultErrorMessage(r) : PQerrorMessage(pg), msg, sizeof(msg));
-    seterr(err, errlen, "%s: %s", what, msg);
+    co_seterr(err, errlen, "%s: %s", what, msg);
 }
 
 static int result_ok(const PGresult *r)
@@ -265,37 +254,29 @@ static int exec_ok(PGconn *pg, const char *sql, const char *what, char *err, siz
     return ok ? 0 : -1;
 }
 
+/* The whole file as a malloc'd string ("" when empty), or NULL and why. */
 static char *read_file(const char *path, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    size_t len = 0, cap = 0, got;
+    struct strbuf b = { 0 };
+    char chunk[8192];
+    size_t got;
 
     if (f == NULL) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        co_seterr(err, errlen, "%s: %s", path, strerror(errno));
         return NULL;
     }
-    do {
-        if (cap - len < 4096) {
-            char *nb = realloc(buf, cap = cap ? cap * 2 : 8192);
-            if (nb == NULL) {
-                free(buf), fclose(f);
-                seterr(err, errlen, "%s: out of memory", path);
-                return NULL;
-            }
-            buf = nb;
-        }
-        got = fread(buf + len, 1, cap - len - 1, f);
-        len += got;
-    } while (got > 0);
-    if (ferror(f)) {
-        seterr(err, errlen, "%s: read error", path);
-        free(buf), buf = NULL;
-    } else {
-        buf[len] = '\0';
-    }
+    while ((got = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        strbuf_add(&b, chunk, got);
+    int read_error = ferror(f);
     fclose(f);
-    return buf;
+    char *text = NULL;
+    if (read_error)
+        co_seterr(err, errlen, "%s: read error", path);
+    else if (b.failed || (text = b.len > 0 ? strbuf_take(&b) : strdup("")) == NULL)
+        co_seterr(err, errlen, "%s: out of memory", path);
+    strbuf_free(&b);
+    return text;
 }
 
 /* Line of the 1-based character POSITION (PostgreSQL counts characters). */
@@ -325,7 +306,7 @@ static void describe_failure(const struct co_migration *m, const char *sql, PGco
     oneline(primary ? primary : PQerrorMessage(pg), msg, sizeof(msg));
     if (pos != NULL)
         snprintf(line, sizeof(line), ":%d", line_of(sql, atol(pos)));
-    seterr(err, errlen, "%s%s: %s%s%s%s%s%s", m->path, line, msg, state ? " (" : "",
+    co_seterr(err, errlen, "%s%s: %s%s%s%s%s%s", m->path, line, msg, state ? " (" : "",
            state ? state : "", state ? ")" : "", detail ? " DETAIL: " : "", detail ? detail : "");
 }
 
@@ -417,7 +398,7 @@ int co_migrate_run(const char *conninfo, const char *dir, struct co_migrate_resu
     if (co_migrations_list(dir, &list, &n, err, errlen) != 0)
         return -1;
     if (n == 0) {
-        seterr(err, errlen, "no migrations (NNN_name.sql) in %s", dir);
+        co_seterr(err, errlen, "no migrations (NNN_name.sql) in %s", dir);
         goto out;
     }
     if ((pg = connect_db(conninfo, err, errlen)) == NULL)

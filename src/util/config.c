@@ -31,6 +31,8 @@
 #include <string.h>
 #include <sys/un.h>
 
+#include "util/err.h"
+#include "util/strbuf.h"
 #include "util/webhook_sig.h"
 
 /* Durations above this are typos, not intent (about 31 years). */
@@ -40,7 +42,8 @@
 
 enum key_type { KT_STRING, KT_INT, KT_DURATION, KT_SIZE, KT_ENUM, KT_LISTEN, KT_KEYLIST };
 
-#define KF_SECRET 0x1 /* never echo the value in a message; wipe it on free */
+#define KF_SECRET 0x1  /* never echo the value in a message; wipe it on free */
+#define KF_RESTART 0x2 /* used at start only: a reload leaves it as it was */
 
 /* Extra validation of a string value; writes a reason into err on failure. */
 typedef int (*check_fn)(const char *value, char *err, size_t errlen);
@@ -83,12 +86,17 @@ _Static_assert(sizeof(enum co_callback_auth) == sizeof(int), "enum size");
 #define LIST(t, s, k, d, f, fn, fl)                                                                \
     { .section = s, .name = k, .type = t, .def = d, .off = OFF(f), .off_n = OFF(fn), .flags = fl }
 
-/* The contract of DESIGN.md section 6; ranges are documented in etc/callorch.ini. */
+/*
+ * The contract of DESIGN.md section 6; ranges are documented in
+ * etc/callorch.ini and callorch.ini(5).  Flags: KF_SECRET, and KF_RESTART
+ * for a key that only a restart applies (a reload warns that it changed);
+ * every other key a reload applies.
+ */
 static const struct key keys[] = {
-    STR("daemon", "user", "callorch", user, check_nonempty, 0),
-    STR("daemon", "pid_file", "/run/callorch/callorchd.pid", pid_file, check_abs_path, 0),
+    STR("daemon", "user", "callorch", user, check_nonempty, KF_RESTART),
+    STR("daemon", "pid_file", "/run/callorch/callorchd.pid", pid_file, check_abs_path, KF_RESTART),
     STR("daemon", "control_socket", "/run/callorch/control.sock", control_socket,
-        check_socket_path, 0),
+        check_socket_path, KF_RESTART),
     ENUM("daemon", "log_level", "info", log_level, log_level_names),
     STR("daemon", "log_target", "stderr", log_target, check_log_target, 0),
     NUM(KT_DURATION, "daemon", "shutdown_timeout", "30s", "1ms", "1h", shutdown_timeout),
@@ -170,17 +178,6 @@ static int fail_at(struct load *ld, int line, const char *fmt, ...)
     return -1;
 }
 
-static void seterr(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t n, const char *fmt, ...)
-{
-    va_list ap;
-    if (err == NULL || n == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, n, fmt, ap);
-    va_end(ap);
-}
-
 /* ------------------------------------------------------- unit parsers -- */
 
 static const char *skip_space(const char *s)
@@ -214,16 +211,16 @@ static int parse_decimal(const char **s, bool allow_fraction, double *out, char 
     for (first = p; isdigit((unsigned char)*p); p++)
         v = v * 10 + (*p - '0');
     if (p == *s) {
-        seterr(err, n, "is not a number");
+        co_seterr(err, n, "is not a number");
         return -1;
     }
     if (p - first > 15) { /* beyond what a double holds exactly */
-        seterr(err, n, "is too large");
+        co_seterr(err, n, "is too large");
         return -1;
     }
     if (*p == '.') {
         if (!allow_fraction || !isdigit((unsigned char)p[1])) {
-            seterr(err, n, allow_fraction ? "is not a number" : "is not a whole number");
+            co_seterr(err, n, allow_fraction ? "is not a number" : "is not a whole number");
             return -1;
         }
         /* one division at the end, so "0.3" is the double nearest 0.3 */
@@ -241,11 +238,11 @@ static int unit_prologue(const char **s, char *err, size_t n)
 {
     *s = skip_space(*s);
     if (**s == '\0') {
-        seterr(err, n, "is empty");
+        co_seterr(err, n, "is empty");
         return -1;
     }
     if (**s == '-') {
-        seterr(err, n, "is negative");
+        co_seterr(err, n, "is negative");
         return -1;
     }
     return 0;
@@ -280,13 +277,13 @@ int co_parse_duration(const char *s, double *seconds, char *err, size_t errlen)
             continue;
         v = v * units[i].mult / units[i].div;
         if (v > CO_DURATION_MAX) {
-            seterr(err, errlen, "is too large");
+            co_seterr(err, errlen, "is too large");
             return -1;
         }
         *seconds = v;
         return 0;
     }
-    seterr(err, errlen, "has a bad unit \"%s\" (use ms, s, m or h)", u);
+    co_seterr(err, errlen, "has a bad unit \"%s\" (use ms, s, m or h)", u);
     return -1;
 }
 
@@ -307,13 +304,13 @@ int co_parse_size(const char *s, size_t *bytes, char *err, size_t errlen)
             continue;
         /* v is a whole number below 10^15, exact in both double and size_t */
         if ((size_t)v > SIZE_MAX / units[i].mult) {
-            seterr(err, errlen, "is too large");
+            co_seterr(err, errlen, "is too large");
             return -1;
         }
         *bytes = (size_t)v * units[i].mult;
         return 0;
     }
-    seterr(err, errlen, "has a bad unit \"%s\" (use B, KiB, MiB or GiB)", u);
+    co_seterr(err, errlen, "has a bad unit \"%s\" (use B, KiB, MiB or GiB)", u);
     return -1;
 }
 
@@ -324,11 +321,11 @@ static int parse_int(const char *s, long long *out, char *err, size_t n)
     errno = 0;
     long long v = strtoll(s, &end, 10);
     if (end == s || *skip_space(end) != '\0' || isspace((unsigned char)*s)) {
-        seterr(err, n, "is not an integer");
+        co_seterr(err, n, "is not an integer");
         return -1;
     }
     if (errno == ERANGE) {
-        seterr(err, n, "is too large");
+        co_seterr(err, n, "is too large");
         return -1;
     }
     *out = v;
@@ -348,7 +345,7 @@ static int check_nonempty(const char *v, char *err, size_t n)
 {
     if (*v != '\0')
         return 0;
-    seterr(err, n, "must not be empty");
+    co_seterr(err, n, "must not be empty");
     return -1;
 }
 
@@ -357,7 +354,7 @@ static int check_abs_path(const char *v, char *err, size_t n)
     /* the daemon chdirs to /, so a relative path would move under it */
     if (v[0] == '/')
         return 0;
-    seterr(err, n, "\"%s\" is not an absolute path", v);
+    co_seterr(err, n, "\"%s\" is not an absolute path", v);
     return -1;
 }
 
@@ -367,7 +364,7 @@ static int check_socket_path(const char *v, char *err, size_t n)
         return -1;
     if (strlen(v) < sizeof(((struct sockaddr_un *)0)->sun_path))
         return 0;
-    seterr(err, n, "\"%s\" is too long for a unix socket (at most %zu bytes)", v,
+    co_seterr(err, n, "\"%s\" is too long for a unix socket (at most %zu bytes)", v,
            sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
     return -1;
 }
@@ -376,7 +373,7 @@ static int check_log_target(const char *v, char *err, size_t n)
 {
     if (strcmp(v, "stderr") == 0 || strcmp(v, "syslog") == 0 || v[0] == '/')
         return 0;
-    seterr(err, n, "\"%s\" is not stderr, syslog or an absolute file path", v);
+    co_seterr(err, n, "\"%s\" is not stderr, syslog or an absolute file path", v);
     return -1;
 }
 
@@ -388,11 +385,11 @@ static int check_url(const char *v, char *err, size_t n)
     else if (strncmp(v, "https://", 8) == 0)
         host = v + 8;
     if (host == NULL || *host == '\0' || *host == '/') {
-        seterr(err, n, "\"%s\" is not an http:// or https:// URL with a host", v);
+        co_seterr(err, n, "\"%s\" is not an http:// or https:// URL with a host", v);
         return -1;
     }
     if (strpbrk(v, " \t") != NULL) {
-        seterr(err, n, "\"%s\" contains whitespace", v);
+        co_seterr(err, n, "\"%s\" contains whitespace", v);
         return -1;
     }
     return 0;
@@ -404,7 +401,7 @@ static int check_topic(const char *v, char *err, size_t n)
     size_t len = strlen(v);
     if (len == 0 || len > 249 || strcmp(v, ".") == 0 || strcmp(v, "..") == 0 ||
         strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") != len) {
-        seterr(err, n, "\"%s\" is not a Kafka topic name (1-249 of [A-Za-z0-9._-])", v);
+        co_seterr(err, n, "\"%s\" is not a Kafka topic name (1-249 of [A-Za-z0-9._-])", v);
         return -1;
     }
     return 0;
@@ -441,7 +438,7 @@ static int set_string(struct co_config *cfg, const struct key *k, const char *v,
         return -1;
     char *copy = strdup(v);
     if (copy == NULL) {
-        seterr(err, n, "out of memory");
+        co_seterr(err, n, "out of memory");
         return -1;
     }
     (k->flags & KF_SECRET) ? free_secret(*slot) : free(*slot);
@@ -477,17 +474,17 @@ static int set_number(struct co_config *cfg, const struct key *k, const char *v,
     char why[128];
 
     if (parse_number(k, v, &d, why, sizeof why) < 0) {
-        seterr(err, n, "\"%s\" %s", v, why);
+        co_seterr(err, n, "\"%s\" %s", v, why);
         return -1;
     }
     /* the bounds are strings in the table, read by the same parser */
     if (parse_number(k, k->min, &lo, why, sizeof why) < 0 ||
         parse_number(k, k->max, &hi, why, sizeof why) < 0) {
-        seterr(err, n, "bad range in the key table: %s", why);
+        co_seterr(err, n, "bad range in the key table: %s", why);
         return -1;
     }
     if (d < lo || d > hi) {
-        seterr(err, n, "\"%s\" is out of range (%s..%s)", v, k->min, k->max);
+        co_seterr(err, n, "\"%s\" is out of range (%s..%s)", v, k->min, k->max);
         return -1;
     }
     if (k->type == KT_INT)
@@ -510,7 +507,7 @@ static int set_enum(struct co_config *cfg, const struct key *k, const char *v, c
         snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? " | " : "",
                  k->choices[i]);
     }
-    seterr(err, n, "\"%s\" is not one of %s", v, names);
+    co_seterr(err, n, "\"%s\" is not one of %s", v, names);
     return -1;
 }
 
@@ -541,12 +538,12 @@ static int parse_port(const char *item, const char *p, struct co_listen *out, ch
     size_t len = strlen(p);
     long port = 0;
     if (len == 0 || len > 5 || strspn(p, "0123456789") != len) {
-        seterr(err, n, "\"%s\" has no valid port (host:port, port 1..65535)", item);
+        co_seterr(err, n, "\"%s\" has no valid port (host:port, port 1..65535)", item);
         return -1;
     }
     port = strtol(p, NULL, 10);
     if (port < 1 || port > 65535) {
-        seterr(err, n, "\"%s\" has a port out of range (1..65535)", item);
+        co_seterr(err, n, "\"%s\" has a port out of range (1..65535)", item);
         return -1;
     }
     snprintf(out->port, sizeof out->port, "%ld", port);
@@ -565,34 +562,34 @@ static int parse_listen_item(const char *item, struct co_listen *out, char *err,
         host = item + 1;
         end = strchr(host, ']');
         if (end == NULL || end[1] != ':') {
-            seterr(err, n, "\"%s\" is not [IPv6]:port", item);
+            co_seterr(err, n, "\"%s\" is not [IPv6]:port", item);
             return -1;
         }
         port = end + 2;
     } else {
         end = strrchr(item, ':');
         if (end == NULL) {
-            seterr(err, n, "\"%s\" has no port (host:port)", item);
+            co_seterr(err, n, "\"%s\" has no port (host:port)", item);
             return -1;
         }
         if (memchr(item, ':', (size_t)(end - item)) != NULL) {
-            seterr(err, n, "\"%s\": put an IPv6 address in brackets, as in [::1]:8080", item);
+            co_seterr(err, n, "\"%s\": put an IPv6 address in brackets, as in [::1]:8080", item);
             return -1;
         }
         port = end + 1;
     }
     if (end == host || (size_t)(end - host) >= sizeof out->host) {
-        seterr(err, n, "\"%s\" has an empty or too long host", item);
+        co_seterr(err, n, "\"%s\" has an empty or too long host", item);
         return -1;
     }
     memcpy(out->host, host, (size_t)(end - host));
     out->host[end - host] = '\0';
     if (*item == '[' && inet_pton(AF_INET6, out->host, v6) != 1) {
-        seterr(err, n, "\"%s\" is not an IPv6 address in brackets", item);
+        co_seterr(err, n, "\"%s\" is not an IPv6 address in brackets", item);
         return -1;
     }
     if (*item != '[' && strspn(out->host, HOST_CHARS) != strlen(out->host)) {
-        seterr(err, n, "\"%s\" has a host that is not a name or an IPv4 address", item);
+        co_seterr(err, n, "\"%s\" has a host that is not a name or an IPv4 address", item);
         return -1;
     }
     return parse_port(item, port, out, err, n);
@@ -617,18 +614,18 @@ static int set_listen(struct co_config *cfg, const struct key *k, const char *v,
 
     while (more) {
         if ((len = next_item(&v, item, sizeof item, &more)) <= 0) {
-            seterr(err, n, "address %d is %s (host:port, comma-separated)", count + 1,
+            co_seterr(err, n, "address %d is %s (host:port, comma-separated)", count + 1,
                    len == 0 ? "empty" : "too long");
             return -1;
         }
         if (count == CO_MAX_LISTEN) {
-            seterr(err, n, "more than %d addresses", CO_MAX_LISTEN);
+            co_seterr(err, n, "more than %d addresses", CO_MAX_LISTEN);
             return -1;
         }
         if (parse_listen_item(item, &tmp[count], err, n) < 0)
             return -1;
         if (listen_dup(tmp, count)) {
-            seterr(err, n, "\"%s\" is listed twice", item);
+            co_seterr(err, n, "\"%s\" is listed twice", item);
             return -1;
         }
         count++;
@@ -663,11 +660,11 @@ static char **split_tokens(const char *v, int *count, char *err, size_t n)
     while (!failed && more) {
         len = next_item(&v, item, sizeof item, &more);
         if (len <= 0 || strpbrk(item, " \t") != NULL) {
-            seterr(err, n, "item %d is %s", *count + 1,
+            co_seterr(err, n, "item %d is %s", *count + 1,
                    len == 0 ? "empty" : len < 0 ? "too long" : "not a single token");
             failed = true;
         } else if (list_push(&list, count, item) < 0) {
-            seterr(err, n, "out of memory");
+            co_seterr(err, n, "out of memory");
             failed = true;
         }
     }
@@ -675,7 +672,7 @@ static char **split_tokens(const char *v, int *count, char *err, size_t n)
     if (!failed)
         return list;
     if (list == NULL)
-        seterr(err, n, "out of memory");
+        co_seterr(err, n, "out of memory");
     free_list(list, true);
     return NULL;
 }
@@ -934,30 +931,30 @@ static int store_callback_key(struct co_config *cfg, const char *item, int i, ch
     int len;
     if (cfg->callback_auth == CO_AUTH_HMAC) {
         if (strncmp(item, "whsec_", 6) != 0) {
-            seterr(err, n, "secret %d does not start with \"whsec_\"", i + 1);
+            co_seterr(err, n, "secret %d does not start with \"whsec_\"", i + 1);
             return -1;
         }
         if ((len = webhook_secret_decode(item, strlen(item), cfg->callback_keys[i],
                                          CO_MAX_CALLBACK_KEY_BYTES)) < 0) {
-            seterr(err, n, "secret %d is not valid base64 after \"whsec_\" (or over %d bytes)",
+            co_seterr(err, n, "secret %d is not valid base64 after \"whsec_\" (or over %d bytes)",
                    i + 1, CO_MAX_CALLBACK_KEY_BYTES);
             return -1;
         }
     } else {
         len = (int)strlen(item);
         if (strpbrk(item, " \t") != NULL) {
-            seterr(err, n, "token %d contains whitespace", i + 1);
+            co_seterr(err, n, "token %d contains whitespace", i + 1);
             return -1;
         }
         if (len > CO_MAX_CALLBACK_KEY_BYTES) {
-            seterr(err, n, "token %d is longer than %d characters", i + 1,
+            co_seterr(err, n, "token %d is longer than %d characters", i + 1,
                    CO_MAX_CALLBACK_KEY_BYTES);
             return -1;
         }
         memcpy(cfg->callback_keys[i], item, (size_t)len);
     }
     if (len < CO_MIN_CALLBACK_KEY_BYTES) {
-        seterr(err, n, "%s %d is %d %s, at least %d are needed",
+        co_seterr(err, n, "%s %d is %d %s, at least %d are needed",
                cfg->callback_auth == CO_AUTH_HMAC ? "secret" : "token", i + 1, len,
                cfg->callback_auth == CO_AUTH_HMAC ? "bytes once decoded" : "characters",
                CO_MIN_CALLBACK_KEY_BYTES);
@@ -978,10 +975,11 @@ static int parse_callback_secret(struct co_config *cfg, char *err, size_t n)
     cfg->n_callback_keys = 0;
     while (rc == 0 && more) {
         if (cfg->n_callback_keys == CO_MAX_CALLBACK_KEYS) {
-            seterr(err, n, "more than %d secrets (current, previous)", CO_MAX_CALLBACK_KEYS);
+            co_seterr(err, n, "more than %d secrets (current, previous)", CO_MAX_CALLBACK_KEYS);
             rc = -1;
         } else if ((len = next_item(&v, item, sizeof item, &more)) <= 0) {
-            seterr(err, n, "secret %d is %s", cfg->n_callback_keys + 1, len ? "too long" : "empty");
+            co_seterr(err, n, "secret %d is %s", cfg->n_callback_keys + 1,
+                      len ? "too long" : "empty");
             rc = -1;
         } else if ((rc = store_callback_key(cfg, item, cfg->n_callback_keys, err, n)) == 0) {
             cfg->n_callback_keys++;
@@ -1057,9 +1055,9 @@ static void parse_input(struct load *ld)
 static void format_error(const struct load *ld, char *err, size_t errlen)
 {
     if (ld->err_line > 0)
-        seterr(err, errlen, "%s:%d: %s", ld->name, ld->err_line, ld->err);
+        co_seterr(err, errlen, "%s:%d: %s", ld->name, ld->err_line, ld->err);
     else
-        seterr(err, errlen, "%s: %s", ld->name, ld->err);
+        co_seterr(err, errlen, "%s: %s", ld->name, ld->err);
 }
 
 /* Run a load whose input is set up in LD; common to files and strings. */
@@ -1067,7 +1065,7 @@ static int load(struct load *ld, struct co_config **out, char *err, size_t errle
 {
     ld->cfg = calloc(1, sizeof *ld->cfg);
     if (ld->cfg == NULL || (ld->cfg->file = strdup(ld->name)) == NULL) {
-        seterr(err, errlen, "%s: out of memory", ld->name);
+        co_seterr(err, errlen, "%s: out of memory", ld->name);
         co_config_free(ld->cfg);
         return -1;
     }
@@ -1096,7 +1094,7 @@ int co_config_load(const char *path, struct co_config **out, char *err, size_t e
     int rc;
 
     if ((ld.fp = fopen(path, "re")) == NULL) {
-        seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        co_seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return -1;
     }
     rc = load(&ld, out, err, errlen);
@@ -1109,6 +1107,55 @@ int co_config_load_string(const char *name, const char *text, struct co_config *
 {
     struct load ld = {.name = name, .text = text};
     return load(&ld, out, err, errlen);
+}
+
+/* KEY's value in CFG as text, lists joined with commas: to compare and show. */
+static void value_text(const struct co_config *cfg, const struct key *k, struct strbuf *b)
+{
+    const void *f = (const char *)cfg + k->off;
+    int n = k->off_n != 0 ? *(const int *)(const void *)((const char *)cfg + k->off_n) : 0;
+
+    switch (k->type) {
+    case KT_STRING: strbuf_adds(b, *(char *const *)f); break;
+    case KT_INT: strbuf_addf(b, "%d", *(const int *)f); break;
+    case KT_ENUM: strbuf_adds(b, k->choices[*(const int *)f]); break;
+    case KT_DURATION: strbuf_addf(b, "%gs", *(const double *)f); break;
+    case KT_SIZE: strbuf_addf(b, "%zuB", *(const size_t *)f); break;
+    case KT_LISTEN:
+        for (int i = 0; i < n; i++)
+            strbuf_addf(b, "%s%s:%s", i ? "," : "", ((const struct co_listen *)f)[i].host,
+                        ((const struct co_listen *)f)[i].port);
+        break;
+    case KT_KEYLIST:
+        for (int i = 0; i < n; i++)
+            strbuf_addf(b, "%s%s", i ? "," : "", (*(char **const *)f)[i]);
+        break;
+    }
+}
+
+int co_config_restart_changes(const struct co_config *running, const struct co_config *loaded,
+                              co_config_change_fn *fn, void *arg)
+{
+    int changed = 0;
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const struct key *k = &keys[i];
+        if (!(k->flags & KF_RESTART))
+            continue;
+        struct strbuf was = { 0 }, now = { 0 };
+        value_text(running, k, &was);
+        value_text(loaded, k, &now);
+        if (was.failed || now.failed || strcmp(was.p ? was.p : "", now.p ? now.p : "") != 0) {
+            char name[64];
+            snprintf(name, sizeof name, "%s.%s", k->section, k->name);
+            bool hide = k->flags & KF_SECRET;
+            fn(arg, name, hide ? "(secret)" : was.p ? was.p : "",
+               hide ? "(secret)" : now.p ? now.p : "");
+            changed++;
+        }
+        strbuf_free(&was);
+        strbuf_free(&now);
+    }
+    return changed;
 }
 
 void co_config_free(struct co_config *cfg)

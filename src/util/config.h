@@ -11,11 +11,12 @@
 
 #include <stddef.h>
 
+#include "util/log.h"
+
 #define CO_MAX_LISTEN 16
 #define CO_MAX_CALLBACK_KEYS 2        /* current + previous, for rotation */
 #define CO_MAX_CALLBACK_KEY_BYTES 128 /* decoded HMAC key or api-key token */
 
-enum co_log_level { CO_LOG_ERROR = 0, CO_LOG_WARN, CO_LOG_INFO, CO_LOG_DEBUG };
 enum co_callback_auth { CO_AUTH_HMAC = 0, CO_AUTH_API_KEY };
 
 struct co_listen {
@@ -110,6 +111,18 @@ int co_config_load_string(const char *name, const char *text, struct co_config *
                           char *err, size_t errlen);
 
 void co_config_free(struct co_config *cfg);
+
+/*
+ * A reload applies every key except those the key table marks as needing a
+ * restart (callorch.ini(5) says which).  Calls FN(ARG, "section.key",
+ * running value, configured value) for each of those whose value differs
+ * between RUNNING and LOADED (a secret's values shown as "(secret)");
+ * returns how many differ.
+ */
+typedef void co_config_change_fn(void *arg, const char *key, const char *running,
+                                 const char *configured);
+int co_config_restart_changes(const struct co_config *running, const struct co_config *loaded,
+                              co_config_change_fn *fn, void *arg);
 
 /* Unit parsers, exported for tests.  Return 0 or -1 (with a reason in err). */
 int co_parse_duration(const char *s, double *seconds, char *err, size_t errlen);

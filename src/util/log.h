@@ -10,7 +10,8 @@
 #ifndef CO_LOG_H
 #define CO_LOG_H
 
-#include "util/config.h"
+/* Severities, most severe first: a level logs itself and those above it. */
+enum co_log_level { CO_LOG_ERROR = 0, CO_LOG_WARN, CO_LOG_INFO, CO_LOG_DEBUG };
 
 #if defined(__GNUC__)
 #define CO_PRINTF(a, b) __attribute__((format(printf, a, b)))

@@ -3,11 +3,12 @@
  */
 #include "util/shm.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+
+#include "util/strbuf.h"
 
 struct co_shm *co_shm;
 
@@ -44,56 +45,24 @@ void shm_http_request(enum co_route route, int status, double seconds)
 
 /* ------------------------------------------------------------ exposition */
 
-struct out {
-    char *s;
-    size_t len, cap;
-    int failed;
-};
-
-static void emit(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void emit(struct out *o, const char *fmt, ...)
+static void family(struct strbuf *o, const char *name, const char *type, const char *help)
 {
-    for (int tries = 0; tries < 2 && !o->failed; tries++) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(o->s + o->len, o->cap - o->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            o->failed = 1;
-            return;
-        }
-        if ((size_t)n < o->cap - o->len) {
-            o->len += (size_t)n;
-            return;
-        }
-        size_t cap = (o->cap + (size_t)n + 1) * 2;
-        char *t = realloc(o->s, cap);
-        if (t == NULL) {
-            o->failed = 1;
-            return;
-        }
-        o->s = t;
-        o->cap = cap;
-    }
+    strbuf_addf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void family(struct out *o, const char *name, const char *type, const char *help)
-{
-    emit(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
-static void labelled(struct out *o, const char *name, const char *label, const char *const *values,
-                     const enum co_counter *counters, int n)
+static void labelled(struct strbuf *o, const char *name, const char *label,
+                     const char *const *values, const enum co_counter *counters, int n)
 {
     for (int i = 0; i < n; i++)
-        emit(o, "%s{%s=\"%s\"} %llu\n", name, label, values[i],
+        strbuf_addf(o, "%s{%s=\"%s\"} %llu\n", name, label, values[i],
              (unsigned long long)shm_get(counters[i]));
 }
 
-static void counters_section(struct out *o)
+static void counters_section(struct strbuf *o)
 {
     family(o, "callorch_calls_created_total", "counter", "Calls accepted by POST /api/v1/calls.");
-    emit(o, "callorch_calls_created_total %llu\n", (unsigned long long)shm_get(CNT_CALLS_CREATED));
+    strbuf_addf(o, "callorch_calls_created_total %llu\n",
+                (unsigned long long)shm_get(CNT_CALLS_CREATED));
 
     static const char *const outcomes[] = { "started", "parked", "skipped" };
     static const enum co_counter oc[] = { CNT_DISPATCH_STARTED, CNT_DISPATCH_PARKED,
@@ -109,7 +78,8 @@ static void counters_section(struct out *o)
     labelled(o, "callorch_provider_errors_total", "class", classes, pc, 4);
 
     family(o, "callorch_retries_total", "counter", "Attempts that ended with a retry planned.");
-    emit(o, "callorch_retries_total %llu\n", (unsigned long long)shm_get(CNT_RETRIES_SCHEDULED));
+    strbuf_addf(o, "callorch_retries_total %llu\n",
+                (unsigned long long)shm_get(CNT_RETRIES_SCHEDULED));
 
     static const char *const wstatus[] = { "COMPLETED", "FAILED", "BUSY", "NO_ANSWER",
                                            "duplicate" };
@@ -129,10 +99,10 @@ static void counters_section(struct out *o)
 
     family(o, "callorch_reclaims_total", "counter",
            "IN_PROGRESS calls reclaimed after call_timeout without a webhook.");
-    emit(o, "callorch_reclaims_total %llu\n", (unsigned long long)shm_get(CNT_RECLAIMS));
+    strbuf_addf(o, "callorch_reclaims_total %llu\n", (unsigned long long)shm_get(CNT_RECLAIMS));
     family(o, "callorch_scheduler_published_total", "counter",
            "Due calls the scheduler handed to Kafka.");
-    emit(o, "callorch_scheduler_published_total %llu\n",
+    strbuf_addf(o, "callorch_scheduler_published_total %llu\n",
          (unsigned long long)shm_get(CNT_SCHED_PUBLISHED));
 }
 
@@ -141,12 +111,12 @@ static const char *const route_names[RT_MAX] = {
     "metrics_json", "metrics", "healthz", "readyz", "other",
 };
 
-static void http_section(struct out *o)
+static void http_section(struct strbuf *o)
 {
     family(o, "callorch_http_requests_total", "counter", "HTTP requests, by route and status class.");
     for (int r = 0; r < RT_MAX; r++)
         for (int c = 0; c < SHM_STATUS_CLASSES; c++)
-            emit(o, "callorch_http_requests_total{route=\"%s\",code=\"%dxx\"} %llu\n",
+            strbuf_addf(o, "callorch_http_requests_total{route=\"%s\",code=\"%dxx\"} %llu\n",
                  route_names[r], c + 1,
                  (unsigned long long)atomic_load(&co_shm->http_requests[r][c]));
     family(o, "callorch_http_request_duration_seconds", "histogram",
@@ -155,22 +125,23 @@ static void http_section(struct out *o)
     for (int b = 0; b <= SHM_DURATION_BUCKETS; b++) {
         cum += atomic_load(&co_shm->http_duration[b]);
         if (b < SHM_DURATION_BUCKETS)
-            emit(o, "callorch_http_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
+            strbuf_addf(o, "callorch_http_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
                  shm_duration_bounds[b], cum);
         else
-            emit(o, "callorch_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
+            strbuf_addf(o, "callorch_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+                        cum);
     }
-    emit(o, "callorch_http_request_duration_seconds_sum %.6f\n",
+    strbuf_addf(o, "callorch_http_request_duration_seconds_sum %.6f\n",
          (double)atomic_load(&co_shm->http_duration_sum_us) / 1e6);
-    emit(o, "callorch_http_request_duration_seconds_count %llu\n", cum);
+    strbuf_addf(o, "callorch_http_request_duration_seconds_count %llu\n", cum);
 }
 
-static void gauges_section(struct out *o, const struct shm_gauges *g)
+static void gauges_section(struct strbuf *o, const struct shm_gauges *g)
 {
     static const char *const kinds[SHM_CHILD_KINDS] = { "http", "kafka", "sched" };
     family(o, "callorch_child_restarts_total", "counter", "Children respawned by the master, by kind.");
     for (int k = 0; k < SHM_CHILD_KINDS; k++)
-        emit(o, "callorch_child_restarts_total{kind=\"%s\"} %llu\n", kinds[k],
+        strbuf_addf(o, "callorch_child_restarts_total{kind=\"%s\"} %llu\n", kinds[k],
              (unsigned long long)atomic_load(&co_shm->child_restarts[k]));
 
     static const char *const st[] = { "PENDING", "IN_PROGRESS", "COMPLETED", "FAILED",
@@ -178,29 +149,24 @@ static void gauges_section(struct out *o, const struct shm_gauges *g)
     family(o, "callorch_calls", "gauge", "Calls in PostgreSQL, by status.");
     for (int i = 0; i < 5; i++)
         if (g->by_status[i] >= 0)
-            emit(o, "callorch_calls{status=\"%s\"} %lld\n", st[i], g->by_status[i]);
+            strbuf_addf(o, "callorch_calls{status=\"%s\"} %lld\n", st[i], g->by_status[i]);
     family(o, "callorch_slots_in_use", "gauge", "Global call slots held in Redis.");
     if (g->slots_in_use >= 0)
-        emit(o, "callorch_slots_in_use %d\n", g->slots_in_use);
+        strbuf_addf(o, "callorch_slots_in_use %d\n", g->slots_in_use);
     family(o, "callorch_slots_max", "gauge", "[dispatch] max_concurrent_calls.");
-    emit(o, "callorch_slots_max %d\n", g->max_slots);
+    strbuf_addf(o, "callorch_slots_max %d\n", g->max_slots);
     family(o, "callorch_dispatch_paused", "gauge", "1 while callorchctl pause is in effect.");
-    emit(o, "callorch_dispatch_paused %d\n", shm_paused());
+    strbuf_addf(o, "callorch_dispatch_paused %d\n", shm_paused());
 }
 
 char *shm_prometheus(const struct shm_gauges *g, size_t *len)
 {
-    struct out o = { .cap = 8192 };
-    if (co_shm == NULL || (o.s = malloc(o.cap)) == NULL)
+    struct strbuf o = { 0 };
+    if (co_shm == NULL)
         return NULL;
-    o.s[0] = '\0';
     counters_section(&o);
     http_section(&o);
     gauges_section(&o, g);
-    if (o.failed) {
-        free(o.s);
-        return NULL;
-    }
     *len = o.len;
-    return o.s;
+    return strbuf_take(&o); /* NULL when out of memory */
 }

@@ -17,12 +17,12 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "util/config.h"
+#include "util/err.h"
 
 #define MAC_BYTES 32              /* SHA-256 */
 #define MAC_B64 44                /* base64 of 32 bytes, padded */
@@ -52,17 +52,6 @@ static bool is_b64(char c)
 static unsigned b64_value(char c)
 {
     return (unsigned)(strchr(b64_alphabet, c) - b64_alphabet);
-}
-
-static void seterr(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t n, const char *fmt, ...)
-{
-    va_list ap;
-    if (err == NULL || n == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, n, fmt, ap);
-    va_end(ap);
 }
 
 /*
@@ -205,20 +194,21 @@ static int parse_one_key(const char *item, size_t len, int i, struct webhook_key
 {
     int got;
     if (len == 0) {
-        seterr(err, errlen, "secret %d is empty", i + 1);
+        co_seterr(err, errlen, "secret %d is empty", i + 1);
         return -1;
     }
     if (len < 6 || memcmp(item, "whsec_", 6) != 0) {
-        seterr(err, errlen, "secret %d does not start with \"whsec_\"", i + 1);
+        co_seterr(err, errlen, "secret %d does not start with \"whsec_\"", i + 1);
         return -1;
     }
     got = webhook_secret_decode(item, len, out->key[i], WEBHOOK_MAX_KEY_BYTES);
     if (got < 0) {
-        seterr(err, errlen, "secret %d is not valid base64 after \"whsec_\" (or too long)", i + 1);
+        co_seterr(err, errlen, "secret %d is not valid base64 after \"whsec_\" (or too long)",
+                  i + 1);
         return -1;
     }
     if (got < WEBHOOK_MIN_KEY_BYTES) {
-        seterr(err, errlen, "secret %d is %d bytes once decoded, at least %d are needed", i + 1,
+        co_seterr(err, errlen, "secret %d is %d bytes once decoded, at least %d are needed", i + 1,
                got, WEBHOOK_MIN_KEY_BYTES);
         return -1;
     }
@@ -236,7 +226,7 @@ int webhook_keys_parse(const char *callback_secret, struct webhook_keys *out, ch
     memset(out, 0, sizeof *out);
     while (rc == 0 && next_item(&s, &item, &len)) {
         if (out->n == WEBHOOK_MAX_KEYS) {
-            seterr(err, errlen, "more than %d secrets (current, previous)", WEBHOOK_MAX_KEYS);
+            co_seterr(err, errlen, "more than %d secrets (current, previous)", WEBHOOK_MAX_KEYS);
             rc = -1;
         } else if ((rc = parse_one_key(item, len, out->n, out, err, errlen)) == 0) {
             out->n++;
