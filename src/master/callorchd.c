@@ -150,7 +150,7 @@ static int start(struct co_config *cfg, const struct options *o)
         co_config_free(cfg);
         return 1;
     }
-    ls.n = 0;
+    ls.n_addr = 0;
     if (listen_open(cfg, &ls, err, sizeof(err)) < 0)
         goto fail;
     if ((ctl = open_control(cfg, err, sizeof(err))) == NULL)

@@ -2,8 +2,24 @@
  * listen.h — the HTTP listening sockets.
  *
  * Owns binding [http] listen in the master, before any child exists, so a
- * child never needs privileges and a reload that changes nothing keeps the
- * very same sockets (no connection is refused during a reload).
+ * child never needs privileges, and which http worker accepts on which
+ * socket.  Each address gets one SO_REUSEPORT socket per http worker slot:
+ * the kernel spreads new connections over them by a hash of the client's
+ * address and port, so every worker gets its share (with one shared socket,
+ * the worker that happened to be awake took whole bursts of connections,
+ * and wrk's keep-alive connections stayed with it for the whole run).
+ *
+ * The master keeps every socket open for as long as its address is listed:
+ * a respawned worker, or the next generation after a reload, accepts on the
+ * very same sockets, so the connections queued in them while no worker
+ * accepted are served, not reset.  Closing a SO_REUSEPORT socket resets the
+ * connections queued in it; so when a reload lowers [http] workers the
+ * sockets of the slots that go away stay open and the remaining workers
+ * accept on them too (worker i serves the sockets of slots i, i + workers,
+ * i + 2 * workers ...): nothing is lost, at the price of an uneven spread
+ * until the next restart.  Only an address removed from [http] listen has
+ * its sockets closed (by the master at once, by the retiring workers when
+ * they leave), as before.
  */
 #ifndef CO_LISTEN_H
 #define CO_LISTEN_H
@@ -12,17 +28,42 @@
 
 #include "util/config.h"
 
-struct listen_set {
-    int fds[CO_MAX_LISTEN];
-    int n;
+/* [http] workers' upper bound in config.c's key table. */
+#define LISTEN_MAX_SLOTS 64
+
+/* One address of [http] listen and its sockets, fds[slot]. */
+struct listen_addr {
+    struct co_listen where;
+    int fds[LISTEN_MAX_SLOTS];
+    int n_fds;
 };
 
-/* Bind and listen on every address of CFG.  Returns 0, or -1 with a message
- * naming the address in err (nothing stays open then). */
+struct listen_set {
+    struct listen_addr addr[CO_MAX_LISTEN];
+    int n_addr;
+};
+
+/* Bind and listen on every address of CFG, one socket per [http] workers
+ * slot.  Returns 0, or -1 with a message naming the address in err
+ * (nothing stays open then). */
 int listen_open(const struct co_config *cfg, struct listen_set *ls, char *err, size_t errlen);
 
-/* Whether A and B list the same addresses in the same order. */
-int listen_same(const struct co_config *a, const struct co_config *b);
+/*
+ * Reload: fill NEXT with the sockets CFG needs.  Addresses CUR already
+ * listens on move to NEXT with all their sockets (more are bound if CFG has
+ * more workers); new addresses are bound.  On success CUR keeps only the
+ * addresses CFG no longer lists, for the caller to close.  Returns 0, or -1
+ * with why in ERR and both sets as they were.
+ */
+int listen_update(struct listen_set *cur, const struct co_config *cfg, struct listen_set *next,
+                  char *err, size_t errlen);
+
+/*
+ * In a new http worker of SLOT out of WORKERS: close the sockets it does
+ * not serve and put the ones it does into FDS (room for CAP).  Returns how
+ * many; LS must not be used afterwards.
+ */
+int listen_keep_worker(struct listen_set *ls, int slot, int workers, int *fds, int cap);
 
 void listen_close(struct listen_set *ls);
 

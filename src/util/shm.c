@@ -163,6 +163,15 @@ static void http_section(struct out *o)
     emit(o, "callorch_http_request_duration_seconds_sum %.6f\n",
          (double)atomic_load(&co_shm->http_duration_sum_us) / 1e6);
     emit(o, "callorch_http_request_duration_seconds_count %llu\n", cum);
+    /* only the slots that answered something: the count of workers is
+     * the config's, which this segment does not know */
+    family(o, "callorch_http_worker_requests_total", "counter",
+           "HTTP requests answered, by http worker slot.");
+    for (int w = 0; w < SHM_HTTP_WORKERS; w++) {
+        unsigned long long n = atomic_load(&co_shm->http_worker_requests[w]);
+        if (n > 0)
+            emit(o, "callorch_http_worker_requests_total{worker=\"%d\"} %llu\n", w, n);
+    }
 }
 
 static void gauges_section(struct out *o, const struct shm_gauges *g)
