@@ -153,6 +153,7 @@ static int start(struct co_config *cfg, const struct options *o)
     ls.n_addr = 0;
     if (listen_open(cfg, &ls, err, sizeof(err)) < 0)
         goto fail;
+    listen_reserve(&ls);
     if ((ctl = open_control(cfg, err, sizeof(err))) == NULL)
         goto fail;
     if (shm_init() < 0) {

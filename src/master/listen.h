@@ -20,6 +20,14 @@
  * until the next restart.  Only an address removed from [http] listen has
  * its sockets closed (by the master at once, by the retiring workers when
  * they leave), as before.
+ *
+ * A reload that raises [http] workers needs more sockets, but the kernel
+ * adds a socket to a SO_REUSEPORT group only if the same user created it,
+ * and a port below 1024 needs privileges: a master started as root, which
+ * has become [daemon] user since, could not bind them.  So a master started
+ * as root binds spare sockets at start, bound but not listening (the kernel
+ * gives them no connection), and a reload that adds workers only calls
+ * listen() on them; up to LISTEN_RESERVE_FDS sockets in all.
  */
 #ifndef CO_LISTEN_H
 #define CO_LISTEN_H
@@ -31,10 +39,16 @@
 /* [http] workers' upper bound in config.c's key table. */
 #define LISTEN_MAX_SLOTS 64
 
-/* One address of [http] listen and its sockets, fds[slot]. */
+/* Most sockets, over all addresses, a master started as root binds at
+ * start (the spares included): a bound on its descriptors. */
+#define LISTEN_RESERVE_FDS 256
+
+/* One address of [http] listen and its sockets, fds[slot]: the first
+ * n_live listen, the rest up to n_fds are spares (bound only). */
 struct listen_addr {
     struct co_listen where;
     int fds[LISTEN_MAX_SLOTS];
+    int n_live;
     int n_fds;
 };
 
@@ -47,6 +61,10 @@ struct listen_set {
  * slot.  Returns 0, or -1 with a message naming the address in err
  * (nothing stays open then). */
 int listen_open(const struct co_config *cfg, struct listen_set *ls, char *err, size_t errlen);
+
+/* When running as root (about to drop privileges): bind the spare sockets,
+ * as many as LISTEN_RESERVE_FDS allows; a shortfall is logged, not fatal. */
+void listen_reserve(struct listen_set *ls);
 
 /*
  * Reload: fill NEXT with the sockets CFG needs.  Addresses CUR already
