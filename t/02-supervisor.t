@@ -98,6 +98,19 @@ like($s->log_text, qr/msg="all children ready"/, 'master logs when all children 
     ok(!$by_pid->{unanswered}, 'every connection answered');
 }
 
+# A second master on the same port must not join the first one's
+# SO_REUSEPORT group and take part of its connections: it fails to start.
+{
+    my $other = $s->tmpdir . '/other.ini';
+    open my $o, '>', $other or die;
+    print $o $s->config_text('http.workers' => 2, 'daemon.pid_file' => $s->tmpdir . '/other.pid',
+        'daemon.control_socket' => $s->tmpdir . '/other.sock', 'daemon.log_target' => 'stderr');
+    close $o;
+    my $out = `timeout 20 $ENV{CALLORCH_BUILDDIR}/src/callorchd -f -c $other 2>&1`;
+    is($? >> 8, 1, 'a second master on the same http port: exit 1');
+    like($out, qr/listen 127\.0\.0\.1:\d+: Address already in use/, 'a second master: says why');
+}
+
 # kill -9 one child of each kind: a new pid of that kind appears within 2 s
 for my $kind (qw(http kafka sched)) {
     my $victim = kinds($master)->{$kind}[0];
