@@ -43,7 +43,8 @@ sub healthz_pids {
     return [ sort keys %seen ];
 }
 
-# Open N connections at once (as wrk does), then ask /healthz on each: the
+# Open N connections at once (as wrk does) to PORT (default: the first
+# [http] listen address), then ask /healthz on each: the
 # pid of the worker that answered, counted; "unanswered" counts the ones
 # that got no answer within 10 s (a socket no worker accepts on).  Each
 # worker has its own SO_REUSEPORT socket and the kernel picks one by a hash
@@ -51,9 +52,10 @@ sub healthz_pids {
 # worker of W gets none is below W * ((W - 1) / W) ** N, 1e-9 for N = 40 and
 # W = 2 or N = 60 and W = 3, so these checks do not flake.
 sub spread {
-    my ($n) = @_;
+    my ($n, $port) = @_;
     my @socks = map {
-        IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $s->http_port, Proto => 'tcp')
+        IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port // $s->http_port,
+            Proto => 'tcp')
             or die "connect: $!"
     } 1 .. $n;
     print {$_} "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n" for @socks;
@@ -188,6 +190,31 @@ is(healthz_pids(1) ? 1 : 0, 1, 'still serving after a failed reload');
     ok(!$by_pid->{unanswered}, 'fewer workers after a reload: every connection answered');
     is_deeply([ sort grep { $_ ne 'unanswered' } keys %$by_pid ], \@now,
         'fewer workers after a reload: both answer');
+}
+
+# [http] listen changed by a reload: an address that stays keeps its
+# sockets, a new one is bound, a removed one closes once its workers left.
+{
+    my ($a, $b) = ($s->http_port, CallorchTest::free_port());
+    my $reload_to = sub {
+        my ($listen) = @_;
+        my @old = @{ kinds($master)->{http} };
+        $s->write_config('http.workers' => 2, 'kafka.consumers' => 2, 'http.listen' => $listen);
+        kill 'HUP', $master;
+        $s->wait_for(sub {
+            my $k = kinds($master)->{http};
+            @$k == 2 && !grep { my $o = $_; grep { $_ == $o } @$k } @old;
+        }, timeout => 15, what => "http children for listen = $listen");
+        return [ sort @{ kinds($master)->{http} } ];
+    };
+    my $now = $reload_to->("127.0.0.1:$a, 127.0.0.1:$b");
+    my ($on_a, $on_b) = (spread(40, $a), spread(40, $b));
+    is_deeply([ sort keys %$on_a ], $now, 'listen adds an address: the kept one serves, on both workers');
+    is_deeply([ sort keys %$on_b ], $now, 'listen adds an address: the new one serves, on both workers');
+    $now = $reload_to->("127.0.0.1:$b");
+    is_deeply([ sort keys %{ spread(40, $b) } ], $now, 'listen drops an address: the other one serves');
+    ok($s->wait_for(sub { !IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $a) },
+        what => "port $a closed", soft => 1), 'listen drops an address: its port is closed');
 }
 
 # SIGTERM: exit 0, no child left, pid file removed
