@@ -21,6 +21,16 @@
  * its sockets closed (by the master at once, by the retiring workers when
  * they leave), as before.
  *
+ * The price of sockets per worker: connections the kernel hashed to a slot
+ * whose worker is down wait in that slot's queue until it is respawned (at
+ * once after a stable run, after the backoff in a crash loop), and a slot
+ * that failed fatally holds them until the next reload, where one shared
+ * socket let the other workers take them.  Handing a dead slot's sockets to
+ * the living workers would need them passed over a unix socket; not done.
+ * (EPOLLEXCLUSIVE on one shared socket was the other way: libev's epoll
+ * backend cannot set it, and the kernel wakes exclusive waiters in LIFO
+ * order, which favours the busiest worker, the very imbalance to remove.)
+ *
  * A reload that raises [http] workers needs more sockets, but the kernel
  * adds a socket to a SO_REUSEPORT group only if the same user created it,
  * and a port below 1024 needs privileges: a master started as root, which
