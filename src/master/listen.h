@@ -46,8 +46,8 @@
 
 #include "util/config.h"
 
-/* [http] workers' upper bound in config.c's key table. */
-#define LISTEN_MAX_SLOTS 64
+/* One socket per http worker slot, at most. */
+#define LISTEN_MAX_SLOTS CO_MAX_HTTP_WORKERS
 
 /* Most sockets, over all addresses, a master started as root binds at
  * start (the spares included): a bound on its descriptors. */

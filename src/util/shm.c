@@ -9,6 +9,10 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "util/config.h"
+
+_Static_assert(SHM_HTTP_WORKERS == CO_MAX_HTTP_WORKERS, "a request counter per http worker slot");
+
 struct co_shm *co_shm;
 
 const double shm_duration_bounds[SHM_DURATION_BUCKETS] = {

@@ -54,7 +54,7 @@ enum co_route {
 extern const double shm_duration_bounds[SHM_DURATION_BUCKETS];
 
 #define SHM_CHILD_KINDS 3          /* http, kafka, sched (child.h) */
-#define SHM_HTTP_WORKERS 64        /* [http] workers' upper bound (config.c) */
+#define SHM_HTTP_WORKERS 64        /* CO_MAX_HTTP_WORKERS (asserted in shm.c) */
 
 struct co_shm {
     atomic_int paused;             /* 1: no new call starts anywhere */
