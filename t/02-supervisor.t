@@ -7,6 +7,7 @@ use warnings;
 use Test::More;
 use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(sleep time);
+use IO::Socket::INET;
 use CallorchTest;
 
 CallorchTest::require_stack();
@@ -42,6 +43,32 @@ sub healthz_pids {
     return [ sort keys %seen ];
 }
 
+# Open N connections at once (as wrk does) to PORT (default: the first
+# [http] listen address), then ask /healthz on each: the
+# pid of the worker that answered, counted; "unanswered" counts the ones
+# that got no answer within 10 s (a socket no worker accepts on).  Each
+# worker has its own SO_REUSEPORT socket and the kernel picks one by a hash
+# of the client's port: with N distinct source ports, the chance that a
+# worker of W gets none is below W * ((W - 1) / W) ** N, 1e-9 for N = 40 and
+# W = 2 or N = 60 and W = 3, so these checks do not flake.
+sub spread {
+    my ($n, $port) = @_;
+    my @socks = map {
+        IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port // $s->http_port,
+            Proto => 'tcp')
+            or die "connect: $!"
+    } 1 .. $n;
+    print {$_} "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n" for @socks;
+    my %by_pid;
+    for my $c (@socks) {
+        my $r = CallorchTest::raw_read($c, 10);
+        my $pid = $r->{json} ? $r->{json}{pid} : 'unanswered';
+        $by_pid{$pid}++;
+    }
+    close $_ for @socks;
+    return \%by_pid;
+}
+
 $s->write_config('http.workers' => 2, 'kafka.consumers' => 2);
 my $master = $s->start_daemon;
 ok($master, "callorchd started (pid $master)");
@@ -63,6 +90,28 @@ is_deeply($hp, \@http, '/healthz answers 200 from every http child');
 
 $s->wait_for(sub { $s->log_text =~ /all children ready/ }, what => 'all children ready logged');
 like($s->log_text, qr/msg="all children ready"/, 'master logs when all children are ready');
+
+# 40 connections opened at once are spread over both http workers
+{
+    my $by_pid = spread(40);
+    diag('40 connections, answered by pid: ' . join(', ', map { "$_=$by_pid->{$_}" } sort keys %$by_pid));
+    is_deeply([ sort grep { $_ ne 'unanswered' } keys %$by_pid ], \@http,
+        '40 connections at once: both http workers answered some');
+    ok(!$by_pid->{unanswered}, 'every connection answered');
+}
+
+# A second master on the same port must not join the first one's
+# SO_REUSEPORT group and take part of its connections: it fails to start.
+{
+    my $other = $s->tmpdir . '/other.ini';
+    open my $o, '>', $other or die;
+    print $o $s->config_text('http.workers' => 2, 'daemon.pid_file' => $s->tmpdir . '/other.pid',
+        'daemon.control_socket' => $s->tmpdir . '/other.sock', 'daemon.log_target' => 'stderr');
+    close $o;
+    my $out = `timeout 20 $ENV{CALLORCH_BUILDDIR}/src/callorchd -f -c $other 2>&1`;
+    is($? >> 8, 1, 'a second master on the same http port: exit 1');
+    like($out, qr/listen 127\.0\.0\.1:\d+: Address already in use/, 'a second master: says why');
+}
 
 # kill -9 one child of each kind: a new pid of that kind appears within 2 s
 for my $kind (qw(http kafka sched)) {
@@ -95,6 +144,14 @@ $s->wait_for(sub {
 }, timeout => 15, what => 'three new http children after SIGHUP');
 is(scalar @{ kinds($master)->{http} }, 3, 'SIGHUP with workers = 3 gives three http children');
 like($s->log_text, qr/configuration reloaded.*generation=2/, 'reload logged with the new generation');
+{
+    my @now = sort @{ kinds($master)->{http} };
+    $s->wait_for(sub { healthz_pids(3) && @{ healthz_pids(3) } == 3 }, what => 'three http children serving');
+    my $by_pid = spread(60);
+    is_deeply([ sort grep { $_ ne 'unanswered' } keys %$by_pid ], \@now,
+        'after the reload to 3 workers, 60 connections reach all three');
+    ok(!$by_pid->{unanswered}, 'every connection answered after the reload');
+}
 
 # SIGHUP with an invalid config keeps the running children.  First let the
 # retired generation finish leaving (a kafka child leaves its group, which
@@ -114,6 +171,51 @@ sleep 0.5;
 is(join(',', sort map { $_->{pid} } $s->children_of($master)), $before,
     'invalid config on SIGHUP: same children keep running');
 is(healthz_pids(1) ? 1 : 0, 1, 'still serving after a failed reload');
+
+# Back to 2 workers: the third slot's socket stays open (closing it would
+# reset what it queued) and worker 0 serves it too, so no connection waits
+# on a socket that nobody accepts on.
+{
+    my @old = @{ kinds($master)->{http} };
+    $s->write_config('http.workers' => 2, 'kafka.consumers' => 2);
+    kill 'HUP', $master;
+    $s->wait_for(sub {
+        my $k = kinds($master)->{http};
+        @$k == 2 && !grep { my $o = $_; grep { $_ == $o } @$k } @old;
+    }, timeout => 15, what => 'two new http children after SIGHUP');
+    my @now = sort @{ kinds($master)->{http} };
+    my $by_pid = spread(60);
+    diag('60 connections to 2 workers on 3 sockets, by pid: '
+        . join(', ', map { "$_=$by_pid->{$_}" } sort keys %$by_pid));
+    ok(!$by_pid->{unanswered}, 'fewer workers after a reload: every connection answered');
+    is_deeply([ sort grep { $_ ne 'unanswered' } keys %$by_pid ], \@now,
+        'fewer workers after a reload: both answer');
+}
+
+# [http] listen changed by a reload: an address that stays keeps its
+# sockets, a new one is bound, a removed one closes once its workers left.
+{
+    my ($a, $b) = ($s->http_port, CallorchTest::free_port());
+    my $reload_to = sub {
+        my ($listen) = @_;
+        my @old = @{ kinds($master)->{http} };
+        $s->write_config('http.workers' => 2, 'kafka.consumers' => 2, 'http.listen' => $listen);
+        kill 'HUP', $master;
+        $s->wait_for(sub {
+            my $k = kinds($master)->{http};
+            @$k == 2 && !grep { my $o = $_; grep { $_ == $o } @$k } @old;
+        }, timeout => 15, what => "http children for listen = $listen");
+        return [ sort @{ kinds($master)->{http} } ];
+    };
+    my $now = $reload_to->("127.0.0.1:$a, 127.0.0.1:$b");
+    my ($on_a, $on_b) = (spread(40, $a), spread(40, $b));
+    is_deeply([ sort keys %$on_a ], $now, 'listen adds an address: the kept one serves, on both workers');
+    is_deeply([ sort keys %$on_b ], $now, 'listen adds an address: the new one serves, on both workers');
+    $now = $reload_to->("127.0.0.1:$b");
+    is_deeply([ sort keys %{ spread(40, $b) } ], $now, 'listen drops an address: the other one serves');
+    ok($s->wait_for(sub { !IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $a) },
+        what => "port $a closed", soft => 1), 'listen drops an address: its port is closed');
+}
 
 # SIGTERM: exit 0, no child left, pid file removed
 my @all = map { $_->{pid} } $s->children_of($master);
@@ -146,16 +248,31 @@ like($s->log_text, qr/SIGTERM: graceful stop/, 'graceful stop logged');
 
 # Started as root with [daemon] user = nobody: children run as nobody
 SKIP: {
-    skip 'privilege drop needs root', 2 unless $> == 0;
+    skip 'privilege drop needs root', 4 unless $> == 0;
     my $nobody = getpwnam('nobody');
-    skip 'no user nobody', 2 unless defined $nobody;
+    skip 'no user nobody', 4 unless defined $nobody;
     chmod 0777, $s->tmpdir;
-    $s->write_config('daemon.user' => 'nobody');
+    $s->write_config('daemon.user' => 'nobody', 'http.workers' => 2);
     my $m = $s->start_daemon;
     my @kids = map { $_->{pid} } $s->children_of($m);
     my @uids = map { my $p = $_; open my $st, '<', "/proc/$p/status" or next;
                      my ($u) = grep { /^Uid:/ } <$st>; (split ' ', $u)[1] } @kids;
     ok(@uids && !grep({ $_ != $nobody } @uids), "children run as nobody (uid $nobody)");
+
+    # The master, now nobody, cannot add a socket to the group root bound;
+    # a third worker gets one of the spares bound at start.
+    my @old = @{ kinds($m)->{http} };
+    $s->write_config('daemon.user' => 'nobody', 'http.workers' => 3);
+    kill 'HUP', $m;
+    my $grown = $s->wait_for(sub {
+        my $k = kinds($m)->{http};
+        @$k == 3 && !grep { my $o = $_; grep { $_ == $o } @$k } @old;
+    }, timeout => 15, what => 'three http children after SIGHUP as nobody', soft => 1);
+    ok($grown, 'a master that dropped privileges reloads to 3 workers')
+        or diag(CallorchTest::_tail($s->tmpdir . "/callorchd.log", 5));
+    my @now = sort @{ kinds($m)->{http} };
+    my $by_pid = $grown ? spread(60) : {};
+    is_deeply([ sort keys %$by_pid ], \@now, 'the third worker serves its share (a spare socket)');
     is($s->stop_daemon, 0, 'unprivileged master stops cleanly');
 }
 

@@ -74,6 +74,13 @@ cmp_ok(metric('callorch_http_request_duration_seconds_count'), '>=', $n + 1,
     'request duration histogram counts the requests');
 is(metric('callorch_http_request_duration_seconds_bucket{le="+Inf"}'),
     metric('callorch_http_request_duration_seconds_count'), 'histogram +Inf bucket = count');
+my %by_worker = $text =~ /^callorch_http_worker_requests_total\{worker="(\d+)"\} (\d+)$/mg;
+my $answered = 0;
+$answered += $_ for values %by_worker;
+ok(!grep({ $_ > 1 } keys %by_worker), 'requests by worker: only slots 0 and 1 of 2 workers')
+    or diag(explain(\%by_worker));
+is($answered, metric('callorch_http_request_duration_seconds_count'),
+    'requests by worker add up to all the requests answered');
 
 # a killed child is counted as a restart
 my ($kafka) = grep { $_->{title} =~ /kafka worker 0/ } $s->children_of($s->daemon_pid);

@@ -1,5 +1,5 @@
 /*
- * child_http.c — an HTTP child: serves the API on the inherited sockets.
+ * child_http.c — an HTTP child: serves the API on the sockets of its slot.
  *
  * Owns the wiring of one HTTP worker: the API state (database pool …) and
  * the http_server on the child's loop, and their orderly stop.
@@ -20,7 +20,9 @@ struct http_state {
 
 static void observe(void *arg, int tag, int status, double seconds)
 {
+    const struct http_state *st = arg;
     shm_http_request((enum co_route)tag, status, seconds);
+    shm_http_worker_request(st->ctx->slot);
 }
 
 static int http_start(struct child_ctx *ctx, void **state)
@@ -50,7 +52,7 @@ static int http_start(struct child_ctx *ctx, void **state)
         free(st);
         return CHILD_EXIT_FATAL;
     }
-    http_server_observe(st->server, observe, NULL);
+    http_server_observe(st->server, observe, st);
     *state = st;
     child_notify_ready(ctx);
     return 0;

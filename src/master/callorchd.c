@@ -175,9 +175,10 @@ static int start(struct co_config *cfg, const struct options *o)
         co_config_free(cfg);
         return 1;
     }
-    ls.n = 0;
+    ls.n_addr = 0;
     if (listen_open(cfg, &ls, err, sizeof(err)) < 0)
         goto fail;
+    listen_reserve(&ls);
     if ((ctl = open_control(cfg, err, sizeof(err))) == NULL)
         goto fail;
     if (shm_init() < 0) {

@@ -243,9 +243,11 @@ static void become_child(struct slot *s)
     forget_master_watchers(sup);
     close(sup->ready_pipe[0]);
     control_close_inherited(sup->ctl);
+    int fds[CO_MAX_LISTEN * LISTEN_MAX_SLOTS];
     if (s->kind == CHILD_HTTP) {
-        ctx.listen_fds = sup->listen.fds;
-        ctx.n_listen = sup->listen.n;
+        ctx.n_listen = listen_keep_worker(&sup->listen, s->index, sup->cfg->workers, fds,
+                                          CO_MAX_LISTEN * LISTEN_MAX_SLOTS);
+        ctx.listen_fds = fds;
     } else {
         listen_close(&sup->listen);
     }
@@ -432,14 +434,15 @@ static void apply_log_config(const struct co_config *old, const struct co_config
                  cfg->log_target, strerror(errno));
 }
 
-/* New listening sockets when the addresses changed; 0 or -1 and why in ERR. */
+/* The listening sockets CFG needs: those of the addresses that stay, new
+ * ones for new addresses or workers; 0 or -1 and why in ERR.  The sockets
+ * of a removed address close here and in the retiring workers as they
+ * leave. */
 static int reload_listen(struct supervisor *sup, const struct co_config *cfg, char *err,
                          size_t errlen)
 {
-    if (listen_same(sup->cfg, cfg))
-        return 0;
     struct listen_set ls;
-    if (listen_open(cfg, &ls, err, errlen) < 0)
+    if (listen_update(&sup->listen, cfg, &ls, err, errlen) < 0)
         return -1;
     listen_close(&sup->listen);
     sup->listen = ls;

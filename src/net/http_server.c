@@ -1038,7 +1038,7 @@ static void srv_update_accept(struct http_server *s)
 static int srv_accept_error(struct http_server *s, int err)
 {
     if (err == EAGAIN || err == EWOULDBLOCK)
-        return 0; /* drained, or another child took it */
+        return 0; /* drained, or another process took it */
     if (err == EINTR || err == ECONNABORTED || err == EPROTO || err == ENETDOWN ||
         err == ENOPROTOOPT || err == EHOSTDOWN || err == ENONET || err == EHOSTUNREACH ||
         err == EOPNOTSUPP || err == ENETUNREACH)
@@ -1126,8 +1126,10 @@ static int opts_resolve(struct http_server_opts *o, const struct http_server_opt
     return 0;
 }
 
-/* Make the listening sockets non-blocking: with several children on the
- * same socket, the one that loses the race gets EAGAIN, not a hang. */
+/* Make the listening sockets non-blocking: the accept loop stops at
+ * EAGAIN, and should another process accept on the same socket (the master
+ * gives each socket to one worker at a time, but hands it over at a
+ * reload) the one that loses the race gets EAGAIN, not a hang. */
 static int srv_init_accept(struct http_server *s, const int *fds, int n)
 {
     s->accept_w = calloc((size_t)n, sizeof(*s->accept_w));

@@ -303,9 +303,10 @@ static int open_listener(const char *addr, int *fd, char *err, size_t errlen)
     cfg.listen[0].host[hlen] = '\0';
     snprintf(cfg.listen[0].port, sizeof(cfg.listen[0].port), "%s", colon + 1);
     cfg.n_listen = 1;
+    cfg.workers = 1;
     if (listen_open(&cfg, &ls, err, errlen) < 0)
         return -1;
-    *fd = ls.fds[0];
+    *fd = ls.addr[0].fds[0];
     return 0;
 }
 

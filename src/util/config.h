@@ -14,6 +14,7 @@
 #include "util/log.h"
 
 #define CO_MAX_LISTEN 16
+#define CO_MAX_HTTP_WORKERS 64        /* [http] workers' upper bound (the key table's range) */
 #define CO_MAX_CALLBACK_KEYS 2        /* current + previous, for rotation */
 #define CO_MAX_CALLBACK_KEY_BYTES 128 /* decoded HMAC key or api-key token */
 

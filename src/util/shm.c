@@ -8,7 +8,10 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "util/config.h"
 #include "util/strbuf.h"
+
+_Static_assert(SHM_HTTP_WORKERS == CO_MAX_HTTP_WORKERS, "a request counter per http worker slot");
 
 struct co_shm *co_shm;
 
@@ -134,6 +137,15 @@ static void http_section(struct strbuf *o)
     strbuf_addf(o, "callorch_http_request_duration_seconds_sum %.6f\n",
          (double)atomic_load(&co_shm->http_duration_sum_us) / 1e6);
     strbuf_addf(o, "callorch_http_request_duration_seconds_count %llu\n", cum);
+    /* only the slots that answered something: the count of workers is
+     * the config's, which this segment does not know */
+    family(o, "callorch_http_worker_requests_total", "counter",
+           "HTTP requests answered, by http worker slot.");
+    for (int w = 0; w < SHM_HTTP_WORKERS; w++) {
+        unsigned long long n = atomic_load(&co_shm->http_worker_requests[w]);
+        if (n > 0)
+            strbuf_addf(o, "callorch_http_worker_requests_total{worker=\"%d\"} %llu\n", w, n);
+    }
 }
 
 static void gauges_section(struct strbuf *o, const struct shm_gauges *g)

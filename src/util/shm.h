@@ -54,6 +54,7 @@ enum co_route {
 extern const double shm_duration_bounds[SHM_DURATION_BUCKETS];
 
 #define SHM_CHILD_KINDS 3          /* http, kafka, sched (child.h) */
+#define SHM_HTTP_WORKERS 64        /* CO_MAX_HTTP_WORKERS (asserted in shm.c) */
 
 struct co_shm {
     atomic_int paused;             /* 1: no new call starts anywhere */
@@ -62,6 +63,7 @@ struct co_shm {
     atomic_uint_fast64_t http_requests[RT_MAX][SHM_STATUS_CLASSES];
     atomic_uint_fast64_t http_duration[SHM_DURATION_BUCKETS + 1]; /* last: +Inf */
     atomic_uint_fast64_t http_duration_sum_us;
+    atomic_uint_fast64_t http_worker_requests[SHM_HTTP_WORKERS]; /* by slot: the spread */
     atomic_uint_fast64_t child_restarts[SHM_CHILD_KINDS];
 };
 
@@ -90,6 +92,13 @@ static inline int shm_paused(void)
 
 /* Record one HTTP request: ROUTE, STATUS, SECONDS it took. */
 void shm_http_request(enum co_route route, int status, double seconds);
+
+/* Count one request answered by the http worker of SLOT. */
+static inline void shm_http_worker_request(int slot)
+{
+    if (co_shm != NULL && slot >= 0 && slot < SHM_HTTP_WORKERS)
+        atomic_fetch_add_explicit(&co_shm->http_worker_requests[slot], 1, memory_order_relaxed);
+}
 
 /* The Prometheus text exposition of everything above plus the gauges the
  * caller read (calls by status, max slots).  Returns a malloc'd string. */
