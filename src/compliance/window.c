@@ -1,16 +1,25 @@
 /*
  * window.c — calling windows in local time (see window.h).
  *
- * The local time of an instant is localtime_r() under TZ=":Zone".  To find
- * the next opening the search walks forward from now assuming the zone's
- * UTC offset stays what it is: the wall clock then advances second for
- * second, so the next opening is the next wall-clock start on one of the
- * window's days.  Each step is at most a day and is checked: if the offset
- * at the step's end differs, a bisection on tm_gmtoff finds the first
- * second of the new offset (the DST or rule change), and the walk goes on
- * from there with the wall clock as it is after the jump.  That is what
- * puts an opening inside a spring-forward gap at the first second after
- * it.  For several zones the search takes the latest of their next
+ * The local time of an instant is localtime_r() under TZ=":Zone", but not
+ * for every question: a zone's UTC offsets over the next WINDOW_HORIZON
+ * and two days are read once (the offset sampled every three hours, each
+ * change bisected to its first second) and kept in a table by zone name.
+ * After that the wall clock at any instant in that span is gmtime_r() of
+ * the instant plus its offset: no TZ switch, no file read.  An entry is
+ * rebuilt when a question reaches past its span (about once a day per
+ * zone for a scheduler whose "now" moves forward), which is also when a
+ * tzdata upgrade on disk takes effect; window_cache_clear() forgets all.
+ * Two offset changes within one three-hour sample would be seen as none:
+ * the tzdata has no such pair in modern times.
+ *
+ * To find the next opening the search walks forward from now: while the
+ * offset holds, the wall clock advances second for second, so the next
+ * opening is the next wall-clock start on one of the window's days; if the
+ * offset changes before that, the walk goes on from the first second of
+ * the new offset, with the wall clock as it is after the jump.  That is
+ * what puts an opening inside a spring-forward gap at the first second
+ * after it.  For several zones the search takes the latest of their next
  * openings until all of them are open at the same second.
  */
 #include "compliance/window.h"
@@ -28,16 +37,32 @@
 #include "util/err.h"
 
 #define ZONEINFO_DIR "/usr/share/zoneinfo"
-#define CHECKED_MAX 64               /* zone names remembered as valid */
 #define SEARCH_STEPS_MAX 4096        /* a bound on the walk, never reached */
+#define ZONE_SAMPLE (3 * 3600)       /* offsets sampled this often when caching */
+#define ZONE_COVER (WINDOW_HORIZON + 2 * WINDOW_DAY_SECS) /* a cache entry's span */
+#define ZONE_SEG_MAX 16              /* offsets kept per entry */
+#define ZONE_TABLE_MIN 64            /* first size of the zone table (a power of 2) */
 
 static const char *const day_names[7] = { "sun", "mon", "tue", "wed", "thu", "fri", "sat" };
 
-/* The zone TZ is set to now ("" before the first switch), and the names
- * already found valid (round-robin). */
+/* One zone's UTC offsets over [from, to): seg[i].off from seg[i].start
+ * (seg[0].start == from) until the next segment's start, or to. */
+struct zone {
+    char name[WINDOW_ZONE_MAX + 1];  /* "" = an empty slot */
+    time_t from, to;
+    int nseg;                        /* 0 = not built */
+    struct {
+        time_t start;
+        long off;
+    } seg[ZONE_SEG_MAX];
+};
+
+/* The zone TZ is set to now ("" before the first switch), and the zone
+ * cache: an open-addressing table of checked names, never more than half
+ * full. */
 static char tz_current[WINDOW_ZONE_MAX + 1];
-static char tz_checked[CHECKED_MAX][WINDOW_ZONE_MAX + 1];
-static unsigned tz_checked_next;
+static struct zone *zones;
+static size_t zones_cap, zones_n;
 
 void window_always(struct window *w)
 {
@@ -259,22 +284,11 @@ int window_zone_valid(const char *zone, char *err, size_t errlen)
     return 0;
 }
 
-/* Point TZ at ZONE (checked once per name, switched only when it changes). */
-static int tz_use(const char *zone, char *err, size_t errlen)
+/* Point TZ at ZONE, already checked; setenv + tzset only when it changes. */
+static int tz_switch(const char *zone, char *err, size_t errlen)
 {
-    if (zone == NULL)
-        return window_zone_valid(zone, err, errlen);
     if (strcmp(zone, tz_current) == 0)
         return 0;
-    bool checked = false;
-    for (unsigned i = 0; i < CHECKED_MAX && !checked; i++)
-        checked = tz_checked[i][0] != '\0' && strcmp(tz_checked[i], zone) == 0;
-    if (!checked) {
-        if (window_zone_valid(zone, err, errlen) != 0)
-            return -1;
-        snprintf(tz_checked[tz_checked_next], sizeof tz_checked[0], "%s", zone);
-        tz_checked_next = (tz_checked_next + 1) % CHECKED_MAX;
-    }
     char val[WINDOW_ZONE_MAX + 2];
     snprintf(val, sizeof val, ":%s", zone);
     if (setenv("TZ", val, 1) != 0) {
@@ -287,10 +301,151 @@ static int tz_use(const char *zone, char *err, size_t errlen)
     return 0;
 }
 
-/* The wall clock at T under the current TZ; false if localtime_r fails. */
-static bool local_at(time_t t, struct tm *lt)
+/* The UTC offset at T under the current TZ, in *off; false on failure. */
+static bool offset_at(time_t t, long *off)
 {
-    return localtime_r(&t, lt) != NULL;
+    struct tm lt;
+    if (localtime_r(&t, &lt) == NULL)
+        return false;
+    *off = lt.tm_gmtoff;
+    return true;
+}
+
+/* Fill Z's segments for [t, t + ZONE_COVER) from the zone's rules: sample
+ * the offset every ZONE_SAMPLE seconds, bisect each change to its first
+ * second.  A span with more than ZONE_SEG_MAX offsets is cut short (the
+ * walk rebuilds from its end). */
+static int zone_build(struct zone *z, time_t t, char *err, size_t errlen)
+{
+    if (tz_switch(z->name, err, errlen) != 0)
+        return -1;
+    long cur;
+    if (!offset_at(t, &cur))
+        goto fail;
+    z->nseg = 1;
+    z->seg[0].start = t;
+    z->seg[0].off = cur;
+    time_t prev = t, end = t + ZONE_COVER;
+    while (prev < end) {
+        time_t s = prev + ZONE_SAMPLE < end ? prev + ZONE_SAMPLE : end;
+        long o;
+        if (!offset_at(s, &o))
+            goto fail;
+        if (o == cur) {
+            prev = s;
+            continue;
+        }
+        time_t lo = prev, hi = s;  /* offset(lo) == cur != offset(hi) */
+        while (hi - lo > 1) {
+            time_t mid = lo + (hi - lo) / 2;
+            if (!offset_at(mid, &o))
+                goto fail;
+            if (o == cur)
+                lo = mid;
+            else
+                hi = mid;
+        }
+        if (z->nseg == ZONE_SEG_MAX) {
+            end = hi;
+            break;
+        }
+        if (!offset_at(hi, &cur))
+            goto fail;
+        z->seg[z->nseg].start = hi;
+        z->seg[z->nseg].off = cur;
+        z->nseg++;
+        prev = hi;
+    }
+    z->from = t;
+    z->to = end;
+    return 0;
+fail:
+    z->nseg = 0;
+    z->from = z->to = 0;
+    co_seterr(err, errlen, "time zone \"%s\": localtime_r failed", z->name);
+    return -1;
+}
+
+static uint64_t zone_hash(const char *name)
+{
+    uint64_t h = 1469598103934665603ull;  /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    return h;
+}
+
+/* The slot for NAME in the table (its entry, or the empty slot for it). */
+static struct zone *zone_slot(struct zone *tab, size_t cap, const char *name)
+{
+    size_t i = (size_t)zone_hash(name) & (cap - 1);
+    while (tab[i].name[0] != '\0' && strcmp(tab[i].name, name) != 0)
+        i = (i + 1) & (cap - 1);
+    return &tab[i];
+}
+
+/* Double the table (or make the first one). */
+static int zone_grow(char *err, size_t errlen)
+{
+    size_t cap = zones_cap ? zones_cap * 2 : ZONE_TABLE_MIN;
+    struct zone *tab = calloc(cap, sizeof *tab);
+    if (tab == NULL) {
+        co_seterr(err, errlen, "out of memory for the time zone cache");
+        return -1;
+    }
+    for (size_t i = 0; i < zones_cap; i++)
+        if (zones[i].name[0] != '\0')
+            *zone_slot(tab, cap, zones[i].name) = zones[i];
+    free(zones);
+    zones = tab;
+    zones_cap = cap;
+    return 0;
+}
+
+/* ZONE's cached offsets, covering [t, until] (built or rebuilt from T when
+ * they do not); a new name is checked against the tzdata first.  The
+ * pointer is good until the next zone_get(). */
+static struct zone *zone_get(const char *zone, time_t t, time_t until, char *err, size_t errlen)
+{
+    if (zone == NULL || zone[0] == '\0' || strlen(zone) > WINDOW_ZONE_MAX) {
+        window_zone_valid(zone, err, errlen);
+        return NULL;
+    }
+    struct zone *z = zones_cap ? zone_slot(zones, zones_cap, zone) : NULL;
+    if (z == NULL || z->name[0] == '\0') {
+        if (window_zone_valid(zone, err, errlen) != 0)
+            return NULL;
+        if ((zones_n + 1) * 2 > zones_cap && zone_grow(err, errlen) != 0)
+            return NULL;
+        z = zone_slot(zones, zones_cap, zone);
+        snprintf(z->name, sizeof z->name, "%s", zone);
+        z->nseg = 0;
+        zones_n++;
+    }
+    if (z->nseg == 0 || t < z->from || until >= z->to) {
+        if (zone_build(z, t, err, errlen) != 0)
+            return NULL;
+    }
+    return z;
+}
+
+void window_cache_clear(void)
+{
+    free(zones);
+    zones = NULL;
+    zones_cap = zones_n = 0;
+    tz_current[0] = '\0';
+}
+
+/* The wall clock at T (within Z's cover) in *lt, and the end of the span
+ * of T's offset (a change of offset, or the end of the cover). */
+static time_t zone_local(const struct zone *z, time_t t, struct tm *lt)
+{
+    int i = z->nseg - 1;
+    while (i > 0 && z->seg[i].start > t)
+        i--;
+    time_t u = t + z->seg[i].off;
+    gmtime_r(&u, lt);
+    return i + 1 < z->nseg ? z->seg[i + 1].start : z->to;
 }
 
 /* Seconds after local midnight, leap seconds folded into the last second. */
@@ -325,66 +480,46 @@ static long secs_to_next_start(const struct window *w, const struct tm *lt)
     return WINDOW_DAY_SECS;  /* unreachable while days != 0 */
 }
 
-/* Under the current TZ: the first second at or after T, and not after
- * LIMIT, at which W is open.  1 and *at, 0 (none), -1 (localtime failed). */
-static int next_open_here(const struct window *w, time_t t, time_t limit, time_t *at,
-                          char *err, size_t errlen)
+/* In ZONE: the first second at or after T, and not after LIMIT, at which
+ * W is open.  1 and *at, 0 (none), -1 (zone invalid, tzdata unreadable). */
+static int next_open_in(const struct window *w, const char *zone, time_t t, time_t limit,
+                        time_t *at, char *err, size_t errlen)
 {
+    const struct zone *z = NULL;
     for (int steps = 0; steps < SEARCH_STEPS_MAX; steps++) {
         if (t > limit)
             return 0;
-        struct tm lt, lu;
-        if (!local_at(t, &lt))
-            goto fail;
+        if (z == NULL || t >= z->to) {
+            z = zone_get(zone, t, limit, err, errlen);
+            if (z == NULL)
+                return -1;
+        }
+        struct tm lt;
+        time_t span_end = zone_local(z, t, &lt);
         if (open_at(w, &lt)) {
             *at = t;
             return 1;
         }
-        long step = secs_to_next_start(w, &lt);
-        if (step > WINDOW_DAY_SECS)
-            step = WINDOW_DAY_SECS;
-        time_t u = t + step;
-        if (!local_at(u, &lu))
-            goto fail;
-        if (lu.tm_gmtoff == lt.tm_gmtoff) {
-            t = u;
-            continue;
-        }
-        /* The offset changed in (t, u]: go on from its first second. */
-        time_t lo = t, hi = u;
-        while (hi - lo > 1) {
-            time_t mid = lo + (hi - lo) / 2;
-            struct tm lm;
-            if (!local_at(mid, &lm))
-                goto fail;
-            if (lm.tm_gmtoff == lt.tm_gmtoff)
-                lo = mid;
-            else
-                hi = mid;
-        }
-        t = hi;
+        /* The offset holds until span_end: the wall clock reaches the next
+         * start then, unless the offset changes first. */
+        time_t u = t + secs_to_next_start(w, &lt);
+        t = u < span_end ? u : span_end;
     }
-    co_seterr(err, errlen, "time zone \"%s\": no answer after %d steps", tz_current,
-              SEARCH_STEPS_MAX);
-    return -1;
-fail:
-    co_seterr(err, errlen, "time zone \"%s\": localtime_r failed", tz_current);
+    co_seterr(err, errlen, "time zone \"%s\": no answer after %d steps", zone, SEARCH_STEPS_MAX);
     return -1;
 }
 
 int window_is_open(const struct window *w, const char *zone, time_t now, char *err, size_t errlen)
 {
+    const struct zone *z = zone_get(zone, now, now, err, errlen);
+    if (z == NULL)
+        return -1;
     struct tm lt;
-    if (tz_use(zone, err, errlen) != 0)
-        return -1;
-    if (!local_at(now, &lt)) {
-        co_seterr(err, errlen, "time zone \"%s\": localtime_r failed", zone);
-        return -1;
-    }
+    zone_local(z, now, &lt);
     return open_at(w, &lt) ? 1 : 0;
 }
 
-int window_next_open(const struct window *w, const char *const *zones, size_t nzones, time_t now,
+int window_next_open(const struct window *w, const char *const *zonev, size_t nzones, time_t now,
                      time_t *at, char *err, size_t errlen)
 {
     if (nzones == 0) {
@@ -396,9 +531,7 @@ int window_next_open(const struct window *w, const char *const *zones, size_t nz
         bool moved = false;
         for (size_t i = 0; i < nzones; i++) {
             time_t u;
-            if (tz_use(zones[i], err, errlen) != 0)
-                return -1;
-            int r = next_open_here(w, t, limit, &u, err, errlen);
+            int r = next_open_in(w, zonev[i], t, limit, &u, err, errlen);
             if (r <= 0)
                 return r;
             if (u != t) {

@@ -6,13 +6,15 @@
  * zones at once" to the second.
  *
  * Owns: struct window, its parsers and formatter, and the process's TZ
- * environment variable.  Local time comes from the system tzdata through
- * glibc (TZ=":Zone", tzset(), localtime_r()), so DST and rule changes
- * (Mexico 2022, ...) are whatever /usr/share/zoneinfo says; no ICU.  The
- * module switches TZ only when the zone changes, and remembers the zone
- * names it has already checked, so evaluating many calls in one zone costs
- * one localtime_r() each.  The rest of callorch keeps to UTC (gmtime_r),
- * so the TZ switching is invisible to it; not for threads (setenv).
+ * environment variable, and a per-process cache of each zone's UTC
+ * offsets over the next days.  Local time comes from the system tzdata
+ * through glibc (TZ=":Zone", tzset(), localtime_r()), so DST and rule
+ * changes (Mexico 2022, ...) are whatever /usr/share/zoneinfo says; no ICU.
+ * A zone is checked and its offsets read once, then answers come from the
+ * cache without switching TZ (window.c says how), so a scheduler can ask
+ * about many calls in many zones cheaply.  The rest of callorch keeps to
+ * UTC (gmtime_r), so the TZ switching is invisible to it; not for threads
+ * (setenv, and the cache is unlocked).
  * Leaves to its callers which window and which zones apply to a call
  * (config, the call's fields, compliance/tzprefix.h) and what to do with a
  * number without zones.
@@ -87,5 +89,10 @@ int window_is_open(const struct window *w, const char *zone, time_t now, char *e
  * is 0. */
 int window_next_open(const struct window *w, const char *const *zones, size_t nzones, time_t now,
                      time_t *at, char *err, size_t errlen);
+
+/* Forget every cached zone (after a tzdata upgrade, after setting TZ
+ * yourself, at exit for valgrind).  The next question about a zone checks
+ * its name and reads its offsets again. */
+void window_cache_clear(void);
 
 #endif
