@@ -350,6 +350,106 @@ static void test_prefix(void)
     unlink(tmpl);
 }
 
+/* The rule, written again from window.h for the cross-check: open at
+ * wall clock LT? */
+static int ref_open(const struct window *w, const struct tm *lt)
+{
+    int sod = lt->tm_hour * 3600 + lt->tm_min * 60 + lt->tm_sec;
+    int today = (w->days >> lt->tm_wday) & 1, yesterday = (w->days >> ((lt->tm_wday + 6) % 7)) & 1;
+    if (w->start < w->end)
+        return today && sod >= w->start && sod < w->end;
+    return (today && sod >= w->start) || (yesterday && sod < w->end);
+}
+
+#define REF_MINUTES (WINDOW_HORIZON / 60 + 2)
+
+/* The first open second at or after NOW by brute force: localtime_r() of
+ * every minute of the horizon in each zone (windows start and end on whole
+ * minutes, offsets are whole minutes, so the state is constant within a
+ * UTC minute).  -1 for never.  Sets TZ itself. */
+static long long ref_next_open(const struct window *w, const char *const *zones, size_t n,
+                               time_t now)
+{
+    static unsigned char all[REF_MINUTES];
+    time_t m0 = now - now % 60;
+    memset(all, 1, sizeof all);
+    for (size_t i = 0; i < n; i++) {
+        char tz[300];
+        snprintf(tz, sizeof tz, ":%s", zones[i]);
+        setenv("TZ", tz, 1);
+        tzset();
+        for (long k = 0; k < REF_MINUTES; k++) {
+            time_t t = m0 + k * 60;
+            struct tm lt;
+            localtime_r(&t, &lt);
+            all[k] &= (unsigned char)ref_open(w, &lt);
+        }
+    }
+    window_cache_clear();  /* TZ was changed behind the module's back */
+    for (long k = 0; k < REF_MINUTES; k++) {
+        time_t t = k == 0 ? now : m0 + k * 60;
+        if (t > now + WINDOW_HORIZON)
+            break;
+        if (all[k])
+            return t;
+    }
+    return -1;
+}
+
+/* Random windows, zones and instants (2022-2028, a fixed seed), each
+ * answer checked against the brute force; CALLORCH_WINDOW_CHECKS=N for
+ * more than 40.  The zones include half- and
+ * quarter-hour offsets, a 30-minute DST (Lord Howe), southern-hemisphere
+ * DST, Morocco's Ramadan changes and zones that moved their rules. */
+static void test_cross_check(void)
+{
+    static const char *const pool[] = {
+        "America/New_York", "America/Los_Angeles", "America/Mexico_City", "America/St_Johns",
+        "America/Santiago", "Pacific/Honolulu", "Asia/Kolkata", "Asia/Kathmandu",
+        "Australia/Lord_Howe", "Australia/Adelaide", "Pacific/Chatham", "Europe/London",
+        "Africa/Casablanca", "Asia/Gaza", "America/Havana", "Europe/Kyiv",
+    };
+    const size_t npool = sizeof pool / sizeof pool[0];
+    unsigned long long seed = 0x9e3779b97f4a7c15ull;
+    const char *env = getenv("CALLORCH_WINDOW_CHECKS");  /* more, by hand */
+    int checks = env && atoi(env) > 0 ? atoi(env) : 40, bad = 0, opened = 0, never = 0;
+    for (int c = 0; c < checks; c++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        unsigned long long r = seed >> 11;
+        struct window w;
+        w.start = (int)(r % 96) * 900;
+        r /= 96;
+        w.end = (int)(r % 96 + 1) * 900;
+        r /= 96;
+        if (w.end == w.start)
+            w.end = (w.end + 3600) % 86400 ? (w.end + 3600) % 86400 : 86400;
+        w.days = (unsigned)(r % 127 + 1);
+        r /= 127;
+        size_t n = 1 + r % 3;
+        r /= 3;
+        const char *zones[3];
+        for (size_t i = 0; i < n; i++) {
+            zones[i] = pool[r % npool];
+            r /= npool;
+        }
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        time_t now = 1640995200 + (time_t)((seed >> 20) % (6ull * 365 * 86400));
+        long long want = ref_next_open(&w, zones, n, now);
+        long long got = next_n(&w, zones, n, now);
+        if (got != want) {
+            bad++;
+            diag("window %d-%d days %#x, %zu zones from %s, now %lld: got %lld, brute force %lld",
+                 w.start, w.end, w.days, n, zones[0], (long long)now, got, want);
+        }
+        if (want < 0)
+            never++;
+        else if (want != now)
+            opened++;
+    }
+    is_int(0, bad, "next_open agrees with a minute-by-minute localtime_r scan in %d random cases "
+           "(%d opening later, %d never)", checks, opened, never);
+}
+
 int main(void)
 {
     test_parse();
@@ -359,5 +459,7 @@ int main(void)
     test_windows();
     test_multi_zone();
     test_prefix();
+    test_cross_check();
+    window_cache_clear();
     return done_testing();
 }
