@@ -5,9 +5,12 @@
  * prefix and zone names point into it, so a table is three allocations
  * (text, entries, zone pointers).  Entries stay in file order, which the
  * loader checks is strictly ascending (strcmp order, which for digit
- * strings puts a prefix before its extensions); a lookup then binary-searches
- * once per candidate length, longest first: at most 15 searches of about
- * log2(n) comparisons each.
+ * strings puts a prefix before its extensions), and each entry knows its
+ * parent: the longest shorter prefix of it in the table.  A lookup is one
+ * binary search for the last entry not after the number, then a walk up
+ * its parents to the first one that is a prefix of the number: the
+ * longest matching prefix lies between that one and the number in sort
+ * order, so it is a prefix of that entry, on its parent chain.
  */
 #include "compliance/tzprefix.h"
 
@@ -27,7 +30,7 @@ struct tzp_entry {
     uint32_t zfirst;             /* index of its first zone in zones[] */
     uint16_t nzones;
     uint8_t len;
-    bool country_level;
+    int32_t parent;              /* index of the longest shorter prefix, -1 */
 };
 
 struct tzprefix {
@@ -36,7 +39,6 @@ struct tzprefix {
     size_t n;
     const char **zones;          /* all entries' zone names, entry after entry */
     size_t nz;
-    size_t maxlen;               /* longest prefix in the table */
 };
 
 /* Read the whole of PATH into a NUL-terminated heap buffer. */
@@ -196,8 +198,6 @@ static int parse(struct tzprefix *t, size_t len, const char *path, char *err, si
                 break;
             z = comma + 1;
         }
-        if (plen > t->maxlen)
-            t->maxlen = plen;
         t->n++;
         p = next;
     }
@@ -207,10 +207,12 @@ static int parse(struct tzprefix *t, size_t len, const char *path, char *err, si
     }
     for (size_t i = 0; i < t->n; i++) {
         struct tzp_entry *e = &t->e[i];
-        e->country_level = true;
-        for (size_t l = 1; l < e->len && e->country_level; l++)
-            if (find_exact(t, e->prefix, l) != NULL)
-                e->country_level = false;
+        e->parent = -1;
+        for (size_t l = e->len - 1; l > 0 && e->parent < 0; l--) {
+            const struct tzp_entry *up = find_exact(t, e->prefix, l);
+            if (up != NULL)
+                e->parent = (int32_t)(up - t->e);
+        }
     }
     return 0;
 }
@@ -272,16 +274,30 @@ int tzprefix_lookup(const struct tzprefix *t, const char *e164, struct tzprefix_
                   TZPREFIX_DIGITS_MAX);
         return -1;
     }
-    for (size_t l = nd < t->maxlen ? nd : t->maxlen; l > 0; l--) {
-        const struct tzp_entry *e = find_exact(t, digits, l);
-        if (e == NULL)
-            continue;
-        m->prefix = e->prefix;
-        m->prefix_len = e->len;
-        m->zones = &t->zones[e->zfirst];
-        m->nzones = e->nzones;
-        m->country_level = e->country_level;
-        return 1;
+    size_t lo = 0, hi = t->n;  /* the first entry after the number: lo */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (entry_cmp(&t->e[mid], digits, nd) <= 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
+    if (lo == 0)
+        return 0;
+    const struct tzp_entry *e = &t->e[lo - 1];
+    size_t common = 0;
+    while (common < e->len && common < nd && e->prefix[common] == digits[common])
+        common++;
+    while (e->len > common) {
+        if (e->parent < 0)
+            return 0;
+        e = &t->e[e->parent];
+    }
+    m->prefix = e->prefix;
+    m->prefix_len = e->len;
+    m->zones = &t->zones[e->zfirst];
+    m->nzones = e->nzones;
+    m->country_level = e->parent < 0;
+    return 1;
     return 0;
 }
