@@ -109,23 +109,6 @@ static int entry_cmp(const struct tzp_entry *e, const char *key, size_t len)
     return (e->len > len) - (e->len < len);
 }
 
-/* The entry whose prefix is exactly the LEN digits at KEY, or NULL. */
-static const struct tzp_entry *find_exact(const struct tzprefix *t, const char *key, size_t len)
-{
-    size_t lo = 0, hi = t->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = entry_cmp(&t->e[mid], key, len);
-        if (c == 0)
-            return &t->e[mid];
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
-}
-
 /* Split the text into entries and zone pointers; counts first, then fill. */
 static int parse(struct tzprefix *t, size_t len, const char *path, char *err, size_t errlen)
 {
@@ -205,15 +188,27 @@ static int parse(struct tzprefix *t, size_t len, const char *path, char *err, si
         co_seterr(err, errlen, "%s: no prefixes", path);
         return -1;
     }
+    /* Parents in one pass: in sort order a prefix comes before the entries
+     * it starts, and the entries in between start with it too, so the
+     * chain of prefixes of the current entry is a stack. */
+    int32_t *stack = malloc(t->n * sizeof *stack);
+    if (stack == NULL) {
+        co_seterr(err, errlen, "%s: out of memory", path);
+        return -1;
+    }
+    size_t depth = 0;
     for (size_t i = 0; i < t->n; i++) {
         struct tzp_entry *e = &t->e[i];
-        e->parent = -1;
-        for (size_t l = e->len - 1; l > 0 && e->parent < 0; l--) {
-            const struct tzp_entry *up = find_exact(t, e->prefix, l);
-            if (up != NULL)
-                e->parent = (int32_t)(up - t->e);
+        while (depth > 0) {
+            const struct tzp_entry *top = &t->e[stack[depth - 1]];
+            if (top->len < e->len && memcmp(top->prefix, e->prefix, top->len) == 0)
+                break;
+            depth--;
         }
+        e->parent = depth > 0 ? stack[depth - 1] : -1;
+        stack[depth++] = (int32_t)i;
     }
+    free(stack);
     return 0;
 }
 
