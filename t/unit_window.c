@@ -19,7 +19,7 @@
 #include "compliance/window.h"
 #include "tap.h"
 
-#define H(h, m) ((h) * 3600 + (m) * 60)
+#define H(h, m) ((h)*3600 + (m)*60)
 #define SUN (1u << 0)
 #define MON (1u << 1)
 #define WED (1u << 3)
@@ -64,13 +64,15 @@ static void test_parse(void)
     unsigned days = 0;
 
     ok(window_parse_hours("08:00-21:00", &w, err, sizeof err) == 0 && w.start == H(8, 0) &&
-       w.end == H(21, 0), "08:00-21:00 parses");
+           w.end == H(21, 0),
+       "08:00-21:00 parses");
     ok(window_parse_hours("", &w, err, sizeof err) == 0 && w.start == 0 && w.end == 86400,
        "empty hours: the whole day");
     ok(window_parse_hours(NULL, &w, err, sizeof err) == 0 && w.start == 0 && w.end == 86400,
        "no hours: the whole day");
     ok(window_parse_hours("22:00-06:00", &w, err, sizeof err) == 0 && w.start == H(22, 0) &&
-       w.end == H(6, 0), "22:00-06:00 parses (crosses midnight)");
+           w.end == H(6, 0),
+       "22:00-06:00 parses (crosses midnight)");
     ok(window_parse_hours("08:30-24:00", &w, err, sizeof err) == 0 && w.end == 86400,
        "24:00 is an end");
     ok(window_parse_hours("20:00-00:00", &w, err, sizeof err) == 0 && w.end == 86400,
@@ -95,8 +97,8 @@ static void test_parse(void)
        "mon,wed,fri");
     ok(window_parse_days("mon-sun", &days, err, sizeof err) == 0 && days == WINDOW_ALL_DAYS,
        "mon-sun is every day");
-    ok(window_parse_days("fri-mon", &days, err, sizeof err) == 0 &&
-       days == (FRI | SAT | SUN | MON), "fri-mon wraps over the weekend");
+    ok(window_parse_days("fri-mon", &days, err, sizeof err) == 0 && days == (FRI | SAT | SUN | MON),
+       "fri-mon wraps over the weekend");
     ok(window_parse_days(" Sat , sun ", &days, err, sizeof err) == 0 && days == (SAT | SUN),
        "any case, spaces around items");
     is_int(-1, window_parse_days("mon-fxi", &days, err, sizeof err), "mon-fxi refused");
@@ -130,7 +132,8 @@ static void test_zones(void)
     like(err, "unknown time zone \"America/Atlantis\"", "  and the message names it");
     is_int(-1, window_zone_valid("../../etc/passwd", err, sizeof err), "../../etc/passwd refused");
     like(err, "a part starting with '.'", "  as not a zone name");
-    is_int(-1, window_zone_valid("America/../Europe/Paris", err, sizeof err), "a .. inside refused");
+    is_int(-1, window_zone_valid("America/../Europe/Paris", err, sizeof err),
+           "a .. inside refused");
     is_int(-1, window_zone_valid("/etc/localtime", err, sizeof err), "a leading / refused");
     like(err, "\"/etc/localtime\" is not a zone name", "  as not a zone name");
     is_int(-1, window_zone_valid("America/New York", err, sizeof err), "a space refused");
@@ -195,8 +198,7 @@ static void test_other_zones(void)
 
     /* Kolkata: UTC+05:30, no DST. */
     w = win("09:00-18:00", "mon-sun");
-    is_int(1772940600, next1(&w, "Asia/Kolkata", 1772928000),
-           "Kolkata: 09:00 IST is 03:30Z");
+    is_int(1772940600, next1(&w, "Asia/Kolkata", 1772928000), "Kolkata: 09:00 IST is 03:30Z");
     is_int(1, is_open(&w, "Asia/Kolkata", 1772972999), "  open at 17:59:59 IST (12:29:59Z)");
     is_int(0, is_open(&w, "Asia/Kolkata", 1772973000), "  closed at 18:00:00 IST (12:30:00Z)");
 
@@ -204,7 +206,8 @@ static void test_other_zones(void)
      * 2023 is UTC-6, summer 2022 was UTC-5. */
     w = win("08:00-21:00", "mon-sun");
     const char *mx = "America/Mexico_City";
-    is_int(1688220000, next1(&w, mx, 1688191200), "Mexico City 2023-07-01: 08:00 is 14:00Z (UTC-6)");
+    is_int(1688220000, next1(&w, mx, 1688191200),
+           "Mexico City 2023-07-01: 08:00 is 14:00Z (UTC-6)");
     is_int(0, is_open(&w, mx, 1688219999), "  closed at 13:59:59Z");
     is_int(1656680400, next1(&w, mx, 1656655200), "  2022-07-01 (still DST): 08:00 was 13:00Z");
 }
@@ -249,8 +252,10 @@ static void test_multi_zone(void)
     is_int(1768492800, next_n(&w, ny_la, 2, 1768471200),
            "NY + LA: from 10:00Z, 16:00Z (when LA opens too)");
     const char *la_ny[2] = { "America/Los_Angeles", "America/New_York" };
-    is_int(1768492800, next_n(&w, la_ny, 2, 1768471200), "  the order of the zones does not matter");
-    is_int(1768471200 + H(9, 0), next_n(&w, ny_la, 2, 1768471200 + H(9, 0)), "  open at 19:00Z: now");
+    is_int(1768492800, next_n(&w, la_ny, 2, 1768471200),
+           "  the order of the zones does not matter");
+    is_int(1768471200 + H(9, 0), next_n(&w, ny_la, 2, 1768471200 + H(9, 0)),
+           "  open at 19:00Z: now");
     /* NY 13:00-02:00Z, Kolkata 02:30-15:30Z: both from 13:00Z. */
     const char *ny_in[2] = { "America/New_York", "Asia/Kolkata" };
     is_int(1768827600, next_n(&w, ny_in, 2, 1768827600 - H(10, 0)), "NY + Kolkata: 13:00Z");
@@ -279,16 +284,19 @@ static void test_prefix(void)
     struct tzprefix_match m;
     is_int(1, tzprefix_lookup(t, "+12015551234", &m, err, sizeof err), "+1 201 (New Jersey) found");
     ok(m.nzones == 1 && strcmp(m.zones[0], "America/New_York") == 0 && !m.country_level &&
-       strcmp(m.prefix, "1201") == 0, "  prefix 1201: America/New_York");
+           strcmp(m.prefix, "1201") == 0,
+       "  prefix 1201: America/New_York");
     is_int(1, tzprefix_lookup(t, "+12082015555", &m, err, sizeof err), "+1 208 201 found");
     ok(m.prefix_len == 7 && m.nzones == 1 && strcmp(m.zones[0], "America/Denver") == 0,
        "  the longest prefix wins: 1208201, America/Denver");
     is_int(1, tzprefix_lookup(t, "+12082995555", &m, err, sizeof err), "+1 208 299 found");
     ok(m.prefix_len == 5 && m.nzones == 2 && strcmp(m.zones[0], "America/Boise") == 0 &&
-       strcmp(m.zones[1], "America/Los_Angeles") == 0, "  12082: Boise and Los Angeles");
+           strcmp(m.zones[1], "America/Los_Angeles") == 0,
+       "  12082: Boise and Los Angeles");
     is_int(1, tzprefix_lookup(t, "+19075551234", &m, err, sizeof err), "+1 907 (Alaska) found");
     ok(m.nzones == 2 && strcmp(m.zones[0], "America/Adak") == 0 &&
-       strcmp(m.zones[1], "America/Anchorage") == 0, "  Adak and Anchorage");
+           strcmp(m.zones[1], "America/Anchorage") == 0,
+       "  Adak and Anchorage");
     /* Anchorage 17:00-06:00Z, Adak 18:00-07:00Z (January): both from 18:00Z. */
     struct window w = win("08:00-21:00", "mon-sun");
     is_int(1768500000, next_n(&w, m.zones, m.nzones, 1768478400),
@@ -347,8 +355,9 @@ static void test_prefix(void)
     fputs("1\tA/B\r\n12\tC/D,E/F\r\n", f);
     fclose(f);
     ok(tzprefix_load(tmpl, &t, err, sizeof err) == 0 &&
-       tzprefix_lookup(t, "+123", &m, err, sizeof err) == 1 && m.nzones == 2 &&
-       strcmp(m.zones[1], "E/F") == 0 && !m.country_level, "CRLF lines load");
+           tzprefix_lookup(t, "+123", &m, err, sizeof err) == 1 && m.nzones == 2 &&
+           strcmp(m.zones[1], "E/F") == 0 && !m.country_level,
+       "CRLF lines load");
     tzprefix_free(t);
     unlink(tmpl);
 }
@@ -388,7 +397,7 @@ static long long ref_next_open(const struct window *w, const char *const *zones,
             all[k] &= (unsigned char)ref_open(w, &lt);
         }
     }
-    window_cache_clear();  /* TZ was changed behind the module's back */
+    window_cache_clear(); /* TZ was changed behind the module's back */
     for (long k = 0; k < REF_MINUTES; k++) {
         time_t t = k == 0 ? now : m0 + k * 60;
         if (t > now + WINDOW_HORIZON)
@@ -407,14 +416,14 @@ static long long ref_next_open(const struct window *w, const char *const *zones,
 static void test_cross_check(void)
 {
     static const char *const pool[] = {
-        "America/New_York", "America/Los_Angeles", "America/Mexico_City", "America/St_Johns",
-        "America/Santiago", "Pacific/Honolulu", "Asia/Kolkata", "Asia/Kathmandu",
-        "Australia/Lord_Howe", "Australia/Adelaide", "Pacific/Chatham", "Europe/London",
-        "Africa/Casablanca", "Asia/Gaza", "America/Havana", "Europe/Kyiv",
+        "America/New_York",    "America/Los_Angeles", "America/Mexico_City", "America/St_Johns",
+        "America/Santiago",    "Pacific/Honolulu",    "Asia/Kolkata",        "Asia/Kathmandu",
+        "Australia/Lord_Howe", "Australia/Adelaide",  "Pacific/Chatham",     "Europe/London",
+        "Africa/Casablanca",   "Asia/Gaza",           "America/Havana",      "Europe/Kyiv",
     };
     const size_t npool = sizeof pool / sizeof pool[0];
     unsigned long long seed = 0x9e3779b97f4a7c15ull;
-    const char *env = getenv("CALLORCH_WINDOW_CHECKS");  /* more, by hand */
+    const char *env = getenv("CALLORCH_WINDOW_CHECKS"); /* more, by hand */
     int checks = env && atoi(env) > 0 ? atoi(env) : 40, bad = 0, opened = 0, never = 0;
     for (int c = 0; c < checks; c++) {
         seed = seed * 6364136223846793005ull + 1442695040888963407ull;
@@ -449,8 +458,10 @@ static void test_cross_check(void)
         else if (want != now)
             opened++;
     }
-    is_int(0, bad, "next_open agrees with a minute-by-minute localtime_r scan in %d random cases "
-           "(%d opening later, %d never)", checks, opened, never);
+    is_int(0, bad,
+           "next_open agrees with a minute-by-minute localtime_r scan in %d random cases "
+           "(%d opening later, %d never)",
+           checks, opened, never);
 }
 
 int main(void)

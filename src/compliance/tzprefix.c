@@ -23,21 +23,21 @@
 
 #include "util/err.h"
 
-#define TZPREFIX_FILE_MAX (64u * 1024 * 1024)  /* a sanity bound, not a real limit */
+#define TZPREFIX_FILE_MAX (64u * 1024 * 1024) /* a sanity bound, not a real limit */
 
 struct tzp_entry {
     const char *prefix;
-    uint32_t zfirst;             /* index of its first zone in zones[] */
+    uint32_t zfirst; /* index of its first zone in zones[] */
     uint16_t nzones;
     uint8_t len;
-    int32_t parent;              /* index of the longest shorter prefix, -1 */
+    int32_t parent; /* index of the longest shorter prefix, -1 */
 };
 
 struct tzprefix {
-    char *text;                  /* the file, split in place */
+    char *text; /* the file, split in place */
     struct tzp_entry *e;
     size_t n;
-    const char **zones;          /* all entries' zone names, entry after entry */
+    const char **zones; /* all entries' zone names, entry after entry */
     size_t nz;
 };
 
@@ -151,8 +151,10 @@ static int parse(struct tzprefix *t, size_t len, const char *path, char *err, si
             return -1;
         }
         if (t->n > 0 && strcmp(t->e[t->n - 1].prefix, p) >= 0) {
-            co_seterr(err, errlen, "%s:%u: prefix %s is not after %s (the file must be sorted, "
-                      "each prefix once)", path, lineno, p, t->e[t->n - 1].prefix);
+            co_seterr(err, errlen,
+                      "%s:%u: prefix %s is not after %s (the file must be sorted, "
+                      "each prefix once)",
+                      path, lineno, p, t->e[t->n - 1].prefix);
             return -1;
         }
         struct tzp_entry *e = &t->e[t->n];
@@ -254,8 +256,8 @@ size_t tzprefix_count(const struct tzprefix *t)
     return t->n;
 }
 
-int tzprefix_lookup(const struct tzprefix *t, const char *e164, struct tzprefix_match *m,
-                    char *err, size_t errlen)
+int tzprefix_lookup(const struct tzprefix *t, const char *e164, struct tzprefix_match *m, char *err,
+                    size_t errlen)
 {
     memset(m, 0, sizeof *m);
     if (e164 == NULL || e164[0] != '+') {
@@ -269,7 +271,7 @@ int tzprefix_lookup(const struct tzprefix *t, const char *e164, struct tzprefix_
                   TZPREFIX_DIGITS_MAX);
         return -1;
     }
-    size_t lo = 0, hi = t->n;  /* the first entry after the number: lo */
+    size_t lo = 0, hi = t->n; /* the first entry after the number: lo */
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         if (entry_cmp(&t->e[mid], digits, nd) <= 0)

@@ -25,7 +25,7 @@
 #define CO_TZPREFIX_FILE "/usr/share/callorch/tzprefix.tsv"
 #endif
 
-#define TZPREFIX_DIGITS_MAX 15   /* E.164: at most 15 digits after '+' */
+#define TZPREFIX_DIGITS_MAX 15 /* E.164: at most 15 digits after '+' */
 
 struct tzprefix;
 
@@ -33,11 +33,11 @@ struct tzprefix;
  * tzprefix_free); the zone names are as the data spells them, which may be
  * an old alias such as "Asia/Calcutta" (a link in the system tzdata). */
 struct tzprefix_match {
-    const char *prefix;          /* the matching prefix: digits, NUL-terminated */
+    const char *prefix; /* the matching prefix: digits, NUL-terminated */
     size_t prefix_len;
-    const char *const *zones;    /* nzones zone names, as the data lists them */
+    const char *const *zones; /* nzones zone names, as the data lists them */
     size_t nzones;
-    bool country_level;          /* no shorter prefix of it is in the table:
+    bool country_level; /* no shorter prefix of it is in the table:
                                     the entry for the whole calling code */
 };
 
@@ -54,7 +54,7 @@ size_t tzprefix_count(const struct tzprefix *t);
 /* Look E164 ("+15551234567") up by longest matching prefix.  1 and *m
  * filled; 0 when no prefix matches (*m zeroed); -1 when E164 is not '+'
  * and 1 to 15 digits (the reason in err). */
-int tzprefix_lookup(const struct tzprefix *t, const char *e164, struct tzprefix_match *m,
-                    char *err, size_t errlen);
+int tzprefix_lookup(const struct tzprefix *t, const char *e164, struct tzprefix_match *m, char *err,
+                    size_t errlen);
 
 #endif

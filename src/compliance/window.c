@@ -38,20 +38,20 @@
 #include "util/err.h"
 
 #define ZONEINFO_DIR "/usr/share/zoneinfo"
-#define SEARCH_STEPS_MAX 4096        /* a bound on the walk, never reached */
-#define ZONE_SAMPLE (3 * 3600)       /* offsets sampled this often when caching */
+#define SEARCH_STEPS_MAX 4096  /* a bound on the walk, never reached */
+#define ZONE_SAMPLE (3 * 3600) /* offsets sampled this often when caching */
 #define ZONE_COVER (WINDOW_HORIZON + 2 * WINDOW_DAY_SECS) /* a cache entry's span */
-#define ZONE_SEG_MAX 16              /* offsets kept per entry */
-#define ZONE_TABLE_MIN 64            /* first size of the zone table (a power of 2) */
+#define ZONE_SEG_MAX 16                                   /* offsets kept per entry */
+#define ZONE_TABLE_MIN 64 /* first size of the zone table (a power of 2) */
 
 static const char *const day_names[7] = { "sun", "mon", "tue", "wed", "thu", "fri", "sat" };
 
 /* One zone's UTC offsets over [from, to): seg[i].off from seg[i].start
  * (seg[0].start == from) until the next segment's start, or to. */
 struct zone {
-    char name[WINDOW_ZONE_MAX + 1];  /* "" = an empty slot */
+    char name[WINDOW_ZONE_MAX + 1]; /* "" = an empty slot */
     time_t from, to;
-    int nseg;                        /* 0 = not built */
+    int nseg; /* 0 = not built */
     struct {
         time_t start;
         long off;
@@ -76,8 +76,8 @@ void window_always(struct window *w)
  * (24 only as 24:00).  -1 when malformed. */
 static int parse_hhmm(const char *s, int max_hour)
 {
-    if (!(s[0] >= '0' && s[0] <= '9' && s[1] >= '0' && s[1] <= '9' && s[2] == ':' &&
-          s[3] >= '0' && s[3] <= '9' && s[4] >= '0' && s[4] <= '9'))
+    if (!(s[0] >= '0' && s[0] <= '9' && s[1] >= '0' && s[1] <= '9' && s[2] == ':' && s[3] >= '0' &&
+          s[3] <= '9' && s[4] >= '0' && s[4] <= '9'))
         return -1;
     int h = (s[0] - '0') * 10 + (s[1] - '0');
     int m = (s[3] - '0') * 10 + (s[4] - '0');
@@ -99,21 +99,27 @@ int window_parse_hours(const char *hours, struct window *w, char *err, size_t er
     }
     int start = parse_hhmm(hours, 23);
     if (start < 0) {
-        co_seterr(err, errlen, "hours \"%s\": the start \"%.5s\" is not a time of day "
-                  "from 00:00 to 23:59", hours, hours);
+        co_seterr(err, errlen,
+                  "hours \"%s\": the start \"%.5s\" is not a time of day "
+                  "from 00:00 to 23:59",
+                  hours, hours);
         return -1;
     }
     int end = parse_hhmm(hours + 6, 24);
     if (end < 0) {
-        co_seterr(err, errlen, "hours \"%s\": the end \"%.5s\" is not a time of day "
-                  "from 00:00 to 24:00", hours, hours + 6);
+        co_seterr(err, errlen,
+                  "hours \"%s\": the end \"%.5s\" is not a time of day "
+                  "from 00:00 to 24:00",
+                  hours, hours + 6);
         return -1;
     }
     if (end == 0)
-        end = WINDOW_DAY_SECS;  /* "22:00-00:00": until midnight */
+        end = WINDOW_DAY_SECS; /* "22:00-00:00": until midnight */
     if (start == end) {
-        co_seterr(err, errlen, "hours \"%s\": the start and the end are the same time "
-                  "(leave the hours empty for any time of day)", hours);
+        co_seterr(err, errlen,
+                  "hours \"%s\": the start and the end are the same time "
+                  "(leave the hours empty for any time of day)",
+                  hours);
         return -1;
     }
     w->start = start;
@@ -163,19 +169,23 @@ int window_parse_days(const char *days, unsigned *out, char *err, size_t errlen)
         const char *b_end = dash ? dash : z;
         int from = day_index_n(a, (size_t)(b_end - a)), to = from;
         if (from < 0) {
-            co_seterr(err, errlen, "days \"%.60s\": \"%.*s\" is not a day "
-                      "(sun, mon, tue, wed, thu, fri, sat)", days, (int)(b_end - a), a);
+            co_seterr(err, errlen,
+                      "days \"%.60s\": \"%.*s\" is not a day "
+                      "(sun, mon, tue, wed, thu, fri, sat)",
+                      days, (int)(b_end - a), a);
             return -1;
         }
         if (dash) {
             to = day_index_n(dash + 1, (size_t)(z - dash - 1));
             if (to < 0) {
-                co_seterr(err, errlen, "days \"%.60s\": \"%.*s\" is not a day "
-                          "(sun, mon, tue, wed, thu, fri, sat)", days, (int)(z - dash - 1), dash + 1);
+                co_seterr(err, errlen,
+                          "days \"%.60s\": \"%.*s\" is not a day "
+                          "(sun, mon, tue, wed, thu, fri, sat)",
+                          days, (int)(z - dash - 1), dash + 1);
                 return -1;
             }
         }
-        for (int d = from;; d = (d + 1) % 7) {  /* a range may wrap: fri-mon */
+        for (int d = from;; d = (d + 1) % 7) { /* a range may wrap: fri-mon */
             set |= 1u << d;
             if (d == to)
                 break;
@@ -209,7 +219,7 @@ void window_format(const struct window *w, char *hours, size_t hlen, char *days,
     if (dlen > 0)
         days[0] = '\0';
     for (int i = 0; i < 7; i++) {
-        int d = (i + 1) % 7;  /* Monday first */
+        int d = (i + 1) % 7; /* Monday first */
         if (!(w->days & (1u << d)))
             continue;
         int n = snprintf(days + used, dlen > used ? dlen - used : 0, "%s%s", used ? "," : "",
@@ -237,7 +247,8 @@ static int zone_name_check(const char *zone, char *err, size_t errlen)
         if ((*p == '.' && (p == zone || p[-1] == '/')) ||
             !((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
               *p == '_' || *p == '+' || *p == '-' || *p == '/' || *p == '.')) {
-            co_seterr(err, errlen, "time zone name with a character other than letters, "
+            co_seterr(err, errlen,
+                      "time zone name with a character other than letters, "
                       "digits and \"_+-/\" (or a part starting with '.')");
             return -1;
         }
@@ -247,8 +258,10 @@ static int zone_name_check(const char *zone, char *err, size_t errlen)
         return -1;
     }
     if (strncmp(zone, "right/", 6) == 0) {
-        co_seterr(err, errlen, "time zone \"%s\": the right/ zones count leap seconds, "
-                  "use the plain name", zone);
+        co_seterr(err, errlen,
+                  "time zone \"%s\": the right/ zones count leap seconds, "
+                  "use the plain name",
+                  zone);
         return -1;
     }
     return 0;
@@ -339,7 +352,7 @@ static int zone_build(struct zone *z, time_t t, char *err, size_t errlen)
             prev = s;
             continue;
         }
-        time_t lo = prev, hi = s;  /* offset(lo) == cur != offset(hi) */
+        time_t lo = prev, hi = s; /* offset(lo) == cur != offset(hi) */
         while (hi - lo > 1) {
             time_t mid = lo + (hi - lo) / 2;
             if (!offset_at(mid, &o))
@@ -372,7 +385,7 @@ fail:
 
 static uint64_t zone_hash(const char *name)
 {
-    uint64_t h = 1469598103934665603ull;  /* FNV-1a */
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
     for (const unsigned char *p = (const unsigned char *)name; *p; p++)
         h = (h ^ *p) * 1099511628211ull;
     return h;
@@ -481,7 +494,7 @@ static long secs_to_next_start(const struct window *w, const struct tm *lt)
         if (delta > 0)
             return delta;
     }
-    return WINDOW_DAY_SECS;  /* unreachable while days != 0 */
+    return WINDOW_DAY_SECS; /* unreachable while days != 0 */
 }
 
 /* In ZONE: the first second at or after T, and not after LIMIT, at which

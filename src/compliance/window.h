@@ -44,14 +44,14 @@
 #include <time.h>
 
 #define WINDOW_DAY_SECS 86400
-#define WINDOW_ALL_DAYS 0x7fu            /* bit d = weekday d, 0 = Sunday (tm_wday) */
+#define WINDOW_ALL_DAYS 0x7fu                /* bit d = weekday d, 0 = Sunday (tm_wday) */
 #define WINDOW_HORIZON (8 * WINDOW_DAY_SECS) /* window_next_open() looks this far */
-#define WINDOW_ZONE_MAX 255              /* longest zone name accepted */
+#define WINDOW_ZONE_MAX 255                  /* longest zone name accepted */
 
 struct window {
-    int start;                   /* seconds after local midnight, 0 .. 86340 */
-    int end;                     /* 60 .. 86400; < start: crosses midnight */
-    unsigned days;               /* WINDOW_ALL_DAYS bits; never 0 */
+    int start;     /* seconds after local midnight, 0 .. 86340 */
+    int end;       /* 60 .. 86400; < start: crosses midnight */
+    unsigned days; /* WINDOW_ALL_DAYS bits; never 0 */
 };
 
 /* A window open all day, every day (what empty hours and mon-sun give). */
