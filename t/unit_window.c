@@ -153,6 +153,9 @@ static void test_zones(void)
     is_int(-2, next_n(&w, zones, 2, 1772953200), "next_open with an unknown zone: -1");
     like(err, "\"Nowhere/City\"", "  naming the zone");
     is_int(-2, next_n(&w, zones, 0, 1772953200), "next_open with no zones: -1");
+    is_int(-1, is_open(&w, "UTC", (time_t)253402300800LL), "is_open in the year 10000: -1");
+    like(err, "outside the years 1900 to 9999", "  with the message");
+    is_int(-2, next1(&w, "UTC", (time_t)-2208988801LL), "next_open in 1899: -1");
 }
 
 static void test_new_york_dst(void)

@@ -42,6 +42,8 @@
 #define ZONE_SAMPLE (3 * 3600) /* offsets sampled this often when caching */
 #define ZONE_COVER (WINDOW_HORIZON + 2 * WINDOW_DAY_SECS) /* a cache entry's span */
 #define ZONE_SEG_MAX 16                                   /* offsets kept per entry */
+#define TIME_MIN (-2208988800LL)                          /* 1900-01-01T00:00:00Z */
+#define TIME_MAX 253402300799LL                           /* 9999-12-31T23:59:59Z */
 #define ZONE_TABLE_MIN 64 /* first size of the zone table (a power of 2) */
 
 static const char *const day_names[7] = { "sun", "mon", "tue", "wed", "thu", "fri", "sat" };
@@ -526,8 +528,21 @@ static int next_open_in(const struct window *w, const char *zone, time_t t, time
     return -1;
 }
 
+/* NOW within years 1900 to 9999 (so that every instant the search looks
+ * at has a calendar date); else -1 with the reason. */
+static int time_ok(time_t now, char *err, size_t errlen)
+{
+    if ((long long)now < TIME_MIN || (long long)now > TIME_MAX - WINDOW_HORIZON - ZONE_COVER) {
+        co_seterr(err, errlen, "instant %lld is outside the years 1900 to 9999", (long long)now);
+        return -1;
+    }
+    return 0;
+}
+
 int window_is_open(const struct window *w, const char *zone, time_t now, char *err, size_t errlen)
 {
+    if (time_ok(now, err, errlen) != 0)
+        return -1;
     const struct zone *z = zone_get(zone, now, now, err, errlen);
     if (z == NULL)
         return -1;
@@ -543,6 +558,8 @@ int window_next_open(const struct window *w, const char *const *zonev, size_t nz
         co_seterr(err, errlen, "no time zone to evaluate the window in");
         return -1;
     }
+    if (time_ok(now, err, errlen) != 0)
+        return -1;
     time_t limit = now + WINDOW_HORIZON, t = now;
     for (int pass = 0; pass < SEARCH_STEPS_MAX; pass++) {
         bool moved = false;

@@ -34,7 +34,8 @@
  * into it.
  *
  * Functions returning int give 0 (or 1/0 for a yes/no) and -1 with the
- * reason in (err, errlen) (util/err.h); nothing exits.
+ * reason in (err, errlen) (util/err.h); nothing exits.  Instants are unix
+ * seconds from the years 1900 to 9999.
  */
 #ifndef CO_WINDOW_H
 #define CO_WINDOW_H
