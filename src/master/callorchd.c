@@ -208,7 +208,7 @@ static int start(struct co_config *cfg, const struct options *o)
     control_close(ctl); /* last: a waiting "callorchctl stop" returns now */
     return status;
 fail:
-    co_error("cannot start", "error=\"%s\"", err);
+    co_error("cannot start", "error=%s", CO_LOG_Q(err));
     if (co_log_enabled(CO_LOG_ERROR) && strcmp(cfg->log_target, "stderr") != 0)
         fprintf(stderr, "callorchd: %s\n", err);
     control_close(ctl);

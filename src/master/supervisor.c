@@ -430,8 +430,8 @@ static void apply_log_config(const struct co_config *old, const struct co_config
     if (strcmp(old->log_target, cfg->log_target) == 0)
         return;
     if (co_log_open(cfg->log_target, cfg->log_level) < 0)
-        co_error("cannot open new log target; keeping the old one", "target=\"%s\" error=\"%s\"",
-                 cfg->log_target, strerror(errno));
+        co_error("cannot open new log target; keeping the old one", "target=%s error=\"%s\"",
+                 CO_LOG_Q(cfg->log_target), strerror(errno));
 }
 
 /* The listening sockets CFG needs: those of the addresses that stay, new
@@ -454,7 +454,7 @@ static void warn_restart_only(void *arg, const char *key, const char *running,
                               const char *configured)
 {
     co_warn("changed key takes effect at the next restart, not on reload",
-            "key=%s running=\"%s\" configured=\"%s\"", key, running, configured);
+            "key=%s running=%s configured=%s", key, CO_LOG_Q(running), CO_LOG_Q(configured));
 }
 
 /*
@@ -508,7 +508,7 @@ static int reload(struct supervisor *sup, char *err, size_t errlen)
 {
     int rc = swap_config(sup, err, errlen);
     if (rc < 0)
-        co_error("reload failed; keeping the running configuration", "error=\"%s\"", err);
+        co_error("reload failed; keeping the running configuration", "error=%s", CO_LOG_Q(err));
     return rc;
 }
 
