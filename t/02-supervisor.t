@@ -287,6 +287,52 @@ SKIP: {
     like($out, qr/bad\.ini:2: /, 'invalid config at start: file:line in the message');
 }
 
+# Started as root, the master follows no symbolic link at its pid file or
+# its log file: a link planted there would make root overwrite, append to
+# or remove another file.
+{
+    my $dir = $s->tmpdir;
+    my $precious = "$dir/precious";
+    my $write = sub { open my $p, '>', $_[0] or die; print $p $_[1]; close $p };
+    $write->($precious, "not a pid file\n");
+    my $start_with = sub {
+        my (%ovr) = @_;
+        my $cfg = "$dir/links.ini";
+        $write->($cfg, $s->config_text('http.workers' => 1, 'kafka.consumers' => 1,
+            'daemon.control_socket' => "$dir/links.sock", 'daemon.log_target' => 'stderr', %ovr));
+        my $out = `timeout 20 $ENV{CALLORCH_BUILDDIR}/src/callorchd -f -c $cfg 2>&1`;
+        return ($? >> 8, $out);
+    };
+
+    symlink $precious, "$dir/link.pid" or die "symlink: $!";
+    my ($rc, $out) = $start_with->('daemon.pid_file' => "$dir/link.pid");
+    is($rc, 1, 'pid_file is a symbolic link: the master refuses to start (exit 1)');
+    like($out, qr/pid file \Q$dir\E\/link\.pid is a symbolic link; refusing to use it/,
+        'pid_file is a symbolic link: the message names the path') or diag($out);
+    is(CallorchTest::read_file($precious), "not a pid file\n", '  the file it points to is unchanged');
+    ok(-l "$dir/link.pid", '  the link is left as it was');
+
+    symlink $precious, "$dir/link.log" or die "symlink: $!";
+    ($rc, $out) = $start_with->('daemon.pid_file' => "$dir/links.pid",
+        'daemon.log_target' => "$dir/link.log");
+    is($rc, 1, 'log_target is a symbolic link: the master refuses to start (exit 1)');
+    like($out, qr/cannot open log \Q$dir\E\/link\.log: it is a symbolic link/,
+        'log_target is a symbolic link: the message names the path') or diag($out);
+    is(CallorchTest::read_file($precious), "not a pid file\n", '  the file it points to is unchanged');
+
+    # a link planted at the pid file's temporary name is replaced, not followed
+    symlink $precious, "$dir/planted.pid.tmp" or die "symlink: $!";
+    $s->write_config('http.workers' => 1, 'kafka.consumers' => 1,
+        'daemon.pid_file' => "$dir/planted.pid");
+    my $m = $s->start_daemon;
+    ok($m, 'a link at the pid file\'s temporary name: the master starts');
+    is(CallorchTest::read_file($precious), "not a pid file\n", '  the file it points to is unchanged');
+    ok(-f "$dir/planted.pid" && !-l "$dir/planted.pid", '  the pid file is a regular file');
+    is(CallorchTest::read_file("$dir/planted.pid"), "$m\n", '  holding the master\'s pid');
+    is($s->stop_daemon, 0, '  and it stops cleanly');
+    ok(!-e "$dir/planted.pid", '  removing its pid file');
+}
+
 # Never leave a daemonized master behind: it is in a session of its own,
 # out of the harness's reach.
 our $daemonized;

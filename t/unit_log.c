@@ -1,8 +1,9 @@
 /*
  * unit_log.c — TAP tests of the logging API (src/util/log.c): the one
  * escaping function co_log_quote() (quotes, backslashes, newlines, control
- * bytes, DEL, the cut with its marker), and co_log() writing one line per
- * call to a file target whatever text a caller hands it.
+ * bytes, DEL, the cut with its marker), co_log() writing one line per
+ * call to a file target whatever text a caller hands it, and a file target
+ * that is a symbolic link refused.
  */
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L /* mkdtemp under -std=c11 */
@@ -10,6 +11,7 @@
 #include "util/log.h"
 #include "tap.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,12 +156,37 @@ static void test_lines(void)
     unlink(path);
 }
 
+/* A file target is never opened through a symbolic link (ELOOP). */
+static void test_symlink(void)
+{
+    char target[4096], link[4096];
+    snprintf(target, sizeof target, "%s/elsewhere", dir);
+    snprintf(link, sizeof link, "%s/link.log", dir);
+    FILE *fp = fopen(target, "w");
+    if (fp == NULL || fputs("untouched\n", fp) < 0 || fclose(fp) != 0)
+        bail("cannot write %s", target);
+    if (symlink(target, link) != 0)
+        bail("symlink %s", link);
+    errno = 0;
+    is_int(-1, co_log_open(link, CO_LOG_INFO), "a log path that is a symbolic link is refused");
+    is_int(ELOOP, errno, "  with ELOOP");
+    co_info("where does this go", NULL);
+    snprintf(path, sizeof path, "%s", target);
+    char *text = slurp();
+    is_string("untouched\n", text, "  the file it points to is unchanged");
+    free(text);
+    co_log_close();
+    unlink(link);
+    unlink(target);
+}
+
 int main(void)
 {
     if (mkdtemp(dir) == NULL)
         bail("mkdtemp");
     test_quote();
     test_lines();
+    test_symlink();
     rmdir(dir);
     return done_testing();
 }

@@ -31,9 +31,14 @@ static struct {
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
+/*
+ * The file target, never through a symbolic link: the master opens it as
+ * root, so a link planted at the path would make root append to (or
+ * create) another file.  A link fails with ELOOP.
+ */
 static int open_log_file(const char *path)
 {
-    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
 }
 
 int co_log_open(const char *target, enum co_log_level level)

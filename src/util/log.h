@@ -27,7 +27,10 @@ enum co_log_level { CO_LOG_ERROR = 0, CO_LOG_WARN, CO_LOG_INFO, CO_LOG_DEBUG };
 #define CO_PRINTF(a, b)
 #endif
 
-/* Open TARGET ("stderr", "syslog" or a path).  Returns 0 or -1 with errno. */
+/*
+ * Open TARGET ("stderr", "syslog" or a path; a path that is a symbolic link
+ * is refused with ELOOP).  Returns 0 or -1 with errno.
+ */
 int co_log_open(const char *target, enum co_log_level level);
 
 /* Reopen the file target (SIGUSR1); no-op for stderr and syslog. */
