@@ -276,6 +276,34 @@ SKIP: {
     is($s->stop_daemon, 0, 'unprivileged master stops cleanly');
 }
 
+# A reload retires the running generation: a child of it that does not
+# leave (here: stopped, so it cannot act on its SIGTERM) is killed once
+# shutdown_timeout has passed, and that is logged.
+{
+    $s->write_config('http.workers' => 1, 'kafka.consumers' => 1, 'daemon.shutdown_timeout' => '2s');
+    my $m = $s->start_daemon;
+    $s->wait_for(sub { $s->log_text =~ /all children ready" generation=1/ },
+        what => 'generation 1 ready');
+    my $stuck = kinds($m)->{http}[0];
+    ok($stuck, "http child $stuck of generation 1");
+    kill 'STOP', $stuck;
+    my $t0 = time;
+    kill 'HUP', $m;
+    my $gone = $s->wait_for(sub { !grep { $_->{pid} == $stuck } $s->children_of($m) },
+        timeout => 15, what => 'the stuck retired child gone', soft => 1);
+    my $took = time - $t0;
+    ok($gone, sprintf('a retired child that cannot exit is gone after the reload (%.1fs)', $took));
+    cmp_ok($took, '>=', 1.5, '  not before shutdown_timeout (2s)');
+    like($s->log_text,
+        qr/level=warn role=master [^\n]*msg="retired child did not exit within shutdown_timeout: killing it" kind=http slot=0 pid=$stuck generation=1 retired_for=\d/,
+        '  the kill is logged with kind, slot, pid and generation');
+    like($s->log_text, qr/child killed by signal" kind=http slot=0 pid=$stuck signal=9/,
+        '  and its death by SIGKILL');
+    is(scalar @{ kinds($m)->{http} }, 1, 'the new generation\'s http child serves');
+    is($s->stop_daemon, 0, 'stops cleanly');
+    kill 'KILL', $stuck if kill 0, $stuck;    # old code: never leave it stopped
+}
+
 # The master refuses to start with an invalid config
 {
     my $bad = $s->tmpdir . '/bad.ini';
