@@ -276,6 +276,34 @@ SKIP: {
     is($s->stop_daemon, 0, 'unprivileged master stops cleanly');
 }
 
+# A reload retires the running generation: a child of it that does not
+# leave (here: stopped, so it cannot act on its SIGTERM) is killed once
+# shutdown_timeout has passed, and that is logged.
+{
+    $s->write_config('http.workers' => 1, 'kafka.consumers' => 1, 'daemon.shutdown_timeout' => '2s');
+    my $m = $s->start_daemon;
+    $s->wait_for(sub { $s->log_text =~ /all children ready" generation=1/ },
+        what => 'generation 1 ready');
+    my $stuck = kinds($m)->{http}[0];
+    ok($stuck, "http child $stuck of generation 1");
+    kill 'STOP', $stuck;
+    my $t0 = time;
+    kill 'HUP', $m;
+    my $gone = $s->wait_for(sub { !grep { $_->{pid} == $stuck } $s->children_of($m) },
+        timeout => 15, what => 'the stuck retired child gone', soft => 1);
+    my $took = time - $t0;
+    ok($gone, sprintf('a retired child that cannot exit is gone after the reload (%.1fs)', $took));
+    cmp_ok($took, '>=', 1.5, '  not before shutdown_timeout (2s)');
+    like($s->log_text,
+        qr/level=warn role=master [^\n]*msg="retired child did not exit within shutdown_timeout: killing it" kind=http slot=0 pid=$stuck generation=1 retired_for=\d/,
+        '  the kill is logged with kind, slot, pid and generation');
+    like($s->log_text, qr/child killed by signal" kind=http slot=0 pid=$stuck signal=9/,
+        '  and its death by SIGKILL');
+    is(scalar @{ kinds($m)->{http} }, 1, 'the new generation\'s http child serves');
+    is($s->stop_daemon, 0, 'stops cleanly');
+    kill 'KILL', $stuck if kill 0, $stuck;    # old code: never leave it stopped
+}
+
 # The master refuses to start with an invalid config
 {
     my $bad = $s->tmpdir . '/bad.ini';
@@ -285,6 +313,52 @@ SKIP: {
     my $out = `$ENV{CALLORCH_BUILDDIR}/src/callorchd -f -c $bad 2>&1`;
     is($? >> 8, 1, 'invalid config at start: exit status 1');
     like($out, qr/bad\.ini:2: /, 'invalid config at start: file:line in the message');
+}
+
+# Started as root, the master follows no symbolic link at its pid file or
+# its log file: a link planted there would make root overwrite, append to
+# or remove another file.
+{
+    my $dir = $s->tmpdir;
+    my $precious = "$dir/precious";
+    my $write = sub { open my $p, '>', $_[0] or die; print $p $_[1]; close $p };
+    $write->($precious, "not a pid file\n");
+    my $start_with = sub {
+        my (%ovr) = @_;
+        my $cfg = "$dir/links.ini";
+        $write->($cfg, $s->config_text('http.workers' => 1, 'kafka.consumers' => 1,
+            'daemon.control_socket' => "$dir/links.sock", 'daemon.log_target' => 'stderr', %ovr));
+        my $out = `timeout 20 $ENV{CALLORCH_BUILDDIR}/src/callorchd -f -c $cfg 2>&1`;
+        return ($? >> 8, $out);
+    };
+
+    symlink $precious, "$dir/link.pid" or die "symlink: $!";
+    my ($rc, $out) = $start_with->('daemon.pid_file' => "$dir/link.pid");
+    is($rc, 1, 'pid_file is a symbolic link: the master refuses to start (exit 1)');
+    like($out, qr/pid file \Q$dir\E\/link\.pid is a symbolic link; refusing to use it/,
+        'pid_file is a symbolic link: the message names the path') or diag($out);
+    is(CallorchTest::read_file($precious), "not a pid file\n", '  the file it points to is unchanged');
+    ok(-l "$dir/link.pid", '  the link is left as it was');
+
+    symlink $precious, "$dir/link.log" or die "symlink: $!";
+    ($rc, $out) = $start_with->('daemon.pid_file' => "$dir/links.pid",
+        'daemon.log_target' => "$dir/link.log");
+    is($rc, 1, 'log_target is a symbolic link: the master refuses to start (exit 1)');
+    like($out, qr/cannot open log \Q$dir\E\/link\.log: it is a symbolic link/,
+        'log_target is a symbolic link: the message names the path') or diag($out);
+    is(CallorchTest::read_file($precious), "not a pid file\n", '  the file it points to is unchanged');
+
+    # a link planted at the pid file's temporary name is replaced, not followed
+    symlink $precious, "$dir/planted.pid.tmp" or die "symlink: $!";
+    $s->write_config('http.workers' => 1, 'kafka.consumers' => 1,
+        'daemon.pid_file' => "$dir/planted.pid");
+    my $m = $s->start_daemon;
+    ok($m, 'a link at the pid file\'s temporary name: the master starts');
+    is(CallorchTest::read_file($precious), "not a pid file\n", '  the file it points to is unchanged');
+    ok(-f "$dir/planted.pid" && !-l "$dir/planted.pid", '  the pid file is a regular file');
+    is(CallorchTest::read_file("$dir/planted.pid"), "$m\n", '  holding the master\'s pid');
+    is($s->stop_daemon, 0, '  and it stops cleanly');
+    ok(!-e "$dir/planted.pid", '  removing its pid file');
 }
 
 # Never leave a daemonized master behind: it is in a session of its own,

@@ -22,9 +22,40 @@ sub write_file {
     return "$dir/$name";
 }
 
-my ($rc, $out) = run($bin, '-t', '-c', CallorchTest::srcdir() . '/etc/callorch.ini');
-is($rc, 0, 'shipped etc/callorch.ini passes -t');
+# The shipped file holds public placeholder secrets: refused, naming the
+# key, file and line (DESIGN.md section 6).  With both set it passes.
+my $shipped = do {
+    open my $fh, '<', CallorchTest::srcdir() . '/etc/callorch.ini' or die;
+    local $/;
+    <$fh>;
+};
+my $copy = write_file('shipped.ini', $shipped);
+my ($rc, $out) = run($bin, '-t', '-c', $copy);
+is($rc, 1, '-t refuses a copy of the shipped etc/callorch.ini');
+like($out, qr/^callorchd: \Q$copy\E:\d+: \[http\] api_keys: still the shipped placeholder/m,
+     '-t names file, line and [http] api_keys');
+unlike($out, qr/test is successful/, '-t does not say the test is successful');
+diag($out =~ s/\n\z//r);
+
+(my $half = $shipped) =~ s/^api_keys = .*$/api_keys = 0123456789abcdef0123456789abcdef/m;
+$copy = write_file('shipped.ini', $half);
+my $cs_line = 1 + (() = substr($half, 0, 1 + index($half, "\ncallback_secret =")) =~ /\n/g);
+($rc, $out) = run($bin, '-t', '-c', $copy);
+is($rc, 1, '-t refuses the shipped callback_secret once api_keys is set');
+like($out, qr/^callorchd: \Q$copy\E:$cs_line: \[provider\] callback_secret: still the shipped placeholder; set your own secret$/m,
+     "-t names file, line $cs_line and [provider] callback_secret");
+
+(my $set = $half) =~ s/^callback_secret = .*$/callback_secret = whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw/m;
+$copy = write_file('shipped.ini', $set);
+($rc, $out) = run($bin, '-t', '-c', $copy);
+is($rc, 0, 'the shipped file with both secrets set passes -t') or diag($out);
 like($out, qr/test is successful/, '-t says the test is successful');
+
+# a start (not only -t) refuses the placeholders too, before anything else
+$copy = write_file('shipped.ini', $half);
+($rc, $out) = run($bin, '-f', '-c', $copy);
+isnt($rc, 0, 'callorchd -f refuses to start with the shipped callback_secret');
+like($out, qr/\[provider\] callback_secret: still the shipped placeholder/, '  naming the key');
 
 my $ok = write_file('ok.ini', "[provider]\ncallback_secret = whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n");
 ($rc, $out) = run($bin, '-t', '-c', $ok);

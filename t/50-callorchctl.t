@@ -334,6 +334,37 @@ SKIP: {
     like($err, qr/permission denied on the control socket \Q$sock\E/, 'permission denied: message');
 }
 
+# Behind the socket's mode, the master checks who connects (SO_PEERCRED):
+# with the mode loosened by hand, another user still cannot give commands.
+SKIP: {
+    skip 'running another user needs root', 7 unless $> == 0;
+    my $nobody = getpwnam('nobody');
+    skip 'no user nobody', 7 unless defined $nobody;
+    my $refusals = () = $s->log_text =~ /client refused/g;
+    my $dir_mode = (stat $dir)[2] & 07777;
+    chmod 0711, $dir or die "chmod: $!";    # nobody may reach the socket's directory
+    chmod 0666, $sock or die "chmod: $!";
+    ($rc, $out, $err) = run('setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups',
+        $ctl, '-s', $sock, 'pause');
+    is($rc, 4, 'socket mode 0666, user nobody, master running as root: pause refused, exit 4');
+    like($err, qr/^callorchctl: pause failed: permission denied: uid $nobody may not give commands \(root or the \[daemon\] user only\)$/m,
+        'the refusal says why') or diag($err);
+    ($rc, $out) = ctl('--json', 'status');
+    is($rc, 0, 'root still can');
+    is(eval { decode_json($out)->{paused} } ? 1 : 0, 0, 'the refused pause changed nothing');
+    ($rc, $out, $err) = run('setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups',
+        $ctl, '-s', $sock, '--json', 'status');
+    is($rc, 4, 'status refused too');
+    $s->wait_for(sub { (() = $s->log_text =~ /client refused/g) >= $refusals + 2 },
+        what => 'refusals logged', soft => 1);
+    my @lines = $s->log_text =~ /^.*client refused.*$/mg;
+    is(scalar @lines - $refusals, 2, 'the master logs each refusal once');
+    like($lines[-1], qr/level=warn role=master .*peer_uid=$nobody peer_pid=\d+/,
+        '  with the peer\'s uid and pid') or diag($lines[-1]);
+    chmod 0600, $sock;
+    chmod $dir_mode, $dir;
+}
+
 # -------------------------------------------------------------------- stop
 ($rc, $out, $err) = ctl('stop');
 is($rc, 0, 'stop: exit 0');
@@ -379,9 +410,9 @@ for my $cmd (qw(reload stop pause resume)) {
 
 # ---------------------------------------------- root, [daemon] user = nobody
 SKIP: {
-    skip 'privilege drop needs root', 5 unless $> == 0;
+    skip 'privilege drop needs root', 7 unless $> == 0;
     my $nobody = getpwnam('nobody');
-    skip 'no user nobody', 5 unless defined $nobody;
+    skip 'no user nobody', 7 unless defined $nobody;
     chmod 0777, $dir;    # the dropped master removes its pid file and socket
     $s->write_config(%base, 'daemon.user' => 'nobody');
     $master = $s->start_daemon;
@@ -391,6 +422,13 @@ SKIP: {
     is($rc, 0, 'root can use it');
     ($rc, $out) = run('runuser', '-u', 'nobody', '--', $ctl, '-s', $sock, 'pause');
     is($rc, 0, 'the [daemon] user can use it');
+    # a third user, through a socket mode loosened by hand: refused
+    chmod 0666, $sock or die "chmod: $!";
+    ($rc, $out, $err) = run('setpriv', '--reuid=54321', '--regid=54321', '--clear-groups',
+        $ctl, '-s', $sock, 'resume');
+    is($rc, 4, 'a master running as nobody refuses uid 54321 (neither root nor nobody)');
+    like($err, qr/permission denied: uid 54321 may not give commands/, '  and says why');
+    chmod 0600, $sock;
     ($rc) = ctl('stop');
     $s->stop_daemon;
     ok(!-e $sock, 'the dropped master removed its socket at exit');

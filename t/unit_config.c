@@ -129,7 +129,45 @@ static void test_defaults(void)
     co_config_free(c);
 }
 
-/* The shipped file loads, and its values are the built-in defaults. */
+/* Replace every FROM in the malloc'd S by TO; returns the new string or NULL. */
+static char *replace_all(char *s, const char *from, const char *to)
+{
+    char *at;
+    while (s != NULL && (at = strstr(s, from)) != NULL) {
+        size_t head = (size_t)(at - s), tail = strlen(at + strlen(from));
+        char *t = malloc(head + strlen(to) + tail + 1);
+        if (t != NULL) {
+            memcpy(t, s, head);
+            memcpy(t + head, to, strlen(to));
+            memcpy(t + head + strlen(to), at + strlen(from), tail + 1);
+        }
+        free(s);
+        s = t;
+    }
+    return s;
+}
+
+/* The text of PATH with its two placeholder secrets set, as an operator would. */
+static char *shipped_with_secrets(const char *path)
+{
+    FILE *fp = fopen(path, "r");
+    char *s = NULL;
+    long len;
+    if (fp == NULL)
+        return NULL;
+    if (fseek(fp, 0, SEEK_END) == 0 && (len = ftell(fp)) >= 0 && fseek(fp, 0, SEEK_SET) == 0 &&
+        (s = malloc((size_t)len + 1)) != NULL) {
+        s[fread(s, 1, (size_t)len, fp)] = '\0';
+    }
+    fclose(fp);
+    s = replace_all(s, "PLACEHOLDER-CHANGE-ME-client-api-key", "k3y-0f-th1s-s1te");
+    return replace_all(s, "whsec_PLACEHOLDERxCHANGExMExPLACEHOLDERxCHANGExMEx", SECRET);
+}
+
+/*
+ * The shipped file is refused for its placeholder secrets; with them set,
+ * its values are the built-in defaults.
+ */
 static void test_shipped_file(void)
 {
     const char *srcdir = getenv("CALLORCH_SRCDIR");
@@ -148,15 +186,28 @@ static void test_shipped_file(void)
             snprintf(path, sizeof path, "%s", candidates[i]);
     if (path[0] == '\0')
         snprintf(path, sizeof path, "%s", candidates[1]); /* fails with a clear message */
-    is_int(0, co_config_load(path, &c, err, sizeof err), "shipped %s loads", path);
+    /* as shipped, the placeholder secrets are refused, naming key and line */
+    is_int(-1, co_config_load(path, &c, err, sizeof err), "shipped %s is refused as is", path);
+    like(err, ":35: [http] api_keys: still the shipped placeholder; set your own key",
+         "  the message names the file, line and key");
+    diag("e.g. %s", err);
+    co_config_free(c);
+    c = NULL;
+
+    /* with the two placeholders replaced it loads, and the rest are defaults */
+    char *text = shipped_with_secrets(path);
+    ok(text != NULL, "read %s", path);
+    if (text != NULL && co_config_load_string(path, text, &c, err, sizeof err) != 0)
+        c = NULL;
+    free(text);
+    ok(c != NULL, "shipped file with its placeholders replaced loads");
     if (c == NULL || d == NULL) {
         diag("  %s", err);
+        co_config_free(c);
         co_config_free(d);
         return;
     }
     is_int(1, c->n_api_keys, "shipped file sets one api key");
-    ok(strstr(c->callback_secret, "PLACEHOLDER") != NULL,
-       "shipped secret is marked as a placeholder");
     ok(c->workers == d->workers && c->max_connections == d->max_connections &&
            c->max_body == d->max_body && c->max_metadata_bytes == d->max_metadata_bytes &&
            c->idle_timeout == d->idle_timeout && c->n_listen == d->n_listen &&
@@ -307,6 +358,14 @@ static void test_api_keys(void)
     bad_kv("http", "api_keys", "a,,b", "[http] api_keys: item 2 is empty");
     bad_kv("http", "api_keys", "a,", "item 2 is empty");
     bad_kv("http", "api_keys", "a b", "item 1 is not a single token");
+
+    /* the shipped placeholder, alone or among real keys (DESIGN.md section 6) */
+    bad_kv("http", "api_keys", "PLACEHOLDER-CHANGE-ME-client-api-key",
+           "t.ini:4: [http] api_keys: still the shipped placeholder; set your own key");
+    bad_kv("http", "api_keys", "mine-0123456789, PLACEHOLDER-CHANGE-ME-client-api-key",
+           "t.ini:4: [http] api_keys: still the shipped placeholder");
+    good(REQUIRED "[http]\napi_keys = PLACEHOLDER-CHANGE-ME-client-api-key-not\n",
+         "an api key that only starts like the placeholder");
 }
 
 static void test_secrets(void)
@@ -318,6 +377,18 @@ static void test_secrets(void)
     co_config_free(c);
 
     good("[provider]\ncallback_secret = whsec_AAECAwQFBgcICQoLDA0ODw\n", "unpadded base64");
+    bad("[http]\nworkers = 2\n[provider]\n"
+        "callback_secret = whsec_PLACEHOLDERxCHANGExMExPLACEHOLDERxCHANGExMEx\n",
+        "t.ini:4: [provider] callback_secret: still the shipped placeholder; set your own secret",
+        "the shipped placeholder callback_secret");
+    diag("e.g. %s", err);
+    bad("[provider]\ncallback_secret = " SECRET ", whsec_PLACEHOLDERxCHANGExMExPLACEHOLDERxCHANGExMEx\n",
+        "t.ini:2: [provider] callback_secret: still the shipped placeholder",
+        "the placeholder as the previous secret of a rotation");
+    bad("[provider]\ncallback_auth = api-key\n"
+        "callback_secret = whsec_PLACEHOLDERxCHANGExMExPLACEHOLDERxCHANGExMEx\n",
+        "t.ini:3: [provider] callback_secret: still the shipped placeholder",
+        "the placeholder with callback_auth = api-key");
     bad("", "t.ini: [provider] callback_secret is required", "missing callback_secret");
     diag("e.g. %s", err);
     bad("[provider]\ncallback_secret =\n", "secret 1 is empty", "empty callback_secret");

@@ -8,7 +8,8 @@
  *      refused, no answer in time, …)
  *   2  usage error (unknown command or option), with the usage text
  *   3  callorchd is not running (no control socket, or nobody listens on it)
- *   4  permission denied on the control socket
+ *   4  permission denied on the control socket (its mode, or the master
+ *      refusing a user that is neither root nor the [daemon] user)
  * status, reload, stop, pause and resume talk to the master over its control
  * socket (the protocol is control.c's); migrate and check-config work on
  * their own.  Modules return errors; only this file prints and decides the
@@ -171,7 +172,8 @@ static int decode_answer(const struct ctl_options *o, const char *command, const
     if (!json_is_true(ok)) {
         const char *why = json_string_value(json_object_get(a->json, "error"));
         fprintf(stderr, "callorchctl: %s failed: %s\n", command, why ? why : "(no reason given)");
-        return EXIT_FAIL;
+        /* refused for who we are (SO_PEERCRED): as when the socket's mode refuses us */
+        return json_is_true(json_object_get(a->json, "denied")) ? EXIT_DENIED : EXIT_FAIL;
     }
     return EXIT_OK;
 }

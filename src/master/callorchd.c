@@ -171,7 +171,8 @@ static int start(struct co_config *cfg, const struct options *o)
     struct control *ctl = NULL;
 
     if (co_log_open(cfg->log_target, cfg->log_level) < 0) {
-        fprintf(stderr, "callorchd: cannot open log %s: %s\n", cfg->log_target, strerror(errno));
+        fprintf(stderr, "callorchd: cannot open log %s: %s\n", cfg->log_target,
+                errno == ELOOP ? "it is a symbolic link; refusing to follow it" : strerror(errno));
         co_config_free(cfg);
         return 1;
     }
@@ -208,7 +209,7 @@ static int start(struct co_config *cfg, const struct options *o)
     control_close(ctl); /* last: a waiting "callorchctl stop" returns now */
     return status;
 fail:
-    co_error("cannot start", "error=\"%s\"", err);
+    co_error("cannot start", "error=%s", CO_LOG_Q(err));
     if (co_log_enabled(CO_LOG_ERROR) && strcmp(cfg->log_target, "stderr") != 0)
         fprintf(stderr, "callorchd: %s\n", err);
     control_close(ctl);

@@ -6,6 +6,11 @@
  * with an idle timer), answer it, write the answer without blocking, close.
  * The master never blocks on a client and never holds more than
  * CONTROL_MAX_CLIENTS of them; the rest wait in the listen backlog.
+ *
+ * Two locks on the door: the socket file's mode (0600, owned by the
+ * [daemon] user), and the peer's credentials (SO_PEERCRED), so that a mode
+ * loosened by hand still lets only root and the user the master runs as
+ * give commands.  Anyone else gets a refusal, logged once per connection.
  */
 #include <auto-config.h>
 
@@ -16,6 +21,7 @@
 #include <math.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +49,7 @@ struct conn {
     ev_io io;
     ev_timer idle;
     struct ucred peer;
+    bool allowed;                /* root or the master's own user */
     char in[CONTROL_MAX_REQUEST];
     size_t in_len;
     char *out;                   /* the answer, once there is one */
@@ -208,7 +215,9 @@ static void conn_new(struct control *ctl, int fd)
     c->fd = fd;
     c->peer.pid = -1;
     c->peer.uid = (uid_t)-1;
-    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->peer, &len);
+    /* unknown credentials are refused like a stranger's */
+    c->allowed = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->peer, &len) == 0 &&
+                 control_peer_allowed(c->peer.uid, geteuid());
     ev_io_init(&c->io, on_conn_io, fd, EV_READ);
     c->io.data = c;
     ev_init(&c->idle, on_conn_idle);
@@ -217,6 +226,11 @@ static void conn_new(struct control *ctl, int fd)
     ev_io_start(ctl->loop, &c->io);
     ev_timer_again(ctl->loop, &c->idle);
     ctl->conns[ctl->n_conns++] = c;
+}
+
+bool control_peer_allowed(uid_t peer, uid_t master)
+{
+    return peer == 0 || peer == master;
 }
 
 static void on_accept_retry(struct ev_loop *loop, ev_timer *w, int revents)
@@ -345,9 +359,24 @@ static const struct {
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 
+/* The refusal of a peer that is neither root nor the master's user. */
+static json_t *refusal(const struct conn *c)
+{
+    char msg[256];
+    co_warn("control socket: client refused (neither root nor the daemon's user)",
+            "peer_uid=%ld peer_pid=%ld", c->peer.uid == (uid_t)-1 ? -1L : (long)c->peer.uid,
+            (long)c->peer.pid);
+    snprintf(msg, sizeof msg,
+             "permission denied: uid %ld may not give commands (root or the [daemon] user "
+             "only)", c->peer.uid == (uid_t)-1 ? -1L : (long)c->peer.uid);
+    return json_pack("{s:b, s:b, s:s}", "ok", 0, "denied", 1, "error", msg);
+}
+
 /* The answer to the request in c->in[0..len). */
 static json_t *answer_request(struct conn *c, size_t len)
 {
+    if (!c->allowed)
+        return refusal(c); /* the request is not even parsed */
     json_error_t jerr;
     json_t *req = json_loadb(c->in, len, 0, &jerr);
     const char *name = json_string_value(json_object_get(req, "command"));

@@ -10,7 +10,10 @@
  *   request   one line:  {"command":"status"}\n          (at most 4 KiB)
  *   answer    one line:  {"ok":true,...}\n  or  {"ok":false,"error":"..."}\n
  *
- * after which the master closes the connection.  An answer to "stop" is the
+ * after which the master closes the connection.  Only root and the user
+ * the master runs as (SO_PEERCRED) get an answer to a command: anyone
+ * else gets {"ok":false,"denied":true,"error":"permission denied: ..."}.
+ * An answer to "stop" is the
  * exception: the master keeps that connection open until it exits, so the
  * client learns when the stop is complete.  Commands: status, reload, stop,
  * pause, resume.  The master's state and actions come from the supervisor
@@ -19,6 +22,7 @@
 #ifndef CO_CONTROL_H
 #define CO_CONTROL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -80,6 +84,9 @@ struct control;
  */
 struct control *control_open(const char *path, uid_t uid, gid_t gid, char *err, size_t errlen);
 
+/* Whether a client of uid PEER may give commands to a master of uid MASTER. */
+bool control_peer_allowed(uid_t peer, uid_t master);
+
 /* Serve the socket on LOOP with OPS(ARG). */
 void control_start(struct control *ctl, struct ev_loop *loop, const struct control_ops *ops,
                    void *arg);
@@ -101,7 +108,7 @@ enum control_result {
     CONTROL_OK = 0,
     CONTROL_FAILED,              /* I/O error, timeout, malformed answer */
     CONTROL_NOT_RUNNING,         /* no socket, or nobody listens on it */
-    CONTROL_DENIED,              /* the socket's permissions refuse us */
+    CONTROL_DENIED,              /* the socket's permissions, or the master, refuse us */
 };
 
 /* Connect to PATH; socket operations then time out after TIMEOUT seconds. */

@@ -118,7 +118,7 @@ void listen_reserve(struct listen_set *ls)
         int want = per_addr < LISTEN_MAX_SLOTS ? per_addr : LISTEN_MAX_SLOTS;
         if (want > a->n_fds && bind_more(a, want, 0, err, sizeof(err)) < 0)
             co_warn("cannot bind spare sockets: a reload cannot add http workers beyond them",
-                    "error=\"%s\" sockets=%d", err, a->n_fds);
+                    "error=%s sockets=%d", CO_LOG_Q(err), a->n_fds);
     }
 }
 

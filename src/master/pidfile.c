@@ -1,5 +1,10 @@
 /*
  * pidfile.c — write, check and remove the pid file (see pidfile.h).
+ *
+ * The master writes it as root, often in a directory others can reach:
+ * nothing here follows a symbolic link, and a pid file that is one is
+ * refused, so that a link planted there cannot make root overwrite or
+ * remove another file.
  */
 #include "master/pidfile.h"
 
@@ -9,12 +14,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 long pidfile_read(const char *path)
 {
     char buf[32];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return 0;
     ssize_t n = read(fd, buf, sizeof(buf) - 1);
@@ -29,6 +35,12 @@ long pidfile_read(const char *path)
 
 int pidfile_write(const char *path, char *err, size_t errlen)
 {
+    struct stat st;
+    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "pid file %s is %s; refusing to use it", path,
+                 S_ISLNK(st.st_mode) ? "a symbolic link" : "not a regular file");
+        return -1;
+    }
     long old = pidfile_read(path);
     if (old > 0 && old != (long)getpid() && (kill((pid_t)old, 0) == 0 || errno == EPERM)) {
         snprintf(err, errlen, "%s: another callorchd is running as pid %ld", path, old);
@@ -37,7 +49,12 @@ int pidfile_write(const char *path, char *err, size_t errlen)
     /* write a temporary file and rename it, so a reader never sees half */
     char tmp[4096];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    /* a stale one (or a link planted there) goes; O_EXCL never follows one */
+    if (unlink(tmp) < 0 && errno != ENOENT) {
+        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0) {
         snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
         return -1;

@@ -5,8 +5,9 @@
  * never run arbitrary code; child exits come through one ev_child watcher
  * for any pid.  Each child is a "slot" (kind + index + generation); a slot
  * of the running generation is respawned when its process ends, one of a
- * retired generation is dropped.  The control socket (control.c) reaches the
- * master through the ctl_* callbacks at the end.
+ * retired generation is dropped, and killed if it has not left within
+ * shutdown_timeout of its retirement.  The control socket (control.c)
+ * reaches the master through the ctl_* callbacks at the end.
  */
 #include "master/supervisor.h"
 
@@ -50,6 +51,8 @@ struct slot {
     ev_tstamp backoff;           /* delay before the next respawn */
     unsigned restarts;
     ev_timer respawn_timer;
+    ev_timer retire_timer;       /* retired: SIGKILL when it outlives this */
+    ev_tstamp retired_at;
 };
 
 struct supervisor {
@@ -82,6 +85,7 @@ static const struct child_ops *const kind_ops[CHILD_KIND_MAX] = {
 
 static void spawn(struct slot *s);
 static void on_respawn_timer(struct ev_loop *loop, ev_timer *w, int revents);
+static void on_retire_timer(struct ev_loop *loop, ev_timer *w, int revents);
 
 /* Of an older generation than the master's: left by a reload. */
 static bool slot_retired(const struct slot *s)
@@ -110,6 +114,8 @@ static struct slot *slot_add(struct supervisor *sup, enum child_kind kind, int i
     s->generation = sup->generation;
     ev_init(&s->respawn_timer, on_respawn_timer);
     s->respawn_timer.data = s;
+    ev_init(&s->retire_timer, on_retire_timer);
+    s->retire_timer.data = s;
     sup->slots[sup->n_slots++] = s;
     return s;
 }
@@ -117,6 +123,7 @@ static struct slot *slot_add(struct supervisor *sup, enum child_kind kind, int i
 static void slot_remove(struct supervisor *sup, struct slot *s)
 {
     ev_timer_stop(sup->loop, &s->respawn_timer);
+    ev_timer_stop(sup->loop, &s->retire_timer);
     for (int i = 0; i < sup->n_slots; i++) {
         if (sup->slots[i] == s) {
             sup->slots[i] = sup->slots[--sup->n_slots];
@@ -430,8 +437,8 @@ static void apply_log_config(const struct co_config *old, const struct co_config
     if (strcmp(old->log_target, cfg->log_target) == 0)
         return;
     if (co_log_open(cfg->log_target, cfg->log_level) < 0)
-        co_error("cannot open new log target; keeping the old one", "target=\"%s\" error=\"%s\"",
-                 cfg->log_target, strerror(errno));
+        co_error("cannot open new log target; keeping the old one", "target=%s error=\"%s\"",
+                 CO_LOG_Q(cfg->log_target), strerror(errno));
 }
 
 /* The listening sockets CFG needs: those of the addresses that stay, new
@@ -454,21 +461,39 @@ static void warn_restart_only(void *arg, const char *key, const char *running,
                               const char *configured)
 {
     co_warn("changed key takes effect at the next restart, not on reload",
-            "key=%s running=\"%s\" configured=\"%s\"", key, running, configured);
+            "key=%s running=%s configured=%s", key, CO_LOG_Q(running), CO_LOG_Q(configured));
+}
+
+/* A retired child still there shutdown_timeout after its SIGTERM: kill it. */
+static void on_retire_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct slot *s = w->data;
+    if (s->pid <= 0)
+        return;
+    co_warn("retired child did not exit within shutdown_timeout: killing it",
+            "kind=%s slot=%d pid=%d generation=%u retired_for=%.1fs", child_kind_name(s->kind),
+            s->index, (int)s->pid, s->generation, ev_now(loop) - s->retired_at);
+    kill(s->pid, SIGKILL); /* its exit comes through on_child_exit, which drops the slot */
 }
 
 /*
  * Retire the running generation (the caller then moves the master to the
- * next one): its children finish in-flight work and leave.
+ * next one): its children finish in-flight work and leave, or are killed
+ * once the shutdown_timeout they run under has passed.
  */
 static void retire_generation(struct supervisor *sup)
 {
+    ev_tstamp timeout = sup->cfg->shutdown_timeout;
     for (int i = sup->n_slots - 1; i >= 0; i--) {
         struct slot *s = sup->slots[i];
-        if (s->pid > 0)
+        if (s->pid > 0) {
             kill(s->pid, SIGTERM);
-        else
+            s->retired_at = ev_now(sup->loop);
+            ev_timer_set(&s->retire_timer, timeout, 0.);
+            ev_timer_start(sup->loop, &s->retire_timer);
+        } else {
             slot_remove(sup, s);
+        }
     }
 }
 
@@ -508,7 +533,7 @@ static int reload(struct supervisor *sup, char *err, size_t errlen)
 {
     int rc = swap_config(sup, err, errlen);
     if (rc < 0)
-        co_error("reload failed; keeping the running configuration", "error=\"%s\"", err);
+        co_error("reload failed; keeping the running configuration", "error=%s", CO_LOG_Q(err));
     return rc;
 }
 

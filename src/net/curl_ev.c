@@ -400,7 +400,7 @@ int curl_ev_send(struct curl_ev *ce, const struct curl_ev_request *req, curl_ev_
                  void *arg)
 {
     if (ce->closing) {
-        co_warn("curl_ev: request refused while shutting down", "url=%s", req->url);
+        co_warn("curl_ev: request refused while shutting down", "url=%s", CO_LOG_Q(req->url));
         return -1;
     }
     struct xfer *x = calloc(1, sizeof(*x));
@@ -414,7 +414,7 @@ int curl_ev_send(struct curl_ev *ce, const struct curl_ev_request *req, curl_ev_
         goto nomem;
     CURLMcode mc = curl_multi_add_handle(ce->multi, x->easy);
     if (mc != CURLM_OK) {
-        co_error("curl_ev: cannot add a transfer", "url=%s error=\"%s\"", req->url,
+        co_error("curl_ev: cannot add a transfer", "url=%s error=\"%s\"", CO_LOG_Q(req->url),
                  curl_multi_strerror(mc));
         xfer_free(x);
         return -1;
@@ -422,7 +422,7 @@ int curl_ev_send(struct curl_ev *ce, const struct curl_ev_request *req, curl_ev_
     xfer_link(ce, x);
     return 0;
 nomem:
-    co_error("curl_ev: cannot set up a request", "url=%s error=\"out of memory\"", req->url);
+    co_error("curl_ev: cannot set up a request", "url=%s error=\"out of memory\"", CO_LOG_Q(req->url));
     if (x)
         xfer_free(x);
     return -1;

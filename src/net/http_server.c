@@ -697,8 +697,8 @@ static void conn_dispatch(struct http_conn *c)
     c->inflight = r;
     srv_pending_add(s, r);
     conn_timer(c, TM_NONE, 0);
-    co_debug("http request", "client=%s method=%s path=%.200s body=%zu", c->peer,
-             http_method_str((enum http_method)r->method), r->path, r->body.len);
+    co_debug("http request", "client=%s method=%s path=%s body=%zu", c->peer,
+             http_method_str((enum http_method)r->method), CO_LOG_Q(r->path), r->body.len);
     r->handed_at = ev_time();
     s->handler(r, s->arg);
 }
@@ -1298,7 +1298,7 @@ void http_respond(struct http_request *r, int status, const char *content_type,
     }
     if (status < 200 || status > 599) {
         co_warn("http handler gave an invalid status, sending 500", "status=%d path=%s", status,
-                r->path);
+                CO_LOG_Q(r->path));
         status = 500;
         content_type = extra_headers = body = NULL;
         len = 0;

@@ -68,14 +68,14 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
     /* transport errors are retried by librdkafka itself; only report */
-    co_warn("kafka error", "error=%s reason=\"%s\"", rd_kafka_err2name(err), reason);
+    co_warn("kafka error", "error=%s reason=%s", rd_kafka_err2name(err), CO_LOG_Q(reason));
 }
 
 static void on_library_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     enum co_log_level l = level <= 3 ? CO_LOG_ERROR : level <= 4 ? CO_LOG_WARN
                         : level <= 6 ? CO_LOG_INFO : CO_LOG_DEBUG;
-    co_log(l, "librdkafka", "facility=%s detail=\"%s\"", fac, buf);
+    co_log(l, "librdkafka", "facility=%s detail=%s", CO_LOG_Q(fac), CO_LOG_Q(buf));
 }
 
 static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -159,8 +159,8 @@ static void drain(struct kafka_consumer *kc)
         if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR && !kc->closing)
             kc->on_message(msg, kc->arg);
         else if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF && msg->err)
-            co_warn("kafka consume error", "error=%s detail=\"%s\"", rd_kafka_err2name(msg->err),
-                    rd_kafka_message_errstr(msg));
+            co_warn("kafka consume error", "error=%s detail=%s", rd_kafka_err2name(msg->err),
+                    CO_LOG_Q(rd_kafka_message_errstr(msg)));
         rd_kafka_message_destroy(msg);
     }
     ev_idle_start(kc->loop, &kc->more);

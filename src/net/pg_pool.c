@@ -245,8 +245,8 @@ static void conn_attempt_failed(struct pg_conn *c, const char *why)
     co_seterr(pool->error, sizeof(pool->error), "cannot connect to PostgreSQL: %s", msg);
     /* Every retry fails the same way while the server is away: debug only;
      * the pool's own UP/DOWN transitions are logged at warn/info. */
-    co_debug("PostgreSQL connection attempt failed", "pool=%s conn=%d error=\"%s\"",
-             pool->opts.name, c->index, msg);
+    co_debug("PostgreSQL connection attempt failed", "pool=%s conn=%d error=%s",
+             pool->opts.name, c->index, CO_LOG_Q(msg));
     pool->status.failed = true;
     conn_schedule_reconnect(c);
     pool_update_state(pool);
@@ -266,8 +266,8 @@ static void conn_lost(struct pg_conn *c, const char *why, const char *job_err)
     /* The server's FATAL (e.g. "terminating connection due to administrator
      * command") says more than libpq's "server closed the connection". */
     flatten(c->fatal[0] != '\0' ? c->fatal : why, msg, sizeof(msg));
-    co_warn("PostgreSQL connection lost", "pool=%s conn=%d in_flight=%d error=\"%s\"",
-            pool->opts.name, c->index, job != NULL, msg);
+    co_warn("PostgreSQL connection lost", "pool=%s conn=%d in_flight=%d error=%s",
+            pool->opts.name, c->index, job != NULL, CO_LOG_Q(msg));
     snprintf(pool->conn_error, sizeof(pool->conn_error), "%s", msg);
     co_seterr(pool->error, sizeof(pool->error), "connection to PostgreSQL lost: %s", msg);
     c->job = NULL;
@@ -294,11 +294,11 @@ static void conn_on_notice(void *arg, const PGresult *res)
     if (sev != NULL && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0))
         flatten(primary, c->fatal, sizeof(c->fatal)); /* logged with the loss */
     else if (sev != NULL && strcmp(sev, "WARNING") == 0)
-        co_warn("PostgreSQL warning", "pool=%s conn=%d message=\"%s\"", c->pool->opts.name,
-                c->index, msg);
+        co_warn("PostgreSQL warning", "pool=%s conn=%d message=%s", c->pool->opts.name,
+                c->index, CO_LOG_Q(msg));
     else
-        co_debug("PostgreSQL notice", "pool=%s conn=%d message=\"%s\"", c->pool->opts.name,
-                 c->index, msg);
+        co_debug("PostgreSQL notice", "pool=%s conn=%d message=%s", c->pool->opts.name,
+                 c->index, CO_LOG_Q(msg));
 }
 
 static void conn_ready(struct pg_conn *c)
@@ -603,8 +603,8 @@ static void pool_update_state(struct pg_pool *pool)
     if (pool->status.health == CONN_HEALTH_UP) {
         co_info("PostgreSQL pool up", "pool=%s connections=%d", pool->opts.name, ready);
     } else if (pool->status.health == CONN_HEALTH_DOWN) {
-        co_warn("PostgreSQL pool down", "pool=%s error=\"%s\"", pool->opts.name,
-                pool->conn_error);
+        co_warn("PostgreSQL pool down", "pool=%s error=%s", pool->opts.name,
+                CO_LOG_Q(pool->conn_error));
         /* Callers get the same fast refusal whether they came before or
          * after the pool went down. */
         snprintf(msg, sizeof(msg), "PostgreSQL unavailable: %s", pool->conn_error);

@@ -348,7 +348,7 @@ static void handshake_reply(struct redis *r, struct redis_cmd *c, const redisRep
     if (c->kind == CK_LOAD && reply->type == REDIS_REPLY_STRING &&
         strcmp(reply->str, r->sha[c->script]) != 0)
         co_warn("Redis script hash differs from ours", "redis=%s script=%s ours=%s theirs=%s",
-                r->name, r->scripts[c->script].name, r->sha[c->script], reply->str);
+                r->name, r->scripts[c->script].name, r->sha[c->script], CO_LOG_Q(reply->str));
     cmd_free(c);
     if (--r->hs_pending > 0)
         return;
@@ -605,8 +605,8 @@ static void update_state(struct redis *r)
             if (cmd_send(r, c) != 0)
                 cmd_fail(c, "cannot send the command to Redis");
     } else if (r->status.health == CONN_HEALTH_DOWN) {
-        co_warn("Redis down", "redis=%s addr=%s:%d error=\"%s\"", r->name, r->host, r->port,
-                r->conn_error);
+        co_warn("Redis down", "redis=%s addr=%s:%d error=%s", r->name, r->host, r->port,
+                CO_LOG_Q(r->conn_error));
         snprintf(msg, sizeof(msg), "Redis unavailable: %s", r->conn_error);
         queue_fail_all(r, msg);
     }
@@ -632,7 +632,7 @@ static void conn_gone(struct redis *r, const char *why)
     co_seterr(r->error, sizeof(r->error), "%s", r->fail_msg);
     /* every retry fails the same way while Redis is away: debug only; the
      * UP/DOWN transitions are logged by update_state() */
-    co_debug("Redis connection attempt failed or lost", "redis=%s error=\"%s\"", r->name, msg);
+    co_debug("Redis connection attempt failed or lost", "redis=%s error=%s", r->name, CO_LOG_Q(msg));
     r->status.failed = true;
     if (was_ready)
         conn_backoff_reset(&r->backoff); /* a first quick retry after a loss */

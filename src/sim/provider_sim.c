@@ -355,7 +355,7 @@ static int serve(const struct options *o, int fd)
 
     struct sim *sim = sim_new(loop, &o->sim, err, sizeof(err));
     if (sim == NULL) {
-        co_error("cannot start", "error=\"%s\"", err);
+        co_error("cannot start", "error=%s", CO_LOG_Q(err));
         return 1;
     }
     struct http_server_opts hopts = { .max_connections = o->max_connections };
@@ -401,7 +401,7 @@ int main(int argc, char **argv)
     if (curl_ev_global_init() < 0)
         return 1;
     if (open_listener(o.listen, &fd, err, sizeof(err)) < 0) {
-        co_error("cannot start", "error=\"%s\"", err);
+        co_error("cannot start", "error=%s", CO_LOG_Q(err));
         return 1;
     }
     rc = serve(&o, fd);

@@ -310,7 +310,7 @@ static void reference_started(struct sim *s, const char *ref)
     long long *n = strmap_get(&s->references, ref, 1);
     if (n != NULL && (*n)++ > 0) {
         s->st.duplicate_starts++;
-        co_warn("duplicate start of a reference", "reference=%s starts=%lld", ref, *n);
+        co_warn("duplicate start of a reference", "reference=%s starts=%lld", CO_LOG_Q(ref), *n);
     }
 }
 
@@ -394,7 +394,7 @@ static void call_ended(struct call *c)
     progress_end(s, c);
     if (c->drop) {
         s->st.dropped++;
-        co_debug("webhook dropped", "call=%s reference=%s", c->id, c->reference);
+        co_debug("webhook dropped", "call=%s reference=%s", c->id, CO_LOG_Q(c->reference));
         if (c->held)     /* --early and --drop: nothing to wait for */
             respond_initiated(c->held, c->id);
         c->held = NULL;
@@ -509,23 +509,23 @@ static void webhook_done(void *arg, const struct curl_ev_response *r)
     if (r->status >= 200 && r->status < 300) {
         s->st.webhooks_sent++;
         co_debug("webhook delivered", "call=%s reference=%s status=%s replay=%d attempt=%d",
-                 c->id, c->reference, outcome_names[c->outcome], (int)c->replay, c->attempts);
+                 c->id, CO_LOG_Q(c->reference), outcome_names[c->outcome], (int)c->replay, c->attempts);
         delivery_over(c, 1);
         return;
     }
     if (retryable(r) && c->attempts <= s->o.webhook_retries) {
         double wait = fmin(RETRY_BACKOFF * pow(2, c->attempts - 1), RETRY_BACKOFF_MAX);
         s->st.webhook_retries++;
-        co_info("webhook retry", "call=%s http_status=%ld error=\"%s\" attempt=%d retry_in_s=%.2f",
-                c->id, r->status, r->error ? r->error : "", c->attempts, wait);
+        co_info("webhook retry", "call=%s http_status=%ld error=%s attempt=%d retry_in_s=%.2f",
+                c->id, r->status, CO_LOG_Q(r->error ? r->error : ""), c->attempts, wait);
         ev_timer_set(&c->timer, wait, 0.);
         ev_timer_start(s->loop, &c->timer);
         return;
     }
     s->st.webhook_failures++;
-    co_warn("webhook delivery failed", "call=%s reference=%s url=%s http_status=%ld error=\"%s\""
-            " attempts=%d", c->id, c->reference, c->url, r->status, r->error ? r->error : "",
-            c->attempts);
+    co_warn("webhook delivery failed", "call=%s reference=%s url=%s http_status=%ld error=%s"
+            " attempts=%d", c->id, CO_LOG_Q(c->reference), CO_LOG_Q(c->url), r->status,
+            CO_LOG_Q(r->error ? r->error : ""), c->attempts);
     delivery_over(c, 0);
 }
 
@@ -659,7 +659,7 @@ static void accept_call(struct sim *s, struct http_request *req, const struct in
     reference_started(s, in->reference);
     progress_begin(s, c);
     co_debug("call started", "call=%s reference=%s to=%s outcome=%s delay_s=%.3f drop=%d dup=%d"
-             " early=%d", c->id, c->reference, c->phone, outcome_names[c->outcome],
+             " early=%d", c->id, CO_LOG_Q(c->reference), CO_LOG_Q(c->phone), outcome_names[c->outcome],
              c->delay, (int)c->drop, (int)c->dup, (int)c->early);
     ev_timer_start(s->loop, &c->timer);
     if (c->early) {

@@ -989,6 +989,30 @@ static int parse_callback_secret(struct co_config *cfg, char *err, size_t n)
     return rc;
 }
 
+/*
+ * The placeholder values of the shipped etc/callorch.ini (DESIGN.md section
+ * 6): public, so a configuration that still holds one is refused.  The
+ * package's postinst replaces the same strings on a first installation.
+ */
+static const struct {
+    const char *section, *name, *value, *what;
+} placeholders[] = {
+    { "http", "api_keys", "PLACEHOLDER-CHANGE-ME-client-api-key", "key" },
+    { "provider", "callback_secret", "whsec_PLACEHOLDERxCHANGExMExPLACEHOLDERxCHANGExMEx",
+      "secret" },
+};
+
+/* True when one comma-separated item of the list V is exactly PLACEHOLDER. */
+static bool holds_placeholder(const char *v, const char *placeholder)
+{
+    char item[256];
+    bool more = v != NULL && *v != '\0', found = false;
+    while (!found && more)
+        found = next_item(&v, item, sizeof item, &more) >= 0 && strcmp(item, placeholder) == 0;
+    OPENSSL_cleanse(item, sizeof item);
+    return found;
+}
+
 static int key_line(const struct load *ld, const char *section, const char *name)
 {
     const struct key *k = find_key(section, name);
@@ -1008,6 +1032,21 @@ static int check_whole(struct load *ld)
 
     if (cfg->callback_secret == NULL)
         return fail_at(ld, 0, "[provider] callback_secret is required");
+    for (size_t i = 0; i < sizeof placeholders / sizeof placeholders[0]; i++) {
+        const struct key *k = find_key(placeholders[i].section, placeholders[i].name);
+        bool found = false;
+        if (k->type == KT_KEYLIST) {
+            char **list = *(char ***)field(cfg, k->off);
+            for (int j = 0; !found && j < *(int *)field(cfg, k->off_n); j++)
+                found = strcmp(list[j], placeholders[i].value) == 0;
+        } else {
+            found = holds_placeholder(*(char **)field(cfg, k->off), placeholders[i].value);
+        }
+        if (found)
+            return fail_at(ld, ld->seen[k - keys],
+                           "[%s] %s: still the shipped placeholder; set your own %s",
+                           k->section, k->name, placeholders[i].what);
+    }
     if (parse_callback_secret(cfg, why, sizeof why) < 0)
         return fail_at(ld, max_line(key_line(ld, "provider", "callback_secret"),
                                     key_line(ld, "provider", "callback_auth")),

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
@@ -30,9 +31,14 @@ static struct {
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
+/*
+ * The file target, never through a symbolic link: the master opens it as
+ * root, so a link planted at the path would make root append to (or
+ * create) another file.  A link fails with ELOOP.
+ */
 static int open_log_file(const char *path)
 {
-    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
 }
 
 int co_log_open(const char *target, enum co_log_level level)
@@ -98,23 +104,109 @@ int co_log_enabled(enum co_log_level level)
     return level <= logst.level;
 }
 
-/* Append MSG quoted, escaping what would break the key=value framing. */
+/*
+ * The escape of byte C into OUT (at most 4 bytes, not terminated): \n \r \t,
+ * \xHH for another control byte or DEL, and, when QUOTES, \" and \\.
+ * Returns its length, 0 when C stands for itself.
+ */
+static size_t escape_byte(unsigned char c, bool quotes, char out[4])
+{
+    static const char hex[] = "0123456789abcdef";
+    const char *named = c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\t' ? "\\t" : NULL;
+
+    if (named != NULL) {
+        memcpy(out, named, 2);
+        return 2;
+    }
+    if (c < 0x20 || c == 0x7f) {
+        out[0] = '\\';
+        out[1] = 'x';
+        out[2] = hex[c >> 4];
+        out[3] = hex[c & 0xf];
+        return 4;
+    }
+    if (quotes && (c == '"' || c == '\\')) {
+        out[0] = '\\';
+        out[1] = (char)c;
+        return 2;
+    }
+    return 0;
+}
+
+/*
+ * Copy S into BUF from OFF, escaped (with QUOTES: also " and \), stopping
+ * before the first byte whose escape would pass LIMIT.  Returns the new
+ * offset; *DONE tells whether all of S was copied.
+ */
+static size_t append_escaped(char *buf, size_t off, size_t limit, const char *s, bool quotes,
+                             bool *done)
+{
+    char e[4];
+    for (; *s != '\0'; s++) {
+        size_t n = escape_byte((unsigned char)*s, quotes, e);
+        if (off + (n ? n : 1) > limit) {
+            *done = false;
+            return off;
+        }
+        if (n == 0)
+            buf[off++] = *s;
+        else
+            memcpy(buf + off, e, n), off += n;
+    }
+    *done = true;
+    return off;
+}
+
+/* Back OFF up over a UTF-8 character that the cut left incomplete. */
+static size_t utf8_boundary(const char *buf, size_t start, size_t off)
+{
+    size_t lead = off;
+    while (lead > start && ((unsigned char)buf[lead - 1] & 0xc0) == 0x80)
+        lead--;
+    if (lead == start || (unsigned char)buf[lead - 1] < 0xc0)
+        return off; /* no multi-byte character at the end */
+    unsigned char c = (unsigned char)buf[lead - 1];
+    size_t want = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+    return off - (lead - 1) >= want ? off : lead - 1;
+}
+
+const char *co_log_quote(char *buf, size_t size, const char *s)
+{
+    bool done;
+
+    if (size < CO_LOG_QUOTE_MIN) {
+        if (size > 0)
+            buf[0] = '\0';
+        return buf;
+    }
+    if (s == NULL) {
+        snprintf(buf, size, "(null)");
+        return buf;
+    }
+    buf[0] = '"';
+    /* room for the closing quote and the NUL */
+    size_t off = append_escaped(buf, 1, size - 2, s, true, &done);
+    if (!done) {
+        /* cut again so that "..." fits too */
+        off = append_escaped(buf, 1, size - 5, s, true, &done);
+        off = utf8_boundary(buf, 1, off);
+        memcpy(buf + off, "...", 3);
+        off += 3;
+    }
+    buf[off++] = '"';
+    buf[off] = '\0';
+    return buf;
+}
+
+/* Append MSG quoted, escaped like co_log_quote(); cut when it does not fit. */
 static size_t append_quoted(char *buf, size_t off, size_t cap, const char *msg)
 {
-    if (off < cap)
-        buf[off++] = '"';
-    for (const char *p = msg; *p && off + 2 < cap; p++) {
-        if (*p == '"' || *p == '\\') {
-            buf[off++] = '\\';
-            buf[off++] = *p;
-        } else if (*p == '\n' || *p == '\r') {
-            buf[off++] = ' ';
-        } else {
-            buf[off++] = *p;
-        }
-    }
-    if (off < cap)
-        buf[off++] = '"';
+    bool done;
+    if (off + 2 > cap)
+        return off;
+    buf[off++] = '"';
+    off = append_escaped(buf, off, cap - 1, msg, true, &done);
+    buf[off++] = '"';
     return off;
 }
 
@@ -161,13 +253,17 @@ void co_log(enum co_log_level level, const char *msg, const char *fmt, ...)
                      : format_prefix(line, cap, level);
     off = append_quoted(line, off, cap, msg);
     if (fmt != NULL && fmt[0] != '\0' && off + 1 < cap) {
+        char tail[sizeof line];
+        bool done;
         va_list ap;
-        line[off++] = ' ';
         va_start(ap, fmt);
-        int n = vsnprintf(line + off, cap - off, fmt, ap);
+        int n = vsnprintf(tail, sizeof tail, fmt, ap);
         va_end(ap);
-        if (n > 0)
-            off += (size_t)n < cap - off ? (size_t)n : cap - off - 1;
+        if (n > 0) {
+            /* defence in depth: a control byte a caller left unquoted is escaped */
+            line[off++] = ' ';
+            off = append_escaped(line, off, cap, tail, false, &done);
+        }
     }
     emit(level, line, off);
 }
