@@ -508,7 +508,7 @@ subtest 'defaults: nothing new happens' => sub {
     start_sim('--delay', '0', '--seed', '9');
     my $ref = new_call() . ':1';
     my $r = initiate(reference => $ref, key => undef);
-    is($r->{status}, 202, '202');
+    is($r->{status}, 202, 'a start is answered 202');
     ok(wait_until(sub { hooks_for($ref) }), 'webhook');
     is_deeply([ sort keys %{ (hooks_for($ref))[0]{json} } ], [qw(callId completedAt durationSec reference status)],
               'the webhook has the keys of DESIGN section 5, no disposition');

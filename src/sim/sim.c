@@ -1052,7 +1052,7 @@ static void accept_call(struct sim *s, struct http_request *req, const struct in
     switch (c->answer) {
     case ANS_LOST:
         s->st.lost_answers++;
-        co_info("answer lost on purpose", "call=%s reference=%s", c->id, c->reference);
+        co_debug("answer lost on purpose", "call=%s reference=%s", c->id, c->reference);
         hold_forever(s, req);
         break;
     case ANS_SLOW:
