@@ -275,7 +275,7 @@ subtest 'command line: the new knobs' => sub {
     like($out, qr/HOST:PORT is required/, '... at --listen');
 };
 
-start_sim('--delay', '400ms', '--api-key', $API, '--success-rate', '1', '--seed', '21');
+start_sim('--delay', '1s', '--api-key', $API, '--success-rate', '1', '--seed', '21');
 
 subtest 'Idempotency-Key replays' => sub {
     my $ref = new_call() . ':1';
