@@ -29,10 +29,12 @@
 #include "sim/sim.h"
 
 #define EXIT_USAGE 2
+#define MAX_FORCED_OPTS 1000      /* --outcome options; more through /control/outcomes */
 
 struct options {
     const char *listen;
     struct sim_opts sim;
+    struct sim_forced forced[MAX_FORCED_OPTS];
     int max_connections;
     enum co_log_level log_level;
 };
@@ -46,6 +48,16 @@ static void usage(FILE *out)
 "delay the outcome is POSTed to the call's webhookUrl, signed as Standard\n"
 "Webhooks.  GET /stats reports counters as JSON, POST /stats/reset zeroes them,\n"
 "GET /healthz answers 200.  Runs in the foreground; SIGTERM or SIGINT stops it.\n"
+"\n"
+"A start carrying \"Idempotency-Key: <reference>\" for a reference already\n"
+"started is answered 202 with the same callId and starts nothing (a key that\n"
+"differs from reference: 400).  GET /api/v1/calls?reference=REF answers 200\n"
+"{\"callId\",\"reference\",\"status\"} (INITIATED, IN_PROGRESS, then the outcome)\n"
+"or 404; callorchd's [provider] status_url is then\n"
+"http://HOST:PORT/api/v1/calls?reference={reference}.  PUT\n"
+"/control/outcomes/{e164} {\"status\":S[,\"disposition\":\"OPT_OUT\"]} forces the\n"
+"outcome of calls to a number, DELETE clears it, GET /control/outcomes lists\n"
+"them.  Lookups and /control need the --api-key bearer key when it is set.\n"
 "\n"
 "  -l, --listen HOST:PORT     address to serve on (default 127.0.0.1:9090;\n"
 "                             [::1]:PORT for IPv6)\n"
@@ -74,6 +86,29 @@ static void usage(FILE *out)
 "                             wins over --early and --duplicate\n"
 "                             Shares are probabilities 0..1 drawn per initiation;\n"
 "                             hang, then 5xx, then 429 decide refusals, in order.\n"
+"      --lose-answer P        share of started calls whose initiation is never\n"
+"                             answered: the call runs and sends its webhook, the\n"
+"                             connection stays open until the client gives up\n"
+"                             (default 0)\n"
+"      --slow-answer P        share of started calls answered 202 only after\n"
+"                             --slow-answer-delay (default 0)\n"
+"      --slow-answer-delay D  (default 30s, beyond callorchd's [provider] timeout)\n"
+"      --bad-call-id P        share of started calls answered 202 without a valid\n"
+"                             callId: missing, empty, 299 characters, a newline,\n"
+"                             a number, or not JSON, in turn (default 0)\n"
+"                             Lost, then slow, then bad-callId decide, in order.\n"
+"      --outcomes LIST        shares of all started calls that end VOICEMAIL,\n"
+"                             REJECTED or INVALID_NUMBER: STATUS:P[,STATUS:P]...;\n"
+"                             taken after --success-rate's COMPLETED, FAILED, BUSY\n"
+"                             and NO_ANSWER share what is left (default none)\n"
+"      --opt-out P            share of COMPLETED calls whose webhook carries\n"
+"                             \"disposition\":\"OPT_OUT\" (default 0)\n"
+"      --outcome NUMBER=STATUS[,opt-out]\n"
+"                             every call to NUMBER ends STATUS (any of the seven),\n"
+"                             with OPT_OUT if asked; repeatable (up to 1000)\n"
+"      --max-records N        references (and call ids) remembered for replays,\n"
+"                             lookups and the counters below; the oldest not in\n"
+"                             progress are forgotten beyond N (default 100000)\n"
 "      --seed N               seed of the random draws, for reproducible runs\n"
 "                             (default: from time and pid)\n"
 "      --webhook-retries N    extra attempts of a webhook after a connection\n"
@@ -92,7 +127,12 @@ static void usage(FILE *out)
 "once for one \"to\"), webhooksSent (POSTs answered 2xx, replays included),\n"
 "webhookRetries, webhookFailures (deliveries given up), duplicateStarts\n"
 "(initiations of a reference already accepted before: a caller bug), dropped,\n"
-"early, duplicated, byStatus (calls that sent a webhook, by outcome).\n"
+"early, duplicated, byStatus (calls that sent a webhook, by outcome), optOuts,\n"
+"idempotentReplays (starts answered from the reference table),\n"
+"startedWhileLive (starts of a call id, the reference before its last ':',\n"
+"while a call of it was in progress), startedAfterCompleted (starts of a\n"
+"call id after a call of it ended COMPLETED), lostAnswers, slowAnswers,\n"
+"badCallIds, statusLookups, recordsEvicted (since start).\n"
 "POST /stats/reset zeroes the counters; inProgress stays, the maxima restart\n"
 "from it, and references accepted before still count as started.\n"
 "\n"
@@ -101,7 +141,9 @@ static void usage(FILE *out)
 }
 
 enum { OPT_AUTH = 256, OPT_SUCCESS, OPT_5XX, OPT_429, OPT_HANG, OPT_DUP, OPT_EARLY,
-       OPT_DROP, OPT_SEED, OPT_RETRIES, OPT_WTIMEOUT, OPT_MAXCONN, OPT_LOGLEVEL };
+       OPT_DROP, OPT_SEED, OPT_RETRIES, OPT_WTIMEOUT, OPT_MAXCONN, OPT_LOGLEVEL,
+       OPT_LOSE, OPT_SLOW, OPT_SLOW_DELAY, OPT_BAD_ID, OPT_OUTCOMES, OPT_OPT_OUT, OPT_OUTCOME,
+       OPT_MAX_RECORDS };
 
 static const struct option long_opts[] = {
     { "listen", required_argument, NULL, 'l' },
@@ -116,6 +158,14 @@ static const struct option long_opts[] = {
     { "duplicate", required_argument, NULL, OPT_DUP },
     { "early", required_argument, NULL, OPT_EARLY },
     { "drop", required_argument, NULL, OPT_DROP },
+    { "lose-answer", required_argument, NULL, OPT_LOSE },
+    { "slow-answer", required_argument, NULL, OPT_SLOW },
+    { "slow-answer-delay", required_argument, NULL, OPT_SLOW_DELAY },
+    { "bad-call-id", required_argument, NULL, OPT_BAD_ID },
+    { "outcomes", required_argument, NULL, OPT_OUTCOMES },
+    { "opt-out", required_argument, NULL, OPT_OPT_OUT },
+    { "outcome", required_argument, NULL, OPT_OUTCOME },
+    { "max-records", required_argument, NULL, OPT_MAX_RECORDS },
     { "seed", required_argument, NULL, OPT_SEED },
     { "webhook-retries", required_argument, NULL, OPT_RETRIES },
     { "webhook-timeout", required_argument, NULL, OPT_WTIMEOUT },
@@ -213,6 +263,34 @@ static int parse_one(int c, const char *arg, struct options *o)
     case OPT_DUP: return parse_share("duplicate", arg, &s->duplicate);
     case OPT_EARLY: return parse_share("early", arg, &s->early);
     case OPT_DROP: return parse_share("drop", arg, &s->drop);
+    case OPT_LOSE: return parse_share("lose-answer", arg, &s->lose_answer);
+    case OPT_SLOW: return parse_share("slow-answer", arg, &s->slow_answer);
+    case OPT_SLOW_DELAY:
+        if (co_parse_duration(arg, &s->slow_delay, err, sizeof(err)) < 0)
+            return bad("slow-answer-delay", arg, err);
+        if (s->slow_delay <= 0)
+            return bad("slow-answer-delay", arg, "must be more than 0");
+        return 0;
+    case OPT_BAD_ID: return parse_share("bad-call-id", arg, &s->bad_call_id);
+    case OPT_OUTCOMES:
+        if (sim_parse_shares(arg, s->share, err, sizeof(err)) < 0)
+            return bad("outcomes", arg, err);
+        return 0;
+    case OPT_OPT_OUT: return parse_share("opt-out", arg, &s->opt_out);
+    case OPT_OUTCOME:
+        if (s->n_forced >= MAX_FORCED_OPTS)
+            return bad("outcome", arg, "at most 1000 --outcome options; use /control/outcomes");
+        if (sim_parse_forced(arg, &o->forced[s->n_forced], err, sizeof(err)) < 0)
+            return bad("outcome", arg, err);
+        s->n_forced++;
+        return 0;
+    case OPT_MAX_RECORDS:
+        if (parse_ull("max-records", arg, 100000000ULL, &u) < 0)
+            return -1;
+        if (u < 1)
+            return bad("max-records", arg, "must be at least 1");
+        s->max_records = (size_t)u;
+        return 0;
     case OPT_SEED:
         if (parse_ull("seed", arg, ~0ULL, &u) < 0)
             return -1;
@@ -242,6 +320,9 @@ static void defaults(struct options *o)
     o->sim.success_rate = 0.9;
     o->sim.webhook_retries = 3;
     o->sim.webhook_timeout = 10.0;
+    o->sim.slow_delay = 30.0;
+    o->sim.max_records = 100000;
+    o->sim.forced = o->forced;
     o->max_connections = 4096;
     o->log_level = CO_LOG_INFO;
 }
@@ -268,6 +349,14 @@ static int parse_options(int argc, char **argv, struct options *o)
     }
     if (optind < argc) {
         fprintf(stderr, "callorch-provider-sim: unexpected argument '%s'\n", argv[optind]);
+        return EXIT_USAGE;
+    }
+    double sum = o->sim.success_rate;
+    for (int i = SIM_VOICEMAIL; i < SIM_OUTCOME_N; i++)
+        sum += o->sim.share[i];
+    if (sum > 1.0 + 1e-9) {
+        fprintf(stderr, "callorch-provider-sim: --success-rate %g plus the --outcomes shares "
+                        "is %g, more than 1\n", o->sim.success_rate, sum);
         return EXIT_USAGE;
     }
     if (o->sim.secret == NULL) {
@@ -371,10 +460,12 @@ static int serve(const struct options *o, int fd)
     bound_name(fd, name, sizeof(name));
     co_info("callorch-provider-sim ready",
             "version=%s listen=%s delay_s=%.3f-%.3f success_rate=%g fail_5xx=%g fail_429=%g "
-            "hang=%g duplicate=%g early=%g drop=%g callback_auth=%s api_key=%s",
+            "hang=%g duplicate=%g early=%g drop=%g lose_answer=%g slow_answer=%g "
+            "bad_call_id=%g opt_out=%g forced=%zu callback_auth=%s api_key=%s",
             PACKAGE_VERSION, name, o->sim.delay_min, o->sim.delay_max, o->sim.success_rate,
             o->sim.fail_5xx, o->sim.fail_429, o->sim.hang, o->sim.duplicate, o->sim.early,
-            o->sim.drop, o->sim.callback_auth == SIM_AUTH_HMAC ? "hmac" : "api-key",
+            o->sim.drop, o->sim.lose_answer, o->sim.slow_answer, o->sim.bad_call_id,
+            o->sim.opt_out, o->sim.n_forced, o->sim.callback_auth == SIM_AUTH_HMAC ? "hmac" : "api-key",
             o->sim.api_key ? "set" : "none");
     ev_run(loop, 0);
     ev_signal_stop(loop, &sterm);

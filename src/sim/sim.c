@@ -2,9 +2,13 @@
  * sim.c — the simulated provider behind callorch-provider-sim (see sim.h).
  *
  * Owns: every simulated call (struct call, one ev_timer each), the
- * initiation requests held back on purpose (hanging ones, and early-webhook
- * ones until their webhook is delivered), the curl_ev client that delivers
- * webhooks, the seeded random source and the statistics.
+ * initiation requests held back on purpose (hanging and lost ones until
+ * their client leaves, slow ones until their timer, early-webhook ones
+ * until their webhook is delivered), the bounded tables of references and
+ * call ids (Idempotency-Key replays, the status lookup, startedWhileLive,
+ * startedAfterCompleted, duplicateStarts), the outcomes forced per number,
+ * the curl_ev client that delivers webhooks, the seeded random source and
+ * the statistics.
  *
  * A call's life: initiation accepted (it is "in progress" from here) →
  * its delay timer fires: the call ended, it is no longer in progress →
@@ -13,6 +17,15 @@
  * (--duplicate) → freed.  With --drop it ends at the timer and no webhook
  * is sent; with --early the timer is 0 and the 202 is held back until the
  * webhook delivery is over.
+ *
+ * The answer to a started call's initiation (enum answer), drawn apart
+ * from its fate: 202 now (or --early: after the webhook), never
+ * (--lose-answer: the request waits in the hung list until its client
+ * leaves), after --slow-answer-delay (struct slow), or a 202 without a
+ * valid callId (--bad-call-id).  The call runs the same in every case.  A
+ * start with an Idempotency-Key whose reference is in the table is answered
+ * 202 with the recorded callId at once, never with a fault, and starts
+ * nothing.
  *
  * Why "in progress" ends when the call ends, before its webhook is
  * delivered: callorchd may free the phone's lock as soon as it processed
@@ -49,13 +62,26 @@
 #define MAX_REFERENCE 256
 #define SECRET_TOKEN_MAX 512
 
-enum outcome { OC_COMPLETED = 0, OC_FAILED, OC_BUSY, OC_NO_ANSWER, OC_N };
-static const char *const outcome_names[OC_N] = { "COMPLETED", "FAILED", "BUSY", "NO_ANSWER" };
+#define DEFAULT_MAX_RECORDS 100000
+#define MAX_FORCED 100000          /* numbers with a forced outcome */
+#define BAD_CALL_ID_VARIANTS 6
+
+static const char *const outcome_names[SIM_OUTCOME_N] = {
+    "COMPLETED", "FAILED", "BUSY", "NO_ANSWER", "VOICEMAIL", "REJECTED", "INVALID_NUMBER",
+};
+
+/* How a started call's initiation is answered. */
+enum answer {
+    ANS_NORMAL = 0,               /* 202 {"callId","status":"INITIATED"} */
+    ANS_LOST,                     /* --lose-answer: never answered */
+    ANS_SLOW,                     /* --slow-answer: 202 after slow_delay */
+    ANS_BAD_ID,                   /* --bad-call-id: 202 without a valid callId */
+};
 
 /* ------------------------------------------------------ string map ----- */
 
 /* A chained hash map from strings to counters: the phones with calls in
- * progress, and every reference ever started. */
+ * progress, and the numbers with a forced outcome. */
 struct strmap_ent {
     struct strmap_ent *next;
     long long val;
@@ -158,6 +184,144 @@ static void strmap_free(struct strmap *m)
     memset(m, 0, sizeof(*m));
 }
 
+/* ---------------------------------------------------- record table ----- */
+
+/*
+ * A bounded table of records by string key, in insertion order: the
+ * references ever started (for Idempotency-Key replays and the status
+ * lookup) and the call ids (the reference before its last ':', for the
+ * startedWhileLive and startedAfterCompleted counters).  At the cap the
+ * oldest record goes, unless a call still in progress uses it (LIVE > 0):
+ * that one moves to the new end instead, so a call never loses its record.
+ */
+struct rec {
+    struct rec *hnext;            /* hash chain */
+    struct rec *older, *newer;    /* insertion order */
+    int live;                     /* calls in progress with this key */
+    enum sim_outcome outcome;     /* of the latest call, once ENDED */
+    unsigned ended : 1;           /* references: the latest call ended */
+    unsigned opt_out : 1;         /* references: ... with disposition OPT_OUT */
+    unsigned completed : 1;       /* call ids: a call of it ended COMPLETED */
+    double started, delay;        /* references: ev_now() at the start, s to the end */
+    char call_id[48];             /* references: our callId of the latest call */
+    char key[];
+};
+
+struct rtab {
+    struct rec **b;
+    size_t nb, n, cap;
+    struct rec *oldest, *newest;
+    long long evicted;
+};
+
+static struct rec *rtab_find(const struct rtab *t, const char *key)
+{
+    if (t->nb == 0)
+        return NULL;
+    for (struct rec *r = t->b[str_hash(key) & (t->nb - 1)]; r; r = r->hnext)
+        if (strcmp(r->key, key) == 0)
+            return r;
+    return NULL;
+}
+
+static int rtab_grow(struct rtab *t)
+{
+    size_t nb = t->nb ? t->nb * 2 : 256;
+    struct rec **b = calloc(nb, sizeof(*b));
+    if (b == NULL)
+        return -1;
+    for (struct rec *r = t->oldest; r; r = r->newer) {
+        size_t j = str_hash(r->key) & (nb - 1);
+        r->hnext = b[j];
+        b[j] = r;
+    }
+    free(t->b);
+    t->b = b;
+    t->nb = nb;
+    return 0;
+}
+
+static void rtab_list_remove(struct rtab *t, struct rec *r)
+{
+    if (r->older)
+        r->older->newer = r->newer;
+    else
+        t->oldest = r->newer;
+    if (r->newer)
+        r->newer->older = r->older;
+    else
+        t->newest = r->older;
+    r->older = r->newer = NULL;
+}
+
+static void rtab_list_append(struct rtab *t, struct rec *r)
+{
+    r->older = t->newest;
+    r->newer = NULL;
+    if (t->newest)
+        t->newest->newer = r;
+    else
+        t->oldest = r;
+    t->newest = r;
+}
+
+/* Drop the oldest records not in use until there is room for one more. */
+static void rtab_evict(struct rtab *t)
+{
+    for (size_t tries = t->n; t->n >= t->cap && tries > 0; tries--) {
+        struct rec *r = t->oldest;
+        rtab_list_remove(t, r);
+        if (r->live > 0) {        /* in use: keep it, as if new */
+            rtab_list_append(t, r);
+            continue;
+        }
+        for (struct rec **p = &t->b[str_hash(r->key) & (t->nb - 1)]; *p; p = &(*p)->hnext)
+            if (*p == r) {
+                *p = r->hnext;
+                break;
+            }
+        free(r);
+        t->n--;
+        t->evicted++;
+    }
+}
+
+/* A new, zeroed record for KEY (not present); NULL when out of memory. */
+static struct rec *rtab_add(struct rtab *t, const char *key)
+{
+    rtab_evict(t);
+    if (t->n >= t->nb && rtab_grow(t) < 0)
+        return NULL;
+    size_t len = strlen(key);
+    struct rec *r = calloc(1, sizeof(*r) + len + 1);
+    if (r == NULL)
+        return NULL;
+    memcpy(r->key, key, len + 1);
+    size_t j = str_hash(key) & (t->nb - 1);
+    r->hnext = t->b[j];
+    t->b[j] = r;
+    rtab_list_append(t, r);
+    t->n++;
+    return r;
+}
+
+static struct rec *rtab_get(struct rtab *t, const char *key)
+{
+    struct rec *r = rtab_find(t, key);
+    return r ? r : rtab_add(t, key);
+}
+
+static void rtab_free(struct rtab *t)
+{
+    struct rec *r = t->oldest, *next;
+    for (; r; r = next) {
+        next = r->newer;
+        free(r);
+    }
+    free(t->b);
+    memset(t, 0, sizeof(*t));
+}
+
 /* ------------------------------------------------------------ state ---- */
 
 struct sim_stats {
@@ -170,7 +334,13 @@ struct sim_stats {
     long long webhook_failures;   /* deliveries given up */
     long long duplicate_starts;   /* initiations of an already started reference */
     long long dropped, early, duplicated;
-    long long by_status[OC_N];    /* calls that ended with a webhook, by outcome */
+    long long by_status[SIM_OUTCOME_N];    /* calls that ended with a webhook, by outcome */
+    long long opt_outs;           /* ... of them with disposition OPT_OUT */
+    long long idempotent_replays; /* starts answered from the reference table */
+    long long started_while_live; /* starts of a call id with a call of it in progress */
+    long long started_after_completed; /* starts of a call id after one ended COMPLETED */
+    long long lost_answers, slow_answers, bad_call_ids;
+    long long status_lookups;     /* GET /api/v1/calls?reference= answered 200 or 404 */
 };
 
 struct call {
@@ -180,10 +350,12 @@ struct call {
     char id[48];                  /* our callId */
     char msg_id[48];              /* webhook-id, the same for retries and the replay */
     char *reference, *phone, *url;
-    enum outcome outcome;
+    enum sim_outcome outcome;
+    enum answer answer;
     double delay;                 /* s, initiation to the end of the call */
     long duration;
-    unsigned drop : 1, dup : 1, early : 1, in_progress : 1, ended : 1, replay : 1;
+    unsigned drop : 1, dup : 1, early : 1, in_progress : 1, ended : 1, replay : 1, opt_out : 1;
+    struct rec *ref_rec, *cid_rec; /* its records while in progress (LIVE counts it) */
     int attempts;                 /* POSTs of the current delivery */
     struct http_request *held;    /* --early: the initiation waiting for its 202 */
     char *body;                   /* the webhook body, once the call ended */
@@ -191,9 +363,17 @@ struct call {
     char sig[WEBHOOK_SIGNATURE_BUF]; /* replayed verbatim by --duplicate */
 };
 
-struct hung {                     /* a --hang initiation, never answered */
+struct hung {                     /* a --hang or --lose-answer initiation, never answered */
     struct http_request *req;
     struct hung *next;
+};
+
+struct slow {                     /* a --slow-answer initiation, answered later */
+    ev_timer timer;               /* first member */
+    struct sim *sim;
+    struct slow *prev, *next;
+    struct http_request *req;
+    char call_id[48];
 };
 
 struct sim {
@@ -207,9 +387,13 @@ struct sim {
     unsigned long long next_id;
     struct call *calls;
     struct hung *hung;
+    struct slow *slow;
     ev_timer sweep;
     struct strmap phones;         /* phone -> calls in progress */
-    struct strmap references;     /* reference -> initiations accepted */
+    struct strmap forced;         /* phone -> outcome * 2 + opt_out (--outcome, /control) */
+    struct rtab refs;             /* reference -> its latest call (lookup, replays) */
+    struct rtab cids;             /* call id -> calls of it in progress, completed */
+    unsigned long long bad_ids;   /* --bad-call-id answers so far: picks the variant */
     struct sim_stats st;
     int closing;
 };
@@ -250,6 +434,15 @@ static json_t *stats_json(const struct sim *s)
         { "dropped", t->dropped },
         { "early", t->early },
         { "duplicated", t->duplicated },
+        { "optOuts", t->opt_outs },
+        { "idempotentReplays", t->idempotent_replays },
+        { "startedWhileLive", t->started_while_live },
+        { "startedAfterCompleted", t->started_after_completed },
+        { "lostAnswers", t->lost_answers },
+        { "slowAnswers", t->slow_answers },
+        { "badCallIds", t->bad_call_ids },
+        { "statusLookups", t->status_lookups },
+        { "recordsEvicted", s->refs.evicted },
     };
     json_t *j = json_object(), *by = json_object();
     json_t *rej = json_pack("{s:I, s:I, s:I}", "5xx", (json_int_t)t->rej_5xx, "429",
@@ -260,15 +453,16 @@ static json_t *stats_json(const struct sim *s)
         if (i == 0)    /* "rejected" right after "started" */
             json_object_set_new(j, "rejected", rej);
     }
-    for (int i = 0; i < OC_N; i++)
+    for (int i = 0; i < SIM_OUTCOME_N; i++)
         json_object_set_new(by, outcome_names[i], json_integer(t->by_status[i]));
     json_object_set_new(j, "byStatus", by);
     return j;
 }
 
 /* Zero the counters; the gauge inProgress stays and the maxima restart
- * from what is in progress now.  The started references are kept: starting
- * one again after a reset is still a duplicate. */
+ * from what is in progress now.  The reference and call-id tables and the
+ * forced outcomes are kept: starting a reference again after a reset is
+ * still a duplicate (or a replay, a start while live...). */
 static void stats_reset(struct sim *s)
 {
     long long in_progress = s->st.in_progress;
@@ -304,14 +498,88 @@ static void progress_end(struct sim *s, struct call *c)
         strmap_del(&s->phones, c->phone);
 }
 
-/* Count an accepted initiation of REF; a second one is a caller bug. */
+/* Count an accepted initiation of REF (before records_begin() records it):
+ * a second one, not an Idempotency-Key replay, is a caller bug.  Seen among
+ * the references the bounded table still holds. */
 static void reference_started(struct sim *s, const char *ref)
 {
-    long long *n = strmap_get(&s->references, ref, 1);
-    if (n != NULL && (*n)++ > 0) {
+    if (rtab_find(&s->refs, ref) != NULL) {
         s->st.duplicate_starts++;
-        co_warn("duplicate start of a reference", "reference=%s starts=%lld", CO_LOG_Q(ref), *n);
+        co_warn("duplicate start of a reference", "reference=%s", CO_LOG_Q(ref));
     }
+}
+
+/* The call id of REF: the part before its last ':' (all of it without). */
+static void call_id_of(const char *ref, char *out, size_t len)
+{
+    const char *colon = strrchr(ref, ':');
+    size_t n = colon ? (size_t)(colon - ref) : strlen(ref);
+    snprintf(out, len, "%.*s", (int)n, ref);
+}
+
+/* C starts: count a start while another call of its call id is in progress
+ * or after one ended COMPLETED, then record C under its reference and call
+ * id.  Out of memory: C goes unrecorded (logged). */
+static void records_begin(struct sim *s, struct call *c)
+{
+    char cid[MAX_REFERENCE + 1];
+
+    call_id_of(c->reference, cid, sizeof(cid));
+    struct rec *k = rtab_get(&s->cids, cid);
+    struct rec *r = rtab_get(&s->refs, c->reference);
+    if (k == NULL || r == NULL) {
+        co_error("out of memory", "what=record reference=%s", CO_LOG_Q(c->reference));
+        return;
+    }
+    if (k->live > 0) {
+        s->st.started_while_live++;
+        co_warn("call started while another attempt of it is in progress",
+                "reference=%s in_progress=%d", CO_LOG_Q(c->reference), k->live);
+    }
+    if (k->completed) {
+        s->st.started_after_completed++;
+        co_warn("call started after it was reported COMPLETED", "reference=%s",
+                CO_LOG_Q(c->reference));
+    }
+    k->live++;
+    r->live++;
+    r->ended = r->opt_out = 0;
+    r->started = ev_now(s->loop);
+    r->delay = c->early ? 0. : c->delay;
+    snprintf(r->call_id, sizeof(r->call_id), "%s", c->id);
+    c->cid_rec = k;
+    c->ref_rec = r;
+}
+
+/* C ended (ENDED) or is freed before: its records stop counting it; an
+ * outcome is recorded for the status lookup.  Idempotent. */
+static void records_end(struct call *c, int ended)
+{
+    struct rec *r = c->ref_rec, *k = c->cid_rec;
+
+    if (r != NULL) {
+        r->live--;
+        if (ended && strcmp(r->call_id, c->id) == 0) {  /* the latest call of REF */
+            r->ended = 1;
+            r->outcome = c->outcome;
+            r->opt_out = c->opt_out;
+        }
+    }
+    if (k != NULL) {
+        k->live--;
+        if (ended && c->outcome == SIM_COMPLETED)
+            k->completed = 1;
+    }
+    c->ref_rec = c->cid_rec = NULL;
+}
+
+/* The status lookup's "status" of R now: its outcome once ended, else
+ * INITIATED for the first half of its delay and IN_PROGRESS after. */
+static const char *rec_status(const struct sim *s, const struct rec *r)
+{
+    if (r->ended)
+        return outcome_names[r->outcome];
+    return ev_now(s->loop) - r->started < r->delay / 2 ? "INITIATED" : "IN_PROGRESS";
 }
 
 /* ------------------------------------------------------- responses ----- */
@@ -336,6 +604,51 @@ static void respond_initiated(struct http_request *req, const char *call_id)
                  NULL);
 }
 
+/* --bad-call-id: a 202 whose callId is not valid (DESIGN.md section 5:
+ * 1-256 printable characters), the variants in turn. */
+static void respond_bad_call_id(struct sim *s, struct http_request *req)
+{
+    char long_id[300];
+    unsigned variant = (unsigned)(s->bad_ids++ % BAD_CALL_ID_VARIANTS);
+
+    switch (variant) {
+    case 0:    /* no callId */
+        respond_json(req, 202, json_pack("{s:s}", "status", "INITIATED"), NULL);
+        break;
+    case 1:    /* empty */
+        respond_json(req, 202, json_pack("{s:s, s:s}", "callId", "", "status", "INITIATED"), NULL);
+        break;
+    case 2:    /* too long */
+        memset(long_id, 'x', sizeof(long_id) - 1);
+        long_id[sizeof(long_id) - 1] = '\0';
+        respond_json(req, 202, json_pack("{s:s, s:s}", "callId", long_id, "status", "INITIATED"),
+                     NULL);
+        break;
+    case 3:    /* control characters: a forged log line if logged unescaped */
+        respond_json(req, 202, json_pack("{s:s, s:s}", "callId",
+                                         "sim-bad\nlevel=error msg=\"forged\"", "status",
+                                         "INITIATED"), NULL);
+        break;
+    case 4:    /* not a string */
+        respond_json(req, 202, json_pack("{s:i, s:s}", "callId", 12345, "status", "INITIATED"),
+                     NULL);
+        break;
+    default:   /* not JSON at all */
+        http_respond(req, 202, "application/json", NULL, "{\"callId\":", 10);
+        break;
+    }
+}
+
+/* Answer a started call's initiation REQ now, as C's answer kind says
+ * (normal or bad callId; lost and slow ones are held elsewhere). */
+static void respond_started(struct sim *s, struct http_request *req, const struct call *c)
+{
+    if (c->answer == ANS_BAD_ID)
+        respond_bad_call_id(s, req);
+    else
+        respond_initiated(req, c->id);
+}
+
 /* ------------------------------------------------------------ calls ---- */
 
 /* Unlink and free C: timer stopped, out of progress, a held request freed. */
@@ -345,6 +658,7 @@ static void call_free(struct call *c)
 
     ev_timer_stop(s->loop, &c->timer);
     progress_end(s, c);
+    records_end(c, 0);
     if (c->held)    /* only when stopping: the client sees the connection close */
         http_respond(c->held, 503, NULL, NULL, NULL, 0);
     if (c->prev)
@@ -380,6 +694,8 @@ static int webhook_body(struct call *c)
     json_t *j = json_pack("{s:s, s:s, s:s, s:i, s:s}", "callId", c->id, "reference",
                           c->reference, "status", outcome_names[c->outcome], "durationSec",
                           (int)c->duration, "completedAt", at);
+    if (j != NULL && c->opt_out)
+        json_object_set_new(j, "disposition", json_string("OPT_OUT"));
     c->body = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     return c->body ? 0 : -1;
@@ -392,16 +708,19 @@ static void call_ended(struct call *c)
 
     c->ended = 1;
     progress_end(s, c);
+    records_end(c, 1);
     if (c->drop) {
         s->st.dropped++;
         co_debug("webhook dropped", "call=%s reference=%s", c->id, CO_LOG_Q(c->reference));
         if (c->held)     /* --early and --drop: nothing to wait for */
-            respond_initiated(c->held, c->id);
+            respond_started(s, c->held, c);
         c->held = NULL;
         call_free(c);
         return;
     }
     s->st.by_status[c->outcome]++;
+    if (c->opt_out)
+        s->st.opt_outs++;
     if (webhook_body(c) < 0) {
         co_error("out of memory", "what=webhook call=%s", c->id);
         s->st.webhook_failures++;
@@ -477,7 +796,7 @@ static void delivery_over(struct call *c, int delivered)
     struct sim *s = c->sim;
 
     if (c->held) {       /* --early: the 202 comes after the webhook */
-        respond_initiated(c->held, c->id);
+        respond_started(s, c->held, c);
         c->held = NULL;
     }
     if (delivered && c->dup && !c->replay) {
@@ -533,7 +852,18 @@ static void webhook_done(void *arg, const struct curl_ev_response *r)
 
 struct initiation {               /* a validated POST /api/v1/calls body */
     const char *to, *reference, *url;
+    const char *idempotency_key;  /* the header, or NULL */
 };
+
+/* The Idempotency-Key header: absent, or the same text as reference
+ * (DESIGN.md section 5).  NULL or the reason it is refused. */
+static const char *idempotency_check(struct http_request *req, struct initiation *in)
+{
+    in->idempotency_key = http_request_header(req, "Idempotency-Key");
+    if (in->idempotency_key != NULL && strcmp(in->idempotency_key, in->reference) != 0)
+        return "Idempotency-Key: must be the same text as reference";
+    return NULL;
+}
 
 /* ^\+[1-9][0-9]{7,14}$ (DESIGN.md section 4), without a regex. */
 static int e164_ok(const char *s)
@@ -592,10 +922,20 @@ static const char *validate(json_t *body, struct initiation *in)
 }
 
 /* The random draws of one initiation, all made every time so that a
- * --seed replays the same decisions for the same sequence of requests. */
+ * --seed replays the same decisions for the same sequence of requests
+ * (and options).  The draws of the newer knobs are made only when their
+ * knob is set, so that without them a seed gives the same calls as before
+ * those knobs existed. */
 struct draws {
     double hang, fail_5xx, fail_429, success, kind, delay, dup, early, drop;
+    double lose, slow, bad_id, opt_out;   /* 1.0 when their knob is 0 */
 };
+
+/* A draw for a knob of share P: never below P when P is 0. */
+static double draw_if(struct sim *s, double p)
+{
+    return p > 0 ? rnd(s) : 1.0;
+}
 
 static void draw(struct sim *s, struct draws *d)
 {
@@ -608,6 +948,40 @@ static void draw(struct sim *s, struct draws *d)
     d->dup = rnd(s);
     d->early = rnd(s);
     d->drop = rnd(s);
+    d->lose = draw_if(s, s->o.lose_answer);
+    d->slow = draw_if(s, s->o.slow_answer);
+    d->bad_id = draw_if(s, s->o.bad_call_id);
+    d->opt_out = draw_if(s, s->o.opt_out);
+}
+
+/* The outcome of a call to TO, and its disposition, from D: forced for the
+ * number (--outcome, /control/outcomes), else COMPLETED with
+ * --success-rate, then the --outcomes shares in turn, then FAILED, BUSY and
+ * NO_ANSWER a third each of what is left. */
+static enum sim_outcome pick_outcome(struct sim *s, const char *to, const struct draws *d,
+                                     int *opt_out)
+{
+    long long *f = strmap_get(&s->forced, to, 0);
+    if (f != NULL) {
+        *opt_out = (int)(*f & 1);
+        return (enum sim_outcome)(*f >> 1);
+    }
+    double x = d->success;
+    enum sim_outcome o = SIM_FAILED + (int)(d->kind * 3);
+    if (x < s->o.success_rate) {
+        o = SIM_COMPLETED;
+    } else {
+        x -= s->o.success_rate;
+        for (int i = SIM_VOICEMAIL; i < SIM_OUTCOME_N; i++) {
+            if (x < s->o.share[i]) {
+                o = (enum sim_outcome)i;
+                break;
+            }
+            x -= s->o.share[i];
+        }
+    }
+    *opt_out = o == SIM_COMPLETED && d->opt_out < s->o.opt_out;
+    return o;
 }
 
 /* A call for an accepted initiation, its fate drawn from D; not started. */
@@ -629,8 +1003,14 @@ static struct call *call_new(struct sim *s, const struct initiation *in, const s
     snprintf(c->msg_id, sizeof(c->msg_id), "msg_%08x_%llu", s->instance, n);
     double delay = s->o.delay_min + (s->o.delay_max - s->o.delay_min) * d->delay;
     c->delay = delay;
-    c->outcome = d->success < s->o.success_rate ? OC_COMPLETED : OC_FAILED + (int)(d->kind * 3);
-    c->duration = c->outcome == OC_COMPLETED ? lround(delay) : 0;
+    int opt_out = 0;
+    c->outcome = pick_outcome(s, in->to, d, &opt_out);
+    c->opt_out = opt_out;
+    c->duration = c->outcome == SIM_COMPLETED || c->outcome == SIM_VOICEMAIL ? lround(delay) : 0;
+    c->answer = d->lose < s->o.lose_answer   ? ANS_LOST
+                : d->slow < s->o.slow_answer ? ANS_SLOW
+                : d->bad_id < s->o.bad_call_id ? ANS_BAD_ID
+                                               : ANS_NORMAL;
     c->drop = d->drop < s->o.drop;
     c->dup = d->dup < s->o.duplicate;
     c->early = d->early < s->o.early;
@@ -642,7 +1022,11 @@ static struct call *call_new(struct sim *s, const struct initiation *in, const s
     return c;
 }
 
-/* Start a call: count it, arm its timer, answer 202 now or (--early) later. */
+static void hold_forever(struct sim *s, struct http_request *req);
+static void hold_slow(struct sim *s, struct http_request *req, const struct call *c);
+
+/* Start a call: count it, arm its timer, answer 202 now or (--early,
+ * --slow-answer) later, or never (--lose-answer). */
 static void accept_call(struct sim *s, struct http_request *req, const struct initiation *in,
                         const struct draws *d)
 {
@@ -654,23 +1038,80 @@ static void accept_call(struct sim *s, struct http_request *req, const struct in
     s->st.started++;
     if (!reference_well_formed(in->reference)) {
         s->st.bad_references++;
-        co_warn("malformed reference", "reference=\"%.64s\"", in->reference);
+        co_warn("malformed reference", "reference=%s", CO_LOG_Q(in->reference));
     }
     reference_started(s, in->reference);
+    records_begin(s, c);
     progress_begin(s, c);
-    co_debug("call started", "call=%s reference=%s to=%s outcome=%s delay_s=%.3f drop=%d dup=%d"
-             " early=%d", c->id, CO_LOG_Q(c->reference), CO_LOG_Q(c->phone), outcome_names[c->outcome],
-             c->delay, (int)c->drop, (int)c->dup, (int)c->early);
+    co_debug("call started", "call=%s reference=%s to=%s outcome=%s opt_out=%d delay_s=%.3f"
+             " drop=%d dup=%d early=%d answer=%d", c->id, CO_LOG_Q(c->reference),
+             CO_LOG_Q(c->phone), outcome_names[c->outcome], (int)c->opt_out, c->delay,
+             (int)c->drop, (int)c->dup, (int)c->early, (int)c->answer);
     ev_timer_start(s->loop, &c->timer);
-    if (c->early) {
+    if (c->early)
         s->st.early++;
-        c->held = req;
-    } else {
-        respond_initiated(req, c->id);
+    switch (c->answer) {
+    case ANS_LOST:
+        s->st.lost_answers++;
+        co_debug("answer lost on purpose", "call=%s reference=%s", c->id,
+                 CO_LOG_Q(c->reference));
+        hold_forever(s, req);
+        break;
+    case ANS_SLOW:
+        s->st.slow_answers++;
+        hold_slow(s, req, c);
+        break;
+    case ANS_BAD_ID:
+        s->st.bad_call_ids++;
+        /* fall through */
+    case ANS_NORMAL:
+        if (c->early)
+            c->held = req;
+        else
+            respond_started(s, req, c);
+        break;
     }
 }
 
-/* --hang: keep REQ unanswered; freed when its client leaves or we stop. */
+/* The --slow-answer delay is over: answer (a client gone only frees it). */
+static void slow_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct slow *w_slow = (struct slow *)w;    /* timer is the first member */
+    struct sim *s = w_slow->sim;
+    (void)loop;
+    (void)revents;
+
+    if (w_slow->prev)
+        w_slow->prev->next = w_slow->next;
+    else
+        s->slow = w_slow->next;
+    if (w_slow->next)
+        w_slow->next->prev = w_slow->prev;
+    respond_initiated(w_slow->req, w_slow->call_id);
+    free(w_slow);
+}
+
+/* --slow-answer: answer REQ with C's callId after slow_delay. */
+static void hold_slow(struct sim *s, struct http_request *req, const struct call *c)
+{
+    struct slow *w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        respond_initiated(req, c->id);
+        return;
+    }
+    w->sim = s;
+    w->req = req;
+    snprintf(w->call_id, sizeof(w->call_id), "%s", c->id);
+    ev_timer_init(&w->timer, slow_timer_cb, s->o.slow_delay, 0.);
+    ev_timer_start(s->loop, &w->timer);
+    w->next = s->slow;
+    if (s->slow)
+        s->slow->prev = w;
+    s->slow = w;
+}
+
+/* --hang, --lose-answer: keep REQ unanswered; freed when its client leaves
+ * or we stop. */
 static void hold_forever(struct sim *s, struct http_request *req)
 {
     struct hung *h = malloc(sizeof(*h));
@@ -678,7 +1119,6 @@ static void hold_forever(struct sim *s, struct http_request *req)
         http_respond_problem(req, 500, "out of memory", NULL);
         return;
     }
-    s->st.rej_hang++;
     h->req = req;
     h->next = s->hung;
     s->hung = h;
@@ -693,6 +1133,8 @@ static int authorized(const struct sim *s, struct http_request *req)
     return h && strncasecmp(h, "Bearer ", 7) == 0 && strcmp(h + 7, s->o.api_key) == 0;
 }
 
+static void respond_unauthorized(struct sim *s, struct http_request *req);
+
 /* POST /api/v1/calls. */
 static void handle_initiate(struct sim *s, struct http_request *req)
 {
@@ -702,9 +1144,7 @@ static void handle_initiate(struct sim *s, struct http_request *req)
     const char *why;
 
     if (!authorized(s, req)) {
-        s->st.unauthorized++;
-        http_respond_problem(req, 401, "a valid Authorization: Bearer key is required",
-                             "WWW-Authenticate: Bearer\r\n");
+        respond_unauthorized(s, req);
         return;
     }
     const char *raw = http_request_body(req, &len);
@@ -715,8 +1155,23 @@ static void handle_initiate(struct sim *s, struct http_request *req)
         json_decref(body);
         return;
     }
+    if ((why = idempotency_check(req, &in)) != NULL) {
+        s->st.bad_requests++;
+        http_respond_problem(req, 400, why, NULL);
+        json_decref(body);
+        return;
+    }
+    struct rec *r = in.idempotency_key ? rtab_find(&s->refs, in.reference) : NULL;
+    if (r != NULL) {    /* a replay: the same answer, nothing new started */
+        s->st.idempotent_replays++;
+        co_info("idempotent replay", "reference=%s call=%s", CO_LOG_Q(in.reference), r->call_id);
+        respond_initiated(req, r->call_id);
+        json_decref(body);
+        return;
+    }
     draw(s, &d);
     if (d.hang < s->o.hang) {
+        s->st.rej_hang++;
         hold_forever(s, req);
     } else if (d.fail_5xx < s->o.fail_5xx) {
         s->st.rej_5xx++;
@@ -728,6 +1183,207 @@ static void handle_initiate(struct sim *s, struct http_request *req)
         accept_call(s, req, &in, &d);
     }
     json_decref(body);
+}
+
+/* ------------------------------------------------------ lookups ---- */
+
+static int hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    ch = tolower(ch);
+    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* Percent-decode the LEN bytes at S into OUT (OUTLEN with the NUL).  -1
+ * when too long, a bad escape or a decoded NUL. */
+static int pct_decode(const char *s, size_t len, char *out, size_t outlen)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        int ch = (unsigned char)s[i];
+        if (ch == '%') {
+            if (i + 2 >= len)
+                return -1;
+            int a = hexval((unsigned char)s[i + 1]), b = hexval((unsigned char)s[i + 2]);
+            if (a < 0 || b < 0 || (a == 0 && b == 0))
+                return -1;
+            ch = a * 16 + b;
+            i += 2;
+        }
+        if (o + 1 >= outlen)
+            return -1;
+        out[o++] = (char)ch;
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+/* The value of query parameter NAME in Q, decoded into OUT.  1 found, 0
+ * absent, -1 malformed or too long. */
+static int query_param(const char *q, const char *name, char *out, size_t outlen)
+{
+    size_t nlen = strlen(name);
+    while (q && *q) {
+        size_t len = strcspn(q, "&");
+        if (len > nlen && strncmp(q, name, nlen) == 0 && q[nlen] == '=')
+            return pct_decode(q + nlen + 1, len - nlen - 1, out, outlen) < 0 ? -1 : 1;
+        q += len + (q[len] == '&');
+    }
+    return 0;
+}
+
+static void respond_unauthorized(struct sim *s, struct http_request *req)
+{
+    s->st.unauthorized++;
+    http_respond_problem(req, 401, "a valid Authorization: Bearer key is required",
+                         "WWW-Authenticate: Bearer\r\n");
+}
+
+/* GET /api/v1/calls?reference=REF: the provider's view of REF's latest call. */
+static void handle_lookup(struct sim *s, struct http_request *req, const char *query)
+{
+    char ref[MAX_REFERENCE + 1];
+
+    if (!authorized(s, req)) {
+        respond_unauthorized(s, req);
+        return;
+    }
+    int found = query_param(query, "reference", ref, sizeof(ref));
+    if (found <= 0 || ref[0] == '\0') {
+        s->st.bad_requests++;
+        http_respond_problem(req, 400, "reference: a query parameter of 1..256 characters is "
+                             "required", NULL);
+        return;
+    }
+    s->st.status_lookups++;
+    struct rec *r = rtab_find(&s->refs, ref);
+    if (r == NULL) {
+        http_respond_problem(req, 404, "no call for this reference", NULL);
+        return;
+    }
+    json_t *j = json_pack("{s:s, s:s, s:s}", "callId", r->call_id, "reference", r->key,
+                          "status", rec_status(s, r));
+    if (j != NULL && r->ended && r->opt_out)
+        json_object_set_new(j, "disposition", json_string("OPT_OUT"));
+    respond_json(req, 200, j, NULL);
+}
+
+/* {"number","status"[,"disposition"]} of a forced outcome VAL. */
+static json_t *forced_json(const char *number, long long val)
+{
+    json_t *j = json_pack("{s:s, s:s}", "number", number, "status", outcome_names[val >> 1]);
+    if (j != NULL && (val & 1))
+        json_object_set_new(j, "disposition", json_string("OPT_OUT"));
+    return j;
+}
+
+/* The forced outcome of a PUT body: STATUS * 2 + OPT_OUT, or -1 and WHY. */
+static long long forced_from_body(const char *raw, size_t len, const char **why)
+{
+    json_t *b = json_loadb(raw, len, 0, NULL);
+    long long val = -1;
+    const char *st = json_is_object(b) ? str_field(b, "status") : NULL;
+    json_t *disp = json_is_object(b) ? json_object_get(b, "disposition") : NULL;
+    int o = st ? sim_outcome_from_name(st) : -1;
+
+    if (!json_is_object(b))
+        *why = b ? "the body is not a JSON object" : "malformed JSON";
+    else if (o < 0)
+        *why = "status: one of COMPLETED, FAILED, BUSY, NO_ANSWER, VOICEMAIL, REJECTED, "
+               "INVALID_NUMBER is required";
+    else if (disp != NULL && !json_is_null(disp) &&
+             !(json_is_string(disp) && strcmp(json_string_value(disp), "OPT_OUT") == 0))
+        *why = "disposition: \"OPT_OUT\" or null";
+    else
+        val = (long long)o * 2 + (json_is_string(disp) ? 1 : 0);
+    json_decref(b);
+    return val;
+}
+
+/* GET /control/outcomes: every forced outcome, by number. */
+static void control_list(struct sim *s, struct http_request *req)
+{
+    json_t *all = json_object();
+    for (size_t i = 0; all && i < s->forced.nb; i++)
+        for (const struct strmap_ent *e = s->forced.b[i]; e; e = e->next)
+            json_object_set_new(all, e->key, forced_json(e->key, e->val));
+    respond_json(req, 200, all ? json_pack("{s:o}", "outcomes", all) : NULL, NULL);
+}
+
+/* /control/outcomes/{e164}: GET, PUT {"status","disposition"}, DELETE. */
+static void control_one(struct sim *s, struct http_request *req, const char *seg)
+{
+    char number[SIM_E164_MAX + 2];
+    int m = http_request_method(req);
+    const char *why = NULL;
+
+    if (pct_decode(seg, strlen(seg), number, sizeof(number)) < 0 || !e164_ok(number)) {
+        s->st.bad_requests++;
+        http_respond_problem(req, 400, "number: an E.164 phone number is required in the path",
+                             NULL);
+        return;
+    }
+    long long *cur = strmap_get(&s->forced, number, 0);
+    if (m == HTTP_GET || m == HTTP_HEAD) {
+        if (cur == NULL)
+            http_respond_problem(req, 404, "no forced outcome for this number", NULL);
+        else
+            respond_json(req, 200, forced_json(number, *cur), NULL);
+    } else if (m == HTTP_DELETE) {
+        if (cur == NULL) {
+            http_respond_problem(req, 404, "no forced outcome for this number", NULL);
+            return;
+        }
+        strmap_del(&s->forced, number);
+        co_info("forced outcome cleared", "to=%s", CO_LOG_Q(number));
+        http_respond(req, 204, NULL, NULL, NULL, 0);
+    } else if (m == HTTP_PUT) {
+        size_t len;
+        const char *raw = http_request_body(req, &len);
+        long long val = forced_from_body(raw, len, &why);
+        if (val < 0) {
+            s->st.bad_requests++;
+            http_respond_problem(req, 400, why, NULL);
+            return;
+        }
+        int created = cur == NULL;
+        if (created && s->forced.n >= MAX_FORCED) {
+            http_respond_problem(req, 409, "too many forced outcomes (100000); DELETE some",
+                                 NULL);
+            return;
+        }
+        if (cur == NULL && (cur = strmap_get(&s->forced, number, 1)) == NULL) {
+            http_respond_problem(req, 500, "out of memory", NULL);
+            return;
+        }
+        *cur = val;
+        co_info("forced outcome set", "to=%s status=%s opt_out=%d", number,
+                outcome_names[val >> 1], (int)(val & 1));
+        respond_json(req, created ? 201 : 200, forced_json(number, val), NULL);
+    } else {
+        http_respond_problem(req, 405, NULL, "Allow: GET, HEAD, PUT, DELETE\r\n");
+    }
+}
+
+/* /control/outcomes[/...], behind --api-key like the lookup. */
+static void handle_control(struct sim *s, struct http_request *req, const char *rest)
+{
+    if (!authorized(s, req)) {
+        respond_unauthorized(s, req);
+        return;
+    }
+    if (*rest == '\0') {
+        int m = http_request_method(req);
+        if (m == HTTP_GET || m == HTTP_HEAD)
+            control_list(s, req);
+        else
+            http_respond_problem(req, 405, NULL, "Allow: GET, HEAD\r\n");
+    } else if (rest[0] == '/' && rest[1] != '\0' && strchr(rest + 1, '/') == NULL) {
+        control_one(s, req, rest + 1);
+    } else {
+        http_respond_problem(req, 404, NULL, NULL);
+    }
 }
 
 /* ------------------------------------------------------------ routing ---- */
@@ -750,10 +1406,15 @@ void sim_handle(struct http_request *req, void *arg)
     int get = (m == HTTP_GET || m == HTTP_HEAD);
 
     if (strcmp(path, "/api/v1/calls") == 0) {
+        const char *query = http_request_query(req);
         if (m == HTTP_POST)
             handle_initiate(s, req);
-        else
+        else if (get && query != NULL)
+            handle_lookup(s, req, query);
+        else    /* no listing: GET needs ?reference= */
             http_respond_problem(req, 405, NULL, "Allow: POST\r\n");
+    } else if (strncmp(path, "/control/outcomes", 17) == 0) {
+        handle_control(s, req, path + 17);
     } else if (strcmp(path, "/stats") == 0) {
         if (get)
             handle_stats(s, req, 0);
@@ -843,6 +1504,16 @@ struct sim *sim_new(struct ev_loop *loop, const struct sim_opts *o, char *err, s
         free(s);
         return NULL;
     }
+    s->refs.cap = s->cids.cap = o->max_records ? o->max_records : DEFAULT_MAX_RECORDS;
+    for (size_t i = 0; i < o->n_forced; i++) {
+        long long *v = strmap_get(&s->forced, o->forced[i].number, 1);
+        if (v == NULL) {
+            snprintf(err, errlen, "out of memory");
+            sim_free(s);
+            return NULL;
+        }
+        *v = (long long)o->forced[i].outcome * 2 + (o->forced[i].opt_out ? 1 : 0);
+    }
     uint64_t boot = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
     s->instance = (unsigned)splitmix64(&boot);
     s->rng = o->have_seed ? o->seed : splitmix64(&boot);
@@ -864,11 +1535,20 @@ void sim_free(struct sim *s)
         http_respond(h->req, 503, NULL, NULL, NULL, 0);
         free(h);
     }
+    while (s->slow) {
+        struct slow *w = s->slow;
+        s->slow = w->next;
+        ev_timer_stop(s->loop, &w->timer);
+        http_respond(w->req, 503, NULL, NULL, NULL, 0);
+        free(w);
+    }
     curl_ev_free(s->ce);         /* webhooks in flight: webhook_done frees their calls */
     while (s->calls)
         call_free(s->calls);
     strmap_free(&s->phones);
-    strmap_free(&s->references);
+    strmap_free(&s->forced);
+    rtab_free(&s->refs);
+    rtab_free(&s->cids);
     webhook_keys_clear(&s->keys);
     free(s);
 }
@@ -904,5 +1584,106 @@ int sim_parse_delay(const char *str, double *min, double *max, char *err, size_t
         snprintf(err, errlen, "\"%s\": MIN is larger than MAX", str);
         return -1;
     }
+    return 0;
+}
+
+/* ------------------------------------------------------ --outcome(s) ---- */
+
+int sim_outcome_from_name(const char *name)
+{
+    for (int i = 0; i < SIM_OUTCOME_N; i++)
+        if (strcmp(name, outcome_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+int sim_parse_forced(const char *str, struct sim_forced *out, char *err, size_t errlen)
+{
+    char status[32];
+    const char *eq = strchr(str, '=');
+    size_t nlen = eq ? (size_t)(eq - str) : 0;
+
+    memset(out, 0, sizeof(*out));
+    if (eq == NULL || nlen == 0 || nlen > SIM_E164_MAX) {
+        snprintf(err, errlen, "NUMBER=STATUS[,opt-out] is required");
+        return -1;
+    }
+    memcpy(out->number, str, nlen);
+    out->number[nlen] = '\0';
+    if (!e164_ok(out->number)) {
+        snprintf(err, errlen, "NUMBER must be an E.164 phone number (+ and 8 to 15 digits)");
+        return -1;
+    }
+    const char *st = eq + 1, *comma = strchr(st, ',');
+    size_t slen = comma ? (size_t)(comma - st) : strlen(st);
+    int o = -1;
+    if (slen < sizeof(status)) {
+        memcpy(status, st, slen);
+        status[slen] = '\0';
+        o = sim_outcome_from_name(status);
+    }
+    if (o < 0) {
+        snprintf(err, errlen, "STATUS must be one of COMPLETED, FAILED, BUSY, NO_ANSWER, "
+                 "VOICEMAIL, REJECTED, INVALID_NUMBER");
+        return -1;
+    }
+    out->outcome = (enum sim_outcome)o;
+    if (comma != NULL) {
+        if (strcmp(comma + 1, "opt-out") != 0) {
+            snprintf(err, errlen, "only \",opt-out\" may follow STATUS");
+            return -1;
+        }
+        out->opt_out = 1;
+    }
+    return 0;
+}
+
+int sim_parse_shares(const char *str, double share[SIM_OUTCOME_N], char *err, size_t errlen)
+{
+    double got[SIM_OUTCOME_N] = { 0 };
+    int seen[SIM_OUTCOME_N] = { 0 };
+    const char *p = str;
+
+    if (*p == '\0') {
+        snprintf(err, errlen, "STATUS:P[,STATUS:P]... is required");
+        return -1;
+    }
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        char item[64], *colon, *end;
+        if (len == 0 || len >= sizeof(item)) {
+            snprintf(err, errlen, "STATUS:P[,STATUS:P]... is required");
+            return -1;
+        }
+        memcpy(item, p, len);
+        item[len] = '\0';
+        if ((colon = strchr(item, ':')) == NULL) {
+            snprintf(err, errlen, "\"%s\": STATUS:P is required", item);
+            return -1;
+        }
+        *colon = '\0';
+        int o = sim_outcome_from_name(item);
+        if (o < SIM_VOICEMAIL) {
+            snprintf(err, errlen, "\"%s\": STATUS must be VOICEMAIL, REJECTED or INVALID_NUMBER"
+                     " (COMPLETED is --success-rate; FAILED, BUSY and NO_ANSWER share the rest)",
+                     item);
+            return -1;
+        }
+        if (seen[o]++) {
+            snprintf(err, errlen, "%s is given twice", item);
+            return -1;
+        }
+        errno = 0;
+        double v = strtod(colon + 1, &end);
+        if (errno || end == colon + 1 || *end != '\0' || !(v >= 0.0 && v <= 1.0)) {
+            snprintf(err, errlen, "%s: P must be a number from 0 to 1", item);
+            return -1;
+        }
+        got[o] = v;
+        p += len + (p[len] == ',');
+    }
+    for (int i = SIM_VOICEMAIL; i < SIM_OUTCOME_N; i++)
+        if (seen[i])
+            share[i] = got[i];
     return 0;
 }
