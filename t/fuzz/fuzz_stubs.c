@@ -29,7 +29,6 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
-#include "dispatch/dispatch.h"
 #include "fuzz_stubs.h"
 #include "net/kafka_producer.h"
 #include "net/pg_pool.h"
@@ -359,11 +358,4 @@ int kafka_call_message(char *buf, size_t size, const char *call_id, int attempt)
 {
     int n = snprintf(buf, size, "{\"id\":\"%s\",\"attempt\":%d}", call_id, attempt);
     return n < 0 || (size_t)n >= size ? -1 : n;
-}
-
-/* ------------------------------------------------------------- dispatch -- */
-
-long long dispatch_ms(double seconds)
-{
-    return (long long)(seconds * 1000.0 + 0.5);
 }

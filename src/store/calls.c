@@ -1,0 +1,293 @@
+/*
+ * calls.c — the API's statements on calls (calls.h).
+ *
+ * PATCH and cancel are conditional updates ("… WHERE status = 'PENDING'"):
+ * a concurrent dispatch or cancel that got there first makes ours match
+ * nothing, and the caller learns the call was no longer PENDING instead of
+ * overwriting it.
+ */
+#include "store/calls.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/validate.h"
+#include "store/store_job.h"
+
+/* ------------------------------------------------------------------ get */
+
+static const char GET_SQL[] = "SELECT call_detail_json(c) FROM calls c WHERE c.id = $1";
+
+static struct store_json json_at(const PGresult *res, int r, int c)
+{
+    struct store_json j = { PQgetvalue(res, r, c), (size_t)PQgetlength(res, r, c) };
+    return j;
+}
+
+static void decode_call(const PGresult *res, const struct store_err *e, store_cb cb, void *ctx)
+{
+    store_call_fn fn = (store_call_fn)cb;
+    if (e != NULL || PQntuples(res) == 0) {
+        fn(ctx, e, NULL);
+        return;
+    }
+    struct store_json doc = json_at(res, 0, 0);
+    fn(ctx, NULL, &doc);
+}
+
+int store_call_get(struct pg_pool *pg, const char *id, store_call_fn cb, void *ctx)
+{
+    const char *values[] = { id };
+    return store_query(pg, GET_SQL, 1, values, decode_call, (store_cb)cb, ctx);
+}
+
+/* ------------------------------------------------- patch and cancel */
+
+/* Rows: ('U', call) when updated, else ('X', call) when the call exists. */
+static const char PATCH_SQL[] =
+    "WITH upd AS ("
+    "  UPDATE calls SET"
+    "    to_number = CASE WHEN $2::bool THEN $3::text ELSE to_number END,"
+    "    script_id = CASE WHEN $4::bool THEN $5::text ELSE script_id END,"
+    "    metadata = CASE WHEN $6::bool THEN COALESCE($7::jsonb, '{}') ELSE metadata END"
+    "  WHERE id = $1 AND status = 'PENDING'"
+    "  RETURNING call_json(calls) AS body, status"
+    ") "
+    "SELECT 'U', body, status FROM upd "
+    "UNION ALL "
+    "SELECT 'X', call_json(c), c.status FROM calls c "
+    "WHERE c.id = $1 AND NOT EXISTS (SELECT 1 FROM upd)";
+
+static const char CANCEL_SQL[] =
+    "WITH upd AS ("
+    "  UPDATE calls SET status = 'CANCELLED', ended_at = now(), next_attempt_at = NULL"
+    "  WHERE id = $1 AND status = 'PENDING'"
+    "  RETURNING call_json(calls) AS body, status"
+    ") "
+    "SELECT 'U', body, status FROM upd "
+    "UNION ALL "
+    "SELECT 'X', call_json(c), c.status FROM calls c "
+    "WHERE c.id = $1 AND NOT EXISTS (SELECT 1 FROM upd)";
+
+static void decode_update(const PGresult *res, const struct store_err *e, store_cb cb,
+                          void *ctx)
+{
+    store_update_fn fn = (store_update_fn)cb;
+    struct store_update u = { .result = STORE_UPDATE_NOT_FOUND };
+    if (e != NULL) {
+        fn(ctx, e, NULL);
+        return;
+    }
+    if (PQntuples(res) > 0) {
+        u.result = PQgetvalue(res, 0, 0)[0] == 'U' ? STORE_UPDATED : STORE_NOT_PENDING;
+        u.doc = json_at(res, 0, 1);
+        u.status = PQgetvalue(res, 0, 2);
+    }
+    fn(ctx, NULL, &u);
+}
+
+int store_call_patch(struct pg_pool *pg, const char *id, const struct call_input *in,
+                     store_update_fn cb, void *ctx)
+{
+    const char *values[] = {
+        id,
+        in->has_to ? "t" : "f", in->has_to ? in->to : NULL,
+        in->has_script_id ? "t" : "f", in->has_script_id ? in->script_id : NULL,
+        in->has_metadata ? "t" : "f", in->metadata,
+    };
+    return store_query(pg, PATCH_SQL, 7, values, decode_update, (store_cb)cb, ctx);
+}
+
+int store_call_cancel(struct pg_pool *pg, const char *id, store_update_fn cb, void *ctx)
+{
+    const char *values[] = { id };
+    return store_query(pg, CANCEL_SQL, 1, values, decode_update, (store_cb)cb, ctx);
+}
+
+/* ----------------------------------------------------------------- list */
+
+/* One row at least (the total); page columns NULL when the page is empty.
+ * The LIMIT asks one row more than the page: it says whether a next page
+ * exists, so a full last page gets no cursor to an empty one. */
+static const char LIST_SQL[] =
+    "SELECT t.total, p.body, p.us, p.id "
+    "FROM (SELECT count(*) AS total FROM calls WHERE $1::text IS NULL OR status = $1) t "
+    "LEFT JOIN LATERAL ("
+    "  SELECT call_json(c)::text AS body,"
+    "         ((extract(epoch FROM c.created_at) * 1000000)::bigint)::text AS us,"
+    "         c.id::text AS id"
+    "  FROM calls c"
+    "  WHERE ($1::text IS NULL OR c.status = $1)"
+    "    AND ($4::bigint IS NULL OR (c.created_at, c.id) <"
+    "         ('epoch'::timestamptz + $4::bigint * interval '1 microsecond', $5::uuid))"
+    "  ORDER BY c.created_at DESC, c.id DESC"
+    "  LIMIT $2::int OFFSET $3::bigint"
+    ") p ON true";
+
+/* The page size travels with the job: the decoder needs it to tell the
+ * extra row from the page. */
+struct list_job {
+    store_page_fn cb;
+    void *ctx;
+    int page_size;
+};
+
+static void decode_page(const PGresult *res, const struct store_err *e, store_cb cb, void *ctx)
+{
+    struct list_job *lj = ctx;
+    struct store_err oom = { .msg = "out of memory", .answered = true };
+    struct store_page page = { 0 };
+    struct store_list_row *rows = NULL;
+    int n = e == NULL ? PQntuples(res) : 0;
+
+    if (e == NULL && (rows = calloc((size_t)n + 1, sizeof(*rows))) == NULL)
+        e = &oom;
+    for (int r = 0; e == NULL && r < n && page.n < lj->page_size; r++) {
+        if (PQgetisnull(res, r, 1))
+            continue;
+        struct store_list_row *row = &rows[page.n++];
+        row->doc = json_at(res, r, 1);
+        row->created_us = strtoll(PQgetvalue(res, r, 2), NULL, 10);
+        row->id = PQgetvalue(res, r, 3);
+    }
+    if (e == NULL) {
+        page.total = n > 0 ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+        page.rows = rows;
+        page.more = n > lj->page_size && page.n == lj->page_size;
+    }
+    lj->cb(lj->ctx, e, e == NULL ? &page : NULL);
+    free(rows);
+    free(lj);
+}
+
+int store_calls_list(struct pg_pool *pg, const struct list_query *q, store_page_fn cb,
+                     void *ctx)
+{
+    struct store_num limit, offset, us;
+    struct list_job *lj = malloc(sizeof(*lj));
+    if (lj == NULL)
+        return -1;
+    lj->cb = cb;
+    lj->ctx = ctx;
+    lj->page_size = q->page_size;
+    const char *values[] = {
+        q->status,
+        store_int(&limit, q->page_size + 1),
+        store_int(&offset, q->has_cursor ? 0LL : (long long)(q->page - 1) * q->page_size),
+        q->has_cursor ? store_int(&us, q->cursor_created_us) : NULL,
+        q->has_cursor ? q->cursor_id : NULL,
+    };
+    if (store_query(pg, LIST_SQL, 5, values, decode_page, NULL, lj) < 0) {
+        free(lj);
+        return -1;
+    }
+    return 0;
+}
+
+/* --------------------------------------------------------------- counts */
+
+static const char COUNTS_SQL[] = "SELECT status, count(*) FROM calls GROUP BY status";
+
+static const char *const statuses[STORE_STATUSES] = { "PENDING", "IN_PROGRESS", "COMPLETED",
+                                                      "FAILED", "CANCELLED" };
+
+static void decode_counts(const PGresult *res, const struct store_err *e, store_cb cb,
+                          void *ctx)
+{
+    store_counts_fn fn = (store_counts_fn)cb;
+    long long counts[STORE_STATUSES] = { 0 };
+    if (e != NULL) {
+        fn(ctx, e, NULL);
+        return;
+    }
+    for (int r = 0; r < PQntuples(res); r++)
+        for (int i = 0; i < STORE_STATUSES; i++)
+            if (strcmp(PQgetvalue(res, r, 0), statuses[i]) == 0)
+                counts[i] = strtoll(PQgetvalue(res, r, 1), NULL, 10);
+    fn(ctx, NULL, counts);
+}
+
+int store_calls_count(struct pg_pool *pg, store_counts_fn cb, void *ctx)
+{
+    return store_query(pg, COUNTS_SQL, 0, NULL, decode_counts, (store_cb)cb, ctx);
+}
+
+/* --------------------------------------------------------------- intake */
+
+/* The statement lives in intake_calls() (sql/003_intake.sql), where
+ * PostgreSQL plans it once per connection instead of once per batch. */
+static const char INTAKE_SQL[] =
+    "SELECT r_ord, r_outcome, r_body FROM intake_calls($1::json, $2::int)";
+
+struct intake_job {
+    store_intake_build_fn build;
+    store_intake_done_fn done;
+    void *ctx;
+    int built;                   /* build ran: the pool had a connection */
+    struct store_num max_attempts;
+    const char *values[2];
+};
+
+static int intake_build(void *arg, struct pg_query *q)
+{
+    struct intake_job *ij = arg;
+    ij->built = 1;
+    ij->values[0] = ij->build(ij->ctx);
+    if (ij->values[0] == NULL)
+        return 1;
+    ij->values[1] = ij->max_attempts.s;
+    q->sql = INTAKE_SQL;
+    q->nparams = 2;
+    q->values = ij->values;
+    return 0;
+}
+
+static enum store_intake_outcome intake_outcome(const char *s)
+{
+    return s[0] == 'C' ? STORE_INTAKE_CREATED
+           : s[0] == 'R' ? STORE_INTAKE_REPLAYED
+                         : STORE_INTAKE_KEY_CONFLICT;
+}
+
+static void intake_done(void *arg, const PGresult *res, const char *err)
+{
+    struct intake_job *ij = arg;
+    struct store_err e, oom = { .msg = "out of memory", .answered = true };
+    const struct store_err *ep = NULL;
+    struct store_intake_row *rows = NULL;
+    int n = 0;
+
+    if (res != NULL || err != NULL)
+        ep = store_err_from(&e, res, err);
+    if (ep == NULL && res != NULL) {
+        n = PQntuples(res);
+        if ((rows = calloc((size_t)n + 1, sizeof(*rows))) == NULL)
+            ep = &oom;
+        for (int r = 0; ep == NULL && r < n; r++) {
+            rows[r].ord = atoi(PQgetvalue(res, r, 0));
+            rows[r].outcome = intake_outcome(PQgetvalue(res, r, 1));
+            rows[r].body = PQgetvalue(res, r, 2);
+        }
+    }
+    ij->done(ij->ctx, ij->built, ep, ep == NULL ? rows : NULL, ep == NULL ? n : 0);
+    free(rows);
+    free(ij);
+}
+
+int store_intake_submit(struct pg_pool *pg, int max_attempts, store_intake_build_fn build,
+                        store_intake_done_fn done, void *ctx)
+{
+    struct intake_job *ij = calloc(1, sizeof(*ij));
+    if (ij == NULL)
+        return -1;
+    ij->build = build;
+    ij->done = done;
+    ij->ctx = ctx;
+    store_int(&ij->max_attempts, max_attempts);
+    if (pg_pool_submit(pg, intake_build, intake_done, ij) < 0) {
+        free(ij);
+        return -1;
+    }
+    return 0;
+}
