@@ -1,5 +1,8 @@
 /*
  * attempt.c — the end of a dispatch attempt (attempt.h).
+ *
+ * Owns: the order of the end — signal, release, then settle or count — and
+ * the logging of a release that failed.
  */
 #include "dispatch/attempt.h"
 

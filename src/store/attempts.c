@@ -1,5 +1,8 @@
 /*
  * attempts.c — the statements of a dispatch attempt's life (attempts.h).
+ *
+ * Owns: the SQL text of load, start, park, record, settle and the webhook's
+ * apply_webhook(), their parameters, and the decoding of their rows.
  */
 #include "store/attempts.h"
 

@@ -1,6 +1,9 @@
 /*
  * calls.c — the API's statements on calls (calls.h).
  *
+ * Owns: the SQL text of GET, PATCH, cancel, list, the counts by status and
+ * the intake batch, their parameters, and the decoding of their rows.
+ *
  * PATCH and cancel are conditional updates ("… WHERE status = 'PENDING'"):
  * a concurrent dispatch or cancel that got there first makes ours match
  * nothing, and the caller learns the call was no longer PENDING instead of

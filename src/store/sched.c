@@ -1,5 +1,8 @@
 /*
  * sched.c — the scheduler's statements (sched.h).
+ *
+ * Owns: the SQL text of the rebuild read, the reclaim and the publish
+ * query, their parameters, and the decoding of their rows.
  */
 #include "store/sched.h"
 

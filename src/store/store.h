@@ -11,7 +11,8 @@
  * caller's CTX.  The rule of pg_pool carries through: a function returns 0
  * when the statement was queued, and then its callback runs exactly once,
  * later, from the loop; it returns -1 when the pool refused the job at once
- * (pg_pool_error() says why), and then the callback never runs.  Whatever
+ * (pg_pool_error() says why) or memory ran out, and then the callback
+ * never runs.  Whatever
  * a callback is handed (strings, rows) lives only during the callback.
  */
 #ifndef CO_STORE_H
