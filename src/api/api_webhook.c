@@ -161,6 +161,8 @@ static void applied(void *ctx, const struct store_err *e, const struct store_web
     struct http_request *req = w->req;
     if (e != NULL) {
         api_store_failed(req, e, "query");
+    } else if (r == NULL) {
+        api_internal_error(req, "webhook", "apply_webhook() returned no row");
     } else if (strcmp(r->result, "unknown") == 0) {
         struct problem p;
         problem_init(&p);

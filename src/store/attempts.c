@@ -16,26 +16,29 @@
 static const char LOAD_SQL[] =
     "SELECT status, attempts, to_number, due_at <= now() FROM calls WHERE id = $1";
 
-static void decode_state(const PGresult *res, const struct store_err *e, store_cb cb, void *ctx)
+static void state_row(const PGresult *res, int r, void *out)
 {
-    store_call_state_fn fn = (store_call_state_fn)cb;
-    if (e != NULL || PQntuples(res) == 0) {
-        fn(ctx, e, NULL);
-        return;
-    }
-    struct store_call_state s = {
-        .status = PQgetvalue(res, 0, 0),
-        .attempts = atoi(PQgetvalue(res, 0, 1)),
-        .to = PQgetvalue(res, 0, 2),
-        .due = PQgetvalue(res, 0, 3)[0] == 't',
-    };
-    fn(ctx, NULL, &s);
+    struct store_call_state *s = out;
+    s->status = PQgetvalue(res, r, 0);
+    s->attempts = atoi(PQgetvalue(res, r, 1));
+    s->to = PQgetvalue(res, r, 2);
+    s->due = PQgetvalue(res, r, 3)[0] == 't';
 }
+
+static void deliver_state(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
+                          int n)
+{
+    ((store_call_state_fn)cb)(ctx, e, n > 0 ? rows : NULL);
+}
+
+static const struct store_rows state_rows = {
+    sizeof(struct store_call_state), state_row, deliver_state,
+};
 
 int store_call_load(struct pg_pool *pg, const char *id, store_call_state_fn cb, void *ctx)
 {
     const char *values[] = { id };
-    return store_query(pg, LOAD_SQL, 1, values, decode_state, (store_cb)cb, ctx);
+    return store_query_rows(pg, LOAD_SQL, 1, values, &state_rows, (store_cb)cb, ctx);
 }
 
 /* ------------------------------------------------------------ start */
@@ -54,24 +57,29 @@ static const char START_SQL[] =
     ") "
     "SELECT script_id, metadata::text FROM upd";
 
-static void decode_started(const PGresult *res, const struct store_err *e, store_cb cb,
-                           void *ctx)
+static void started_row(const PGresult *res, int r, void *out)
 {
-    store_started_fn fn = (store_started_fn)cb;
-    if (e != NULL || PQntuples(res) == 0) {
-        fn(ctx, e, NULL);
-        return;
-    }
-    struct store_started s = { PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1) };
-    fn(ctx, NULL, &s);
+    struct store_started *s = out;
+    s->script_id = PQgetvalue(res, r, 0);
+    s->metadata = PQgetvalue(res, r, 1);
 }
+
+static void deliver_started(store_cb cb, void *ctx, const struct store_err *e,
+                            const void *rows, int n)
+{
+    ((store_started_fn)cb)(ctx, e, n > 0 ? rows : NULL);
+}
+
+static const struct store_rows started_rows = {
+    sizeof(struct store_started), started_row, deliver_started,
+};
 
 int store_attempt_start(struct pg_pool *pg, const char *id, int attempt, const char *to,
                         const char *owner, store_started_fn cb, void *ctx)
 {
     struct store_num att;
     const char *values[] = { id, store_int(&att, attempt), to, owner };
-    return store_query(pg, START_SQL, 4, values, decode_started, (store_cb)cb, ctx);
+    return store_query_rows(pg, START_SQL, 4, values, &started_rows, (store_cb)cb, ctx);
 }
 
 /* ------------------------------------------------------ park, record */
@@ -106,12 +114,27 @@ static const char SETTLE_SQL[] =
     "SELECT status FROM settle_attempt($1, $2::int, $3, $4, NULL, $5::bool,"
     " $6::bigint, $7::bigint, $8::bigint)";
 
-static void decode_settled(const PGresult *res, const struct store_err *e, store_cb cb,
-                           void *ctx)
+/* The row settle_attempt() returns when this call ended the attempt. */
+struct settled_row {
+    const char *status;
+};
+
+static void settled_row(const PGresult *res, int r, void *out)
 {
-    store_settled_fn fn = (store_settled_fn)cb;
-    fn(ctx, e, e == NULL && PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : NULL);
+    struct settled_row *s = out;
+    s->status = PQgetvalue(res, r, 0);
 }
+
+static void deliver_settled(store_cb cb, void *ctx, const struct store_err *e,
+                            const void *rows, int n)
+{
+    const struct settled_row *s = rows;
+    ((store_settled_fn)cb)(ctx, e, n == 1 ? s->status : NULL);
+}
+
+static const struct store_rows settled_rows = {
+    sizeof(struct settled_row), settled_row, deliver_settled,
+};
 
 int store_attempt_settle(struct pg_pool *pg, const struct store_settle *s, store_settled_fn cb,
                          void *ctx)
@@ -122,7 +145,7 @@ int store_attempt_settle(struct pg_pool *pg, const struct store_settle *s, store
         store_int(&base, s->backoff.base_ms), store_int(&max, s->backoff.max_ms),
         store_int(&min_delay, s->min_delay_ms),
     };
-    return store_query(pg, SETTLE_SQL, 8, values, decode_settled, (store_cb)cb, ctx);
+    return store_query_rows(pg, SETTLE_SQL, 8, values, &settled_rows, (store_cb)cb, ctx);
 }
 
 /* ---------------------------------------------------------- webhook */
@@ -132,24 +155,26 @@ static const char APPLY_SQL[] =
     "       COALESCE(slot_owner, call_id::text)"
     " FROM apply_webhook($1, $2::uuid, $3::int, $4, $5, $6::bigint, $7::bigint)";
 
-static void decode_applied(const PGresult *res, const struct store_err *e, store_cb cb,
-                           void *ctx)
+static void applied_row(const PGresult *res, int r, void *out)
 {
-    store_webhook_fn fn = (store_webhook_fn)cb;
-    if (e != NULL) {
-        fn(ctx, e, NULL);
-        return;
-    }
-    struct store_webhook_result r = {
-        .result = PQgetvalue(res, 0, 0),
-        .call_id = PQgetvalue(res, 0, 1),
-        .attempt = atoi(PQgetvalue(res, 0, 2)),
-        .status = PQgetvalue(res, 0, 3),
-        .to = PQgetvalue(res, 0, 4),
-        .slot_owner = PQgetvalue(res, 0, 5),
-    };
-    fn(ctx, NULL, &r);
+    struct store_webhook_result *w = out;
+    w->result = PQgetvalue(res, r, 0);
+    w->call_id = PQgetvalue(res, r, 1);
+    w->attempt = atoi(PQgetvalue(res, r, 2));
+    w->status = PQgetvalue(res, r, 3);
+    w->to = PQgetvalue(res, r, 4);
+    w->slot_owner = PQgetvalue(res, r, 5);
 }
+
+static void deliver_applied(store_cb cb, void *ctx, const struct store_err *e,
+                            const void *rows, int n)
+{
+    ((store_webhook_fn)cb)(ctx, e, n > 0 ? rows : NULL);
+}
+
+static const struct store_rows applied_rows = {
+    sizeof(struct store_webhook_result), applied_row, deliver_applied,
+};
 
 int store_webhook_apply(struct pg_pool *pg, const struct store_webhook *w, store_webhook_fn cb,
                         void *ctx)
@@ -162,5 +187,5 @@ int store_webhook_apply(struct pg_pool *pg, const struct store_webhook *w, store
         w->call_id, w->outcome,
         store_int(&base, w->backoff.base_ms), store_int(&max, w->backoff.max_ms),
     };
-    return store_query(pg, APPLY_SQL, 7, values, decode_applied, (store_cb)cb, ctx);
+    return store_query_rows(pg, APPLY_SQL, 7, values, &applied_rows, (store_cb)cb, ctx);
 }

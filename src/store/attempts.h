@@ -97,7 +97,8 @@ struct store_webhook_result {
     const char *slot_owner;      /* the lease token of the attempt's slot */
 };
 
-/* R is NULL when E != NULL. */
+/* R is NULL when E != NULL (and, against apply_webhook()'s contract of one
+ * row, when no row came). */
 typedef void (*store_webhook_fn)(void *ctx, const struct store_err *e,
                                  const struct store_webhook_result *r);
 int store_webhook_apply(struct pg_pool *pg, const struct store_webhook *w, store_webhook_fn cb,

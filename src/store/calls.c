@@ -28,67 +28,66 @@ static struct store_json json_at(const PGresult *res, int r, int c)
     return j;
 }
 
-static void decode_call(const PGresult *res, const struct store_err *e, store_cb cb, void *ctx)
+static void call_row(const PGresult *res, int r, void *out)
 {
-    store_call_fn fn = (store_call_fn)cb;
-    if (e != NULL || PQntuples(res) == 0) {
-        fn(ctx, e, NULL);
-        return;
-    }
-    struct store_json doc = json_at(res, 0, 0);
-    fn(ctx, NULL, &doc);
+    *(struct store_json *)out = json_at(res, r, 0);
 }
+
+static void deliver_call(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
+                         int n)
+{
+    ((store_call_fn)cb)(ctx, e, n > 0 ? rows : NULL);
+}
+
+static const struct store_rows call_rows = { sizeof(struct store_json), call_row, deliver_call };
 
 int store_call_get(struct pg_pool *pg, const char *id, store_call_fn cb, void *ctx)
 {
     const char *values[] = { id };
-    return store_query(pg, GET_SQL, 1, values, decode_call, (store_cb)cb, ctx);
+    return store_query_rows(pg, GET_SQL, 1, values, &call_rows, (store_cb)cb, ctx);
 }
 
 /* ------------------------------------------------- patch and cancel */
 
-/* Rows: ('U', call) when updated, else ('X', call) when the call exists. */
-static const char PATCH_SQL[] =
-    "WITH upd AS ("
-    "  UPDATE calls SET"
-    "    to_number = CASE WHEN $2::bool THEN $3::text ELSE to_number END,"
-    "    script_id = CASE WHEN $4::bool THEN $5::text ELSE script_id END,"
-    "    metadata = CASE WHEN $6::bool THEN COALESCE($7::jsonb, '{}') ELSE metadata END"
-    "  WHERE id = $1 AND status = 'PENDING'"
-    "  RETURNING call_json(calls) AS body, status"
-    ") "
-    "SELECT 'U', body, status FROM upd "
-    "UNION ALL "
-    "SELECT 'X', call_json(c), c.status FROM calls c "
-    "WHERE c.id = $1 AND NOT EXISTS (SELECT 1 FROM upd)";
+/* A conditional update of a PENDING call: SET is the change.  Rows: ('U',
+ * call) when updated, else ('X', call) when the call exists. */
+#define UPDATE_PENDING_SQL(set)                                                                \
+    "WITH upd AS ("                                                                            \
+    "  UPDATE calls SET " set                                                                  \
+    "  WHERE id = $1 AND status = 'PENDING'"                                                   \
+    "  RETURNING call_json(calls) AS body, status"                                             \
+    ") "                                                                                       \
+    "SELECT 'U', body, status FROM upd "                                                       \
+    "UNION ALL "                                                                               \
+    "SELECT 'X', call_json(c), c.status FROM calls c "                                         \
+    "WHERE c.id = $1 AND NOT EXISTS (SELECT 1 FROM upd)"
 
-static const char CANCEL_SQL[] =
-    "WITH upd AS ("
-    "  UPDATE calls SET status = 'CANCELLED', ended_at = now(), next_attempt_at = NULL"
-    "  WHERE id = $1 AND status = 'PENDING'"
-    "  RETURNING call_json(calls) AS body, status"
-    ") "
-    "SELECT 'U', body, status FROM upd "
-    "UNION ALL "
-    "SELECT 'X', call_json(c), c.status FROM calls c "
-    "WHERE c.id = $1 AND NOT EXISTS (SELECT 1 FROM upd)";
+static const char PATCH_SQL[] = UPDATE_PENDING_SQL(
+    "to_number = CASE WHEN $2::bool THEN $3::text ELSE to_number END,"
+    " script_id = CASE WHEN $4::bool THEN $5::text ELSE script_id END,"
+    " metadata = CASE WHEN $6::bool THEN COALESCE($7::jsonb, '{}') ELSE metadata END");
 
-static void decode_update(const PGresult *res, const struct store_err *e, store_cb cb,
-                          void *ctx)
+static const char CANCEL_SQL[] = UPDATE_PENDING_SQL(
+    "status = 'CANCELLED', ended_at = now(), next_attempt_at = NULL");
+
+static void update_row(const PGresult *res, int r, void *out)
 {
-    store_update_fn fn = (store_update_fn)cb;
-    struct store_update u = { .result = STORE_UPDATE_NOT_FOUND };
-    if (e != NULL) {
-        fn(ctx, e, NULL);
-        return;
-    }
-    if (PQntuples(res) > 0) {
-        u.result = PQgetvalue(res, 0, 0)[0] == 'U' ? STORE_UPDATED : STORE_NOT_PENDING;
-        u.doc = json_at(res, 0, 1);
-        u.status = PQgetvalue(res, 0, 2);
-    }
-    fn(ctx, NULL, &u);
+    struct store_update *u = out;
+    u->result = PQgetvalue(res, r, 0)[0] == 'U' ? STORE_UPDATED : STORE_NOT_PENDING;
+    u->doc = json_at(res, r, 1);
+    u->status = PQgetvalue(res, r, 2);
 }
+
+static void deliver_update(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
+                           int n)
+{
+    static const struct store_update not_found = { .result = STORE_UPDATE_NOT_FOUND };
+    ((store_update_fn)cb)(ctx, e, e != NULL ? NULL : n > 0 ? rows : &not_found);
+}
+
+static const struct store_rows update_rows = {
+    sizeof(struct store_update), update_row, deliver_update,
+};
 
 int store_call_patch(struct pg_pool *pg, const char *id, const struct call_input *in,
                      store_update_fn cb, void *ctx)
@@ -99,13 +98,13 @@ int store_call_patch(struct pg_pool *pg, const char *id, const struct call_input
         in->has_script_id ? "t" : "f", in->has_script_id ? in->script_id : NULL,
         in->has_metadata ? "t" : "f", in->metadata,
     };
-    return store_query(pg, PATCH_SQL, 7, values, decode_update, (store_cb)cb, ctx);
+    return store_query_rows(pg, PATCH_SQL, 7, values, &update_rows, (store_cb)cb, ctx);
 }
 
 int store_call_cancel(struct pg_pool *pg, const char *id, store_update_fn cb, void *ctx)
 {
     const char *values[] = { id };
-    return store_query(pg, CANCEL_SQL, 1, values, decode_update, (store_cb)cb, ctx);
+    return store_query_rows(pg, CANCEL_SQL, 1, values, &update_rows, (store_cb)cb, ctx);
 }
 
 /* ----------------------------------------------------------------- list */

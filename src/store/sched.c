@@ -45,28 +45,6 @@ static const char PUBLISH_SQL[] =
     "   FOR UPDATE SKIP LOCKED)"
     " RETURNING id::text, attempts + 1, to_number";
 
-static const struct store_err oom = { .msg = "out of memory", .answered = true };
-
-/* Rows of RES decoded by ROW into an array of N elements of SIZE bytes, or
- * NULL (E set to out of memory). */
-static void *decode_rows(const PGresult *res, size_t size, int *n, const struct store_err **e,
-                         void (*row)(const PGresult *res, int r, void *out))
-{
-    *n = 0;
-    if (*e != NULL)
-        return NULL;
-    int rows = PQntuples(res);
-    char *a = calloc((size_t)rows + 1, size);
-    if (a == NULL) {
-        *e = &oom;
-        return NULL;
-    }
-    for (int r = 0; r < rows; r++)
-        row(res, r, a + (size_t)r * size);
-    *n = rows;
-    return a;
-}
-
 static void in_progress_row(const PGresult *res, int r, void *out)
 {
     struct store_in_progress *p = out;
@@ -76,21 +54,22 @@ static void in_progress_row(const PGresult *res, int r, void *out)
     p->lease_s = atof(PQgetvalue(res, r, 3));
 }
 
-static void decode_in_progress(const PGresult *res, const struct store_err *e, store_cb cb,
-                               void *ctx)
+static void deliver_in_progress(store_cb cb, void *ctx, const struct store_err *e,
+                                const void *rows, int n)
 {
-    int n;
-    struct store_in_progress *rows = decode_rows(res, sizeof(*rows), &n, &e, in_progress_row);
     ((store_in_progress_fn)cb)(ctx, e, rows, n);
-    free(rows);
 }
+
+static const struct store_rows in_progress_rows = {
+    sizeof(struct store_in_progress), in_progress_row, deliver_in_progress,
+};
 
 int store_in_progress(struct pg_pool *pg, long long lease_ms, store_in_progress_fn cb,
                       void *ctx)
 {
     struct store_num lease;
     const char *values[] = { store_int(&lease, lease_ms) };
-    return store_query(pg, REBUILD_SQL, 1, values, decode_in_progress, (store_cb)cb, ctx);
+    return store_query_rows(pg, REBUILD_SQL, 1, values, &in_progress_rows, (store_cb)cb, ctx);
 }
 
 static void reclaimed_row(const PGresult *res, int r, void *out)
@@ -103,14 +82,15 @@ static void reclaimed_row(const PGresult *res, int r, void *out)
     p->slot_owner = PQgetvalue(res, r, 4);
 }
 
-static void decode_reclaimed(const PGresult *res, const struct store_err *e, store_cb cb,
-                             void *ctx)
+static void deliver_reclaimed(store_cb cb, void *ctx, const struct store_err *e,
+                              const void *rows, int n)
 {
-    int n;
-    struct store_reclaimed *rows = decode_rows(res, sizeof(*rows), &n, &e, reclaimed_row);
     ((store_reclaimed_fn)cb)(ctx, e, rows, n);
-    free(rows);
 }
+
+static const struct store_rows reclaimed_rows = {
+    sizeof(struct store_reclaimed), reclaimed_row, deliver_reclaimed,
+};
 
 int store_reclaim(struct pg_pool *pg, long long timeout_ms, const struct store_backoff *b,
                   int limit, store_reclaimed_fn cb, void *ctx)
@@ -120,7 +100,7 @@ int store_reclaim(struct pg_pool *pg, long long timeout_ms, const struct store_b
         store_int(&timeout, timeout_ms), store_int(&base, b->base_ms),
         store_int(&max, b->max_ms), store_int(&lim, limit),
     };
-    return store_query(pg, RECLAIM_SQL, 4, values, decode_reclaimed, (store_cb)cb, ctx);
+    return store_query_rows(pg, RECLAIM_SQL, 4, values, &reclaimed_rows, (store_cb)cb, ctx);
 }
 
 static void due_row(const PGresult *res, int r, void *out)
@@ -131,18 +111,18 @@ static void due_row(const PGresult *res, int r, void *out)
     p->to = PQgetvalue(res, r, 2);
 }
 
-static void decode_due(const PGresult *res, const struct store_err *e, store_cb cb, void *ctx)
+static void deliver_due(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
+                        int n)
 {
-    int n;
-    struct store_due *rows = decode_rows(res, sizeof(*rows), &n, &e, due_row);
     ((store_due_fn)cb)(ctx, e, rows, n);
-    free(rows);
 }
+
+static const struct store_rows due_rows = { sizeof(struct store_due), due_row, deliver_due };
 
 int store_publish_due(struct pg_pool *pg, int limit, long long grace_ms, store_due_fn cb,
                       void *ctx)
 {
     struct store_num lim, grace;
     const char *values[] = { store_int(&lim, limit), store_int(&grace, grace_ms) };
-    return store_query(pg, PUBLISH_SQL, 2, values, decode_due, (store_cb)cb, ctx);
+    return store_query_rows(pg, PUBLISH_SQL, 2, values, &due_rows, (store_cb)cb, ctx);
 }

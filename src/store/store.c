@@ -14,7 +14,8 @@
 #include "store/store_job.h"
 
 struct store_job {
-    store_decode_fn decode;
+    store_decode_fn decode;      /* NULL: ROWS decodes */
+    const struct store_rows *rows;
     store_cb cb;
     void *ctx;
 };
@@ -45,29 +46,64 @@ const struct store_err *store_err_from(struct store_err *e, const PGresult *res,
     return e;
 }
 
+static void decode_rows(const struct store_rows *how, const PGresult *res,
+                        const struct store_err *e, store_cb cb, void *ctx)
+{
+    static const struct store_err oom = { .msg = "out of memory", .answered = true };
+    char *rows = NULL;
+    int n = 0;
+    if (e == NULL) {
+        n = PQntuples(res);
+        if ((rows = calloc((size_t)n + 1, how->size)) == NULL) {
+            e = &oom;
+            n = 0;
+        }
+        for (int r = 0; r < n; r++)
+            how->row(res, r, rows + (size_t)r * how->size);
+    }
+    how->deliver(cb, ctx, e, rows, n);
+    free(rows);
+}
+
 static void job_done(void *arg, const PGresult *res, const char *err)
 {
     struct store_job *j = arg;
     struct store_err e;
     const struct store_err *ep = store_err_from(&e, res, err);
-    j->decode(ep ? NULL : res, ep, j->cb, j->ctx);
+    if (j->decode != NULL)
+        j->decode(ep ? NULL : res, ep, j->cb, j->ctx);
+    else
+        decode_rows(j->rows, ep ? NULL : res, ep, j->cb, j->ctx);
     free(j);
 }
 
-int store_query(struct pg_pool *pg, const char *sql, int nparams, const char *const *values,
-                store_decode_fn decode, store_cb cb, void *ctx)
+static int queue(struct pg_pool *pg, const char *sql, int nparams, const char *const *values,
+                 const struct store_job *job)
 {
     struct store_job *j = malloc(sizeof(*j));
     if (j == NULL)
         return -1;
-    j->decode = decode;
-    j->cb = cb;
-    j->ctx = ctx;
+    *j = *job;
     if (pg_pool_query(pg, sql, nparams, values, job_done, j) < 0) {
         free(j);
         return -1;
     }
     return 0;
+}
+
+int store_query(struct pg_pool *pg, const char *sql, int nparams, const char *const *values,
+                store_decode_fn decode, store_cb cb, void *ctx)
+{
+    struct store_job j = { .decode = decode, .cb = cb, .ctx = ctx };
+    return queue(pg, sql, nparams, values, &j);
+}
+
+int store_query_rows(struct pg_pool *pg, const char *sql, int nparams,
+                     const char *const *values, const struct store_rows *how, store_cb cb,
+                     void *ctx)
+{
+    struct store_job j = { .rows = how, .cb = cb, .ctx = ctx };
+    return queue(pg, sql, nparams, values, &j);
 }
 
 void store_decode_none(const PGresult *res, const struct store_err *e, store_cb cb, void *ctx)
