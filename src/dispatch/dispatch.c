@@ -103,7 +103,7 @@ static void job_release(struct job *j)
 {
     if (j->d->freeing)
         return; /* the lease expires; the scheduler reconciles */
-    attempt_release(j->d->redis, j->id, j->attempt, j->to, j->owner, "lost race");
+    attempt_release(j->d->redis, j->id, j->attempt, j->to, j->owner, "call not started");
 }
 
 /* ---------------------------------------------------- provider outcome */
