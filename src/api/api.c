@@ -174,14 +174,13 @@ void api_store_failed(struct http_request *req, const struct store_err *e, const
         api_internal_error(req, what, e->msg);
 }
 
-struct api_req *api_req_new(struct api *api, struct http_request *req, const char *id)
+struct api_req *api_req_new(struct http_request *req, const char *id)
 {
     struct api_req *r = calloc(1, sizeof(*r));
     if (r == NULL) {
         api_internal_error(req, "query", "out of memory");
         return NULL;
     }
-    r->api = api;
     r->req = req;
     if (id != NULL)
         snprintf(r->id, sizeof(r->id), "%s", id);

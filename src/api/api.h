@@ -79,13 +79,12 @@ void api_store_failed(struct http_request *req, const struct store_err *e, const
 /* What a handler hands to its store callback: the request and, for
  * messages, the call id.  The handler's callback frees it. */
 struct api_req {
-    struct api *api;
     struct http_request *req;
     char id[UUID_LEN + 1];
 };
 
 /* A new api_req (ID may be NULL); NULL after answering 500. */
-struct api_req *api_req_new(struct api *api, struct http_request *req, const char *id);
+struct api_req *api_req_new(struct http_request *req, const char *id);
 
 /* The handlers (api_calls.c, api_ops.c). ID is a validated UUID. */
 void api_calls_get(struct api *api, struct http_request *req, const char *id);

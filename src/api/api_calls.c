@@ -39,7 +39,7 @@ static void got_call(void *ctx, const struct store_err *e, const struct store_js
 
 void api_calls_get(struct api *api, struct http_request *req, const char *id)
 {
-    struct api_req *r = api_req_new(api, req, id);
+    struct api_req *r = api_req_new(req, id);
     if (r != NULL && store_call_get(api->pg, id, got_call, r) < 0)
         refused(r);
 }
@@ -99,7 +99,7 @@ void api_calls_patch(struct api *api, struct http_request *req, const char *id)
         problem_reset(&p);
         return;
     }
-    struct api_req *r = api_req_new(api, req, id);
+    struct api_req *r = api_req_new(req, id);
     if (r != NULL && store_call_patch(api->pg, id, &in, patched, r) < 0)
         refused(r);
     call_input_free(&in);
@@ -107,7 +107,7 @@ void api_calls_patch(struct api *api, struct http_request *req, const char *id)
 
 void api_calls_cancel(struct api *api, struct http_request *req, const char *id)
 {
-    struct api_req *r = api_req_new(api, req, id);
+    struct api_req *r = api_req_new(req, id);
     if (r != NULL && store_call_cancel(api->pg, id, cancelled, r) < 0)
         refused(r);
 }
@@ -177,7 +177,6 @@ void api_calls_list(struct api *api, struct http_request *req)
         api_internal_error(req, "query", "out of memory");
         return;
     }
-    l->r.api = api;
     l->r.req = req;
     l->page_size = q.page_size;
     l->page = q.has_cursor ? 0 : q.page;
