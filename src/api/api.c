@@ -17,7 +17,7 @@
 #include "api/intake.h"
 #include "net/kafka_producer.h"
 #include "util/log.h"
-#include "net/redis_slots.h"
+#include "dispatch/slots.h"
 #include "util/shm.h"
 #include "api/validate.h"
 
@@ -162,51 +162,25 @@ void api_call_not_found(struct http_request *req, const char *id)
     problem_reset(&p);
 }
 
-struct query_ctx {
-    struct api *api;
-    struct http_request *req;
-    api_rows_fn fn;
-    char id[UUID_LEN + 1];
-};
-
-/* An SQL error that means "database unavailable" rather than a bug:
- * connection exceptions, operator intervention, insufficient resources. */
-int api_sql_unavailable(const PGresult *res)
+void api_store_failed(struct http_request *req, const struct store_err *e, const char *what)
 {
-    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-    return state != NULL && (strncmp(state, "08", 2) == 0 || strncmp(state, "57", 2) == 0 ||
-                             strncmp(state, "53", 2) == 0);
-}
-
-static void query_done(void *arg, const PGresult *res, const char *err)
-{
-    struct query_ctx *q = arg;
-    if (err == NULL && res != NULL)
-        q->fn(q->api, q->req, res, q->id);
-    else if (res == NULL || api_sql_unavailable(res))
-        api_unavailable(q->req, "the database is unreachable; retry later");
+    if (store_unavailable(e))
+        api_unavailable(req, API_DB_UNREACHABLE);
     else
-        api_internal_error(q->req, "query", err);
-    free(q);
+        api_internal_error(req, what, e->msg);
 }
 
-void api_query(struct api *api, struct http_request *req, const char *sql, int nparams,
-               const char *const *values, api_rows_fn fn, const char *id)
+struct api_req *api_req_new(struct http_request *req, const char *id)
 {
-    struct query_ctx *q = calloc(1, sizeof(*q));
-    if (q == NULL) {
+    struct api_req *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
         api_internal_error(req, "query", "out of memory");
-        return;
+        return NULL;
     }
-    q->api = api;
-    q->req = req;
-    q->fn = fn;
+    r->req = req;
     if (id != NULL)
-        snprintf(q->id, sizeof(q->id), "%s", id);
-    if (pg_pool_query(api->pg, sql, nparams, values, query_done, q) < 0) {
-        api_unavailable(req, "the database is unreachable; retry later");
-        free(q);
-    }
+        snprintf(r->id, sizeof(r->id), "%s", id);
+    return r;
 }
 
 /* Bearer auth for client endpoints; answers 401 itself on failure. */

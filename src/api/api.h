@@ -18,6 +18,8 @@
 #include "net/http_server.h"
 #include "net/pg_pool.h"
 #include "api/problem.h"
+#include "api/validate.h"
+#include "store/store.h"
 #include "util/webhook_sig.h"
 
 struct intake;
@@ -64,18 +66,22 @@ void api_internal_error(struct http_request *req, const char *what, const char *
 /* 404 for /api/v1/calls/{id} with an unknown or malformed id. */
 void api_call_not_found(struct http_request *req, const char *id);
 
-/*
- * Run one statement for REQ.  FN gets the rows on success; a refused job or
- * a lost connection answers 503 + Retry-After, an SQL error 500 (logged).
- * ID (may be NULL) is copied and handed to FN, for messages.
- */
-typedef void (*api_rows_fn)(struct api *api, struct http_request *req, const PGresult *res,
-                            const char *id);
-void api_query(struct api *api, struct http_request *req, const char *sql, int nparams,
-               const char *const *values, api_rows_fn fn, const char *id);
+/* The 503 detail when the database cannot take or answer a statement. */
+#define API_DB_UNREACHABLE "the database is unreachable; retry later"
 
-/* 1 when an SQL error means the database is unavailable (503, not 500). */
-int api_sql_unavailable(const PGresult *res);
+/* A store callback's error E answered: 503 + Retry-After when the database
+ * is unavailable (no answer, or such an SQLSTATE), else 500 (logged as WHAT). */
+void api_store_failed(struct http_request *req, const struct store_err *e, const char *what);
+
+/* What a handler hands to its store callback: the request and, for
+ * messages, the call id.  The handler's callback frees it. */
+struct api_req {
+    struct http_request *req;
+    char id[UUID_LEN + 1];
+};
+
+/* A new api_req (ID may be NULL); NULL after answering 500. */
+struct api_req *api_req_new(struct http_request *req, const char *id);
 
 /* The handlers (api_calls.c, api_ops.c). ID is a validated UUID. */
 void api_calls_get(struct api *api, struct http_request *req, const char *id);

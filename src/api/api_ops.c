@@ -9,7 +9,8 @@
 
 #include "api/api.h"
 #include "net/kafka_producer.h"
-#include "net/redis_slots.h"
+#include "dispatch/slots.h"
+#include "store/calls.h"
 #include "util/shm.h"
 
 void api_ops_healthz(struct api *api, struct http_request *req)
@@ -41,61 +42,72 @@ void api_ops_readyz(struct api *api, struct http_request *req)
     }
 }
 
-static const char COUNTS_SQL[] = "SELECT status, count(*) FROM calls GROUP BY status";
+/* Both metrics endpoints read the slots in Redis first (-1 while Redis is
+ * down), then the counts by status from PostgreSQL, then RENDER answers. */
+struct metrics_req;
+typedef void (*metrics_render_fn)(struct metrics_req *m, const long long counts[STORE_STATUSES]);
 
-/* Counts by status, in the order of statuses[] below. */
-static void read_counts(const PGresult *res, long long counts[5]);
+struct metrics_req {
+    struct api *api;
+    struct http_request *req;
+    metrics_render_fn render;
+    int in_flight;               /* slots in use; -1: unknown */
+};
 
-static const char *const statuses[] = { "PENDING", "IN_PROGRESS", "COMPLETED", "FAILED",
-                                        "CANCELLED" };
-
-/* The slots in use travel in the id slot of api_query (-1: unknown). */
-static void read_counts(const PGresult *res, long long counts[5])
+static void counted(struct metrics_req *m, const long long counts[STORE_STATUSES])
 {
-    memset(counts, 0, 5 * sizeof(counts[0]));
-    for (int r = 0; r < PQntuples(res); r++)
-        for (int i = 0; i < 5; i++)
-            if (strcmp(PQgetvalue(res, r, 0), statuses[i]) == 0)
-                counts[i] = strtoll(PQgetvalue(res, r, 1), NULL, 10);
-}
-
-static void counted(struct api *api, struct http_request *req, const PGresult *res,
-                    const char *in_flight)
-{
-    char body[512];
-    long long counts[5];
-    read_counts(res, counts);
+    char body[512], in_flight[16] = "null";
+    if (m->in_flight >= 0)
+        snprintf(in_flight, sizeof(in_flight), "%d", m->in_flight);
     int n = snprintf(body, sizeof(body),
                      "{\"PENDING\":%lld,\"IN_PROGRESS\":%lld,\"COMPLETED\":%lld,"
                      "\"FAILED\":%lld,\"CANCELLED\":%lld,\"inFlight\":%s,\"maxConcurrent\":%d}",
-                     counts[0], counts[1], counts[2], counts[3], counts[4],
-                     in_flight[0] == '-' ? "null" : in_flight, api->cfg->max_concurrent_calls);
-    api_json(req, 200, body, (size_t)n, NULL);
+                     counts[0], counts[1], counts[2], counts[3], counts[4], in_flight,
+                     m->api->cfg->max_concurrent_calls);
+    api_json(m->req, 200, body, (size_t)n, NULL);
 }
 
-/* Both metrics endpoints read the slots in Redis first (-1 while Redis is
- * down), then the counts from PostgreSQL; the slot count travels to the
- * second step in api_query's id string. */
-struct metrics_ctx {
-    struct api *api;
-    struct http_request *req;
-    api_rows_fn render;
-};
-
-static void slots_counted(void *arg, int in_use, const char *err)
+static void prometheus_counted(struct metrics_req *m, const long long counts[STORE_STATUSES])
 {
-    struct metrics_ctx *m = arg;
-    char n[16];
-    snprintf(n, sizeof(n), "%d", err != NULL ? -1 : in_use);
-    if (err == NULL && co_shm != NULL)
-        atomic_store(&co_shm->slots_in_use, in_use);
-    api_query(m->api, m->req, COUNTS_SQL, 0, NULL, m->render, n);
+    struct shm_gauges g = { .slots_in_use = m->in_flight,
+                            .max_slots = m->api->cfg->max_concurrent_calls };
+    memcpy(g.by_status, counts, sizeof(g.by_status));
+    size_t len;
+    char *text = shm_prometheus(&g, &len);
+    if (text == NULL) {
+        api_internal_error(m->req, "metrics", "out of memory");
+        return;
+    }
+    http_respond(m->req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, text, len);
+    free(text);
+}
+
+static void statuses_counted(void *ctx, const struct store_err *e,
+                             const long long counts[STORE_STATUSES])
+{
+    struct metrics_req *m = ctx;
+    if (e != NULL)
+        api_store_failed(m->req, e, "query");
+    else
+        m->render(m, counts);
     free(m);
 }
 
-static void read_slots_then(struct api *api, struct http_request *req, api_rows_fn render)
+static void slots_counted(void *arg, int in_use, const char *err)
 {
-    struct metrics_ctx *m = malloc(sizeof(*m));
+    struct metrics_req *m = arg;
+    m->in_flight = err != NULL ? -1 : in_use;
+    if (err == NULL && co_shm != NULL)
+        atomic_store(&co_shm->slots_in_use, in_use);
+    if (store_calls_count(m->api->pg, statuses_counted, m) < 0) {
+        api_unavailable(m->req, API_DB_UNREACHABLE);
+        free(m);
+    }
+}
+
+static void read_slots_then(struct api *api, struct http_request *req, metrics_render_fn render)
+{
+    struct metrics_req *m = malloc(sizeof(*m));
     if (m == NULL) {
         api_internal_error(req, "metrics", "out of memory");
         return;
@@ -110,22 +122,6 @@ static void read_slots_then(struct api *api, struct http_request *req, api_rows_
 void api_ops_metrics_json(struct api *api, struct http_request *req)
 {
     read_slots_then(api, req, counted);
-}
-
-static void prometheus_counted(struct api *api, struct http_request *req, const PGresult *res,
-                               const char *in_flight)
-{
-    struct shm_gauges g = { .slots_in_use = atoi(in_flight),
-                            .max_slots = api->cfg->max_concurrent_calls };
-    read_counts(res, g.by_status);
-    size_t len;
-    char *text = shm_prometheus(&g, &len);
-    if (text == NULL) {
-        api_internal_error(req, "metrics", "out of memory");
-        return;
-    }
-    http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, text, len);
-    free(text);
 }
 
 void api_ops_prometheus(struct api *api, struct http_request *req)

@@ -6,7 +6,8 @@
  * timestamp tolerance and two keys during rotation, or X-Api-Key), reading
  * its body, applying it through apply_webhook() in PostgreSQL (webhook-id
  * dedupe, attempt found by reference or by the provider's call id, settled
- * once), and releasing the attempt's slot and phone lock in Redis.
+ * once), and then ending the attempt (attempt_finished(): slot and phone
+ * lock released in Redis, counted).
  *
  * A repeated or late webhook answers 200 and changes nothing; a webhook
  * that arrives before the provider's answer to the start request finds the
@@ -21,19 +22,15 @@
 #include <jansson.h>
 
 #include "api/api.h"
-#include "dispatch/dispatch.h"
-#include "util/log.h"
-#include "net/redis_slots.h"
-#include "util/shm.h"
 #include "api/validate.h"
+#include "dispatch/attempt.h"
+#include "store/attempts.h"
+#include "util/log.h"
+#include "util/shm.h"
+#include "util/timeutil.h"
 #include "util/webhook_sig.h"
 
 #define WEBHOOK_CALL_ID_MAX 256
-
-static const char APPLY_SQL[] =
-    "SELECT result, call_id::text, attempt, status, to_number, $5::text,"
-    "       COALESCE(slot_owner, call_id::text)"
-    " FROM apply_webhook($1, $2::uuid, $3::int, $4, $5, $6::bigint, $7::bigint)";
 
 static const char *const outcomes[] = { "COMPLETED", "FAILED", "BUSY", "NO_ANSWER" };
 
@@ -151,43 +148,47 @@ static void count_outcome(const char *outcome)
             shm_count(c[i]);
 }
 
-static void release_done(void *arg, int released, const char *err)
-{
-    if (err != NULL)
-        co_warn("slot release after webhook failed; the lease will expire", "error=\"%s\"", err);
-}
+/* The request and what it said, until apply_webhook() answers. */
+struct webhook_req {
+    struct api *api;
+    struct http_request *req;
+    const char *outcome;                    /* one of outcomes[] */
+};
 
-static void applied(struct api *api, struct http_request *req, const PGresult *res,
-                    const char *unused)
+static void applied(void *ctx, const struct store_err *e, const struct store_webhook_result *r)
 {
-    const char *result = PQgetvalue(res, 0, 0);
-    if (strcmp(result, "unknown") == 0) {
+    struct webhook_req *w = ctx;
+    struct http_request *req = w->req;
+    if (e != NULL) {
+        api_store_failed(req, e, "query");
+    } else if (r == NULL) {
+        api_internal_error(req, "webhook", "apply_webhook() returned no row");
+    } else if (strcmp(r->result, "unknown") == 0) {
         struct problem p;
         problem_init(&p);
         problem_set(&p, 404, "no call matches this webhook");
         api_problem(req, &p);
         problem_reset(&p);
-        return;
-    }
-    if (strcmp(result, "applied") == 0) {
-        const char *id = PQgetvalue(res, 0, 1), *to = PQgetvalue(res, 0, 4);
-        int attempt = atoi(PQgetvalue(res, 0, 2));
-        co_info("webhook applied", "call=%s attempt=%d status=%s", id, attempt,
-                PQgetvalue(res, 0, 3));
-        count_outcome(PQgetvalue(res, 0, 5));
-        if (strcmp(PQgetvalue(res, 0, 3), "PENDING") == 0)
-            shm_count(CNT_RETRIES_SCHEDULED);
-        /* the lease belongs to the dispatch job that took it */
-        const char *owner = PQgetvalue(res, 0, 6);
-        if (redis_slots_release(api->redis, owner, attempt, to, release_done, NULL) < 0)
-            co_warn("slot release refused; the lease will expire", "call=%s", id);
     } else {
-        co_info("webhook changes nothing", "result=%s call=%s", result, PQgetvalue(res, 0, 1));
-        shm_count(CNT_WEBHOOKS_DUPLICATE);
+        if (strcmp(r->result, "applied") == 0) {
+            co_info("webhook applied", "call=%s attempt=%d status=%s", r->call_id, r->attempt,
+                    r->status);
+            count_outcome(w->outcome);
+            /* the lease belongs to the dispatch job that took it */
+            struct attempt_end end = {
+                .call_id = r->call_id, .attempt = r->attempt, .to = r->to,
+                .owner = r->slot_owner, .noticed_by = "webhook", .status = r->status,
+            };
+            attempt_finished(w->api->pg, w->api->redis, &end, NULL, NULL);
+        } else {
+            co_info("webhook changes nothing", "result=%s call=%s", r->result, r->call_id);
+            shm_count(CNT_WEBHOOKS_DUPLICATE);
+        }
+        char body[64];
+        int n = snprintf(body, sizeof(body), "{\"result\":\"%s\"}", r->result);
+        api_json(req, 200, body, (size_t)n, NULL);
     }
-    char body[64];
-    int n = snprintf(body, sizeof(body), "{\"result\":\"%s\"}", result);
-    api_json(req, 200, body, (size_t)n, NULL);
+    free(w);
 }
 
 void api_webhook(struct api *api, struct http_request *req)
@@ -205,15 +206,24 @@ void api_webhook(struct api *api, struct http_request *req)
         problem_reset(&p);
         return;
     }
-    char attempt[16], base[32], max[32];
-    snprintf(attempt, sizeof(attempt), "%d", w.ref_attempt);
-    snprintf(base, sizeof(base), "%lld", dispatch_ms(api->cfg->backoff_base));
-    snprintf(max, sizeof(max), "%lld", dispatch_ms(api->cfg->backoff_max));
-    const char *values[] = {
-        http_request_header(req, "webhook-id"),
-        w.has_reference ? w.ref_id : NULL,
-        w.has_reference ? attempt : NULL,
-        w.call_id, w.outcome, base, max,
+    struct webhook_req *wr = malloc(sizeof(*wr));
+    if (wr == NULL) {
+        api_internal_error(req, "query", "out of memory");
+        return;
+    }
+    wr->api = api;
+    wr->req = req;
+    wr->outcome = w.outcome;
+    struct store_webhook sw = {
+        .webhook_id = http_request_header(req, "webhook-id"),
+        .ref_id = w.has_reference ? w.ref_id : NULL,
+        .ref_attempt = w.ref_attempt,
+        .call_id = w.call_id,
+        .outcome = w.outcome,
+        .backoff = { co_ms(api->cfg->backoff_base), co_ms(api->cfg->backoff_max) },
     };
-    api_query(api, req, APPLY_SQL, 7, values, applied, NULL);
+    if (store_webhook_apply(api->pg, &sw, applied, wr) < 0) {
+        api_unavailable(req, API_DB_UNREACHABLE);
+        free(wr);
+    }
 }

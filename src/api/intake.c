@@ -32,17 +32,14 @@
 #include <openssl/rand.h>
 
 #include "api/api.h"
+#include "api/validate.h"
+#include "store/calls.h"
 #include "util/log.h"
 #include "util/shm.h"
-#include "api/validate.h"
+#include "util/strbuf.h"
 
 /* A lost key race is retried this often before the client gets a 409. */
 #define INTAKE_MAX_RETRIES 3
-
-/* The statement lives in intake_calls() (sql/003_intake.sql), where
- * PostgreSQL plans it once per connection instead of once per batch. */
-static const char INTAKE_SQL[] =
-    "SELECT r_ord, r_outcome, r_body FROM intake_calls($1::json, $2::int)";
 
 struct pending {
     struct pending *next;
@@ -56,12 +53,9 @@ struct pending {
 
 struct batch {
     struct intake *in;
-    int built;                   /* build() ran: the pool had a connection */
     struct pending **items;
     int n;
     char *json;
-    char max_attempts[16];
-    const char *values[2];
 };
 
 struct intake {
@@ -116,67 +110,48 @@ static void fail_queue(struct intake *in, const char *why)
 
 /* ------------------------------------------------------ the statement */
 
-/* Append S to the JSON text in *buf as a JSON string. */
-static int append_json_string(char **buf, size_t *len, size_t *cap, const char *s);
-
-static int append(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
-{
-    if (*len + n + 1 > *cap) {
-        size_t c = *cap ? *cap : 1024;
-        while (*len + n + 1 > c)
-            c *= 2;
-        char *b = realloc(*buf, c);
-        if (b == NULL)
-            return -1;
-        *buf = b;
-        *cap = c;
-    }
-    memcpy(*buf + *len, s, n);
-    *len += n;
-    (*buf)[*len] = '\0';
-    return 0;
-}
-
-static int append_json_string(char **buf, size_t *len, size_t *cap, const char *s)
+/* Append S to B as a JSON string. */
+static void add_json_string(struct strbuf *b, const char *s)
 {
     /* jansson escapes whatever the key holds (quotes, backslashes …) */
     json_t *j = json_string(s);
     char *t = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
-    int rc = t ? append(buf, len, cap, t, strlen(t)) : -1;
+    if (t != NULL)
+        strbuf_adds(b, t);
+    else
+        b->failed = true;
     free(t);
     json_decref(j);
-    return rc;
 }
 
-/* The input rows as one JSON array.  to, scriptId and the id are validated
- * to characters that need no escaping; metadata is already compact JSON. */
+/* The input rows as one JSON array (see intake_calls() in
+ * sql/003_intake.sql).  to, scriptId and the id are validated to
+ * characters that need no escaping; metadata is already compact JSON. */
 static char *batch_json(struct batch *b)
 {
-    char *buf = NULL, row[512];
-    size_t len = 0, cap = 0;
-    int rc = append(&buf, &len, &cap, "[", 1);
-    for (int i = 0; i < b->n && rc == 0; i++) {
+    struct strbuf buf = { 0 };
+    strbuf_addc(&buf, '[');
+    for (int i = 0; i < b->n && !buf.failed; i++) {
         struct pending *p = b->items[i];
-        int n = snprintf(row, sizeof(row), "%s{\"ord\":%d,\"id\":\"%s\",\"to_number\":\"%s\","
-                         "\"script_id\":\"%s\",\"req_hash\":\"%s\"",
-                         i ? "," : "", i, p->id, p->call.to, p->call.script_id, p->hash);
-        rc = append(&buf, &len, &cap, row, (size_t)n);
-        if (rc == 0 && p->call.metadata != NULL) {
-            rc = append(&buf, &len, &cap, ",\"metadata\":", 12);
-            rc = rc ? rc : append(&buf, &len, &cap, p->call.metadata, strlen(p->call.metadata));
+        strbuf_addf(&buf, "%s{\"ord\":%d,\"id\":\"%s\",\"to_number\":\"%s\","
+                    "\"script_id\":\"%s\",\"req_hash\":\"%s\"",
+                    i ? "," : "", i, p->id, p->call.to, p->call.script_id, p->hash);
+        if (p->call.metadata != NULL) {
+            strbuf_adds(&buf, ",\"metadata\":");
+            strbuf_adds(&buf, p->call.metadata);
         }
-        if (rc == 0 && p->key != NULL) {
-            rc = append(&buf, &len, &cap, ",\"idem_key\":", 12);
-            rc = rc ? rc : append_json_string(&buf, &len, &cap, p->key);
+        if (p->key != NULL) {
+            strbuf_adds(&buf, ",\"idem_key\":");
+            add_json_string(&buf, p->key);
         }
-        rc = rc ? rc : append(&buf, &len, &cap, "}", 1);
+        strbuf_addc(&buf, '}');
     }
-    rc = rc ? rc : append(&buf, &len, &cap, "]", 1);
-    if (rc != 0) {
-        free(buf);
+    strbuf_addc(&buf, ']');
+    if (buf.failed) {
+        strbuf_free(&buf);
         return NULL;
     }
-    return buf;
+    return strbuf_take(&buf);
 }
 
 static int key_in_batch(const struct batch *b, const char *key)
@@ -207,31 +182,25 @@ static void take_queue(struct intake *in, struct batch *b)
         in->tail = &(*in->tail)->next;
 }
 
-/* pg_pool build callback: a connection is free, send what has queued. */
-static int build(void *arg, struct pg_query *q)
+/* A connection is free: the batch's JSON from what has queued, or NULL
+ * when there is nothing to send. */
+static const char *build(void *ctx)
 {
-    struct batch *b = arg;
+    struct batch *b = ctx;
     struct intake *in = b->in;
-    b->built = 1;
     in->job_open = 0;
     take_queue(in, b);
     if (b->n == 0)
-        return 1; /* the queue was answered meanwhile: nothing to send */
+        return NULL; /* the queue was answered meanwhile: nothing to send */
     b->json = batch_json(b);
     if (b->json == NULL) {
         co_error("out of memory building an intake batch", "requests=%d", b->n);
-        return 1;
+        return NULL;
     }
-    snprintf(b->max_attempts, sizeof(b->max_attempts), "%d", in->api->cfg->max_attempts);
-    b->values[0] = b->json;
-    b->values[1] = b->max_attempts;
-    q->sql = INTAKE_SQL;
-    q->nparams = 2;
-    q->values = b->values;
     in->in_flight++;
     submit_if_room(in); /* more than one batch holds, or a held-back key */
     co_debug("intake batch sent", "requests=%d", b->n);
-    return 0;
+    return b->json;
 }
 
 /* ------------------------------------------------------------ answers */
@@ -257,18 +226,17 @@ static void answer_key_conflict(struct http_request *req)
     problem_reset(&pr);
 }
 
-/* Answer the request at row R of RES; returns the request's index. */
-static int answer_row(struct intake *in, struct batch *b, const PGresult *res, int r)
+/* Answer the request ROW is about; returns the request's index. */
+static int answer_row(struct intake *in, struct batch *b, const struct store_intake_row *row)
 {
-    int i = atoi(PQgetvalue(res, r, 0));
+    int i = row->ord;
     if (i < 0 || i >= b->n || b->items[i] == NULL)
         return -1;
     struct pending *p = b->items[i];
-    const char *outcome = PQgetvalue(res, r, 1), *body = PQgetvalue(res, r, 2);
-    if (outcome[0] == 'C')
-        answer_created(in, p, body);
-    else if (outcome[0] == 'R')
-        api_json(p->req, 200, body, strlen(body), NULL);
+    if (row->outcome == STORE_INTAKE_CREATED)
+        answer_created(in, p, row->body);
+    else if (row->outcome == STORE_INTAKE_REPLAYED)
+        api_json(p->req, 200, row->body, strlen(row->body), NULL);
     else
         answer_key_conflict(p->req);
     pending_free(p);
@@ -304,7 +272,7 @@ static void fail_batch(struct batch *b, int status_503, const char *err)
         if (b->items[i] == NULL)
             continue;
         if (status_503)
-            api_unavailable(b->items[i]->req, "the database is unreachable; retry later");
+            api_unavailable(b->items[i]->req, API_DB_UNREACHABLE);
         else
             api_internal_error(b->items[i]->req, "storing calls", err);
         pending_free(b->items[i]);
@@ -319,31 +287,30 @@ static void batch_free(struct batch *b)
     free(b);
 }
 
-static void done(void *arg, const PGresult *res, const char *err)
+static void done(void *ctx, int built, const struct store_err *e,
+                 const struct store_intake_row *rows, int n)
 {
-    struct batch *b = arg;
+    struct batch *b = ctx;
     struct intake *in = b->in;
-    if (!b->built) {
+    if (!built) {
         /* The pool refused the open job before a connection took it (the
          * pool went down, the queue timed out, it is closing): the
          * requests it would have carried get that refusal, and the next
          * request opens a job again. */
         in->job_open = 0;
         fail_queue(in, pg_pool_state(in->api->pg) == PG_POOL_DOWN
-                           ? "the database is unreachable; retry later"
+                           ? API_DB_UNREACHABLE
                            : "the database is busy; retry later");
         batch_free(b);
         return;
     }
     if (b->json != NULL)
         in->in_flight--;
-    if (res == NULL && err != NULL) {
-        fail_batch(b, 1, err);
-    } else if (res != NULL && err != NULL) {
-        fail_batch(b, api_sql_unavailable(res), err);
-    } else if (res != NULL) {
-        for (int r = 0; r < PQntuples(res); r++)
-            answer_row(in, b, res, r);
+    if (e != NULL) {
+        fail_batch(b, store_unavailable(e), e->msg);
+    } else if (b->json != NULL) {
+        for (int r = 0; r < n; r++)
+            answer_row(in, b, &rows[r]);
         requeue_unanswered(in, b);
     } else {
         fail_batch(b, 0, "could not build the statement"); /* no-op when empty */
@@ -363,9 +330,9 @@ static int submit_job(struct intake *in)
         return -1;
     }
     b->in = in;
-    if (pg_pool_submit(in->api->pg, build, done, b) < 0) {
+    if (store_intake_submit(in->api->pg, in->api->cfg->max_attempts, build, done, b) < 0) {
         batch_free(b);
-        fail_queue(in, "the database is unreachable; retry later");
+        fail_queue(in, API_DB_UNREACHABLE);
         return -1;
     }
     in->job_open = 1;
@@ -432,7 +399,7 @@ static struct pending *accept_request(struct intake *in, struct http_request *re
 void intake_create(struct intake *in, struct http_request *req)
 {
     if (!pg_pool_is_up(in->api->pg) && pg_pool_state(in->api->pg) == PG_POOL_DOWN) {
-        api_unavailable(req, "the database is unreachable; retry later");
+        api_unavailable(req, API_DB_UNREACHABLE);
         return;
     }
     struct pending *p = accept_request(in, req);

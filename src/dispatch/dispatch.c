@@ -22,49 +22,24 @@
 
 #include <jansson.h>
 
-#include "net/kafka_consumer.h"
-#include "util/log.h"
-#include "dispatch/offsets.h"
-#include "net/pg_pool.h"
-#include "dispatch/provider.h"
-#include "net/redis_slots.h"
-#include "util/shm.h"
 #include "api/validate.h"
+#include "dispatch/attempt.h"
+#include "dispatch/offsets.h"
+#include "dispatch/provider.h"
+#include "net/kafka_consumer.h"
+#include "net/pg_pool.h"
+#include "dispatch/slots.h"
+#include "store/attempts.h"
+#include "util/log.h"
+#include "util/shm.h"
+#include "util/timeutil.h"
 
-/* A lease outlives the reclaim deadline, so the scheduler's reclaim (not the
- * expiry) normally frees it; the expiry only cleans up after a crash. */
-#define LEASE_MARGIN 60.0
-
-static const char LOAD_SQL[] =
-    "SELECT status, attempts, to_number, due_at <= now() FROM calls WHERE id = $1";
-
-/* Only a due PENDING call of exactly this attempt, still for the number we
- * locked (a PATCH may have changed it since we loaded it), moves. */
-static const char START_SQL[] =
-    "WITH upd AS ("
-    "  UPDATE calls SET status = 'IN_PROGRESS', attempts = attempts + 1, started_at = now(),"
-    "         ended_at = NULL, next_attempt_at = NULL, published_at = NULL, slot_owner = $4"
-    "  WHERE id = $1 AND status = 'PENDING' AND attempts = $2::int - 1"
-    "    AND due_at <= now() AND to_number = $3"
-    "  RETURNING id, attempts, script_id, metadata"
-    "), att AS ("
-    "  INSERT INTO call_attempts (call_id, attempt) SELECT id, attempts FROM upd"
-    ") "
-    "SELECT script_id, metadata::text FROM upd";
-
-static const char PARK_SQL[] =
-    "UPDATE calls SET published_at = NULL WHERE id = $1 AND status = 'PENDING'";
-
-static const char RECORD_SQL[] =
-    "WITH c AS ("
-    "  UPDATE calls SET external_call_id = $3 WHERE id = $1 AND attempts = $2::int"
-    ") "
-    "UPDATE call_attempts SET external_call_id = $3"
-    " WHERE call_id = $1 AND attempt = $2::int AND external_call_id IS NULL";
-
-static const char SETTLE_SQL[] =
-    "SELECT status, to_number FROM settle_attempt($1, $2::int, $3, $4, NULL, $5::bool,"
-    " $6::bigint, $7::bigint, $8::bigint)";
+/* Where a dispatcher is in its stop (dispatcher_stop()). */
+enum dispatch_stop {
+    DISPATCH_RUNNING,
+    DISPATCH_DRAINING,           /* no new messages; jobs in flight finish */
+    DISPATCH_LEAVING             /* commits sent: leaving the consumer group */
+};
 
 struct dispatcher {
     struct ev_loop *loop;
@@ -75,7 +50,7 @@ struct dispatcher {
     struct kafka_consumer *consumer;
     struct offsets *offsets;
     int jobs;                    /* jobs alive, provider phase included */
-    int stopping;
+    enum dispatch_stop stopping;
     int freeing;                 /* clients are being freed: no new requests */
     void (*stopped)(void *);
     void *stopped_arg;
@@ -94,11 +69,6 @@ struct job {
 
 static void maybe_stopped(struct dispatcher *d);
 
-long long dispatch_ms(double seconds)
-{
-    return (long long)(seconds * 1000.0 + 0.5);
-}
-
 /* ------------------------------------------------------------ job life */
 
 /* The message is handled durably: its offset may be committed. */
@@ -114,7 +84,7 @@ static void job_handled(struct job *j)
         return;
     if (commit >= 0)
         kafka_consumer_commit(d->consumer, partition, commit);
-    if (!d->stopping && offsets_in_flight(d->offsets) < DISPATCH_MAX_IN_FLIGHT)
+    if (d->stopping == DISPATCH_RUNNING && offsets_in_flight(d->offsets) < DISPATCH_MAX_IN_FLIGHT)
         kafka_consumer_pause(d->consumer, 0);
 }
 
@@ -129,35 +99,23 @@ static void job_end(struct job *j)
     maybe_stopped(d);
 }
 
-static void release_done(void *arg, int released, const char *err)
-{
-    if (err != NULL)
-        co_warn("slot release failed; the lease will expire", "error=\"%s\"", err);
-}
-
 static void job_release(struct job *j)
 {
     if (j->d->freeing)
         return; /* the lease expires; the scheduler reconciles */
-    if (redis_slots_release(j->d->redis, j->owner, j->attempt, j->to, release_done, NULL) < 0)
-        co_warn("slot release refused; the lease will expire", "call=%s attempt=%d", j->id,
-                j->attempt);
+    attempt_release(j->d->redis, j->id, j->attempt, j->to, j->owner, "call not started");
 }
 
 /* ---------------------------------------------------- provider outcome */
 
-static void settled(void *arg, const PGresult *res, const char *err)
+static void settled(void *arg, const struct store_err *e, const char *status)
 {
     struct job *j = arg;
-    if (err != NULL)
+    if (e != NULL)
         co_error("cannot record the failed attempt; it will be reclaimed",
-                 "call=%s attempt=%d error=\"%s\"", j->id, j->attempt, err);
-    else if (PQntuples(res) == 1) {
-        co_info("attempt ended", "call=%s attempt=%d status=%s", j->id, j->attempt,
-                PQgetvalue(res, 0, 0));
-        if (strcmp(PQgetvalue(res, 0, 0), "PENDING") == 0)
-            shm_count(CNT_RETRIES_SCHEDULED);
-    }
+                 "call=%s attempt=%d error=\"%s\"", j->id, j->attempt, e->msg);
+    else if (status != NULL)
+        co_info("attempt ended", "call=%s attempt=%d status=%s", j->id, j->attempt, status);
     job_end(j);
 }
 
@@ -168,37 +126,40 @@ static void settle(struct job *j, const struct provider_result *r)
         job_end(j);
         return;
     }
-    char attempt[16], base[32], max[32], min_delay[32];
-    snprintf(attempt, sizeof(attempt), "%d", j->attempt);
-    snprintf(base, sizeof(base), "%lld", dispatch_ms(cfg->backoff_base));
-    snprintf(max, sizeof(max), "%lld", dispatch_ms(cfg->backoff_max));
-    snprintf(min_delay, sizeof(min_delay), "%lld", dispatch_ms(r->retry_after));
     int retry = r->outcome == PROVIDER_RETRY;
     shm_count(r->http_status == 0     ? CNT_PROVIDER_ERR_CONNECT
               : r->http_status == 429 ? CNT_PROVIDER_ERR_429
               : r->http_status >= 500 ? CNT_PROVIDER_ERR_5XX
                                       : CNT_PROVIDER_ERR_4XX);
-    const char *values[] = {
-        j->id, attempt, retry ? "PROVIDER_ERROR" : "PROVIDER_REJECTED", r->error,
-        retry ? "t" : "f", base, max, min_delay,
+    struct store_settle how = {
+        .id = j->id,
+        .attempt = j->attempt,
+        .reason = retry ? "PROVIDER_ERROR" : "PROVIDER_REJECTED",
+        .error = r->error,
+        .retry = retry,
+        .min_delay_ms = co_ms(r->retry_after),
+        .backoff = { co_ms(cfg->backoff_base), co_ms(cfg->backoff_max) },
+    };
+    /* the provider holds no call for this attempt: the slot is freed now */
+    struct attempt_end end = {
+        .call_id = j->id, .attempt = j->attempt, .to = j->to, .owner = j->owner,
+        .noticed_by = "provider answer", .settle = &how,
     };
     co_warn("provider did not start the call", "call=%s attempt=%d error=\"%s\"", j->id,
             j->attempt, r->error);
-    /* the provider holds no call for this attempt: free the slot now */
-    job_release(j);
-    if (pg_pool_query(j->d->pg, SETTLE_SQL, 8, values, settled, j) < 0) {
+    if (attempt_finished(j->d->pg, j->d->redis, &end, settled, j) < 0) {
         co_error("cannot record the failed attempt; it will be reclaimed",
                  "call=%s attempt=%d error=\"%s\"", j->id, j->attempt, pg_pool_error(j->d->pg));
         job_end(j);
     }
 }
 
-static void recorded(void *arg, const PGresult *res, const char *err)
+static void recorded(void *ctx, const struct store_err *e)
 {
-    struct job *j = arg;
-    if (err != NULL)
+    struct job *j = ctx;
+    if (e != NULL)
         co_warn("cannot record the provider's call id", "call=%s attempt=%d error=\"%s\"",
-                j->id, j->attempt, err);
+                j->id, j->attempt, e->msg);
     job_end(j);
 }
 
@@ -213,13 +174,10 @@ static void provider_answered(void *arg, const struct provider_result *r)
         settle(j, r);
         return;
     }
-    char attempt[16];
-    snprintf(attempt, sizeof(attempt), "%d", j->attempt);
-    const char *values[] = { j->id, attempt, r->call_id };
     co_info("call started", "call=%s attempt=%d externalCallId=%s", j->id, j->attempt,
             r->call_id);
     shm_count(CNT_DISPATCH_STARTED);
-    if (pg_pool_query(j->d->pg, RECORD_SQL, 3, values, recorded, j) < 0)
+    if (store_attempt_record(j->d->pg, j->id, j->attempt, r->call_id, recorded, j) < 0)
         job_end(j);
 }
 
@@ -241,47 +199,46 @@ static void start_provider(struct job *j)
 
 /* ------------------------------------------------ moving to IN_PROGRESS */
 
-static void parked(void *arg, const PGresult *res, const char *err)
+static void parked(void *ctx, const struct store_err *e)
 {
-    struct job *j = arg;
-    if (err != NULL)
+    struct job *j = ctx;
+    if (e != NULL)
         co_warn("cannot park call; the scheduler republishes it later", "call=%s error=\"%s\"",
-                j->id, err);
+                j->id, e->msg);
     job_end(j);
 }
 
 /* No slot or lock now: hand the call back to the scheduler. */
 static void park(struct job *j, const char *why)
 {
-    const char *values[] = { j->id };
     if (j->d->freeing) {
         job_end(j);
         return;
     }
     co_debug("call parked", "call=%s attempt=%d reason=%s", j->id, j->attempt, why);
     shm_count(CNT_DISPATCH_PARKED);
-    if (pg_pool_query(j->d->pg, PARK_SQL, 1, values, parked, j) < 0)
+    if (store_call_park(j->d->pg, j->id, parked, j) < 0)
         job_end(j);
 }
 
-static void started(void *arg, const PGresult *res, const char *err)
+static void started(void *ctx, const struct store_err *e, const struct store_started *s)
 {
-    struct job *j = arg;
-    if (err != NULL || PQntuples(res) == 0) {
+    struct job *j = ctx;
+    if (s == NULL) {
         /* Lost the race (a cancel, a PATCH, or another job of this attempt
          * that was not stopped by the phone lock because its lease had
          * expired), or the phone is in progress already (23505), or the
          * database failed.  The lease is this job's own token (see
          * calls.slot_owner), so releasing it never frees another job's. */
         job_release(j);
-        if (err != NULL && res != NULL)
+        if (e != NULL && e->answered)
             park(j, "update refused");
         else
             job_end(j);
         return;
     }
-    j->script_id = strdup(PQgetvalue(res, 0, 0));
-    j->metadata = strdup(PQgetvalue(res, 0, 1));
+    j->script_id = strdup(s->script_id);
+    j->metadata = strdup(s->metadata);
     job_handled(j); /* IN_PROGRESS is committed: the message has done its job */
     if (j->script_id == NULL || j->metadata == NULL) {
         struct provider_result r = { .outcome = PROVIDER_RETRY, .error = "out of memory" };
@@ -303,27 +260,24 @@ static void acquired(void *arg, enum slot_result r, int in_use, const char *err)
                 : r == SLOT_NEEDS_REBUILD ? "slots being rebuilt" : "redis unavailable");
         return;
     }
-    char attempt[16];
-    snprintf(attempt, sizeof(attempt), "%d", j->attempt);
-    const char *values[] = { j->id, attempt, j->to, j->owner };
-    if (pg_pool_query(j->d->pg, START_SQL, 4, values, started, j) < 0) {
+    if (store_attempt_start(j->d->pg, j->id, j->attempt, j->to, j->owner, started, j) < 0) {
         job_release(j);
         job_end(j);
     }
 }
 
-static void loaded(void *arg, const PGresult *res, const char *err)
+static void loaded(void *ctx, const struct store_err *e, const struct store_call_state *c)
 {
-    struct job *j = arg;
+    struct job *j = ctx;
     struct dispatcher *d = j->d;
-    if (err != NULL) {
+    if (e != NULL) {
         /* PostgreSQL holds the call: the scheduler republishes it */
-        co_warn("cannot load call; skipped for now", "call=%s error=\"%s\"", j->id, err);
+        co_warn("cannot load call; skipped for now", "call=%s error=\"%s\"", j->id, e->msg);
         job_end(j);
         return;
     }
-    if (PQntuples(res) == 0 || strcmp(PQgetvalue(res, 0, 0), "PENDING") != 0 ||
-        atoi(PQgetvalue(res, 0, 1)) != j->attempt - 1 || PQgetvalue(res, 0, 3)[0] != 't') {
+    if (c == NULL || strcmp(c->status, "PENDING") != 0 || c->attempts != j->attempt - 1 ||
+        !c->due) {
         co_debug("message skipped: not a due PENDING call of this attempt", "call=%s attempt=%d",
                  j->id, j->attempt);
         shm_count(CNT_DISPATCH_SKIPPED);
@@ -334,8 +288,8 @@ static void loaded(void *arg, const PGresult *res, const char *err)
         park(j, "dispatch paused");
         return;
     }
-    snprintf(j->to, sizeof(j->to), "%s", PQgetvalue(res, 0, 2));
-    double lease = d->cfg->call_timeout + LEASE_MARGIN;
+    snprintf(j->to, sizeof(j->to), "%s", c->to);
+    double lease = d->cfg->call_timeout + ATTEMPT_LEASE_MARGIN;
     if (redis_slots_acquire(d->redis, j->owner, j->attempt, j->to, d->cfg->max_concurrent_calls,
                             lease, acquired, j) < 0)
         park(j, "redis unavailable");
@@ -382,8 +336,7 @@ static void on_message(const rd_kafka_message_t *msg, void *arg)
     }
     if (offsets_in_flight(d->offsets) >= DISPATCH_MAX_IN_FLIGHT)
         kafka_consumer_pause(d->consumer, 1);
-    const char *values[] = { j->id };
-    if (pg_pool_query(d->pg, LOAD_SQL, 1, values, loaded, j) < 0)
+    if (store_call_load(d->pg, j->id, loaded, j) < 0)
         job_end(j); /* database down: the scheduler republishes it later */
 }
 
@@ -433,15 +386,15 @@ static void consumer_closed(void *arg)
 
 static void maybe_stopped(struct dispatcher *d)
 {
-    if (d->stopping == 1 && d->jobs == 0 && d->consumer != NULL) {
-        d->stopping = 2; /* commits are sent: leave the group */
+    if (d->stopping == DISPATCH_DRAINING && d->jobs == 0 && d->consumer != NULL) {
+        d->stopping = DISPATCH_LEAVING; /* commits are sent: leave the group */
         kafka_consumer_close(d->consumer, consumer_closed, d);
     }
 }
 
 void dispatcher_stop(struct dispatcher *d, void (*done)(void *), void *arg)
 {
-    d->stopping = 1;
+    d->stopping = DISPATCH_DRAINING;
     d->stopped = done;
     d->stopped_arg = arg;
     kafka_consumer_pause(d->consumer, 1);

@@ -33,7 +33,4 @@ void dispatcher_stop(struct dispatcher *d, void (*done)(void *), void *arg);
 
 void dispatcher_free(struct dispatcher *d);
 
-/* Milliseconds of backoff bounds, for the SQL that computes the retry time. */
-long long dispatch_ms(double seconds);
-
 #endif

@@ -19,11 +19,9 @@ struct provider {
     const struct co_config *cfg;
     char auth[512];
     char webhook_url[1024];
-    int in_flight;
 };
 
 struct start_ctx {
-    struct provider *p;
     provider_done_fn done;
     void *arg;
 };
@@ -85,7 +83,6 @@ static void on_answer(void *arg, const struct curl_ev_response *resp)
     char why[300];
     json_t *doc = NULL;
 
-    sc->p->in_flight--;
     r.http_status = resp->status;
     if (resp->status == 0) {
         snprintf(why, sizeof(why), "provider unreachable: %s",
@@ -133,7 +130,6 @@ int provider_start(struct provider *p, const struct provider_call *call, provide
         .body_len = strlen(body),
         .timeout_s = p->cfg->provider_timeout,
     };
-    sc->p = p;
     sc->done = done;
     sc->arg = arg;
     int rc = curl_ev_send(p->ce, &req, on_answer, sc);
@@ -142,13 +138,7 @@ int provider_start(struct provider *p, const struct provider_call *call, provide
         free(sc);
         return -1;
     }
-    p->in_flight++;
     return 0;
-}
-
-int provider_in_flight(const struct provider *p)
-{
-    return p->in_flight;
 }
 
 void provider_free(struct provider *p)

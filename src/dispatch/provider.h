@@ -46,8 +46,6 @@ struct provider *provider_new(struct ev_loop *loop, const struct co_config *cfg,
 int provider_start(struct provider *p, const struct provider_call *call, provider_done_fn done,
                    void *arg);
 
-int provider_in_flight(const struct provider *p);
-
 /* Fails what is in flight (their DONE runs with a RETRY outcome). */
 void provider_free(struct provider *p);
 

@@ -16,51 +16,25 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "dispatch/dispatch.h"
+#include "dispatch/attempt.h"
 #include "net/kafka_producer.h"
-#include "util/log.h"
 #include "net/pg_pool.h"
-#include "net/redis_slots.h"
+#include "dispatch/slots.h"
+#include "store/sched.h"
+#include "util/log.h"
 #include "util/shm.h"
+#include "util/timeutil.h"
 
 /* A lease outlives a few missed ticks, so a slow tick does not hand over. */
 #define LEASE_TICKS 5
 #define LEASE_MIN 2.0
 
-static const char REBUILD_SQL[] =
-    "SELECT COALESCE(slot_owner, id::text), attempts, to_number,"
-    "       extract(epoch FROM started_at + $1::bigint * interval '1 ms' - now())"
-    " FROM calls WHERE status = 'IN_PROGRESS'";
-
-/* The row locks (SKIP LOCKED) keep two schedulers from reclaiming one call;
- * settle_attempt() keeps a webhook and a reclaim from both ending it. */
-static const char RECLAIM_SQL[] =
-    "SELECT c.id::text, c.attempts, s.status, s.to_number, COALESCE(s.slot_owner, c.id::text)"
-    " FROM (SELECT id, attempts FROM calls"
-    "        WHERE status = 'IN_PROGRESS' AND started_at < now() - $1::bigint * interval '1 ms'"
-    "        ORDER BY started_at LIMIT $4::int FOR UPDATE SKIP LOCKED) c,"
-    "      LATERAL settle_attempt(c.id, c.attempts, 'TIMEOUT',"
-    "                             'timed out: no webhook within call_timeout', NULL, true,"
-    "                             $2::bigint, $3::bigint, 0) s";
-
-/* Up to the free slots, less the calls already on their way to a consumer
- * (handed to Kafka within the grace, not yet started or parked): those take
- * the free slots first.  Without that, every tick until they arrive would
- * publish more calls for the same slots, only to have them parked again.
- * Counting them stops at the free slots: with a backlog of 300 000 calls
- * waiting in Kafka the full count took 50 ms a tick, the capped one 3 ms. */
-static const char PUBLISH_SQL[] =
-    "UPDATE calls SET published_at = now() WHERE id IN ("
-    "  SELECT id FROM calls"
-    "   WHERE status = 'PENDING' AND due_at <= now()"
-    "     AND (published_at IS NULL OR published_at < now() - $2::bigint * interval '1 ms')"
-    "   ORDER BY due_at, id"
-    "   LIMIT greatest($1::int - (SELECT count(*) FROM (SELECT 1 FROM calls"
-    "                     WHERE status = 'PENDING'"
-    "                       AND published_at >= now() - $2::bigint * interval '1 ms'"
-    "                     LIMIT $1::int) on_the_way), 0)"
-    "   FOR UPDATE SKIP LOCKED)"
-    " RETURNING id::text, attempts + 1, to_number";
+/* Where a scheduler is in its stop (scheduler_stop()). */
+enum sched_stop {
+    SCHED_RUNNING,
+    SCHED_FINISHING,             /* the tick in flight ends, then the hand-over */
+    SCHED_HANDING_OVER           /* lease given up, Kafka flushing */
+};
 
 struct scheduler {
     struct ev_loop *loop;
@@ -75,7 +49,7 @@ struct scheduler {
     int wake_pending;            /* slots were freed: tick at the next poll */
     int busy;                    /* a tick is in flight */
     int leader;
-    int stopping;
+    enum sched_stop stopping;
     int freeing;                 /* callbacks fail while clients are freed */
     void (*stopped)(void *);
     void *stopped_arg;
@@ -101,29 +75,22 @@ static int tick_aborted(struct scheduler *s, const char *err, const char *what)
 
 /* ------------------------------------------------------------ publish */
 
-static void published(void *arg, const PGresult *res, const char *err)
+static void published(void *ctx, const struct store_err *e, const struct store_due *rows,
+                      int n)
 {
-    struct scheduler *s = arg;
-    if (s->freeing) {
-        s->busy = 0;
+    struct scheduler *s = ctx;
+    if (tick_aborted(s, e ? e->msg : NULL, "publish query failed"))
         return;
+    for (int r = 0; r < n; r++) {
+        char msg[96];
+        int len = kafka_call_message(msg, sizeof(msg), rows[r].id, rows[r].attempt);
+        if (len > 0)
+            kafka_producer_send(s->producer, rows[r].to, msg, (size_t)len, NULL, NULL);
     }
-    if (err != NULL) {
-        co_warn("publish query failed", "error=\"%s\"", err);
-    } else {
-        for (int r = 0; r < PQntuples(res); r++) {
-            char msg[96];
-            int n = kafka_call_message(msg, sizeof(msg), PQgetvalue(res, r, 0),
-                                       atoi(PQgetvalue(res, r, 1)));
-            if (n > 0)
-                kafka_producer_send(s->producer, PQgetvalue(res, r, 2), msg, (size_t)n, NULL,
-                                    NULL);
-        }
-        if (PQntuples(res) > 0)
-            co_debug("published due calls", "count=%d", PQntuples(res));
-        for (int r = 0; r < PQntuples(res); r++)
-            shm_count(CNT_SCHED_PUBLISHED);
-    }
+    if (n > 0)
+        co_debug("published due calls", "count=%d", n);
+    for (int r = 0; r < n; r++)
+        shm_count(CNT_SCHED_PUBLISHED);
     tick_end(s);
 }
 
@@ -142,11 +109,8 @@ static void counted(void *arg, int in_use, const char *err)
         tick_end(s);
         return;
     }
-    char limit[16], grace[32];
-    snprintf(limit, sizeof(limit), "%d", free_slots < SCHED_MAX_BATCH ? free_slots : SCHED_MAX_BATCH);
-    snprintf(grace, sizeof(grace), "%lld", dispatch_ms(SCHED_REPUBLISH_GRACE));
-    const char *values[] = { limit, grace };
-    if (pg_pool_query(s->pg, PUBLISH_SQL, 2, values, published, s) < 0)
+    int limit = free_slots < SCHED_MAX_BATCH ? free_slots : SCHED_MAX_BATCH;
+    if (store_publish_due(s->pg, limit, co_ms(SCHED_REPUBLISH_GRACE), published, s) < 0)
         tick_end(s);
 }
 
@@ -158,40 +122,31 @@ static void count_slots(struct scheduler *s)
 
 /* ------------------------------------------------------------ reclaim */
 
-static void release_done(void *arg, int released, const char *err)
+static void reclaimed(void *ctx, const struct store_err *e, const struct store_reclaimed *rows,
+                      int n)
 {
-    if (err != NULL)
-        co_warn("slot release after reclaim failed; the lease will expire", "error=\"%s\"", err);
-}
-
-static void reclaimed(void *arg, const PGresult *res, const char *err)
-{
-    struct scheduler *s = arg;
-    if (tick_aborted(s, err, "reclaim query failed"))
+    struct scheduler *s = ctx;
+    if (tick_aborted(s, e ? e->msg : NULL, "reclaim query failed"))
         return;
-    for (int r = 0; r < PQntuples(res); r++) {
-        const char *id = PQgetvalue(res, r, 0);
-        int attempt = atoi(PQgetvalue(res, r, 1));
+    for (int r = 0; r < n; r++) {
+        const struct store_reclaimed *c = &rows[r];
         co_warn("call reclaimed: no webhook within call_timeout", "call=%s attempt=%d status=%s",
-                id, attempt, PQgetvalue(res, r, 2));
-        redis_slots_release(s->redis, PQgetvalue(res, r, 4), attempt, PQgetvalue(res, r, 3),
-                            release_done, NULL);
+                c->id, c->attempt, c->status);
+        struct attempt_end end = {
+            .call_id = c->id, .attempt = c->attempt, .to = c->to, .owner = c->slot_owner,
+            .noticed_by = "reclaim", .status = c->status,
+        };
+        attempt_finished(s->pg, s->redis, &end, NULL, NULL);
         shm_count(CNT_RECLAIMS);
-        if (strcmp(PQgetvalue(res, r, 2), "PENDING") == 0)
-            shm_count(CNT_RETRIES_SCHEDULED);
     }
     count_slots(s);
 }
 
 static void reclaim(struct scheduler *s)
 {
-    char timeout[32], base[32], max[32], limit[16];
-    snprintf(timeout, sizeof(timeout), "%lld", dispatch_ms(s->cfg->call_timeout));
-    snprintf(base, sizeof(base), "%lld", dispatch_ms(s->cfg->backoff_base));
-    snprintf(max, sizeof(max), "%lld", dispatch_ms(s->cfg->backoff_max));
-    snprintf(limit, sizeof(limit), "%d", SCHED_MAX_BATCH);
-    const char *values[] = { timeout, base, max, limit };
-    if (pg_pool_query(s->pg, RECLAIM_SQL, 4, values, reclaimed, s) < 0)
+    const struct co_config *cfg = s->cfg;
+    struct store_backoff b = { co_ms(cfg->backoff_base), co_ms(cfg->backoff_max) };
+    if (store_reclaim(s->pg, co_ms(cfg->call_timeout), &b, SCHED_MAX_BATCH, reclaimed, s) < 0)
         tick_end(s);
 }
 
@@ -209,29 +164,29 @@ static void rebuilt(void *arg, int done, const char *err)
     reclaim(s);
 }
 
-static void in_progress_loaded(void *arg, const PGresult *res, const char *err)
+static void in_progress_loaded(void *ctx, const struct store_err *e,
+                               const struct store_in_progress *rows, int n)
 {
-    struct scheduler *s = arg;
-    if (tick_aborted(s, err, "loading IN_PROGRESS calls failed"))
+    struct scheduler *s = ctx;
+    if (tick_aborted(s, e ? e->msg : NULL, "loading IN_PROGRESS calls failed"))
         return;
-    int n = PQntuples(res);
-    struct slot_entry *e = calloc((size_t)n + 1, sizeof(*e));
-    if (e == NULL) {
+    struct slot_entry *slots = calloc((size_t)n + 1, sizeof(*slots));
+    if (slots == NULL) {
         tick_end(s);
         return;
     }
     for (int r = 0; r < n; r++) {
-        e[r].call_id = PQgetvalue(res, r, 0);
-        e[r].attempt = atoi(PQgetvalue(res, r, 1));
-        e[r].phone = PQgetvalue(res, r, 2);
-        e[r].lease_s = atof(PQgetvalue(res, r, 3));
+        slots[r].call_id = rows[r].slot_owner;
+        slots[r].attempt = rows[r].attempt;
+        slots[r].phone = rows[r].to;
+        slots[r].lease_s = rows[r].lease_s;
     }
     co_warn("Redis lost the slot set; rebuilding it from PostgreSQL", "in_progress=%d", n);
-    /* the entries point into RES, which lives until this callback returns:
+    /* the entries point into ROWS, which live until this callback returns:
      * the Redis client copies them into its command at once */
-    if (redis_slots_rebuild(s->redis, e, n, rebuilt, s) < 0)
+    if (redis_slots_rebuild(s->redis, slots, n, rebuilt, s) < 0)
         tick_end(s);
-    free(e);
+    free(slots);
 }
 
 static void rebuild_checked(void *arg, int needs, const char *err)
@@ -243,10 +198,8 @@ static void rebuild_checked(void *arg, int needs, const char *err)
         reclaim(s);
         return;
     }
-    char lease[32];
-    snprintf(lease, sizeof(lease), "%lld", dispatch_ms(s->cfg->call_timeout + 60.0));
-    const char *values[] = { lease };
-    if (pg_pool_query(s->pg, REBUILD_SQL, 1, values, in_progress_loaded, s) < 0)
+    long long lease_ms = co_ms(s->cfg->call_timeout + ATTEMPT_LEASE_MARGIN);
+    if (store_in_progress(s->pg, lease_ms, in_progress_loaded, s) < 0)
         tick_end(s);
 }
 
@@ -277,7 +230,7 @@ static void leased(void *arg, int is_leader, long long token, const char *err)
 static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct scheduler *s = w->data;
-    if (s->busy || s->stopping)
+    if (s->busy || s->stopping != SCHED_RUNNING)
         return;
     double ttl = s->cfg->scheduler_interval * LEASE_TICKS;
     s->busy = 1;
@@ -286,37 +239,23 @@ static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
         tick_end(s);
 }
 
-/* Attempts ended in this daemon so far, each of which released a slot:
- * settled by a webhook, refused by the provider, reclaimed. */
-static uint64_t slot_releases(void)
-{
-    static const enum co_counter c[] = {
-        CNT_WEBHOOKS_COMPLETED, CNT_WEBHOOKS_FAILED, CNT_WEBHOOKS_BUSY, CNT_WEBHOOKS_NO_ANSWER,
-        CNT_PROVIDER_ERR_CONNECT, CNT_PROVIDER_ERR_5XX, CNT_PROVIDER_ERR_429, CNT_PROVIDER_ERR_4XX,
-        CNT_RECLAIMS,
-    };
-    uint64_t n = 0;
-    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++)
-        n += shm_get(c[i]);
-    return n;
-}
-
 /* A slot freed here is used at once instead of at the next tick: under a
  * tight cap, a slot would otherwise idle for up to scheduler_interval after
  * every call (half the throughput with 1 s calls and the 1 s default).  The
- * counters move just before the release is sent to Redis, so the tick runs
- * one poll later, when Redis has it.  Only the lease holder publishes; in the
+ * signal (shm_slot_freed(), bumped by attempt_finished()) moves just before
+ * the release is sent to Redis, so the tick runs one poll later, when Redis
+ * has it.  Only the lease holder publishes; in the
  * other daemons this is a lease check. */
 static void on_wake_poll(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct scheduler *s = w->data;
-    uint64_t n = slot_releases();
+    uint64_t n = shm_slots_freed();
     if (n != s->releases_seen) {
         s->releases_seen = n;
         s->wake_pending = 1;
         return;
     }
-    if (s->wake_pending && !s->busy && !s->stopping && !shm_paused())
+    if (s->wake_pending && !s->busy && s->stopping == SCHED_RUNNING && !shm_paused())
         on_tick(loop, &s->tick, revents);
 }
 
@@ -333,9 +272,9 @@ static void lease_released(void *arg, int unused, const char *err)
 static void tick_end(struct scheduler *s)
 {
     s->busy = 0;
-    if (s->stopping != 1)
+    if (s->stopping != SCHED_FINISHING)
         return;
-    s->stopping = 2;
+    s->stopping = SCHED_HANDING_OVER;
     /* hand over at once instead of letting the others wait for expiry */
     if (!s->leader || redis_leader_release(s->redis, s->owner, lease_released, s) < 0)
         lease_released(s, 0, NULL);
@@ -371,7 +310,7 @@ struct scheduler *scheduler_new(struct ev_loop *loop, const struct co_config *cf
     s->tick.data = s;
     ev_timer_start(loop, &s->tick);
     if (SCHED_WAKE_POLL < cfg->scheduler_interval) {
-        s->releases_seen = slot_releases();
+        s->releases_seen = shm_slots_freed();
         ev_timer_init(&s->wake, on_wake_poll, SCHED_WAKE_POLL, SCHED_WAKE_POLL);
         s->wake.data = s;
         ev_timer_start(loop, &s->wake);
@@ -381,7 +320,7 @@ struct scheduler *scheduler_new(struct ev_loop *loop, const struct co_config *cf
 
 void scheduler_stop(struct scheduler *s, void (*done)(void *), void *arg)
 {
-    s->stopping = 1;
+    s->stopping = SCHED_FINISHING;
     s->stopped = done;
     s->stopped_arg = arg;
     ev_timer_stop(s->loop, &s->tick);

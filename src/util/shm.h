@@ -5,7 +5,9 @@
  * children by construction: there is one copy, updated with relaxed atomic
  * additions), the per-kind child restart counts the master keeps, and the
  * "dispatch paused" switch that `callorchctl pause` flips in the master and
- * every Kafka and scheduler child reads.  The segment is MAP_SHARED |
+ * every Kafka and scheduler child reads, and the count of slots freed by
+ * finished attempts, which wakes the scheduler (metrics counters are for
+ * people; this one is the scheduler's signal).  The segment is MAP_SHARED |
  * MAP_ANONYMOUS: it lives as long as the master and the children it forks,
  * survives reloads (new children inherit it), and is never written to disk.
  */
@@ -59,6 +61,7 @@ extern const double shm_duration_bounds[SHM_DURATION_BUCKETS];
 struct co_shm {
     atomic_int paused;             /* 1: no new call starts anywhere */
     atomic_int slots_in_use;       /* last value a child read from Redis */
+    atomic_uint_fast64_t slots_freed; /* attempts finished (attempt.c): each freed a slot */
     atomic_uint_fast64_t counters[CNT_MAX];
     atomic_uint_fast64_t http_requests[RT_MAX][SHM_STATUS_CLASSES];
     atomic_uint_fast64_t http_duration[SHM_DURATION_BUCKETS + 1]; /* last: +Inf */
@@ -83,6 +86,19 @@ static inline void shm_count(enum co_counter c)
 static inline uint64_t shm_get(enum co_counter c)
 {
     return co_shm ? atomic_load_explicit(&co_shm->counters[c], memory_order_relaxed) : 0;
+}
+
+/* A finished attempt freed its slot (the scheduler's wake-up signal). */
+static inline void shm_slot_freed(void)
+{
+    if (co_shm != NULL)
+        atomic_fetch_add_explicit(&co_shm->slots_freed, 1, memory_order_relaxed);
+}
+
+/* Slots freed by finished attempts since the segment was mapped. */
+static inline uint64_t shm_slots_freed(void)
+{
+    return co_shm ? atomic_load_explicit(&co_shm->slots_freed, memory_order_relaxed) : 0;
 }
 
 static inline int shm_paused(void)

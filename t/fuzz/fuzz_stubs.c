@@ -4,7 +4,7 @@
  * api_ops.c, api_webhook.c, intake.c) with no server behind it.
  *
  * Owns: a fake pg_pool, redis_slots and kafka_producer with the same
- * contract as the real ones (pg_pool.h, redis_slots.h, kafka_producer.h):
+ * contract as the real ones (pg_pool.h, dispatch/slots.h, kafka_producer.h):
  * a job that is accepted is answered exactly once, later, from the loop
  * (never inside the submit call), so the answers reach http_server.c
  * asynchronously, as in production.  What they answer:
@@ -29,11 +29,10 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
-#include "dispatch/dispatch.h"
 #include "fuzz_stubs.h"
 #include "net/kafka_producer.h"
 #include "net/pg_pool.h"
-#include "net/redis_slots.h"
+#include "dispatch/slots.h"
 
 /* One job of the fake pool or the fake Redis client, answered on the loop. */
 struct job {
@@ -359,11 +358,4 @@ int kafka_call_message(char *buf, size_t size, const char *call_id, int attempt)
 {
     int n = snprintf(buf, size, "{\"id\":\"%s\",\"attempt\":%d}", call_id, attempt);
     return n < 0 || (size_t)n >= size ? -1 : n;
-}
-
-/* ------------------------------------------------------------- dispatch -- */
-
-long long dispatch_ms(double seconds)
-{
-    return (long long)(seconds * 1000.0 + 0.5);
 }

@@ -1,0 +1,191 @@
+/*
+ * attempts.c — the statements of a dispatch attempt's life (attempts.h).
+ *
+ * Owns: the SQL text of load, start, park, record, settle and the webhook's
+ * apply_webhook(), their parameters, and the decoding of their rows.
+ */
+#include "store/attempts.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store_job.h"
+
+/* ------------------------------------------------------------- load */
+
+static const char LOAD_SQL[] =
+    "SELECT status, attempts, to_number, due_at <= now() FROM calls WHERE id = $1";
+
+static void state_row(const PGresult *res, int r, void *out)
+{
+    struct store_call_state *s = out;
+    s->status = PQgetvalue(res, r, 0);
+    s->attempts = atoi(PQgetvalue(res, r, 1));
+    s->to = PQgetvalue(res, r, 2);
+    s->due = PQgetvalue(res, r, 3)[0] == 't';
+}
+
+static void deliver_state(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
+                          int n)
+{
+    ((store_call_state_fn)cb)(ctx, e, n > 0 ? rows : NULL);
+}
+
+static const struct store_rows state_rows = {
+    sizeof(struct store_call_state), state_row, deliver_state,
+};
+
+int store_call_load(struct pg_pool *pg, const char *id, store_call_state_fn cb, void *ctx)
+{
+    const char *values[] = { id };
+    return store_query_rows(pg, LOAD_SQL, 1, values, &state_rows, (store_cb)cb, ctx);
+}
+
+/* ------------------------------------------------------------ start */
+
+/* Only a due PENDING call of exactly this attempt, still for the number we
+ * locked (a PATCH may have changed it since we loaded it), moves. */
+static const char START_SQL[] =
+    "WITH upd AS ("
+    "  UPDATE calls SET status = 'IN_PROGRESS', attempts = attempts + 1, started_at = now(),"
+    "         ended_at = NULL, next_attempt_at = NULL, published_at = NULL, slot_owner = $4"
+    "  WHERE id = $1 AND status = 'PENDING' AND attempts = $2::int - 1"
+    "    AND due_at <= now() AND to_number = $3"
+    "  RETURNING id, attempts, script_id, metadata"
+    "), att AS ("
+    "  INSERT INTO call_attempts (call_id, attempt) SELECT id, attempts FROM upd"
+    ") "
+    "SELECT script_id, metadata::text FROM upd";
+
+static void started_row(const PGresult *res, int r, void *out)
+{
+    struct store_started *s = out;
+    s->script_id = PQgetvalue(res, r, 0);
+    s->metadata = PQgetvalue(res, r, 1);
+}
+
+static void deliver_started(store_cb cb, void *ctx, const struct store_err *e,
+                            const void *rows, int n)
+{
+    ((store_started_fn)cb)(ctx, e, n > 0 ? rows : NULL);
+}
+
+static const struct store_rows started_rows = {
+    sizeof(struct store_started), started_row, deliver_started,
+};
+
+int store_attempt_start(struct pg_pool *pg, const char *id, int attempt, const char *to,
+                        const char *owner, store_started_fn cb, void *ctx)
+{
+    struct store_num att;
+    const char *values[] = { id, store_int(&att, attempt), to, owner };
+    return store_query_rows(pg, START_SQL, 4, values, &started_rows, (store_cb)cb, ctx);
+}
+
+/* ------------------------------------------------------ park, record */
+
+static const char PARK_SQL[] =
+    "UPDATE calls SET published_at = NULL WHERE id = $1 AND status = 'PENDING'";
+
+int store_call_park(struct pg_pool *pg, const char *id, store_done_fn cb, void *ctx)
+{
+    const char *values[] = { id };
+    return store_query(pg, PARK_SQL, 1, values, store_decode_none, (store_cb)cb, ctx);
+}
+
+static const char RECORD_SQL[] =
+    "WITH c AS ("
+    "  UPDATE calls SET external_call_id = $3 WHERE id = $1 AND attempts = $2::int"
+    ") "
+    "UPDATE call_attempts SET external_call_id = $3"
+    " WHERE call_id = $1 AND attempt = $2::int AND external_call_id IS NULL";
+
+int store_attempt_record(struct pg_pool *pg, const char *id, int attempt,
+                         const char *external_id, store_done_fn cb, void *ctx)
+{
+    struct store_num att;
+    const char *values[] = { id, store_int(&att, attempt), external_id };
+    return store_query(pg, RECORD_SQL, 3, values, store_decode_none, (store_cb)cb, ctx);
+}
+
+/* ----------------------------------------------------------- settle */
+
+static const char SETTLE_SQL[] =
+    "SELECT status FROM settle_attempt($1, $2::int, $3, $4, NULL, $5::bool,"
+    " $6::bigint, $7::bigint, $8::bigint)";
+
+/* The row settle_attempt() returns when this call ended the attempt. */
+struct settled_row {
+    const char *status;
+};
+
+static void settled_row(const PGresult *res, int r, void *out)
+{
+    struct settled_row *s = out;
+    s->status = PQgetvalue(res, r, 0);
+}
+
+static void deliver_settled(store_cb cb, void *ctx, const struct store_err *e,
+                            const void *rows, int n)
+{
+    const struct settled_row *s = rows;
+    ((store_settled_fn)cb)(ctx, e, n == 1 ? s->status : NULL);
+}
+
+static const struct store_rows settled_rows = {
+    sizeof(struct settled_row), settled_row, deliver_settled,
+};
+
+int store_attempt_settle(struct pg_pool *pg, const struct store_settle *s, store_settled_fn cb,
+                         void *ctx)
+{
+    struct store_num att, base, max, min_delay;
+    const char *values[] = {
+        s->id, store_int(&att, s->attempt), s->reason, s->error, s->retry ? "t" : "f",
+        store_int(&base, s->backoff.base_ms), store_int(&max, s->backoff.max_ms),
+        store_int(&min_delay, s->min_delay_ms),
+    };
+    return store_query_rows(pg, SETTLE_SQL, 8, values, &settled_rows, (store_cb)cb, ctx);
+}
+
+/* ---------------------------------------------------------- webhook */
+
+static const char APPLY_SQL[] =
+    "SELECT result, call_id::text, attempt, status, to_number,"
+    "       COALESCE(slot_owner, call_id::text)"
+    " FROM apply_webhook($1, $2::uuid, $3::int, $4, $5, $6::bigint, $7::bigint)";
+
+static void applied_row(const PGresult *res, int r, void *out)
+{
+    struct store_webhook_result *w = out;
+    w->result = PQgetvalue(res, r, 0);
+    w->call_id = PQgetvalue(res, r, 1);
+    w->attempt = atoi(PQgetvalue(res, r, 2));
+    w->status = PQgetvalue(res, r, 3);
+    w->to = PQgetvalue(res, r, 4);
+    w->slot_owner = PQgetvalue(res, r, 5);
+}
+
+static void deliver_applied(store_cb cb, void *ctx, const struct store_err *e,
+                            const void *rows, int n)
+{
+    ((store_webhook_fn)cb)(ctx, e, n > 0 ? rows : NULL);
+}
+
+static const struct store_rows applied_rows = {
+    sizeof(struct store_webhook_result), applied_row, deliver_applied,
+};
+
+int store_webhook_apply(struct pg_pool *pg, const struct store_webhook *w, store_webhook_fn cb,
+                        void *ctx)
+{
+    struct store_num att, base, max;
+    const char *values[] = {
+        w->webhook_id,
+        w->ref_id,
+        w->ref_id != NULL ? store_int(&att, w->ref_attempt) : NULL,
+        w->call_id, w->outcome,
+        store_int(&base, w->backoff.base_ms), store_int(&max, w->backoff.max_ms),
+    };
+    return store_query_rows(pg, APPLY_SQL, 7, values, &applied_rows, (store_cb)cb, ctx);
+}

@@ -1,0 +1,107 @@
+/*
+ * attempts.h — the state changes of a dispatch attempt (DESIGN.md section 3,
+ * steps 2 to 4).
+ *
+ * Owns: the statements that load a call for a Kafka message, move it to
+ * IN_PROGRESS (the conditional update that makes a redelivered message
+ * harmless), park it for the scheduler, record the provider's call id, and
+ * end an attempt — settle_attempt() for a provider that did not start the
+ * call, apply_webhook() for the provider's webhook (sql/002_dispatch.sql and
+ * later migrations).  The rules of store.h apply.
+ */
+#ifndef CO_STORE_ATTEMPTS_H
+#define CO_STORE_ATTEMPTS_H
+
+#include <stdbool.h>
+
+#include "net/pg_pool.h"
+#include "store/store.h"
+
+/* What a dispatch job needs to know of its call. */
+struct store_call_state {
+    const char *status;
+    int attempts;                /* attempts started so far */
+    const char *to;
+    bool due;                    /* due_at has come */
+};
+
+/* STATE is NULL when E != NULL or no call has that id. */
+typedef void (*store_call_state_fn)(void *ctx, const struct store_err *e,
+                                    const struct store_call_state *state);
+int store_call_load(struct pg_pool *pg, const char *id, store_call_state_fn cb, void *ctx);
+
+/* The call as the provider needs it, once it is IN_PROGRESS. */
+struct store_started {
+    const char *script_id;
+    const char *metadata;        /* JSON text */
+};
+
+/*
+ * Move a due PENDING call to IN_PROGRESS as attempt ATTEMPT, for phone TO
+ * (a PATCH since may have changed it), with OWNER as the lease token of the
+ * slot.  S is NULL when E != NULL or when the call did not qualify (lost a
+ * race).
+ */
+typedef void (*store_started_fn)(void *ctx, const struct store_err *e,
+                                 const struct store_started *s);
+int store_attempt_start(struct pg_pool *pg, const char *id, int attempt, const char *to,
+                        const char *owner, store_started_fn cb, void *ctx);
+
+/* Hand a PENDING call back to the scheduler (published_at cleared). */
+int store_call_park(struct pg_pool *pg, const char *id, store_done_fn cb, void *ctx);
+
+/* Record the provider's call id for attempt ATTEMPT. */
+int store_attempt_record(struct pg_pool *pg, const char *id, int attempt,
+                         const char *external_id, store_done_fn cb, void *ctx);
+
+/* Backoff bounds of a retry, ms. */
+struct store_backoff {
+    long long base_ms;
+    long long max_ms;
+};
+
+/* Why the provider did not start attempt ATTEMPT of call ID. */
+struct store_settle {
+    const char *id;
+    int attempt;
+    const char *reason;          /* PROVIDER_ERROR, PROVIDER_REJECTED */
+    const char *error;
+    bool retry;                  /* may be retried (max_attempts permitting) */
+    long long min_delay_ms;      /* the provider's Retry-After */
+    struct store_backoff backoff;
+};
+
+/* STATUS: the call's status after settling (PENDING when a retry was
+ * planned); NULL when E != NULL or the attempt had ended already. */
+typedef void (*store_settled_fn)(void *ctx, const struct store_err *e, const char *status);
+int store_attempt_settle(struct pg_pool *pg, const struct store_settle *s, store_settled_fn cb,
+                         void *ctx);
+
+/* A webhook, validated. */
+struct store_webhook {
+    const char *webhook_id;      /* the webhook-id header (dedupe), or NULL */
+    const char *ref_id;          /* reference "<call id>:<attempt>", or NULL */
+    int ref_attempt;
+    const char *call_id;         /* the provider's callId */
+    const char *outcome;         /* COMPLETED, FAILED, BUSY, NO_ANSWER */
+    struct store_backoff backoff;
+};
+
+/* What apply_webhook() did. */
+struct store_webhook_result {
+    const char *result;          /* "applied", "unknown", or why nothing changed */
+    const char *call_id;
+    int attempt;
+    const char *status;          /* the call's status now */
+    const char *to;
+    const char *slot_owner;      /* the lease token of the attempt's slot */
+};
+
+/* R is NULL when E != NULL (and, against apply_webhook()'s contract of one
+ * row, when no row came). */
+typedef void (*store_webhook_fn)(void *ctx, const struct store_err *e,
+                                 const struct store_webhook_result *r);
+int store_webhook_apply(struct pg_pool *pg, const struct store_webhook *w, store_webhook_fn cb,
+                        void *ctx);
+
+#endif

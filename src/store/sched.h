@@ -1,0 +1,63 @@
+/*
+ * sched.h — the scheduler's statements (DESIGN.md section 3 step 5).
+ *
+ * Owns: reading the IN_PROGRESS calls to rebuild Redis's slot set, the
+ * reclaim of timed-out IN_PROGRESS calls (settle_attempt() on each, under
+ * row locks that keep two schedulers off one call), and the publish query
+ * that marks due PENDING calls as handed to Kafka.  The rules of store.h
+ * apply; rows handed to a callback live only during the callback.
+ */
+#ifndef CO_STORE_SCHED_H
+#define CO_STORE_SCHED_H
+
+#include "net/pg_pool.h"
+#include "store/attempts.h"
+#include "store/store.h"
+
+/* An IN_PROGRESS call, as the slot set holds it. */
+struct store_in_progress {
+    const char *slot_owner;      /* lease token */
+    int attempt;
+    const char *to;
+    double lease_s;              /* lease left: LEASE_MS after the start, less
+                                    the time since */
+};
+
+/* ROWS is NULL when E != NULL. */
+typedef void (*store_in_progress_fn)(void *ctx, const struct store_err *e,
+                                     const struct store_in_progress *rows, int n);
+int store_in_progress(struct pg_pool *pg, long long lease_ms, store_in_progress_fn cb,
+                      void *ctx);
+
+/* An IN_PROGRESS call reclaimed: its attempt timed out. */
+struct store_reclaimed {
+    const char *id;
+    int attempt;
+    const char *status;          /* after settling: PENDING when retried */
+    const char *to;
+    const char *slot_owner;
+};
+
+typedef void (*store_reclaimed_fn)(void *ctx, const struct store_err *e,
+                                   const struct store_reclaimed *rows, int n);
+
+/* End up to LIMIT attempts that started more than TIMEOUT_MS ago. */
+int store_reclaim(struct pg_pool *pg, long long timeout_ms, const struct store_backoff *b,
+                  int limit, store_reclaimed_fn cb, void *ctx);
+
+/* A due call marked as published: send it to Kafka. */
+struct store_due {
+    const char *id;
+    int attempt;                 /* the attempt the message starts */
+    const char *to;
+};
+
+typedef void (*store_due_fn)(void *ctx, const struct store_err *e, const struct store_due *rows,
+                             int n);
+
+/* Mark up to LIMIT due PENDING calls published, fewer by the calls handed
+ * to Kafka within GRACE_MS and not started or parked yet. */
+int store_publish_due(struct pg_pool *pg, int limit, long long grace_ms, store_due_fn cb,
+                      void *ctx);
+
+#endif
