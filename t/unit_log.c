@@ -34,7 +34,10 @@ static void quote_is(const char *s, size_t size, const char *want, const char *w
 
 static void test_quote(void)
 {
-    quote_is("plain", 64, "\"plain\"", "plain text");
+    quote_is("plain", 64, "plain", "plain text stands bare");
+    quote_is("id:1", 64, "id:1", "an id stands bare");
+    quote_is("a=b", 64, "\"a=b\"", "an equals sign is quoted");
+    quote_is("a b", 64, "\"a b\"", "a space is quoted");
     quote_is("", 64, "\"\"", "empty string");
     quote_is(NULL, 64, "(null)", "NULL");
     quote_is("say \"hi\"", 64, "\"say \\\"hi\\\"\"", "double quotes");
@@ -46,13 +49,14 @@ static void test_quote(void)
              "\"id\\nts=2026 level=error msg=\\\"forged\\\"\"", "a forged line stays a value");
 
     /* cut: at most SIZE-1 characters, a whole escape or character, then "..." */
-    quote_is("0123456789", 13, "\"0123456789\"", "exactly fits");
-    quote_is("0123456789a", 13, "\"0123456...\"", "one byte too long: cut with the marker");
+    quote_is("01234 6789", 13, "\"01234 6789\"", "exactly fits");
+    quote_is("0123456789abc", 13, "\"0123456...\"", "too long to stand bare: quoted and cut");
+    quote_is("01234 6789a", 13, "\"01234 6...\"", "one byte too long: cut with the marker");
     quote_is("abcd\nefgh", 10, "\"abcd...\"", "the cut keeps a whole escape");
     quote_is("abc\nefgh", 10, "\"abc...\"", "the cut never splits an escape");
     quote_is("ab\xe2\x82\xac" "cdefgh", 10, "\"ab...\"", "the cut never splits a UTF-8 character");
     quote_is("ab\xc3\xa9" "cdefgh", 10, "\"ab\xc3\xa9...\"", "a whole UTF-8 character stays");
-    quote_is("abcdefgh", CO_LOG_QUOTE_MIN, "\"...\"", "the smallest buffer: only the marker");
+    quote_is("abcd efgh", CO_LOG_QUOTE_MIN, "\"...\"", "the smallest buffer: only the marker");
     quote_is("abcdefgh", 3, "", "a buffer too small: empty");
 
     char big[600];

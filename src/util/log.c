@@ -170,6 +170,17 @@ static size_t utf8_boundary(const char *buf, size_t start, size_t off)
     return off - (lead - 1) >= want ? off : lead - 1;
 }
 
+/* S can stand unquoted (logfmt): not empty, fits, and only printable ASCII
+ * that cannot end or fake a field (no space, quote, backslash or '='). */
+static bool is_bare(const char *s, size_t size)
+{
+    size_t n = 0;
+    for (; s[n] != '\0'; n++)
+        if (s[n] <= ' ' || s[n] > '~' || s[n] == '"' || s[n] == '\\' || s[n] == '=')
+            return false;
+    return n > 0 && n < size;
+}
+
 const char *co_log_quote(char *buf, size_t size, const char *s)
 {
     bool done;
@@ -181,6 +192,10 @@ const char *co_log_quote(char *buf, size_t size, const char *s)
     }
     if (s == NULL) {
         snprintf(buf, size, "(null)");
+        return buf;
+    }
+    if (is_bare(s, size)) {
+        memcpy(buf, s, strlen(s) + 1);
         return buf;
     }
     buf[0] = '"';

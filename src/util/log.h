@@ -53,7 +53,9 @@ void co_log(enum co_log_level level, const char *msg, const char *fmt, ...) CO_P
 
 /*
  * Quote S as one key=value value into BUF (SIZE bytes, at least
- * CO_LOG_QUOTE_MIN): a double-quoted string with \" \\ \n \r \t, and \xHH
+ * CO_LOG_QUOTE_MIN), the logfmt way: a value of printable ASCII without
+ * space, '"', '\\' or '=' that fits stands as it is (so ids and numbers read
+ * the same as everywhere else); any other is a double-quoted string with \" \\ \n \r \t, and \xHH
  * for every other control byte and DEL; other bytes (UTF-8 included) as they
  * are.  A value that does not fit is cut at a whole character and ends in
  * "..." inside the quotes.  S NULL gives "(null)" unquoted.  Returns BUF.
