@@ -29,6 +29,7 @@
 #include "dispatch/provider.h"
 #include "net/redis_slots.h"
 #include "util/shm.h"
+#include "util/tunables.h"
 #include "api/validate.h"
 
 /* A lease outlives the reclaim deadline, so the scheduler's reclaim (not the
@@ -335,7 +336,7 @@ static void loaded(void *arg, const PGresult *res, const char *err)
         return;
     }
     snprintf(j->to, sizeof(j->to), "%s", PQgetvalue(res, 0, 2));
-    double lease = d->cfg->call_timeout + LEASE_MARGIN;
+    double lease = d->cfg->call_timeout + co_tunables.lease_margin;
     if (redis_slots_acquire(d->redis, j->owner, j->attempt, j->to, d->cfg->max_concurrent_calls,
                             lease, acquired, j) < 0)
         park(j, "redis unavailable");

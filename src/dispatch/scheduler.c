@@ -22,6 +22,7 @@
 #include "net/pg_pool.h"
 #include "net/redis_slots.h"
 #include "util/shm.h"
+#include "util/tunables.h"
 
 /* A lease outlives a few missed ticks, so a slow tick does not hand over. */
 #define LEASE_TICKS 5
@@ -144,7 +145,7 @@ static void counted(void *arg, int in_use, const char *err)
     }
     char limit[16], grace[32];
     snprintf(limit, sizeof(limit), "%d", free_slots < SCHED_MAX_BATCH ? free_slots : SCHED_MAX_BATCH);
-    snprintf(grace, sizeof(grace), "%lld", dispatch_ms(SCHED_REPUBLISH_GRACE));
+    snprintf(grace, sizeof(grace), "%lld", dispatch_ms(co_tunables.republish_grace));
     const char *values[] = { limit, grace };
     if (pg_pool_query(s->pg, PUBLISH_SQL, 2, values, published, s) < 0)
         tick_end(s);

@@ -810,11 +810,20 @@ sub log_text { return _slurp("$_[0]{dir}/callorchd.log") }
 # answers 200.  Options: binary (relative to the build dir; default
 # src/callorchd), config (default: the written one, written now if none),
 # args (extra arguments), env (extra environment), timeout (default 20),
-# wait => 0 (return at once).  Returns the master pid.
+# wait => 0 (return at once), tunables => { republish_grace => 2, ... }
+# (shortened timings: runs t/callorchd-testhooks with CALLORCH_TEST_<NAME>
+# set, see src/util/tunables.h).  Returns the master pid.
 sub start_daemon {
     my ($self, %o) = @_;
     croak "callorchd is already running (pid $self->{daemon_pid})" if $self->{daemon_pid};
     $self->write_config unless $o{config} || $self->{config_path};
+    # tunables => { NAME => seconds }: the test build, with
+    # CALLORCH_TEST_<NAME> shortening a timing of src/util/tunables.h
+    if ($o{tunables}) {
+        $o{binary} //= 't/callorchd-testhooks';
+        $o{env} = { %{ $o{env} || {} },
+            map { ('CALLORCH_TEST_' . uc($_) => $o{tunables}{$_}) } keys %{ $o{tunables} } };
+    }
     my $bin = $o{binary} // 'src/callorchd';
     $bin = builddir() . "/$bin" unless $bin =~ m{^/};
     croak "$bin is not built (make; out-of-tree builds: set CALLORCH_BUILDDIR)" unless -x $bin;
@@ -1213,11 +1222,14 @@ The generated config, with C<'section.key' =E<gt> value> overrides (undef
 deletes a key).  C<write_config> writes TMPDIR/callorch.ini atomically and
 returns its path.
 
-=item start_daemon(binary => 'src/callorchd', config => PATH, args => [], env => {}, timeout => 20, wait => 1)
+=item start_daemon(binary => 'src/callorchd', config => PATH, args => [], env => {}, timeout => 20, wait => 1, tunables => {})
 
 Forks C<callorchd -f -c CONFIG> in a process group of its own (output
 appended to TMPDIR/callorchd.out) and waits for C<GET /healthz> to answer
-200; returns the master pid.
+200; returns the master pid.  C<tunables> (e.g. C<{ republish_grace =E<gt>
+2 }>, seconds) runs the test build t/callorchd-testhooks instead, with
+C<CALLORCH_TEST_REPUBLISH_GRACE> etc. set: the timings of
+src/util/tunables.h that are no configuration key, shortened.
 
 =item stop_daemon(signal => 'TERM', timeout => 15)
 
