@@ -707,6 +707,13 @@ sub _base_config {
             [ 'rdkafka.session.timeout.ms' => 6000 ],
             # Reconnect within a second after kafka_up (default: up to 10 s).
             [ 'rdkafka.reconnect.backoff.max.ms' => 1000 ],
+            # Hand a message over at once: by default a consumer's fetch
+            # waits up to 500 ms for data (the producers ignore it with a
+            # log line) and a producer lingers 5 ms for a batch; with a
+            # few calls at a time under a cap each call paid the wait
+            # (t/40: 52 s -> 20 s).
+            [ 'rdkafka.fetch.wait.max.ms' => 10 ],
+            [ 'rdkafka.linger.ms' => 0 ],
         ] ],
         [ dispatch => [
             [ max_concurrent_calls => 30 ],
