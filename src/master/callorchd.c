@@ -207,6 +207,9 @@ static int test_tunables_from_env(void)
         { "CALLORCH_TEST_RESPAWN_MAX", &co_tunables.respawn_max },
         { "CALLORCH_TEST_RESPAWN_STABLE", &co_tunables.respawn_stable },
         { "CALLORCH_TEST_LEASE_MARGIN", &co_tunables.lease_margin },
+        { "CALLORCH_TEST_PG_QUEUE_TIMEOUT", &co_tunables.pg_queue_timeout },
+        { "CALLORCH_TEST_PG_BACKOFF_MAX", &co_tunables.pg_backoff_max },
+        { "CALLORCH_TEST_REDIS_BACKOFF_MAX", &co_tunables.redis_backoff_max },
     };
     for (size_t i = 0; i < sizeof(knobs) / sizeof(knobs[0]); i++) {
         const char *v = getenv(knobs[i].env);

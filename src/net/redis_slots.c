@@ -45,6 +45,7 @@
 #include <openssl/evp.h>
 
 #include "util/log.h"
+#include "util/tunables.h"
 
 /* ------------------------------------------------------------- scripts --- */
 
@@ -913,7 +914,7 @@ void redis_slots_opts_init(struct redis_slots_opts *opts)
     opts->name = "redis";
     opts->command_timeout = 5;
     opts->backoff_min = 0.1;
-    opts->backoff_max = 5;
+    opts->backoff_max = co_tunables.redis_backoff_max;
     opts->max_pending = 10000;
 }
 

@@ -9,4 +9,7 @@ struct co_tunables co_tunables = {
     .respawn_max = 30.0,
     .respawn_stable = 10.0,
     .lease_margin = 60.0,
+    .pg_queue_timeout = 5.0,
+    .pg_backoff_max = 5.0,
+    .redis_backoff_max = 5.0,
 };

@@ -26,6 +26,12 @@ struct co_tunables {
     /* s; a slot lease outlives the reclaim deadline (call_timeout) by this
      * much, so the scheduler's reclaim, not the expiry, normally frees it */
     double lease_margin;
+    /* s; the PostgreSQL pools: how long a job may wait for a connection,
+     * and the cap of the doubling reconnect backoff */
+    double pg_queue_timeout;
+    double pg_backoff_max;
+    /* s; the cap of the Redis client's doubling reconnect backoff */
+    double redis_backoff_max;
 };
 
 extern struct co_tunables co_tunables;
