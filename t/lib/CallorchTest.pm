@@ -20,6 +20,7 @@ use HTTP::Tiny;
 use IO::Select;
 use IO::Socket::INET;
 use JSON::PP;
+use Digest::MD5 qw(md5_hex);
 use MIME::Base64 qw(encode_base64);
 use POSIX qw(WNOHANG WIFEXITED WEXITSTATUS WIFSIGNALED WTERMSIG setpgid _exit);
 use Scalar::Util qw(weaken);
@@ -355,29 +356,42 @@ sub start_postgres {
         }
         # Durability is left alone on purpose (fsync, synchronous_commit on):
         # the tests must see what production sees.
-        my $st = _run(
-            cmd => [ _as_postgres("$bin/initdb", '-D', $data, '-U', 'callorch', '--auth=trust',
-                '-E', 'UTF8', '--locale=C') ],
-            log => "$pgdir/initdb.log", cwd => $pgdir);
-        if ($st != 0) {
-            _diag_tail("$pgdir/initdb.log");
-            croak "initdb failed (status $st)";
+        # (1 MB WAL segments: a cluster of 23 MB, not 39, to copy)
+        my @initdb = ("$bin/initdb", '-D', $data, '-U', 'callorch', '--auth=trust',
+            '-E', 'UTF8', '--locale=C', '--wal-segsize=1');
+        my $conf_text = "\n# callorch test stack (port and socket directory are given on the"
+            . " command line)\n"
+            . "listen_addresses = '127.0.0.1'\n"
+            . "shared_buffers = 16MB\n"
+            . "max_connections = 200\n"
+            . "log_min_messages = warning\n";
+        # initdb and CREATE DATABASE take most of a stack's start: the
+        # first test keeps a copy of its fresh cluster (stopped, with the
+        # empty database callorch) in the build tree, the others copy it
+        # (keyed by the binaries, the initdb options and the conf).
+        my $tmpl = builddir() . '/t/pg-template-'
+            . md5_hex(join "\0", @initdb[ 0, 3 .. $#initdb ], $conf_text, $>);
+        if (-d $tmpl && _run(cmd => [ 'cp', '-a', $tmpl, $data ], log => "$pgdir/initdb.log") == 0) {
+            # a copy of a fresh cluster
+        } else {
+            remove_tree($data);
+            my $st = _run(cmd => [ _as_postgres(@initdb) ], log => "$pgdir/initdb.log", cwd => $pgdir);
+            if ($st != 0) {
+                _diag_tail("$pgdir/initdb.log");
+                croak "initdb failed (status $st)";
+            }
+            open my $conf, '>>', "$data/postgresql.conf" or croak "postgresql.conf: $!";
+            print $conf $conf_text;
+            close $conf or croak "postgresql.conf: $!";
+            $self->{pg_make_template} = $tmpl if !-d $tmpl && -d builddir() . '/t' && -w _;
         }
-        open my $conf, '>>', "$data/postgresql.conf" or croak "postgresql.conf: $!";
-        print $conf "\n# callorch test stack (the port is given on the command line)\n",
-            "listen_addresses = '127.0.0.1'\n",
-            "unix_socket_directories = '$pgdir'\n",
-            "shared_buffers = 16MB\n",
-            "max_connections = 200\n",
-            "log_min_messages = warning\n";
-        close $conf or croak "postgresql.conf: $!";
     }
 
     for my $try (1 .. 3) {
         my $port = $self->{pg_port} //= free_port();
         my $from = (-s $log || 0);
         my $st = _run(
-            cmd => [ _as_postgres("$bin/pg_ctl", '-D', $data, '-l', $log, '-o', "-p $port",
+            cmd => [ _as_postgres("$bin/pg_ctl", '-D', $data, '-l', $log, '-o', "-p $port -k $pgdir",
                 '-w', '-t', '30', 'start') ],
             log => "$pgdir/pg_ctl.log", cwd => $pgdir);
         if ($st == 0) {
@@ -402,6 +416,17 @@ sub start_postgres {
         $self->psql('CREATE DATABASE callorch', db => 'postgres')
             unless $self->psql("SELECT 1 FROM pg_database WHERE datname = 'callorch'", db => 'postgres');
         $self->{pg_db_created} = 1;
+    }
+    if (my $tmpl = delete $self->{pg_make_template}) {
+        # Stopped cleanly, copied, renamed into place: another test copying
+        # the template never sees half of it.  Best effort.
+        $self->stop_postgres;
+        my $part = "$tmpl.part$$";
+        if (_run(cmd => [ 'cp', '-a', $data, $part ], log => "$pgdir/initdb.log") != 0
+            || !rename($part, $tmpl)) {
+            remove_tree($part);
+        }
+        $self->start_postgres;
     }
     return $self;
 }
