@@ -257,8 +257,9 @@ sub check_attempt_log {
         'provider.api_key'      => 'a-wrong-provider-key');
     my @ids = create_calls(2, $label);
     wait_status(\@ids, 'FAILED', 60, "$label: both calls end FAILED");
-    # Retries would come within ~100-200 ms: give them ample time to (not) happen.
-    sleep 2;
+    # Retries would be due within 120 ms and published by the next tick:
+    # let the scheduler tick 5 times (100 ms each) to show none comes.
+    ok($s->scheduler_ticks(5, soft => 1), "$label: the scheduler ticked 5 times since");
     for my $id (@ids) {
         my $c = get_call($id);
         is($c->{status}, 'FAILED', "$label: still FAILED");
@@ -306,10 +307,10 @@ sub check_attempt_log {
     cmp_ok($delay, '<=', 36 + 0.002, "$label: and <= 1.2 x 30s");
     slots_released($label);
 
-    # Nothing happens until then.
-    sleep 2;
+    # Nothing happens until then: the scheduler looks at it every tick.
+    ok($s->scheduler_ticks(5, soft => 1), "$label: the scheduler ticked 5 times since");
     $c = get_call($id);
-    is($c->{status}, 'PENDING', "$label: still PENDING two seconds later");
+    is($c->{status}, 'PENDING', "$label: still PENDING five ticks later");
     is($c->{attempts}, 1, "$label: no early retry");
     is($s->sim_stats->{rejected}{'5xx'}, 1, "$label: the provider saw one attempt");
 

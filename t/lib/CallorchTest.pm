@@ -565,6 +565,23 @@ sub redis_cli {
     return $out;
 }
 
+# Wait until the leading scheduler started N more ticks (default 3): each
+# tick renews the leader lease in Redis, so its PTTL jumps back up.  For
+# tests that must show that the scheduler looked and did nothing, instead
+# of sleeping.  Dies after TIMEOUT seconds (default 30; soft => 1: false).
+sub scheduler_ticks {
+    my ($self, $n, %o) = @_;
+    $n //= 3;
+    my $key = ($self->_current_config->{redis}{key_prefix} // 'callorch:') . 'leader';
+    my ($seen, $last) = (0, undef);
+    return $self->wait_for(sub {
+        my $ttl = eval { $self->redis_cli('PTTL', $key) } // -2;
+        $seen++ if defined $last && $ttl > $last + 5;
+        $last = $ttl;
+        $seen >= $n;
+    }, timeout => $o{timeout} // 30, interval => 0.01, soft => $o{soft}, what => "$n scheduler ticks");
+}
+
 # ---------------------------------------------------------------- kafka ---
 
 sub kafka_brokers {
@@ -728,8 +745,12 @@ sub _base_config {
             [ consumers => 2 ],
             # The mock broker waits session.timeout.ms - 1 s before it
             # completes a rebalance after a member leaves or dies (44 s with
-            # the default 45 s): keep respawns and reloads quick.
-            [ 'rdkafka.session.timeout.ms' => 6000 ],
+            # the default 45 s), also when a restarted daemon's consumers
+            # join: keep restarts, respawns and reloads quick (2 s), with a
+            # heartbeat well within the session (with a 2 s session the
+            # group did not form in t/41).
+            [ 'rdkafka.session.timeout.ms' => 3000 ],
+            [ 'rdkafka.heartbeat.interval.ms' => 1000 ],
             # Reconnect within a second after kafka_up (default: up to 10 s).
             [ 'rdkafka.reconnect.backoff.max.ms' => 1000 ],
             # Hand a message over at once: by default a consumer's fetch
@@ -1230,6 +1251,12 @@ Runs C<callorchctl -c CONFIG --sql-dir SRCDIR/sql migrate>.
 =item start_redis, stop_redis, restart_redis, redis_port, redis_pid, redis_cli(ARGS)
 
 No persistence: a restarted Redis is empty.  Same port after a restart.
+
+=item scheduler_ticks(N, timeout => 30, soft => 0)
+
+Returns once the leading scheduler renewed its lease in Redis N more
+times (one renewal a tick): proof that it looked, where a test would
+otherwise sleep to show that nothing happens.
 
 =item start_kafka(topics => ['calls:4'], brokers => 1), stop_kafka, kafka_brokers, kafka_pid
 
