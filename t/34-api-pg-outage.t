@@ -6,6 +6,10 @@
 # API recovers by itself within a bounded wait — same master, same http
 # workers, and every call answered 201 before the outage is still there.
 # Twice: a clean shutdown (fast) and a crash (immediate).
+#
+# The daemon is the test build with the pools' reconnect backoff capped at
+# 1 s (production 5 s, src/util/tunables.h), so a shorter outage takes it
+# to its cap.
 use strict;
 use warnings;
 use IO::Select;
@@ -23,7 +27,9 @@ my $s = CallorchTest->new;
 $s->start_all;
 $s->migrate;
 $s->write_config('http.workers' => 2);
-my $master = $s->start_daemon;
+my $BACKOFF_MAX = 1;    # s, the pools' reconnect backoff cap (0.1 s doubling)
+my $LONG = 3;           # s, the longer outage: past 0.1 + 0.2 + 0.4 + 0.8 s, at the cap
+my $master = $s->start_daemon(tunables => { pg_backoff_max => $BACKOFF_MAX });
 
 sub http_workers {
     return sort { $a <=> $b } map { $_->{pid} } grep { $_->{title} =~ /http/ } $s->children_of($master);
@@ -136,13 +142,13 @@ for my $mode (qw(fast immediate)) {
     # answers stay prompt 503s all along.
     my %later;
     my $worst = 0;
-    while (time - $down_at < 8) {
+    while (time - $down_at < $LONG) {
         my ($st, undef, undef, $took) = timed(POST => '/api/v1/calls', { to => phone(), scriptId => 'down' });
         $later{$st}++;
         $worst = $took if $took > $worst;
         sleep 0.25;
     }
-    is(join(',', keys %later), '503', "$mode: still 503 after 8s down");
+    is(join(',', keys %later), '503', "$mode: still 503 after ${LONG}s down");
     ok($worst < $PROMPT, sprintf('%s: ... the slowest in %.2fs', $mode, $worst));
     note(sprintf '%s: outage lasted %.1fs', $mode, time - $down_at);
 
