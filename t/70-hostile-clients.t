@@ -558,6 +558,7 @@ note("children: $before");
     my ($sent, $end) = (0, time + $CUTOFF);
     my @w = http_workers();
     my %rss0 = map { $_ => rss_kb($_) } @w;
+    my $log_mark = length $s->log_text;
     # Pipeline requests, never read the answers, until the server stops
     # taking them (its buffers and the kernel's are full).
     my $stalled = 0;
@@ -575,8 +576,9 @@ note("children: $before");
     my $nreq = int($sent / length $one);
     note("pipelined $nreq requests ($sent bytes) without reading");
     cmp_ok($sent, '<', 50_000_000, 'the server stops reading from a client that does not read');
-    # Past the 2 s send timeout the server gives up on it.
-    sleep 3;
+    # Past the 2 s send timeout the server gives up on it (and says so).
+    ok($s->wait_for(sub { substr($s->log_text, $log_mark) =~ /msg="http send timeout"/ },
+        timeout => 30, interval => 0.05, soft => 1), 'the server logged the send timeout');
     my $grew = max map { rss_kb($_) - $rss0{$_} } @w;
     SKIP: {
         # AddressSanitizer's quarantine holds freed memory: RSS says nothing there.
