@@ -223,6 +223,9 @@ sub _slurp {
     return $text // '';
 }
 
+# A whole file, or '' when it cannot be read.
+sub slurp { return _slurp(@_) }
+
 # The part of PATH after its first OFFSET bytes (what a restart wrote).
 sub slurp_from { return _slurp_from(@_) }
 sub _slurp_from {
@@ -290,15 +293,22 @@ sub daemon_pid  { return $_[0]{daemon_pid} }
 sub wait_for {
     my ($self, $code, %o) = @_;
     my $timeout = $o{timeout} // 10;
-    my $end = time + $timeout;
-    while (1) {
-        my $v = $code->();
-        return $v if $v;
-        last if time >= $end;
-        sleep($o{interval} // 0.05);
-    }
+    my $v = wait_until($code, $timeout, $o{interval} // 0.05);
+    return $v if $v;
     return 0 if $o{soft};
     croak sprintf('timed out after %gs waiting for %s', $timeout, $o{what} // 'a condition');
+}
+
+# The same without a stack: CODE's first true value within TIMEOUT seconds
+# (default 5), polled every INTERVAL (default 0.02), else its last value.
+sub wait_until {
+    my ($code, $timeout, $interval) = @_;
+    my $end = time + ($timeout // 5);
+    while (1) {
+        my $v = $code->();
+        return $v if $v || time >= $end;
+        sleep($interval // 0.02);
+    }
 }
 
 # The processes whose parent is PID, as { pid, title } sorted by pid.
@@ -660,34 +670,55 @@ sub start_all {
 
 # --------------------------------------------------------------- config ---
 
+# The port of the provider simulator; once it is handed out (in a config,
+# or to a test) the simulator must take that one.
 sub provider_port {
     my ($self) = @_;
+    $self->{provider_port_published} = 1;
     return $self->{provider_port} //= free_port();
 }
 
 # Start callorch-provider-sim on provider_port with the stack's callback
-# secret; ARGS are extra command-line options (e.g. '--delay', '0-50ms').
-# Waits for its /healthz.  Returns $self.
+# secret; ARGS are extra command-line options (e.g. '--delay', '0-50ms';
+# a later '--secret' wins).  Waits for its /healthz.  Returns $self.
 sub start_sim {
     my ($self, @args) = @_;
     croak 'the simulator is already running' if $self->{sim_pid};
     my $bin = builddir() . '/src/callorch-provider-sim';
     croak "$bin is not built" unless -x $bin;
-    my $port = $self->provider_port;
-    my $pid = _spawn(cmd => [ $bin, '--listen', "127.0.0.1:$port", '--secret', $CALLBACK_SECRET,
-            @args ], log => "$self->{dir}/sim.log", cwd => $self->{dir});
-    my $ua = HTTP::Tiny->new(keep_alive => 0, timeout => 2);
-    my $up = $self->wait_for(sub {
-        waitpid($pid, WNOHANG) != $pid && $ua->get("http://127.0.0.1:$port/healthz")->{status} == 200
-    }, timeout => 10, soft => 1);
-    unless ($up) {
-        _diag_tail("$self->{dir}/sim.log");
-        _stop_pid($pid, 'KILL', 5);
+    my $log = "$self->{dir}/sim.log";
+    for my $try (1 .. 3) {
+        my $port = $self->{provider_port} //= free_port();
+        my $from = (-s $log || 0);
+        my $pid = _spawn(cmd => [ $bin, '--listen', "127.0.0.1:$port", '--secret', $CALLBACK_SECRET,
+                @args ], log => $log, cwd => $self->{dir});
+        my $ua = HTTP::Tiny->new(keep_alive => 0, timeout => 2);
+        my $exited;
+        my $up = $self->wait_for(sub {
+            return 0 if $exited ||= waitpid($pid, WNOHANG) == $pid;
+            # our own answer: another test's simulator may hold the port
+            _listens($pid, $port) && $ua->get("http://127.0.0.1:$port/healthz")->{status} == 200
+        }, timeout => 10, soft => 1, interval => 0.02);
+        if ($up) {
+            $self->{sim_pid} = $pid;
+            $self->{provider_port_published} = 1;
+            return $self;
+        }
+        _stop_pid($pid, 'KILL', 5) unless $exited;
+        # Lost the race for the port (another test took it since
+        # free_port): take another, unless a config already points there.
+        if (!$self->{provider_port_published} && _slurp_from($log, $from) =~ /in use/i) {
+            delete $self->{provider_port};
+            next;
+        }
+        _diag_tail($log);
         croak 'callorch-provider-sim did not start';
     }
-    $self->{sim_pid} = $pid;
-    return $self;
+    croak 'callorch-provider-sim: no free port after 3 tries';
 }
+
+sub sim_pid { return $_[0]{sim_pid} }
+sub sim_url { return 'http://127.0.0.1:' . $_[0]->provider_port }
 
 # The simulator's GET /stats, decoded.
 sub sim_stats {
@@ -698,10 +729,12 @@ sub sim_stats {
     return JSON::PP::decode_json($r->{content});
 }
 
+# SIGTERM (or SIGNAL), SIGKILL after 10 s; returns the exit code (128 +
+# signal if killed), undef if none ran.
 sub stop_sim {
-    my ($self) = @_;
-    my $pid = delete $self->{sim_pid} or return;
-    _stop_pid($pid, 'TERM', 10);
+    my ($self, $signal) = @_;
+    my $pid = delete $self->{sim_pid} or return undef;
+    return _exit_code(_stop_pid($pid, $signal // 'TERM', 10));
 }
 
 # The base config as [ section => [ [key, value], ... ] ], DESIGN.md section 6.
