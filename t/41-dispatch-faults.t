@@ -17,15 +17,14 @@ use warnings;
 use Test::More;
 use Time::HiRes qw(time);
 use Time::Local qw(timegm);
+use CallorchScenario;
 use CallorchTest;
 
 CallorchTest::require_stack();
-my $s = CallorchTest->new;
+my $s = CallorchTest->new(phone_base => 2_000_000);
 $s->start_all;
 $s->migrate;
 
-my $phone = 0;
-sub next_phone { return sprintf '+1555%07d', 2_000_000 + ++$phone }
 
 # RFC 3339 "2026-01-01T12:00:00.123Z" -> epoch seconds (fractional).
 sub epoch {
@@ -36,20 +35,17 @@ sub epoch {
     return timegm($sec, $mi, $h, $d, $mo - 1, $y) + ($frac // 0);
 }
 
-# Restart daemon and simulator: a fresh config from the common settings
-# plus OVERRIDES, and the simulator with SIM_ARGS.
+# Restart daemon and simulator (CallorchScenario::start): a fresh config
+# from the common settings plus OVERRIDES, and the simulator with SIM_ARGS.
 my %common = (
     'dispatch.scheduler_interval' => '100ms',
     'dispatch.max_concurrent_calls' => 2,
     'dispatch.call_timeout' => '10m',
 );
+my $sc = CallorchScenario->new($s);
 sub scenario {
     my ($sim_args, %ovr) = @_;
-    $s->stop_daemon if $s->daemon_pid;
-    $s->stop_sim;
-    $s->start_sim(@$sim_args);
-    $s->write_config(%common, %ovr);
-    $s->start_daemon;
+    return $sc->start($sim_args, %common, %ovr);
 }
 
 sub create_calls {
@@ -57,7 +53,7 @@ sub create_calls {
     my @ids;
     (my $script = $label) =~ s/[^A-Za-z0-9._:-]/-/g;
     for my $i (1 .. $n) {
-        my ($st, $c) = $s->api(POST => '/api/v1/calls', { to => next_phone(), scriptId => "$script-$i" });
+        my ($st, $c) = $s->api(POST => '/api/v1/calls', { to => $s->next_phone, scriptId => "$script-$i" });
         is($st, 201, "$label: call $i accepted") or diag explain $c;
         push @ids, $c->{id} if ref $c && $st == 201;
     }

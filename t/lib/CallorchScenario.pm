@@ -19,14 +19,14 @@ use Time::HiRes qw(time sleep);
 use CallorchTest;
 
 # A running stack (PostgreSQL migrated, Redis, Kafka) and the scenario
-# object on it.  %O: phone_base (numbers are +1555 and 7 digits from it),
+# object on it.  %O: phone_base (CallorchTest->new's: numbers count up from it),
 # only_env (the variable that lists the scenarios to run, for want()),
 # tunables (shortened timings for every daemon started, as
 # CallorchTest::start_daemon takes them).
 sub setup {
     my ($class, %o) = @_;
     CallorchTest::require_stack();
-    my $s = CallorchTest->new;
+    my $s = CallorchTest->new(phone_base => $o{phone_base} // 4_300_000);
     $s->start_all;
     $s->migrate;
     return ($s, $class->new($s, %o));
@@ -37,9 +37,7 @@ sub new {
     return bless {
         s          => $s,
         only_env   => $o{only_env},
-        phone_base => $o{phone_base} // 4_300_000,
         tunables   => $o{tunables},
-        phone_seq  => 0,
         log_from   => 0,
         sim_from   => 0,
     }, $class;
@@ -55,10 +53,7 @@ sub want {
     return !$only || grep { $_ eq $tag } split /,/, $only;
 }
 
-sub next_phone {
-    my ($self) = @_;
-    return sprintf '+1555%07d', $self->{phone_base} + ++$self->{phone_seq};
-}
+sub next_phone { return $_[0]{s}->next_phone }
 
 sub _sim_log { return $_[0]{s}->tmpdir . '/sim.log' }
 

@@ -268,6 +268,8 @@ sub new {
         dir   => $dir,
         owner => $$,    # a forked child must never tear down its parent's stack
         leave => $ENV{CALLORCH_TEST_LEAVE} ? 1 : 0,
+        phone_base => $opts{phone_base} // 0,
+        phone_seq  => 0,
         http  => HTTP::Tiny->new(keep_alive => 0, timeout => 30, agent => 'callorch-test/1'),
     }, $class;
     Test::More::diag("test directory $dir (kept: CALLORCH_TEST_LEAVE is set)") if $self->{leave};
@@ -285,6 +287,14 @@ sub new {
 }
 
 sub tmpdir      { return $_[0]{dir} }
+
+# A fresh valid phone number per call: +1555 and 7 digits, counting up
+# from new()'s phone_base (default 0), so a test's groups of calls can
+# keep to number ranges of their own.
+sub next_phone {
+    my ($self) = @_;
+    return sprintf '+1555%07d', $self->{phone_base} + ++$self->{phone_seq};
+}
 sub config_path { return $_[0]{config_path} }
 sub daemon_pid  { return $_[0]{daemon_pid} }
 
@@ -1077,6 +1087,47 @@ sub api_retry_for {
         return @r unless ($r[0] == 503 || $r[0] == 599) && time < $end;
         sleep 0.5;
     }
+}
+
+# A new TCP connection to the daemon's HTTP port (port => PORT for
+# another), for raw-socket tests; dies when it cannot connect (soft => 1:
+# returns undef).
+sub raw_connect {
+    my ($self, %o) = @_;
+    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $o{port} // $self->http_port,
+        Proto => 'tcp', Timeout => 10);
+    unless ($sock) {
+        return undef if $o{soft};
+        croak "connect: $!";
+    }
+    binmode $sock;
+    return $sock;
+}
+
+# A subtest checking an RFC 9457 problem answer (the (status, body,
+# headers) of api()): status WANT, Content-Type application/problem+json,
+# a JSON object with a type URI, a title, the status and a detail; with
+# FIELDS (an array of names) also errors[] naming exactly those fields,
+# each with a message.
+sub problem_ok {
+    my ($st, $body, $h, $want, $name, %o) = @_;
+    my $fields = $o{fields};
+    Test::More::subtest("$name: $want" . ($fields ? " [@$fields]" : '') => sub {
+        Test::More::is($st, $want, "status $want") or Test::More::diag(Test::More::explain($body));
+        Test::More::like($h->{'content-type'} // '', qr{^application/problem\+json\b},
+            'Content-Type: application/problem+json');
+        Test::More::is(ref $body, 'HASH', 'body is a JSON object') or return;
+        Test::More::like($body->{type} // '', qr{^(?:https?://\S+|about:blank)$}, 'type is a URI');
+        Test::More::like($body->{title} // '', qr/\S/, 'title');
+        Test::More::is($body->{status}, $want, 'status member');
+        Test::More::like($body->{detail} // '', qr/\S/, 'detail');
+        return unless $fields;
+        Test::More::is(ref $body->{errors}, 'ARRAY', 'errors is an array') or return;
+        Test::More::is_deeply([ sort map { $_->{field} } @{ $body->{errors} } ], [ sort @$fields ],
+            'errors[].field');
+        Test::More::ok(!(grep { !defined $_->{message} || $_->{message} !~ /\S/ } @{ $body->{errors} }),
+            'every error has a message');
+    });
 }
 
 # Read one HTTP/1.1 response from SOCK (raw-socket tests): { status,
