@@ -1295,18 +1295,44 @@ A loopback port that nothing listened on a moment ago.
 The C<whsec_> secret in every generated config, and the raw HMAC key it
 encodes, for signing webhooks in tests.
 
+=item wait_until(CODE, TIMEOUT = 5, INTERVAL = 0.02)
+
+CODE's first true value within TIMEOUT seconds, else its last value: the
+poll loop of C<wait_for>, for tests without a stack.
+
+=item slurp(PATH), read_file(PATH), slurp_from(PATH, OFFSET)
+
+A whole file (C<slurp>: '' when unreadable; C<read_file> dies), or what
+follows its first OFFSET bytes.
+
+=item problem_ok(STATUS, BODY, HEADERS, WANT, NAME, fields => [...])
+
+A subtest: an RFC 9457 problem answer with status WANT (type URI, title,
+status, detail), and with C<fields> an C<errors> array naming exactly
+those fields.
+
 =back
 
 =head1 METHODS
 
 =over
 
-=item new
+=item new(phone_base => 0)
 
 Creates the temporary directory.  Also installs SIGINT/SIGTERM/SIGHUP
 handlers (unless the script has its own) so an interrupted test cleans up.
 
 =item tmpdir, config_path, daemon_pid
+
+=item next_phone
+
+A fresh phone number per call, C<+1555> and 7 digits counting up from
+C<phone_base>.
+
+=item raw_connect(port => http_port, soft => 0)
+
+A TCP connection to the daemon, for raw HTTP; dies when it cannot
+connect (C<soft>: undef).
 
 =item wait_for(CODE, timeout => 10, what => '...', soft => 0)
 
@@ -1358,6 +1384,12 @@ Both return once the broker confirmed.
 
 A port reserved for the provider simulator; the generated config's
 C<[provider] url> points at it.
+
+=item start_sim(ARGS), stop_sim(SIGNAL = 'TERM'), sim_pid, sim_url, sim_stats
+
+Runs callorch-provider-sim on C<provider_port> with the stack's
+secret and ARGS (a later C<--secret> wins), waits for its /healthz;
+C<stop_sim> returns its exit code.
 
 =item config_text(%overrides), write_config(%overrides)
 
