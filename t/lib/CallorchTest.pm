@@ -132,6 +132,17 @@ sub free_port {
     croak 'no free port found';
 }
 
+# A port where nothing listens for as long as this process runs: bound
+# (so no other test can take it) but never listening, so a connection is
+# refused.  For "unreachable" cases, safe with tests running in parallel.
+my @CLOSED;
+sub closed_port {
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp')
+        or croak "cannot bind 127.0.0.1:0: $!";
+    push @CLOSED, $s;
+    return $s->sockport;
+}
+
 # Fork and exec CMD with stdin from /dev/null and stdout and stderr appended
 # to LOG; returns the pid.  PGROUP puts it in a process group of its own, so
 # the whole group can be killed if it leaves children behind.
@@ -755,7 +766,7 @@ sub _base_config {
     my $user = getpwuid($<) // croak "no user name for uid $<";
     # Not started yet: a port where nothing listens, never a real default
     # (which might reach someone's real Kafka on 9092).
-    my $brokers = $self->{kafka_brokers} // '127.0.0.1:' . ($self->{kafka_dead_port} //= free_port());
+    my $brokers = $self->{kafka_brokers} // '127.0.0.1:' . ($self->{kafka_dead_port} //= closed_port());
     return (
         [ daemon => [
             [ user             => $user ],
@@ -1289,6 +1300,11 @@ the built t/kafka-broker are available.
 =item free_port()
 
 A loopback port that nothing listened on a moment ago.
+
+=item closed_port()
+
+A loopback port that refuses connections for as long as the test runs
+(held bound, never listening): no parallel test can take it.
 
 =item callback_secret(), callback_key()
 
