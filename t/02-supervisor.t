@@ -167,7 +167,13 @@ kill 'HUP', $master;
 $s->wait_for(sub { $s->log_text =~ /reload failed/ }, what => 'reload failure logged');
 like($s->log_text, qr/reload failed; keeping the running configuration.*callorch\.ini:\d+: /,
     'invalid config on SIGHUP: error logged with file:line');
-sleep 0.5;
+# The master handles signals in order, and a reload spawns its children
+# before it handles the next one: once a SIGUSR1 after the SIGHUP has
+# reopened the log, any child the reload would have started is there.
+my $reopened = () = $s->log_text =~ /log file reopened/g;
+kill 'USR1', $master;
+$s->wait_for(sub { my $n = () = $s->log_text =~ /log file reopened/g; $n > $reopened },
+    what => 'SIGUSR1 after the failed reload handled');
 is(join(',', sort map { $_->{pid} } $s->children_of($master)), $before,
     'invalid config on SIGHUP: same children keep running');
 is(healthz_pids(1) ? 1 : 0, 1, 'still serving after a failed reload');
@@ -232,12 +238,20 @@ like($s->log_text, qr/SIGTERM: graceful stop/, 'graceful stop logged');
     $s->write_config('http.workers' => 2, 'kafka.consumers' => 1);
     truncate $log, 0;
     my $m = $s->start_daemon(binary => 't/callorchd-testhooks');
-    sleep 4;
-    my @spawns = $s->log_text =~ /child spawned" kind=sched/g;
-    my @delays = $s->log_text =~ /respawning child" kind=sched slot=0 delay=([\d.]+)s/g;
-    diag("sched spawns in 4 s: " . scalar(@spawns) . "; delays: @delays");
+    # the production backoff (0.1 s doubling): 5 spawns take >= 1.5 s
+    my $spawn_re = qr/^ts=\S+T(\d\d):(\d\d):([\d.]+)Z .*child spawned" kind=sched/m;
+    $s->wait_for(sub { my @n = $s->log_text =~ /child spawned" kind=sched/g; @n >= 5 },
+        timeout => 30, what => 'five spawns of the crashing sched child');
+    my @spawns;
+    my $text = $s->log_text;
+    push @spawns, $1 * 3600 + $2 * 60 + $3 while $text =~ /$spawn_re/g;
+    my @delays = $text =~ /respawning child" kind=sched slot=0 delay=([\d.]+)s/g;
+    my $span = $spawns[4] - $spawns[0];
+    $span += 86400 if $span < 0;    # across midnight
+    diag(sprintf "sched spawns: %d; 5 spawns in %.3fs; delays: @delays", scalar @spawns, $span);
     cmp_ok(scalar @spawns, '>=', 3, 'crashing child keeps being respawned');
-    cmp_ok(scalar @spawns, '<=', 7, 'crashing child respawned no faster than the backoff (0.1 s doubling)');
+    cmp_ok($span, '>=', 0.1 + 0.2 + 0.4 + 0.8 - 0.005,
+        'crashing child respawned no faster than the backoff (0.1 s doubling: 5 spawns take >= 1.5 s)');
     my $doubling = 1;
     for my $i (1 .. $#delays) {
         $doubling = 0 unless $delays[$i] >= 2 * $delays[ $i - 1 ] - 0.01 || $delays[$i] >= 30;

@@ -96,4 +96,25 @@ like($out, qr/Usage: callorchd/, 'unknown option prints usage');
 ($rc, $out) = run($bin, '-t', '-c', $ok, 'extra');
 is($rc, 2, 'stray argument exits 2');
 
+# The timings of src/util/tunables.h: only the test build reads
+# CALLORCH_TEST_<NAME>; callorchd itself ignores them.
+{
+    my $hooks = CallorchTest::builddir() . '/t/callorchd-testhooks';
+    local $ENV{CALLORCH_TEST_REPUBLISH_GRACE} = 'soon';
+    ($rc, $out) = run($bin, '-t', '-c', $ok);
+    is($rc, 0, 'callorchd ignores CALLORCH_TEST_REPUBLISH_GRACE');
+    SKIP: {
+        skip "$hooks not built (make check builds it)", 4 unless -x $hooks;
+        ($rc, $out) = run($hooks, '-t', '-c', $ok);
+        is($rc, 1, 'the test build refuses CALLORCH_TEST_REPUBLISH_GRACE=soon');
+        like($out, qr/CALLORCH_TEST_REPUBLISH_GRACE=soon: not a positive number of seconds/, '... saying why');
+        local $ENV{CALLORCH_TEST_REPUBLISH_GRACE} = '0.5';
+        ($rc, $out) = run($hooks, '-t', '-c', $ok);
+        is($rc, 0, 'the test build takes CALLORCH_TEST_REPUBLISH_GRACE=0.5');
+        local $ENV{CALLORCH_TEST_LEASE_MARGIN} = '0';
+        ($rc, $out) = run($hooks, '-t', '-c', $ok);
+        is($rc, 1, 'the test build refuses CALLORCH_TEST_LEASE_MARGIN=0');
+    }
+}
+
 done_testing;

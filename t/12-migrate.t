@@ -68,7 +68,7 @@ sub run {
 }
 
 # A loopback port nothing listens on (bound a moment ago, never listened).
-sub closed_port { return CallorchTest::free_port() }
+sub closed_port { return CallorchTest::closed_port() }
 
 # ---------------------------------------------------------------- migrate --
 

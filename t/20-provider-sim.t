@@ -11,7 +11,6 @@ use strict;
 use warnings;
 
 use Digest::SHA qw(hmac_sha256);
-use File::Temp qw(tempdir);
 use HTTP::Tiny;
 use IO::Select;
 use IO::Socket::INET;
@@ -26,12 +25,15 @@ use CallorchTest;
 my $BIN = CallorchTest::builddir() . '/src/callorch-provider-sim';
 plan(skip_all => "$BIN is not built") unless -x $BIN;
 
-my $DIR    = tempdir('callorch-sim-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{CALLORCH_TEST_LEAVE});
+# No stack: a directory (removed at the end unless CALLORCH_TEST_LEAVE) and
+# the simulator, started and stopped by CallorchTest.
+my $T      = CallorchTest->new;
+my $DIR    = $T->tmpdir;
 my $SECRET = CallorchTest::callback_secret();
 my $KEY    = CallorchTest::callback_key();
 my $JSON   = JSON::PP->new->utf8->canonical;
 my $HTTP   = HTTP::Tiny->new(keep_alive => 0, timeout => 10);
-my (%PIDS, $SIM);    # processes to stop at the end; the running simulator
+my %PIDS;    # processes to stop at the end
 
 END { kill 'KILL', $_ for keys %PIDS }
 
@@ -110,65 +112,14 @@ sub hooks_for {
     return grep { ($_->{json}{reference} // '') eq $ref } hooks();
 }
 
-sub wait_until {
-    my ($code, $timeout) = @_;
-    my $end = time + ($timeout // 5);
-    while (time < $end) {
-        my $v = $code->();
-        return $v if $v;
-        sleep 0.02;
-    }
-    return $code->();
-}
-
 # --------------------------------------------------------------- the sim ---
 
-# Start the simulator with ARGS (plus --listen and, unless given, --secret);
-# waits for /healthz.
+# (Re)start the simulator with ARGS (the stack's --secret first): on the
+# same port each time (CallorchTest::start_sim).
 sub start_sim {
     my (@args) = @_;
-    stop_sim() if $SIM;
-    push @args, '--secret', $SECRET unless grep { $_ eq '--secret' } @args;
-    for my $try (1 .. 3) {
-        my $port = CallorchTest::free_port();
-        my $log = "$DIR/sim.log";
-        my $pid = fork // die "fork: $!";
-        if ($pid == 0) {
-            open STDOUT, '>>', $log or _exit(127);
-            open STDERR, '>&', \*STDOUT or _exit(127);
-            exec $BIN, '--listen', "127.0.0.1:$port", @args or _exit(127);
-        }
-        $PIDS{$pid} = 1;
-        $SIM = { pid => $pid, url => "http://127.0.0.1:$port", log => $log };
-        my $up = wait_until(sub {
-            waitpid($pid, WNOHANG) == $pid ? 'dead' : $HTTP->get("$SIM->{url}/healthz")->{status} == 200;
-        }, 10);
-        return $SIM if $up && $up ne 'dead';
-        delete $PIDS{$pid};
-        undef $SIM;
-        next if slurp($log) =~ /Address already in use/;
-        diag(slurp($log));
-        BAIL_OUT("callorch-provider-sim did not start: @args");
-    }
-    BAIL_OUT('no free port for callorch-provider-sim');
-}
-
-# SIGTERM (or SIGNAL); returns the exit code.
-sub stop_sim {
-    my ($signal) = @_;
-    my $pid = $SIM->{pid};
-    kill $signal // 'TERM', $pid;
-    my $ok = wait_until(sub { waitpid($pid, WNOHANG) == $pid }, 10);
-    my $st = $ok ? $? : do { kill 'KILL', $pid; waitpid($pid, 0); -1 };
-    delete $PIDS{$pid};
-    undef $SIM;
-    return $st < 0 ? -1 : $st >> 8;
-}
-
-sub slurp {
-    open my $fh, '<', $_[0] or return '';
-    local $/;
-    return <$fh> // '';
+    $T->stop_sim if $T->sim_pid;
+    $T->start_sim(@args);
 }
 
 my $N = 0;
@@ -184,7 +135,7 @@ sub initiate {
     my %h = ('Content-Type' => 'application/json');
     $h{Authorization} = "Bearer $o{key}" if defined $o{key};
     my $ua = $o{ua} // $HTTP;
-    my $r = $ua->request('POST', "$SIM->{url}/api/v1/calls", { headers => \%h, content => $body });
+    my $r = $ua->request('POST', "${\ $T->sim_url }/api/v1/calls", { headers => \%h, content => $body });
     $r->{json} = eval { $JSON->decode($r->{content}) };
     return $r;
 }
@@ -194,13 +145,13 @@ sub initiate {
 sub stats {
     my $r;
     for (1 .. 5) {
-        $r = $HTTP->get("$SIM->{url}/stats");
+        $r = $HTTP->get("${\ $T->sim_url }/stats");
         my $j = $r->{status} == 200 ? eval { $JSON->decode($r->{content}) } : undef;
         return $j if ref $j eq 'HASH';
         sleep 1;
     }
     diag("GET /stats answered $r->{status}: $r->{content}");
-    diag("simulator log:\n" . slurp($SIM->{log}));
+    diag("simulator log:\n" . CallorchTest::slurp("$DIR/sim.log"));
     BAIL_OUT('callorch-provider-sim stopped answering /stats');
 }
 
@@ -241,9 +192,9 @@ subtest 'command line' => sub {
 start_sim('--delay', '0-50ms', '--api-key', 'k1', '--success-rate', '1', '--seed', '7');
 
 subtest 'endpoints, auth and validation' => sub {
-    is($HTTP->get("$SIM->{url}/healthz")->{status}, 200, 'GET /healthz: 200');
-    is($HTTP->get("$SIM->{url}/nosuch")->{status}, 404, 'unknown path: 404');
-    my $r = $HTTP->get("$SIM->{url}/api/v1/calls");
+    is($HTTP->get("${\ $T->sim_url }/healthz")->{status}, 200, 'GET /healthz: 200');
+    is($HTTP->get("${\ $T->sim_url }/nosuch")->{status}, 404, 'unknown path: 404');
+    my $r = $HTTP->get("${\ $T->sim_url }/api/v1/calls");
     is($r->{status}, 405, 'GET /api/v1/calls: 405');
     is($r->{headers}{allow}, 'POST', '... with Allow: POST');
     is(initiate()->{status}, 401, 'no Authorization: 401');
@@ -269,7 +220,7 @@ subtest 'a call and its signed webhook' => sub {
     is($r->{status}, 202, 'initiation: 202');
     like($r->{json}{callId} // '', qr/^sim-\S+$/, 'callId');
     is($r->{json}{status}, 'INITIATED', 'status INITIATED');
-    ok(wait_until(sub { hooks_for($ref) }), 'webhook received') or return;
+    ok(CallorchTest::wait_until(sub { hooks_for($ref) }), 'webhook received') or return;
     my ($h) = hooks_for($ref);
     my $hd = $h->{headers};
     is($h->{path}, '/hook', 'POSTed to webhookUrl');
@@ -283,7 +234,7 @@ subtest 'a call and its signed webhook' => sub {
     is($h->{json}{status}, 'COMPLETED', 'status (success rate 1)');
     like($h->{json}{durationSec}, qr/^\d+$/, 'durationSec is an integer');
     like($h->{json}{completedAt}, qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/, 'completedAt RFC 3339 UTC');
-    ok(wait_until(sub { stats()->{inProgress} == 0 }), 'inProgress back to 0');
+    ok(CallorchTest::wait_until(sub { stats()->{inProgress} == 0 }), 'inProgress back to 0');
     my $s = stats();
     is($s->{started}, 1, 'stats: started');
     is($s->{webhooksSent}, 1, 'stats: webhooksSent');
@@ -295,20 +246,20 @@ subtest 'a call and its signed webhook' => sub {
     is(stats()->{duplicateStarts}, 1, 'stats: duplicateStarts counts it');
     is(initiate(key => 'k1', reference => 'not-a-reference')->{status}, 202, 'malformed reference: accepted');
     is(stats()->{badReferences}, 1, 'stats: badReferences counts it');
-    wait_until(sub { stats()->{inProgress} == 0 });
+    CallorchTest::wait_until(sub { stats()->{inProgress} == 0 });
 };
 
 subtest 'webhook retries and failures' => sub {
     my $ref = new_ref();
     is(initiate(key => 'k1', reference => $ref, path => '/fail/2')->{status}, 202, 'initiation');
-    ok(wait_until(sub { hooks_for($ref) >= 3 }), 'two 503s, then delivered');
+    ok(CallorchTest::wait_until(sub { hooks_for($ref) >= 3 }), 'two 503s, then delivered');
     my @h = hooks_for($ref);
     is(scalar(@h), 3, 'three attempts, no more');
     is(scalar(keys %{{ map { $_->{headers}{'webhook-id'} => 1 } @h }}), 1, 'one webhook-id for all attempts');
     ok(!grep({ !signature_ok($_) } @h), 'every attempt is signed');
     my $ref2 = new_ref();
     initiate(key => 'k1', reference => $ref2, path => '/status/404');
-    ok(wait_until(sub { stats()->{webhookFailures} == 1 }), 'a 404 is a failure');
+    ok(CallorchTest::wait_until(sub { stats()->{webhookFailures} == 1 }), 'a 404 is a failure');
     sleep 0.5;
     is(scalar(hooks_for($ref2)), 1, '... not retried');
     my $s = stats();
@@ -325,13 +276,13 @@ subtest 'overlapping calls, per phone, reset' => sub {
     }
     my $s = stats();
     is($s->{inProgress}, 5, 'inProgress while they run');
-    ok(wait_until(sub { stats()->{inProgress} == 0 }, 5), 'all ended');
+    ok(CallorchTest::wait_until(sub { stats()->{inProgress} == 0 }, 5), 'all ended');
     $s = stats();
     is($s->{maxInProgress}, 5, 'maxInProgress');
     is($s->{maxPerPhone}, 3, 'maxPerPhone');
-    ok(wait_until(sub { stats()->{webhooksSent} == 5 }), 'five webhooks');
+    ok(CallorchTest::wait_until(sub { stats()->{webhooksSent} == 5 }), 'five webhooks');
 
-    my $r = $HTTP->post("$SIM->{url}/stats/reset");
+    my $r = $HTTP->post("${\ $T->sim_url }/stats/reset");
     is($r->{status}, 200, 'POST /stats/reset: 200');
     $s = stats();
     is($s->{$_}, 0, "reset: $_ is 0") for qw(started maxInProgress maxPerPhone webhooksSent);
@@ -339,7 +290,7 @@ subtest 'overlapping calls, per phone, reset' => sub {
     for (1 .. 2) {    # one after the other, to the same phone
         my $ref = new_ref();
         initiate(reference => $ref, to => '+15550000001');
-        wait_until(sub { hooks_for($ref) });
+        CallorchTest::wait_until(sub { hooks_for($ref) });
     }
     $s = stats();
     is($s->{maxPerPhone}, 1, 'sequential calls: maxPerPhone 1');
@@ -355,7 +306,7 @@ subtest 'outcomes spread and --seed' => sub {
         for (1 .. 12) {
             my $ref = new_ref();
             initiate(reference => $ref);
-            wait_until(sub { hooks_for($ref) });
+            CallorchTest::wait_until(sub { hooks_for($ref) });
             push @st, (hooks_for($ref))[0]{json}{status};
         }
         return @st;
@@ -390,7 +341,7 @@ subtest '--hang' => sub {
     ok(time - $t0 >= 0.9, '... the connection stayed open');
     is(stats()->{rejected}{hang}, 1, 'stats: rejected.hang');
     is(stats()->{inProgress}, 0, 'not in progress');
-    is(stop_sim(), 0, 'SIGTERM with a hanging request held: exit 0');
+    is($T->stop_sim, 0, 'SIGTERM with a hanging request held: exit 0');
 };
 
 subtest '--early' => sub {
@@ -408,7 +359,7 @@ subtest '--duplicate' => sub {
     start_sim('--delay', '0-20ms', '--duplicate', '1');
     my $ref = new_ref();
     initiate(reference => $ref);
-    ok(wait_until(sub { hooks_for($ref) == 2 }), 'two webhooks');
+    ok(CallorchTest::wait_until(sub { hooks_for($ref) == 2 }), 'two webhooks');
     sleep 0.2;
     my @h = hooks_for($ref);
     is(scalar(@h), 2, 'exactly two');
@@ -425,7 +376,7 @@ subtest '--drop' => sub {
     start_sim('--delay', '0-20ms', '--drop', '1');
     my $ref = new_ref();
     is(initiate(reference => $ref)->{status}, 202, 'initiation answered 202');
-    ok(wait_until(sub { stats()->{dropped} == 1 }), 'stats: dropped');
+    ok(CallorchTest::wait_until(sub { stats()->{dropped} == 1 }), 'stats: dropped');
     sleep 0.3;
     is(scalar(hooks_for($ref)), 0, 'no webhook');
     is(stats()->{inProgress}, 0, 'the call is no longer in progress');
@@ -436,7 +387,7 @@ subtest '--callback-auth api-key' => sub {
     start_sim('--delay', '0', '--callback-auth', 'api-key', '--secret', 'tok-1, tok-2');
     my $ref = new_ref();
     initiate(reference => $ref);
-    ok(wait_until(sub { hooks_for($ref) }), 'webhook received') or return;
+    ok(CallorchTest::wait_until(sub { hooks_for($ref) }), 'webhook received') or return;
     my ($h) = hooks_for($ref);
     is($h->{headers}{'x-api-key'}, 'tok-1', 'X-Api-Key: the first token');
     ok(!exists $h->{headers}{'webhook-signature'}, 'no signature');
@@ -447,7 +398,7 @@ subtest '--callback-auth api-key' => sub {
 # delayed ACKs would cost 40 ms a request); returns the statuses.
 sub initiate_pipelined {
     my (@bodies) = @_;
-    my ($port) = $SIM->{url} =~ /:(\d+)$/;
+    my $port = $T->provider_port;
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp')
         or die "connect: $!";
     my (@status, $buf);
@@ -484,16 +435,16 @@ subtest 'many calls at once' => sub {
     ok($s->{maxInProgress} > $n / 2, "many in progress at once ($s->{maxInProgress})");
     is($s->{maxPerPhone}, $n / 50, 'all at once: maxPerPhone is the calls per phone')
         if $s->{maxInProgress} == $n;    # else the first ended before the last started
-    ok(wait_until(sub { stats()->{webhooksSent} == $n }, 20), 'all webhooks delivered');
+    ok(CallorchTest::wait_until(sub { stats()->{webhooksSent} == $n }, 20), 'all webhooks delivered');
     $s = stats();
     is($s->{inProgress}, 0, 'none in progress');
     is($s->{webhookFailures}, 0, 'no failures');
     is($s->{duplicateStarts}, 0, 'no duplicate starts');
-    is(stop_sim('INT'), 0, 'SIGINT: exit 0');
+    is($T->stop_sim('INT'), 0, 'SIGINT: exit 0');
 };
 
 start_sim('--delay', '0');
-is(stop_sim('TERM'), 0, 'SIGTERM: exit 0');
-unlike(slurp("$DIR/sim.log"), qr/level=error|AddressSanitizer|runtime error/, 'no errors in the log');
+is($T->stop_sim('TERM'), 0, 'SIGTERM: exit 0');
+unlike(CallorchTest::slurp("$DIR/sim.log"), qr/level=error|AddressSanitizer|runtime error/, 'no errors in the log');
 
 done_testing;

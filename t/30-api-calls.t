@@ -89,26 +89,11 @@ sub call_shape_ok {
 }
 
 # Check a problem+json answer.
-sub problem_ok {
-    my ($st, $body, $h, $want, $name) = @_;
-    subtest "$name: $want problem" => sub {
-        is($st, $want, "status $want");
-        like($h->{'content-type'} // '', qr{^application/problem\+json\b}, 'problem+json');
-        is(ref $body, 'HASH', 'a JSON object') or return;
-        like($body->{type} // '', qr/\S/, 'has a type');
-        like($body->{title} // '', qr/\S/, 'has a title');
-        is($body->{status}, $want, 'status member matches');
-        like($body->{detail} // '', qr/\S/, 'has a detail');
-    };
-}
 
-my $seq = 0;
-# A fresh valid phone number per call.
-sub phone { return sprintf '+1555%07d', ++$seq }
 
 sub create {
     my (%body) = @_;
-    $body{to} //= phone();
+    $body{to} //= $s->next_phone;
     $body{scriptId} //= 'welcome-flow';
     my ($st, $c, $h) = $s->api(POST => '/api/v1/calls', \%body);
     is($st, 201, "create $body{to}: 201") or diag explain $c;
@@ -117,12 +102,6 @@ sub create {
 
 # ---- raw HTTP, for requests that must reach the server at the same time
 
-sub raw_connect {
-    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $s->http_port,
-        Proto => 'tcp', Timeout => 10) or die "connect: $!";
-    binmode $sock;
-    return $sock;
-}
 
 sub raw_text {
     my ($method, $path, $body) = @_;
@@ -143,7 +122,7 @@ sub raw_read { return CallorchTest::raw_read(@_) }
 # answers in the same order.
 sub race {
     my (@reqs) = @_;
-    my @socks = map { raw_connect() } @reqs;
+    my @socks = map { $s->raw_connect } @reqs;
     syswrite($socks[$_], raw_text(@{ $reqs[$_] })) for 0 .. $#reqs;
     my @answers = map { raw_read($_) } @socks;
     close $_ for @socks;
@@ -214,7 +193,7 @@ is($s->psql("SELECT count(*) FROM calls WHERE id = '$call->{id}' AND status = 'P
 {
     my $c = create(scriptId => 'before', metadata => { a => 1, keep => 'me' });
     my $id = $c->{id};
-    my $new_to = phone();
+    my $new_to = $s->next_phone;
 
     my ($st, $p) = $s->api(PATCH => "/api/v1/calls/$id", { to => $new_to });
     is($st, 200, 'PATCH to: 200');
@@ -246,7 +225,7 @@ is($s->psql("SELECT count(*) FROM calls WHERE id = '$call->{id}' AND status = 'P
     is_deeply($p4->{metadata}, {}, 'PATCH metadata null: cleared to {}');
     is($s->psql("SELECT metadata::text FROM calls WHERE id = '$id'"), '{}', '... {} in PostgreSQL');
 
-    my $to3 = phone();
+    my $to3 = $s->next_phone;
     ($st, my $p5) = $s->api(PATCH => "/api/v1/calls/$id",
         { to => $to3, scriptId => 'all-three', metadata => { all => 'three' } });
     is($st, 200, 'PATCH all three fields: 200');
@@ -297,10 +276,10 @@ is($s->psql("SELECT count(*) FROM calls WHERE id = '$call->{id}' AND status = 'P
             is($st, 200, 'cancelled through the API');
         }
         my ($st, $b, $hh) = $s->api(PATCH => "/api/v1/calls/$id", { scriptId => 'changed' });
-        problem_ok($st, $b, $hh, 409, "PATCH a $status call");
+        CallorchTest::problem_ok($st, $b, $hh, 409, "PATCH a $status call");
         like($b->{detail} // '', qr/\b$status\b/, "PATCH a $status call: the detail names the status");
         ($st, $b, $hh) = $s->api(POST => "/api/v1/calls/$id/cancel");
-        problem_ok($st, $b, $hh, 409, "cancel a $status call");
+        CallorchTest::problem_ok($st, $b, $hh, 409, "cancel a $status call");
         like($b->{detail} // '', qr/\b$status\b/, "cancel a $status call: the detail names the status");
         ($st, my $g) = $s->api(GET => "/api/v1/calls/$id");
         is($g->{status}, $status, "the $status call kept its status");
@@ -314,7 +293,7 @@ is($s->psql("SELECT count(*) FROM calls WHERE id = '$call->{id}' AND status = 'P
     my ($patch_won, $rounds) = (0, 20);
     for my $i (1 .. $rounds) {
         my $c = create(scriptId => "race-$i");
-        my $to = phone();
+        my $to = $s->next_phone;
         my ($pa, $ca) = race([ PATCH => "/api/v1/calls/$c->{id}", { to => $to, scriptId => 'patched' } ],
             [ POST => "/api/v1/calls/$c->{id}/cancel" ]);
         my ($st, $final) = $s->api(GET => "/api/v1/calls/$c->{id}");

@@ -38,32 +38,13 @@ my $JSON = JSON::PP->new->canonical;
 # Check a problem answer: status, content type, type/title/status/detail,
 # and (when FIELDS is given) exactly those fields in errors[], each with
 # a message.
-sub problem_ok {
-    my ($st, $body, $h, $want, $fields, $name) = @_;
-    subtest "$name: $want" . ($fields ? " [@$fields]" : '') => sub {
-        is($st, $want, "status $want") or diag explain $body;
-        like($h->{'content-type'} // '', qr{^application/problem\+json\b},
-            'Content-Type: application/problem+json');
-        is(ref $body, 'HASH', 'body is a JSON object') or return;
-        like($body->{type} // '', qr{^(?:https?://\S+|about:blank)$}, 'type is a URI');
-        like($body->{title} // '', qr/\S/, 'title');
-        is($body->{status}, $want, 'status member');
-        like($body->{detail} // '', qr/\S/, 'detail');
-        return unless $fields;
-        is(ref $body->{errors}, 'ARRAY', 'errors is an array') or return;
-        is_deeply([ sort map { $_->{field} } @{ $body->{errors} } ], [ sort @$fields ],
-            'errors[].field');
-        ok(!(grep { !defined $_->{message} || $_->{message} !~ /\S/ } @{ $body->{errors} }),
-            'every error has a message');
-    };
-}
 
 # POST BODY (a reference, or raw text) to /api/v1/calls expecting a 400
 # that blames FIELDS.
 sub create_400 {
     my ($body, $fields, $name) = @_;
     my ($st, $b, $h) = $s->api(POST => '/api/v1/calls', $body);
-    problem_ok($st, $b, $h, 400, $fields, $name);
+    CallorchTest::problem_ok($st, $b, $h, 400, $name, fields => $fields);
 }
 
 sub create_ok {
@@ -77,12 +58,6 @@ sub calls_count { return $s->psql('SELECT count(*) FROM calls') }
 
 # ---- raw HTTP, for what HTTP::Tiny will not send
 
-sub raw_connect {
-    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $s->http_port,
-        Proto => 'tcp', Timeout => 10) or die "connect: $!";
-    binmode $sock;
-    return $sock;
-}
 
 # One request as text; HEADERS is a list of [name, value] in order.
 sub raw_text {
@@ -99,7 +74,7 @@ sub raw_read { return CallorchTest::raw_read(@_) }
 
 # Send a raw request on a new connection, return the answer.
 sub raw {
-    my $sock = raw_connect();
+    my $sock = $s->raw_connect;
     print {$sock} raw_text(@_);
     my $r = raw_read($sock);
     close $sock;
@@ -236,7 +211,7 @@ is(calls_count(), $before + 8, 'only the valid requests created calls');
     );
     for my $case (@cases) {
         my ($st, $b, $h) = $s->api(PATCH => $path, $case->[0]);
-        problem_ok($st, $b, $h, 400, $case->[1], "PATCH: $case->[2]");
+        CallorchTest::problem_ok($st, $b, $h, 400, "PATCH: $case->[2]", fields => $case->[1]);
     }
     my ($st, $g) = $s->api(GET => $path);
     is_deeply([ @$g{qw(to scriptId status)} ], [ @$c{qw(to scriptId status)} ],
@@ -251,14 +226,14 @@ is(calls_count(), $before + 8, 'only the valid requests created calls');
     for my $ct ('text/plain', 'application/x-www-form-urlencoded', 'application/jsonp',
         'application/json-patch+json', 'multipart/form-data; boundary=x', 'application/octet-stream') {
         my ($st, $b, $h) = $s->api(POST => '/api/v1/calls', $body, { 'Content-Type' => $ct });
-        problem_ok($st, $b, $h, 415, undef, "Content-Type $ct");
+        CallorchTest::problem_ok($st, $b, $h, 415, "Content-Type $ct");
     }
     my $r = raw(POST => '/api/v1/calls', [ [ 'Content-Length', length $body ] ], $body);
-    problem_ok($r->{status}, $r->{json}, $r->{headers}, 415, undef, 'no Content-Type');
+    CallorchTest::problem_ok($r->{status}, $r->{json}, $r->{headers}, 415, 'no Content-Type');
     my $c = create_ok($GOOD, 'a call');
     my ($st, $b, $h) = $s->api(PATCH => "/api/v1/calls/$c->{id}", '{"scriptId":"x"}',
         { 'Content-Type' => 'text/plain' });
-    problem_ok($st, $b, $h, 415, undef, 'PATCH with Content-Type text/plain');
+    CallorchTest::problem_ok($st, $b, $h, 415, 'PATCH with Content-Type text/plain');
     is(calls_count(), $n + 1, 'no call created by a 415');
 }
 
@@ -272,34 +247,34 @@ is(calls_count(), $before + 8, 'only the valid requests created calls');
     create_ok($exact, "body of exactly max_body ($MAX_BODY bytes)");
     my $over = substr($core, 0, -1) . (' ' x ($MAX_BODY + 1 - length $core)) . '}';
     my ($st, $b, $h) = $s->api(POST => '/api/v1/calls', $over);
-    problem_ok($st, $b, $h, 413, undef, 'body one byte over max_body');
+    CallorchTest::problem_ok($st, $b, $h, 413, 'body one byte over max_body');
     ($st, $b, $h) = $s->api(POST => '/api/v1/calls', '{"to":"' . ('1' x 100_000) . '"}');
-    problem_ok($st, $b, $h, 413, undef, 'a 100 kB body');
+    CallorchTest::problem_ok($st, $b, $h, 413, 'a 100 kB body');
 
     # Refused on the Content-Length alone: the body is never sent.
-    my $sock = raw_connect();
+    my $sock = $s->raw_connect;
     print {$sock} raw_text(POST => '/api/v1/calls',
         [ [ 'Content-Type', 'application/json' ], [ 'Content-Length', 10_000_000 ] ]);
     my $r = raw_read($sock, 10);
-    problem_ok($r->{status}, $r->{json}, $r->{headers}, 413, undef,
+    CallorchTest::problem_ok($r->{status}, $r->{json}, $r->{headers}, 413,
         'Content-Length of 10 MB, body not sent');
     is(lc($r->{headers}{connection} // ''), 'close', '413: Connection: close');
     close $sock;
 
     my $c = create_ok($GOOD, 'a call');
     ($st, $b, $h) = $s->api(PATCH => "/api/v1/calls/$c->{id}", $over);
-    problem_ok($st, $b, $h, 413, undef, 'PATCH body over max_body');
+    CallorchTest::problem_ok($st, $b, $h, 413, 'PATCH body over max_body');
 }
 
 # ------------------------------------------------------- header block ---
 
 {
     my $r = raw(GET => '/healthz', [ [ 'X-Pad', 'a' x 17_000 ] ]);
-    problem_ok($r->{status}, $r->{json}, $r->{headers}, 431, undef, 'one 17 kB header');
+    CallorchTest::problem_ok($r->{status}, $r->{json}, $r->{headers}, 431, 'one 17 kB header');
     $r = raw(GET => '/healthz', [ map { [ "X-Pad-$_", 'b' x 100 ] } 1 .. 200 ]);
-    problem_ok($r->{status}, $r->{json}, $r->{headers}, 431, undef, '200 headers of 100 bytes');
+    CallorchTest::problem_ok($r->{status}, $r->{json}, $r->{headers}, 431, '200 headers of 100 bytes');
     $r = raw(GET => '/healthz?' . ('q' x 17_000));
-    problem_ok($r->{status}, $r->{json}, $r->{headers}, 431, undef, 'a 17 kB request target');
+    CallorchTest::problem_ok($r->{status}, $r->{json}, $r->{headers}, 431, 'a 17 kB request target');
     $r = raw(GET => '/healthz', [ [ 'X-Pad', 'a' x 15_000 ] ]);
     is($r->{status}, 200, 'a 15 kB header block is served');
 }
@@ -313,16 +288,16 @@ is(calls_count(), $before + 8, 'only the valid requests created calls');
         'g' . substr($valid, 1), "{$valid}", "$valid%20", '%00');
     for my $id (@bad) {
         my ($st, $b, $h) = $s->api(GET => "/api/v1/calls/$id");
-        problem_ok($st, $b, $h, 404, undef, "GET call '$id'");
+        CallorchTest::problem_ok($st, $b, $h, 404, "GET call '$id'");
     }
     for my $id ('not-a-uuid', $UNKNOWN) {
         my ($st, $b, $h) = $s->api(PATCH => "/api/v1/calls/$id", { scriptId => 'x' });
-        problem_ok($st, $b, $h, 404, undef, "PATCH call '$id'");
+        CallorchTest::problem_ok($st, $b, $h, 404, "PATCH call '$id'");
         ($st, $b, $h) = $s->api(POST => "/api/v1/calls/$id/cancel");
-        problem_ok($st, $b, $h, 404, undef, "cancel call '$id'");
+        CallorchTest::problem_ok($st, $b, $h, 404, "cancel call '$id'");
     }
     my ($st, $b, $h) = $s->api(GET => "/api/v1/calls/$UNKNOWN");
-    problem_ok($st, $b, $h, 404, undef, 'GET a well-formed id of no call');
+    CallorchTest::problem_ok($st, $b, $h, 404, 'GET a well-formed id of no call');
 }
 
 # ------------------------------------------------------ routes: 404 ---
@@ -331,7 +306,7 @@ for my $path ('/', '/api', '/api/v1', '/api/v1/', '/api/v1/nope', '/api/v2/calls
     '/api/v1/calls/', "/api/v1/calls/$UNKNOWN/bogus", "/api/v1/calls/$UNKNOWN/cancel/x",
     "/api/v1/calls/$UNKNOWN/", '/healthz/x', '/API/V1/CALLS', '/metricsx') {
     my ($st, $b, $h) = $s->api(GET => $path);
-    problem_ok($st, $b, $h, 404, undef, "route $path");
+    CallorchTest::problem_ok($st, $b, $h, 404, "route $path");
 }
 
 # ------------------------------------------------------ methods: 405 ---
@@ -349,7 +324,7 @@ for my $path ('/', '/api', '/api/v1', '/api/v1/', '/api/v1/nope', '/api/v2/calls
         my %ok = map { $_ => 1 } @{ $allow{$path} };
         for my $method (grep { !$ok{$_} } qw(GET POST PUT PATCH DELETE)) {
             my ($st, $b, $h) = $s->api($method => $path, $method =~ /^P/ ? $GOOD : undef);
-            problem_ok($st, $b, $h, 405, undef, "$method $path");
+            CallorchTest::problem_ok($st, $b, $h, 405, "$method $path");
             is_deeply([ sort split /\s*,\s*/, $h->{allow} // '' ], [ sort @{ $allow{$path} } ],
                 "$method $path: Allow lists @{ $allow{$path} }");
         }
@@ -363,7 +338,7 @@ for my $path ('/', '/api', '/api/v1', '/api/v1/', '/api/v1/nope', '/api/v2/calls
     my $chunked = sprintf("%x\r\n%s\r\n0\r\n\r\n", length $body, $body);
     my $r = raw(POST => '/api/v1/calls',
         [ [ 'Content-Type', 'application/json' ], [ 'Transfer-Encoding', 'chunked' ] ], $chunked);
-    problem_ok($r->{status}, $r->{json}, $r->{headers}, 411, undef, 'chunked body');
+    CallorchTest::problem_ok($r->{status}, $r->{json}, $r->{headers}, 411, 'chunked body');
 }
 
 # ------------------------------------------------------- list query ---
@@ -397,7 +372,7 @@ for my $path ('/', '/api', '/api/v1', '/api/v1/', '/api/v1/nope', '/api/v2/calls
     );
     for my $case (@cases) {
         my ($st, $b, $h) = $s->api(GET => "/api/v1/calls?$case->[0]");
-        problem_ok($st, $b, $h, 400, $case->[1], "list ?$case->[0]");
+        CallorchTest::problem_ok($st, $b, $h, 400, "list ?$case->[0]", fields => $case->[1]);
     }
     my ($st) = $s->api(GET => '/api/v1/calls?cursor=' . $b64->("1700000000000000:$UNKNOWN"));
     is($st, 200, 'a well-formed cursor is accepted');

@@ -36,16 +36,6 @@ my $AUTH = "Bearer $KEYS[0]";
 
 my $JSON = JSON::PP->new->canonical;
 
-sub problem_ok {
-    my ($st, $body, $h, $want, $name) = @_;
-    subtest "$name: $want" => sub {
-        is($st, $want, "status $want") or diag explain $body;
-        like($h->{'content-type'} // '', qr{^application/problem\+json\b}, 'problem+json');
-        is(ref $body, 'HASH', 'a JSON object') or return;
-        like($body->{$_} // '', qr/\S/, "has a $_") for qw(type title detail);
-        is($body->{status}, $want, 'status member');
-    };
-}
 
 sub post {
     my ($body, $key, %h) = @_;
@@ -57,12 +47,6 @@ sub count { return $s->psql($_[0]) }
 
 # ---- raw HTTP: header bytes HTTP::Tiny would not send, and races
 
-sub raw_connect {
-    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $s->http_port,
-        Proto => 'tcp', Timeout => 10) or die "connect: $!";
-    binmode $sock;
-    return $sock;
-}
 
 sub raw_post_text {
     my ($body, @headers) = @_;
@@ -79,7 +63,7 @@ sub raw_read { return CallorchTest::raw_read(@_) }
 # is read.  Returns the answers in order.
 sub raw_race {
     my (@texts) = @_;
-    my @socks = map { raw_connect() } @texts;
+    my @socks = map { $s->raw_connect } @texts;
     syswrite($socks[$_], $texts[$_]) for 0 .. $#texts;
     my @answers = map { raw_read($_) } @socks;
     close $_ for @socks;
@@ -147,11 +131,11 @@ my $body = { to => '+15551230001', scriptId => 'welcome', metadata => { a => 1, 
     is($again->{id}, $first->{id}, '... the same call');
 
     ($st, my $p, $h) = post({ %$body, scriptId => 'other' }, 'idem-1');
-    problem_ok($st, $p, $h, 422, 'same key, other scriptId');
+    CallorchTest::problem_ok($st, $p, $h, 422, 'same key, other scriptId');
     ($st, $p, $h) = post({ %$body, metadata => { a => 2, b => [ 1, 2 ] } }, 'idem-1');
-    problem_ok($st, $p, $h, 422, 'same key, other metadata');
+    CallorchTest::problem_ok($st, $p, $h, 422, 'same key, other metadata');
     ($st, $p, $h) = post({ to => $body->{to}, scriptId => 'welcome' }, 'idem-1');
-    problem_ok($st, $p, $h, 422, 'same key, metadata left out');
+    CallorchTest::problem_ok($st, $p, $h, 422, 'same key, metadata left out');
 
     is(count("SELECT count(*) FROM calls WHERE to_number = '$body->{to}'"), 1,
         'one call stored for the key');
@@ -189,17 +173,17 @@ my $body = { to => '+15551230001', scriptId => 'welcome', metadata => { a => 1, 
     is($st, 201, 'a key with spaces and punctuation: 201');
 
     ($st, $b, $h) = post($good, 'k' x 256);
-    problem_ok($st, $b, $h, 400, 'a 256-character key');
+    CallorchTest::problem_ok($st, $b, $h, 400, 'a 256-character key');
     is_deeply([ map { $_->{field} } @{ $b->{errors} || [] } ], ['Idempotency-Key'],
         '... blames Idempotency-Key');
     for my $case ([ 'a control character', "ab\x01cd" ], [ 'a tab inside', "ab\tcd" ],
         [ 'DEL', "ab\x7fcd" ], [ 'UTF-8 bytes', "cl\xc3\xa9" ], [ 'an escape', "a\x1b[0m" ],
         [ 'empty', '' ]) {
-        my $sock = raw_connect();
+        my $sock = $s->raw_connect;
         print {$sock} raw_post_text($good, "Idempotency-Key: $case->[1]");
         my $r = raw_read($sock);
         close $sock;
-        problem_ok($r->{status}, $r->{json}, $r->{headers}, 400, "a key with $case->[0]");
+        CallorchTest::problem_ok($r->{status}, $r->{json}, $r->{headers}, 400, "a key with $case->[0]");
         # http-parser itself refuses most control characters in a header
         # value (a 400 of the HTTP layer, without errors[]); what reaches
         # the API is refused there, on the field.
@@ -302,10 +286,10 @@ for my $round (1 .. 3) {
     for my $e (@endpoints) {
         my ($m, $path, $b) = @$e;
         my ($st, $p, $h) = $s->api($m, $path, $b, { Authorization => undef });
-        problem_ok($st, $p, $h, 401, "$m $path without Authorization");
+        CallorchTest::problem_ok($st, $p, $h, 401, "$m $path without Authorization");
         like($h->{'www-authenticate'} // '', qr/^Bearer\b/, "$m $path: WWW-Authenticate: Bearer");
         ($st, $p, $h) = $s->api($m, $path, $b, { Authorization => 'Bearer wrong-key' });
-        problem_ok($st, $p, $h, 401, "$m $path with a wrong key");
+        CallorchTest::problem_ok($st, $p, $h, 401, "$m $path with a wrong key");
         like($h->{'www-authenticate'} // '', qr/^Bearer\b/, "$m $path, wrong key: WWW-Authenticate");
     }
     my ($st, $g) = $s->api(GET => "/api/v1/calls/$id");

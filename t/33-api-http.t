@@ -15,7 +15,7 @@ use CallorchTest;
 
 CallorchTest::require_stack();
 
-my $s = CallorchTest->new;
+my $s = CallorchTest->new(phone_base => 2_000_000);
 $s->start_all;
 $s->migrate;
 # One worker, so that every connection lands in the same process.
@@ -27,12 +27,6 @@ my $CUTOFF = 15;    # s: "closed before this" for the 1 s timeouts, generous on 
 
 # ------------------------------------------------------------- helpers ---
 
-sub raw_connect {
-    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $s->http_port,
-        Proto => 'tcp', Timeout => 10) or die "connect: $!";
-    binmode $sock;
-    return $sock;
-}
 
 # One request as text.  HEADERS: [name, value] pairs; a JSON body gets
 # Content-Type and Content-Length.
@@ -74,20 +68,18 @@ sub wait_closed {
     return 'timeout';
 }
 
-my $seq = 0;
-sub phone { return sprintf '+1555200%04d', ++$seq }
 
 # ------------------------------------------------------------ keep-alive ---
 
 {
-    my $sock = raw_connect();
+    my $sock = $s->raw_connect;
     my (@status, %pids, $closes, @ids);
     for my $i (1 .. 100) {
         my $text;
         if ($i % 3 == 0) {
             $text = req(GET => '/healthz');
         } elsif ($i % 3 == 1) {
-            $text = req(POST => '/api/v1/calls', { to => phone(), scriptId => "ka-$i" });
+            $text = req(POST => '/api/v1/calls', { to => $s->next_phone, scriptId => "ka-$i" });
         } else {
             $text = req(GET => "/api/v1/calls/$ids[-1]");
         }
@@ -110,8 +102,8 @@ sub phone { return sprintf '+1555200%04d', ++$seq }
 # ------------------------------------------------------------ pipelining ---
 
 {
-    my $sock = raw_connect();
-    print {$sock} join '', map { req(POST => '/api/v1/calls', { to => phone(), scriptId => "pipe-$_" }) } 1 .. 20;
+    my $sock = $s->raw_connect;
+    print {$sock} join '', map { req(POST => '/api/v1/calls', { to => $s->next_phone, scriptId => "pipe-$_" }) } 1 .. 20;
     my (@got, @ids, $loc_ok);
     for my $i (1 .. 20) {
         my $r = raw_read($sock, 20);
@@ -141,7 +133,7 @@ sub phone { return sprintf '+1555200%04d', ++$seq }
 # ------------------------------------------------------ Connection: close ---
 
 {
-    my $sock = raw_connect();
+    my $sock = $s->raw_connect;
     print {$sock} req(GET => '/healthz', undef, [ Connection => 'close' ]);
     my $r = raw_read($sock, 20);
     is($r->{status}, 200, 'Connection: close: answered');
@@ -149,7 +141,7 @@ sub phone { return sprintf '+1555200%04d', ++$seq }
     is(wait_closed($sock, $CUTOFF), 'eof', 'Connection: close: then the server closes');
     close $sock;
 
-    $sock = raw_connect();
+    $sock = $s->raw_connect;
     print {$sock} req(GET => '/healthz'), req(GET => '/healthz', undef, [ Connection => 'close' ]),
         req(GET => '/healthz');
     my @st = map { raw_read($sock, 20)->{status} } 1 .. 2;
@@ -158,14 +150,14 @@ sub phone { return sprintf '+1555200%04d', ++$seq }
     is(${*$sock}{co_rbuf} // '', '', '... nothing after the 2nd answer');
     close $sock;
 
-    $sock = raw_connect();
+    $sock = $s->raw_connect;
     print {$sock} req(GET => '/healthz', undef, [ VERSION => 'HTTP/1.0' ]);
     $r = raw_read($sock, 20);
     is($r->{status}, 200, 'HTTP/1.0: answered');
     is(wait_closed($sock, $CUTOFF), 'eof', 'HTTP/1.0 without keep-alive: closed after the answer');
     close $sock;
 
-    $sock = raw_connect();
+    $sock = $s->raw_connect;
     print {$sock} req(GET => '/healthz', undef, [ VERSION => 'HTTP/1.0' ], [ Connection => 'keep-alive' ]);
     $r = raw_read($sock, 20);
     is(lc($r->{headers}{connection} // ''), 'keep-alive', 'HTTP/1.0 keep-alive: Connection: keep-alive');
@@ -178,7 +170,7 @@ sub phone { return sprintf '+1555200%04d', ++$seq }
 
 {
     # Half the headers, then nothing.
-    my $sock = raw_connect();
+    my $sock = $s->raw_connect;
     print {$sock} "POST /api/v1/calls HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: appl";
     my $t0 = time;
     my $how = wait_closed($sock, $CUTOFF);
@@ -190,7 +182,7 @@ sub phone { return sprintf '+1555200%04d', ++$seq }
     close $sock;
 
     # Complete headers, part of the body.
-    $sock = raw_connect();
+    $sock = $s->raw_connect;
     print {$sock} "POST /api/v1/calls HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         . "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"to\":";
     $how = wait_closed($sock, $CUTOFF);
@@ -200,7 +192,7 @@ sub phone { return sprintf '+1555200%04d', ++$seq }
     close $sock;
 
     # A header byte every 0.2 s: trickling does not extend the deadline.
-    $sock = raw_connect();
+    $sock = $s->raw_connect;
     print {$sock} "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
     my $sel = IO::Select->new($sock);
     my $end = time + $CUTOFF;
@@ -218,7 +210,7 @@ sub phone { return sprintf '+1555200%04d', ++$seq }
     close $sock;
 
     # An idle keep-alive connection.
-    $sock = raw_connect();
+    $sock = $s->raw_connect;
     print {$sock} req(GET => '/healthz');
     is(raw_read($sock, 20)->{status}, 200, 'keep-alive connection served');
     is(wait_closed($sock, $CUTOFF), 'eof', "idle keep-alive connection closed within ${CUTOFF}s");
@@ -263,7 +255,7 @@ my $master = $s->start_daemon;
     };
 
     $s->wait_for(sub { $accepted->() == 0 }, timeout => 10, what => 'no client connection left');
-    my @idle = map { raw_connect() } 1 .. 10;
+    my @idle = map { $s->raw_connect } 1 .. 10;
     ok($s->wait_for(sub { $accepted->() == 5 }, timeout => 10, soft => 1),
         '10 idle clients: the worker takes 5 of them');
     my $most = 0;
@@ -273,7 +265,7 @@ my $master = $s->start_daemon;
     }
     is($most, 5, 'never more than 5 at once');
 
-    my $late = raw_connect();
+    my $late = $s->raw_connect;
     print {$late} req(GET => '/healthz');
     my $r = raw_read($late, 1);
     is($r->{error} // '', 'timeout', 'at the cap a further client waits (not answered)');
@@ -285,11 +277,11 @@ my $master = $s->start_daemon;
 
     # The cap is not leaked: five fresh clients are served at once, again.
     $s->wait_for(sub { $accepted->() == 0 }, timeout => 10, what => 'the connections to close');
-    my @five = map { raw_connect() } 1 .. 5;
+    my @five = map { $s->raw_connect } 1 .. 5;
     print {$_} req(GET => '/healthz') for @five;
     my @st = map { raw_read($_, 20)->{status} } @five;
     is("@st", '200 200 200 200 200', 'five keep-alive clients served');
-    my $sixth = raw_connect();
+    my $sixth = $s->raw_connect;
     print {$sixth} req(GET => '/healthz');
     is(raw_read($sixth, 1)->{error} // '', 'timeout', 'a sixth waits while the five stay open');
     close $five[0];

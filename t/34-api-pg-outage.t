@@ -6,6 +6,10 @@
 # API recovers by itself within a bounded wait — same master, same http
 # workers, and every call answered 201 before the outage is still there.
 # Twice: a clean shutdown (fast) and a crash (immediate).
+#
+# The daemon is the test build with the pools' reconnect backoff capped at
+# 1 s (production 5 s, src/util/tunables.h), so a shorter outage takes it
+# to its cap.
 use strict;
 use warnings;
 use IO::Select;
@@ -19,11 +23,13 @@ CallorchTest::require_stack();
 
 my $PROMPT = 8;    # s: "answered promptly" (the pool's queue timeout is 5 s), generous
 
-my $s = CallorchTest->new;
+my $s = CallorchTest->new(phone_base => 3_000_000);
 $s->start_all;
 $s->migrate;
 $s->write_config('http.workers' => 2);
-my $master = $s->start_daemon;
+my $BACKOFF_MAX = 1;    # s, the pools' reconnect backoff cap (0.1 s doubling)
+my $LONG = 3;           # s, the longer outage: past 0.1 + 0.2 + 0.4 + 0.8 s, at the cap
+my $master = $s->start_daemon(tunables => { pg_backoff_max => $BACKOFF_MAX });
 
 sub http_workers {
     return sort { $a <=> $b } map { $_->{pid} } grep { $_->{title} =~ /http/ } $s->children_of($master);
@@ -31,8 +37,6 @@ sub http_workers {
 my @workers = http_workers();
 is(scalar @workers, 2, "two http workers: @workers");
 
-my $seq = 0;
-sub phone { return sprintf '+1555300%04d', ++$seq }
 
 # METHOD PATH [BODY]: (status, body, headers, seconds taken).
 sub timed {
@@ -54,7 +58,7 @@ sub unavailable_ok {
 # ---- raw HTTP: many requests at the same moment
 
 sub raw_post_text {
-    my $body = encode_json({ to => phone(), scriptId => 'outage' });
+    my $body = encode_json({ to => $s->next_phone, scriptId => 'outage' });
     return "POST /api/v1/calls HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         . 'Content-Length: ' . length($body) . "\r\nConnection: close\r\n\r\n$body";
 }
@@ -85,7 +89,7 @@ sub max0 { return $_[0] > 0 ? $_[0] : 0 }
 
 my %stored;    # id => to, for every 201
 {
-    my ($st, $c) = $s->api(POST => '/api/v1/calls', { to => phone(), scriptId => 'before' });
+    my ($st, $c) = $s->api(POST => '/api/v1/calls', { to => $s->next_phone, scriptId => 'before' });
     is($st, 201, 'before the outage: 201');
     $stored{ $c->{id} } = $c->{to};
 }
@@ -94,7 +98,7 @@ my ($some_id) = keys %stored;
 for my $mode (qw(fast immediate)) {
     # A few calls right before, to check they survive.
     for (1 .. 5) {
-        my ($st, $c) = $s->api(POST => '/api/v1/calls', { to => phone(), scriptId => "pre-$mode" });
+        my ($st, $c) = $s->api(POST => '/api/v1/calls', { to => $s->next_phone, scriptId => "pre-$mode" });
         $stored{ $c->{id} } = $c->{to} if $st == 201;
     }
 
@@ -105,7 +109,7 @@ for my $mode (qw(fast immediate)) {
     my (%seen, $slowest);
     $slowest = 0;
     for my $i (1 .. 10) {
-        my ($st, $b, $h, $took) = timed(POST => '/api/v1/calls', { to => phone(), scriptId => 'down' });
+        my ($st, $b, $h, $took) = timed(POST => '/api/v1/calls', { to => $s->next_phone, scriptId => 'down' });
         $seen{$st}++;
         $slowest = $took if $took > $slowest;
         $stored{ $b->{id} } = $b->{to} if $st == 201;    # cannot happen; if it does, it must be kept
@@ -114,7 +118,7 @@ for my $mode (qw(fast immediate)) {
         "$mode: 10 POSTs during the outage: all 503");
     ok($slowest < $PROMPT, sprintf('%s: the slowest answered in %.2fs', $mode, $slowest));
 
-    unavailable_ok(timed(POST => '/api/v1/calls', { to => phone(), scriptId => 'down' }), "$mode: POST");
+    unavailable_ok(timed(POST => '/api/v1/calls', { to => $s->next_phone, scriptId => 'down' }), "$mode: POST");
     unavailable_ok(timed(GET => "/api/v1/calls/$some_id"), "$mode: GET one");
     unavailable_ok(timed(GET => '/api/v1/calls'), "$mode: list");
     unavailable_ok(timed(PATCH => "/api/v1/calls/$some_id", { scriptId => 'x' }), "$mode: PATCH");
@@ -136,13 +140,13 @@ for my $mode (qw(fast immediate)) {
     # answers stay prompt 503s all along.
     my %later;
     my $worst = 0;
-    while (time - $down_at < 8) {
-        my ($st, undef, undef, $took) = timed(POST => '/api/v1/calls', { to => phone(), scriptId => 'down' });
+    while (time - $down_at < $LONG) {
+        my ($st, undef, undef, $took) = timed(POST => '/api/v1/calls', { to => $s->next_phone, scriptId => 'down' });
         $later{$st}++;
         $worst = $took if $took > $worst;
         sleep 0.25;
     }
-    is(join(',', keys %later), '503', "$mode: still 503 after 8s down");
+    is(join(',', keys %later), '503', "$mode: still 503 after ${LONG}s down");
     ok($worst < $PROMPT, sprintf('%s: ... the slowest in %.2fs', $mode, $worst));
     note(sprintf '%s: outage lasted %.1fs', $mode, time - $down_at);
 
@@ -150,7 +154,7 @@ for my $mode (qw(fast immediate)) {
     $s->start_postgres;
     my $up_at = time;
     my $back = $s->wait_for(sub {
-        my ($st, $c) = $s->api(POST => '/api/v1/calls', { to => phone(), scriptId => 'back' });
+        my ($st, $c) = $s->api(POST => '/api/v1/calls', { to => $s->next_phone, scriptId => 'back' });
         $stored{ $c->{id} } = $c->{to} if $st == 201;
         return $st == 201;
     }, timeout => 30, soft => 1);
@@ -160,7 +164,7 @@ for my $mode (qw(fast immediate)) {
     # Both workers recovered: ten in a row, on fresh connections.
     my $all = $s->wait_for(sub {
         for (1 .. 10) {
-            my ($st, $c) = $s->api(POST => '/api/v1/calls', { to => phone(), scriptId => 'back' });
+            my ($st, $c) = $s->api(POST => '/api/v1/calls', { to => $s->next_phone, scriptId => 'back' });
             $stored{ $c->{id} } = $c->{to} if $st == 201;
             return 0 unless $st == 201;
             return 0 unless ($s->api(GET => '/readyz'))[0] == 200;

@@ -1,6 +1,7 @@
 #!/usr/bin/perl
 # A create request whose statement cannot get a database connection in time
-# (the http worker's pool is busy past its 5 s queue timeout) is answered
+# (the http worker's pool is busy past its queue timeout: 5 s, shortened to
+# 1 s here with the test build's CALLORCH_TEST_PG_QUEUE_TIMEOUT) is answered
 # 503 + Retry-After, and creating calls works again as soon as a connection
 # frees up.  Regression test: intake's job that the pool refused before a
 # connection took it stayed "open" for good, and every later POST on that
@@ -22,13 +23,14 @@ use CallorchTest;
 
 CallorchTest::require_stack();
 
-my $LOCK_S = 12;    # how long the table stays locked: past the 5 s queue timeout
+my $QUEUE_S = 1;    # the pool's queue timeout (production: 5 s)
+my $LOCK_S = 5;     # how long the table stays locked: well past the queue timeout
 
 my $s = CallorchTest->new;
 $s->start_all;
 $s->migrate;
 $s->write_config('http.workers' => 1, 'postgres.pool_size' => 1);
-my $master = $s->start_daemon;
+my $master = $s->start_daemon(tunables => { pg_queue_timeout => $QUEUE_S });
 
 my ($st, $call) = $s->api(POST => '/api/v1/calls', { to => '+15553500001', scriptId => 'before' });
 is($st, 201, 'a call created before the lock');
@@ -69,13 +71,17 @@ ok($s->wait_for(sub {
 }, timeout => 10, soft => 1), 'the calls table is locked');
 
 my $get = send_raw(GET => "/api/v1/calls/$call->{id}");
-sleep 0.5;    # the GET now holds the worker's only connection, waiting for the lock
+# the GET holds the worker's only connection, waiting for the lock
+ok($s->wait_for(sub {
+    $s->psql("SELECT count(*) FROM pg_locks WHERE relation = 'calls'::regclass AND NOT granted") >= 1
+}, timeout => 10, interval => 0.02, soft => 1), 'the GET waits for the lock');
 my $post = send_raw(POST => '/api/v1/calls', encode_json({ to => '+15553500002', scriptId => 'queued' }));
 
 my $r = read_raw($post, $LOCK_S - 1);
 is($r->{status}, 503, sprintf('the POST that waited for a connection: 503 (after %.1fs)', $r->{took}))
     or diag explain $r;
 like($r->{headers}{'retry-after'} // '', qr/^[1-9]\d*$/, '... with Retry-After');
+cmp_ok($r->{took}, '>=', $QUEUE_S - 0.05, "... after the ${QUEUE_S}s queue timeout");
 cmp_ok($r->{took}, '<', $LOCK_S - 1, '... before the lock was released (the queue timeout, not the lock, ended it)');
 
 my $g = read_raw($get, $LOCK_S + 10);

@@ -17,15 +17,14 @@ use warnings;
 use Test::More;
 use Time::HiRes qw(time);
 use Time::Local qw(timegm);
+use CallorchScenario;
 use CallorchTest;
 
 CallorchTest::require_stack();
-my $s = CallorchTest->new;
+my $s = CallorchTest->new(phone_base => 2_000_000);
 $s->start_all;
 $s->migrate;
 
-my $phone = 0;
-sub next_phone { return sprintf '+1555%07d', 2_000_000 + ++$phone }
 
 # RFC 3339 "2026-01-01T12:00:00.123Z" -> epoch seconds (fractional).
 sub epoch {
@@ -36,20 +35,17 @@ sub epoch {
     return timegm($sec, $mi, $h, $d, $mo - 1, $y) + ($frac // 0);
 }
 
-# Restart daemon and simulator: a fresh config from the common settings
-# plus OVERRIDES, and the simulator with SIM_ARGS.
+# Restart daemon and simulator (CallorchScenario::start): a fresh config
+# from the common settings plus OVERRIDES, and the simulator with SIM_ARGS.
 my %common = (
     'dispatch.scheduler_interval' => '100ms',
     'dispatch.max_concurrent_calls' => 2,
     'dispatch.call_timeout' => '10m',
 );
+my $sc = CallorchScenario->new($s);
 sub scenario {
     my ($sim_args, %ovr) = @_;
-    $s->stop_daemon if $s->daemon_pid;
-    $s->stop_sim;
-    $s->start_sim(@$sim_args);
-    $s->write_config(%common, %ovr);
-    $s->start_daemon;
+    return $sc->start($sim_args, %common, %ovr);
 }
 
 sub create_calls {
@@ -57,7 +53,7 @@ sub create_calls {
     my @ids;
     (my $script = $label) =~ s/[^A-Za-z0-9._:-]/-/g;
     for my $i (1 .. $n) {
-        my ($st, $c) = $s->api(POST => '/api/v1/calls', { to => next_phone(), scriptId => "$script-$i" });
+        my ($st, $c) = $s->api(POST => '/api/v1/calls', { to => $s->next_phone, scriptId => "$script-$i" });
         is($st, 201, "$label: call $i accepted") or diag explain $c;
         push @ids, $c->{id} if ref $c && $st == 201;
     }
@@ -257,8 +253,9 @@ sub check_attempt_log {
         'provider.api_key'      => 'a-wrong-provider-key');
     my @ids = create_calls(2, $label);
     wait_status(\@ids, 'FAILED', 60, "$label: both calls end FAILED");
-    # Retries would come within ~100-200 ms: give them ample time to (not) happen.
-    sleep 2;
+    # Retries would be due within 120 ms and published by the next tick:
+    # let the scheduler tick 5 times (100 ms each) to show none comes.
+    ok($s->scheduler_ticks(5, soft => 1), "$label: the scheduler ticked 5 times since");
     for my $id (@ids) {
         my $c = get_call($id);
         is($c->{status}, 'FAILED', "$label: still FAILED");
@@ -306,10 +303,10 @@ sub check_attempt_log {
     cmp_ok($delay, '<=', 36 + 0.002, "$label: and <= 1.2 x 30s");
     slots_released($label);
 
-    # Nothing happens until then.
-    sleep 2;
+    # Nothing happens until then: the scheduler looks at it every tick.
+    ok($s->scheduler_ticks(5, soft => 1), "$label: the scheduler ticked 5 times since");
     $c = get_call($id);
-    is($c->{status}, 'PENDING', "$label: still PENDING two seconds later");
+    is($c->{status}, 'PENDING', "$label: still PENDING five ticks later");
     is($c->{attempts}, 1, "$label: no early retry");
     is($s->sim_stats->{rejected}{'5xx'}, 1, "$label: the provider saw one attempt");
 

@@ -25,7 +25,7 @@ use POSIX ();
 use CallorchTest;
 
 CallorchTest::require_stack();
-my $s = CallorchTest->new;
+my $s = CallorchTest->new(phone_base => 4_000_000);
 $s->start_all;
 $s->migrate;
 
@@ -54,8 +54,6 @@ my %hmac_config = (
     'provider.signature_tolerance' => '5m',
 );
 
-my $phone = 0;
-sub next_phone { return sprintf '+1555%07d', 4_000_000 + ++$phone }
 
 my $seq = 0;
 sub new_id { return sprintf 'msg_t42_%d_%d_%d', $$, int(time), ++$seq }
@@ -134,7 +132,7 @@ sub in_flight_is {
 # with its externalCallId recorded.
 sub in_progress_call {
     my ($label) = @_;
-    my ($st, $c) = $s->api(POST => '/api/v1/calls', { to => next_phone(), scriptId => "wh-$label" });
+    my ($st, $c) = $s->api(POST => '/api/v1/calls', { to => $s->next_phone, scriptId => "wh-$label" });
     BAIL_OUT("cannot create a call: $st") unless $st == 201;
     my $id = $c->{id};
     my $ok = $s->wait_for(sub {
@@ -427,7 +425,7 @@ sub flow {
     $s->start_sim(@sim_args);
     my @ids;
     for my $i (1 .. $n) {
-        my ($st, $c) = $s->api(POST => '/api/v1/calls', { to => next_phone(), scriptId => "$label-$i" });
+        my ($st, $c) = $s->api(POST => '/api/v1/calls', { to => $s->next_phone, scriptId => "$label-$i" });
         push @ids, $c->{id} if $st == 201;
     }
     is(scalar @ids, $n, "$label: $n calls accepted");

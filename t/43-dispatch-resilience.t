@@ -10,8 +10,8 @@
 #     grace, so calls reach the topic twice (duplicates must neither start
 #     an attempt twice nor free a running call's slot: the cap holds),
 #     and one longer than the producers' message timeout, so the messages
-#     are lost and only the scheduler's republish (after
-#     SCHED_REPUBLISH_GRACE) brings the calls to Kafka.
+#     are lost and only the scheduler's republish (after the republish
+#     grace) brings the calls to Kafka.
 #  2. Redis down for a few seconds while calls run, back EMPTY: nothing starts
 #     while it is down (though new calls arrive and slots are free), nothing
 #     crashes, and dispatch resumes with the cap intact: the slot set is
@@ -31,16 +31,24 @@
 # One PostgreSQL/Redis/Kafka stack; daemon and simulator are restarted for
 # each scenario; each scenario's calls carry their own scriptId prefix.  Only
 # generous upper bounds on time are checked (a loaded 2-core box).
+#
+# The daemon is the test build with shorter timings (src/util/tunables.h):
+# a 2 s republish grace (production 10 s) and a Redis reconnect backoff of
+# at most 0.5 s (production 5 s), so no scenario waits through them.
 use strict;
 use warnings;
 use Test::More;
+use HTTP::Tiny;
+use JSON::PP;
 use Time::HiRes qw(time sleep);
 use CallorchScenario;
 use CallorchTest;
 
 my $T0 = time;
 # CALLORCH_T43_ONLY=kafka-dup,redis runs only those scenarios (debugging).
-my ($s, $sc) = CallorchScenario->setup(phone_base => 4_300_000, only_env => 'CALLORCH_T43_ONLY');
+my $GRACE = 2;    # s, the republish grace
+my ($s, $sc) = CallorchScenario->setup(phone_base => 4_300_000, only_env => 'CALLORCH_T43_ONLY',
+    tunables => { republish_grace => $GRACE, redis_backoff_max => 0.5 });
 sub want { return $sc->want(@_) }
 
 sub scenario    { return $sc->start(@_) }
@@ -53,10 +61,27 @@ sub next_phone  { return $sc->next_phone }
 sub scenario_log { return $sc->log_since_start }
 sub no_crash_checks { return $sc->no_crash_checks(@_) }
 sub kafka_workers { return $sc->children($_[0], qr/kafka worker/) }
+sub http_workers { return $sc->children($_[0], qr/http worker/) }
+
+# { http worker pid => kafkaPending of its /readyz }: on kept-alive
+# connections (one worker each) until a few workers answered.
+sub producer_pending {
+    my %p;
+    for (1 .. 20) {
+        my $ua = HTTP::Tiny->new(keep_alive => 1, timeout => 5);
+        my $h = $ua->get($s->base_url . '/healthz');
+        my $r = $ua->get($s->base_url . '/readyz');
+        my $pid = eval { JSON::PP::decode_json($h->{content})->{pid} };
+        my $pending = eval { JSON::PP::decode_json($r->{content})->{kafkaPending} };
+        $p{$pid} = $pending if defined $pid && defined $pending;
+        last if keys %p >= 2;
+    }
+    return %p;
+}
 
 # ======================================================= 1. Kafka down ===
 
-# a) An outage longer than the scheduler's republish grace (10 s) but
+# a) An outage longer than the scheduler's republish grace ($GRACE s) but
 # shorter than the producers' message timeout (30 s): the POSTs' messages
 # wait in the producer's queue and the scheduler publishes calls again
 # meanwhile (as many as there are free slots), so once the broker is back
@@ -84,7 +109,7 @@ if (want('kafka-dup')) {
     # many as there are free slots: the others count as on their way
     my $republished = $s->wait_for(sub {
         $s->psql("SELECT count(*) FROM calls WHERE " . tag_where($tag)
-            . " AND published_at > created_at + interval '9 s'") >= $cap
+            . " AND published_at > created_at + interval '" . 0.9 * $GRACE . " s'") >= $cap
     }, timeout => 40, interval => 0.25, soft => 1);
     ok($republished, sprintf("$tag: the scheduler republished %d calls %.1fs after the POSTs", $cap,
         time - $t));
@@ -114,8 +139,17 @@ if (want('kafka-long')) {
     ($n) = post_calls($tag, 50);
     is($n, 50, "$tag: 50 calls answered 201 PENDING while Kafka is down");
     my $t_posted = time;
-    # past the message timeout (plus librdkafka's timeout scan interval)
-    sleep 6;
+    # past the message timeout (plus librdkafka's timeout scan interval):
+    # with the broker still down, every http worker's producer queue is
+    # empty again (/readyz kafkaPending), so it dropped the messages
+    my %pending;
+    my $dropped = $s->wait_for(sub {
+        my %http = map { $_->{pid} => 1 } http_workers($master);
+        %pending = (%pending, producer_pending());
+        !grep { !defined $pending{$_} || $pending{$_} != 0 } keys %http
+    }, timeout => 30, interval => 0.1, soft => 1);
+    ok($dropped, sprintf("$tag: the http workers' producers dropped the messages (%.1fs after the POSTs)",
+        time - $t_posted)) or diag explain \%pending;
     is($s->sim_stats->{started}, $started_before, "$tag: nothing started while Kafka is down");
     is(count_where($tag, "status <> 'PENDING'"), 0, "$tag: every call still PENDING");
     $s->kafka_up;
@@ -123,7 +157,7 @@ if (want('kafka-long')) {
     my ($done, $took) = wait_settled($tag, 120);
     ok($done, sprintf("$tag: every call settled %.1fs after Kafka came back (%.1fs after the POSTs)",
         $took, time - $t_posted));
-    # 10 s grace after the POST, a tick, then a rebalance-free dispatch:
+    # the grace after the POST, a tick, then a rebalance-free dispatch:
     # well within a minute even on a loaded box
     cmp_ok(time - $t_up, '<', 60, "$tag: recovered within 60s of kafka_up");
     end_checks($tag, 50, $cap, 5);
@@ -132,7 +166,7 @@ if (want('kafka-long')) {
 
 # ======================================================= 2. Redis down ===
 #
-# 6 long calls (12-16 s) run under a cap of 8 when Redis goes away; 6 more
+# 6 long calls (8-10 s) run under a cap of 8 when Redis goes away; 6 more
 # calls arrive during the outage (2 slots are free by PostgreSQL's count) and
 # must not start.  Redis comes back empty, a few seconds later, while the
 # first 6 still run: the scheduler must rebuild the slot set with them before
@@ -141,8 +175,8 @@ if (want('kafka-long')) {
 if (want('redis')) {
     my $tag = 'redis';
     my $cap = 8;
-    # (12 s: the outage, the reconnect backoff and the rebuild take about 8)
-    my $master = scenario([ '--delay', '12s-16s' ],
+    # (8 s: the outage, the reconnect backoff and the rebuild take about 3)
+    my $master = scenario([ '--delay', '8s-10s' ],
         'dispatch.max_concurrent_calls' => $cap,
         'dispatch.call_timeout'         => '60s');
     my ($n) = post_calls($tag, 6);
@@ -154,10 +188,14 @@ if (want('redis')) {
     $s->stop_redis;
     my $t_down = time;
 
-    ($n) = post_calls($tag, 6);
+    ($n, my @more) = post_calls($tag, 6);
     is($n, 6, "$tag: 6 more calls accepted while Redis is down");
-    # let them reach Kafka and the consumers (which find no Redis: parked)
-    sleep 3;
+    # they reach Kafka and the consumers, which find no Redis: parked
+    my $parked = $s->wait_for(sub {
+        my %p = map { $_ => 1 } substr($s->log_text, $log_mark) =~ /msg="call parked" call=(\S+)/g;
+        !grep { !$p{$_} } @more
+    }, timeout => 30, interval => 0.1, soft => 1);
+    ok($parked, "$tag: the consumers parked the 6 new calls (no Redis)");
     is($s->sim_stats->{started}, 6, "$tag: nothing started at the provider while Redis was down");
     is(count_where($tag, "status = 'IN_PROGRESS'"), 6, "$tag: no call moved to IN_PROGRESS while Redis was down");
     ok(kill(0, $master), "$tag: the master survived the outage");

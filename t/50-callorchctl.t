@@ -214,7 +214,8 @@ is($rc, 1, 'reload with an invalid config: exit 1');
 like($err, qr/reload failed: \S*callorch\.ini:\d+: .*bogus_key/,
     'reload with an invalid config: the file:line message on stderr');
 like($err, qr/keeps running with its current configuration/, 'and says nothing changed');
-sleep 0.5;
+# the master answers a later command only once the failed reload is behind it
+ctl('status');
 is(pids_of($s->children_of($master)), $before, 'reload with an invalid config: children kept');
 is(status_json()->{generation}, 2, 'reload with an invalid config: generation unchanged');
 ($rc, $out) = ctl('--json', 'reload');
@@ -234,6 +235,7 @@ ok(status_json()->{paused}, 'status --json: paused');
 like($s->log_text, qr/dispatch paused/, 'pause logged');
 like(notifications(), qr/^STATUS=running, dispatch paused: /m, 'systemd STATUS= says paused');
 
+my $log_mark = length $s->log_text;
 my $created = 0;
 for my $i (1 .. 50) {
     my ($code) = $s->api(POST => '/api/v1/calls',
@@ -241,15 +243,19 @@ for my $i (1 .. 50) {
     $created++ if $code == 201;
 }
 is($created, 50, '50 calls accepted while paused');
-my ($started, $left) = (0, 0);
-my $end = time + 4;
-while (time < $end) {
-    $started = $s->sim_stats->{started};
-    $left = $s->psql("SELECT count(*) FROM calls WHERE status <> 'PENDING'");
-    last if $started || $left;
-    sleep 0.25;
-}
-is($started, 0, 'paused: the provider saw no call start in 4 s');
+# Every call reached a consumer, which parked it, and the scheduler ticked
+# a few times since (it publishes nothing while paused).
+my %parked;
+ok($s->wait_for(sub {
+    %parked = map { $_ => 1 }
+        substr($s->log_text, $log_mark) =~ /msg="call parked" call=(\S+) attempt=\d+ reason=dispatch paused/g;
+    keys %parked >= 50
+}, timeout => 30, interval => 0.1, soft => 1), 'paused: every call reached a consumer and was parked ('
+    . scalar(keys %parked) . ')');
+ok($s->scheduler_ticks(5, soft => 1), 'paused: the scheduler ticked 5 times since');
+my $started = $s->sim_stats->{started};
+my $left = $s->psql("SELECT count(*) FROM calls WHERE status <> 'PENDING'");
+is($started, 0, 'paused: the provider saw no call start');
 is($left, 0, 'paused: every call stays PENDING');
 
 ($rc, $out) = ctl('resume');

@@ -62,12 +62,6 @@ sub api_retry { my ($obj, @args) = @_; return $obj->api_retry(@args) }
 
 # ------------------------------------------------------------- helpers ---
 
-sub raw_connect {
-    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp',
-        Timeout => 10) or return undef;
-    binmode $sock;
-    return $sock;
-}
 
 # The children of the master as "kind:pid" text, to see a respawn.
 sub children_text {
@@ -142,7 +136,7 @@ sub attack {
     my (@r, %by_fd);
     my $sel = IO::Select->new;
     for my $i (0 .. $#payloads) {
-        my $sock = raw_connect() or do { push @r, { status => 0, how => 'connect', elapsed => 0 }; next };
+        my $sock = $s->raw_connect(port => $port, soft => 1) or do { push @r, { status => 0, how => 'connect', elapsed => 0 }; next };
         my $p = $payloads[$i];
         my $off = 0;
         while ($off < length $p) {
@@ -218,7 +212,7 @@ SKIP: {
     my $t0 = time;
     my @idle;
     for (1 .. 2000) {
-        my $c = raw_connect() or last;
+        my $c = $s->raw_connect(port => $port, soft => 1) or last;
         push @idle, $c;
     }
     is(scalar @idle, 2000, sprintf('2000 idle connections opened (%.1fs)', time - $t0));
@@ -240,7 +234,7 @@ SKIP: {
     # 250 more: over the 2 x 1100 cap.  Both workers fill up to the cap
     # exactly; the rest wait in the kernel's accept queue.
     for (1 .. 250) {
-        my $c = raw_connect() or last;
+        my $c = $s->raw_connect(port => $port, soft => 1) or last;
         push @idle, $c;
     }
     is(scalar @idle, 2250, '250 more idle connections opened (2250)');
@@ -259,7 +253,7 @@ SKIP: {
     cmp_ok($most_fds, '<=', $MAXCONN, "no worker ever had more than $MAXCONN descriptors beyond its own");
 
     # At the cap a further client waits; once clients leave, it is served.
-    my ($late) = raw_connect();
+    my ($late) = $s->raw_connect(port => $port, soft => 1);
     print {$late} req(GET => '/healthz');
     my ($r) = IO::Select->new($late)->can_read(1);
     ok(!$r, 'at the cap a further client waits in the accept queue');
@@ -300,7 +294,7 @@ note("children: $before");
     my (%start, %kind, %closed, %data);
     my $open = sub {
         my ($kind, $text) = @_;
-        my $c = raw_connect() or return;
+        my $c = $s->raw_connect(port => $port, soft => 1) or return;
         syswrite($c, $text);
         $start{ fileno $c } = time;
         $kind{ fileno $c } = $kind;
@@ -470,7 +464,7 @@ note("children: $before");
     # The same one byte per write: the server sees every read boundary.
     my $bytewise = sub {
         my ($text) = @_;
-        my $c = raw_connect() or return { status => 0, how => 'connect' };
+        my $c = $s->raw_connect(port => $port, soft => 1) or return { status => 0, how => 'connect' };
         for my $ch (split //, $text) {
             last unless syswrite($c, $ch);
             sleep 0.002;
@@ -551,13 +545,14 @@ note("children: $before");
 # ------------------------------------------ a client that never reads ---
 
 {
-    my ($sock) = raw_connect();
+    my ($sock) = $s->raw_connect(port => $port, soft => 1);
     $sock->blocking(0);
     my $one = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     my $chunk = $one x 1000;
     my ($sent, $end) = (0, time + $CUTOFF);
     my @w = http_workers();
     my %rss0 = map { $_ => rss_kb($_) } @w;
+    my $log_mark = length $s->log_text;
     # Pipeline requests, never read the answers, until the server stops
     # taking them (its buffers and the kernel's are full).
     my $stalled = 0;
@@ -575,8 +570,9 @@ note("children: $before");
     my $nreq = int($sent / length $one);
     note("pipelined $nreq requests ($sent bytes) without reading");
     cmp_ok($sent, '<', 50_000_000, 'the server stops reading from a client that does not read');
-    # Past the 2 s send timeout the server gives up on it.
-    sleep 3;
+    # Past the 2 s send timeout the server gives up on it (and says so).
+    ok($s->wait_for(sub { substr($s->log_text, $log_mark) =~ /msg="http send timeout"/ },
+        timeout => 30, interval => 0.05, soft => 1), 'the server logged the send timeout');
     my $grew = max map { rss_kb($_) - $rss0{$_} } @w;
     SKIP: {
         # AddressSanitizer's quarantine holds freed memory: RSS says nothing there.
@@ -610,7 +606,7 @@ note("children: $before");
 {
     my $ok = 0;
     for my $i (1 .. 600) {
-        my $c = raw_connect() or next;
+        my $c = $s->raw_connect(port => $port, soft => 1) or next;
         my $part = $i % 3 == 0 ? ''
             : $i % 3 == 1 ? "POST /api/v1/calls HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{\"to"
             : req(GET => '/api/v1/calls?pageSize=100');    # answered while the client is gone

@@ -36,7 +36,7 @@ my %common = (
     'dispatch.backoff_max'          => '1s',
     'dispatch.scheduler_interval'   => ($TICK * 1000) . 'ms',
     # a call whose webhook went to a killed daemon is reclaimed soon
-    'dispatch.call_timeout'         => '10s',
+    'dispatch.call_timeout'         => '5s',
 );
 $s->write_config(%common);
 

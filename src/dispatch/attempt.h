@@ -18,11 +18,6 @@
 
 struct redis_slots;
 
-/* A lease outlives the reclaim deadline (call_timeout), so the scheduler's
- * reclaim, not the expiry, normally frees it; the expiry only cleans up
- * after a crash.  Seconds. */
-#define ATTEMPT_LEASE_MARGIN 60.0
-
 /* An attempt that is over. */
 struct attempt_end {
     const char *call_id;

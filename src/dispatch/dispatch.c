@@ -22,6 +22,7 @@
 
 #include <jansson.h>
 
+#include "util/tunables.h"
 #include "api/validate.h"
 #include "dispatch/attempt.h"
 #include "dispatch/offsets.h"
@@ -289,7 +290,7 @@ static void loaded(void *ctx, const struct store_err *e, const struct store_call
         return;
     }
     snprintf(j->to, sizeof(j->to), "%s", c->to);
-    double lease = d->cfg->call_timeout + ATTEMPT_LEASE_MARGIN;
+    double lease = d->cfg->call_timeout + co_tunables.lease_margin;
     if (redis_slots_acquire(d->redis, j->owner, j->attempt, j->to, d->cfg->max_concurrent_calls,
                             lease, acquired, j) < 0)
         park(j, "redis unavailable");

@@ -24,6 +24,7 @@
 #include "util/log.h"
 #include "util/shm.h"
 #include "util/timeutil.h"
+#include "util/tunables.h"
 
 /* A lease outlives a few missed ticks, so a slow tick does not hand over. */
 #define LEASE_TICKS 5
@@ -110,7 +111,7 @@ static void counted(void *arg, int in_use, const char *err)
         return;
     }
     int limit = free_slots < SCHED_MAX_BATCH ? free_slots : SCHED_MAX_BATCH;
-    if (store_publish_due(s->pg, limit, co_ms(SCHED_REPUBLISH_GRACE), published, s) < 0)
+    if (store_publish_due(s->pg, limit, co_ms(co_tunables.republish_grace), published, s) < 0)
         tick_end(s);
 }
 
@@ -198,7 +199,7 @@ static void rebuild_checked(void *arg, int needs, const char *err)
         reclaim(s);
         return;
     }
-    long long lease_ms = co_ms(s->cfg->call_timeout + ATTEMPT_LEASE_MARGIN);
+    long long lease_ms = co_ms(s->cfg->call_timeout + co_tunables.lease_margin);
     if (store_in_progress(s->pg, lease_ms, in_progress_loaded, s) < 0)
         tick_end(s);
 }

@@ -20,10 +20,6 @@
 
 struct scheduler;
 
-/* A call handed to Kafka is not published again for this long, unless a
- * consumer parks it first (published_at cleared). */
-#define SCHED_REPUBLISH_GRACE 10.0
-
 /* How often the sched child looks whether a slot was freed in this daemon
  * (then it ticks at once, see on_wake_poll()); s.  Not when
  * scheduler_interval is this short already. */

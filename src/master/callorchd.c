@@ -36,6 +36,7 @@
 #include "util/shm.h"
 #include "util/strbuf.h"
 #include "master/supervisor.h"
+#include "util/tunables.h"
 
 struct options {
     const char *config_path;
@@ -218,6 +219,46 @@ fail:
     return 1;
 }
 
+#ifdef CALLORCH_TEST_HOOKS
+/* Test-only (t/callorchd-testhooks, never callorchd): shorten the timings
+ * of util/tunables.h from CALLORCH_TEST_<NAME> (seconds, > 0), so tests
+ * need not wait through production delays.  Returns -1 on a bad value. */
+static int test_tunables_from_env(void)
+{
+    const struct {
+        const char *env;
+        double *value;
+    } knobs[] = {
+        { "CALLORCH_TEST_REPUBLISH_GRACE", &co_tunables.republish_grace },
+        { "CALLORCH_TEST_RESPAWN_MIN", &co_tunables.respawn_min },
+        { "CALLORCH_TEST_RESPAWN_MAX", &co_tunables.respawn_max },
+        { "CALLORCH_TEST_RESPAWN_STABLE", &co_tunables.respawn_stable },
+        { "CALLORCH_TEST_LEASE_MARGIN", &co_tunables.lease_margin },
+        { "CALLORCH_TEST_PG_QUEUE_TIMEOUT", &co_tunables.pg_queue_timeout },
+        { "CALLORCH_TEST_PG_BACKOFF_MAX", &co_tunables.pg_backoff_max },
+        { "CALLORCH_TEST_REDIS_BACKOFF_MAX", &co_tunables.redis_backoff_max },
+    };
+    for (size_t i = 0; i < sizeof(knobs) / sizeof(knobs[0]); i++) {
+        const char *v = getenv(knobs[i].env);
+        if (v == NULL || *v == '\0')
+            continue;
+        char *end;
+        double d = strtod(v, &end);
+        if (*end != '\0' || !(d > 0)) {
+            fprintf(stderr, "callorchd: %s=%s: not a positive number of seconds\n", knobs[i].env, v);
+            return -1;
+        }
+        *knobs[i].value = d;
+    }
+    return 0;
+}
+#else
+static int test_tunables_from_env(void)
+{
+    return 0;
+}
+#endif
+
 int main(int argc, char **argv)
 {
     struct options o = { 0 };
@@ -227,6 +268,8 @@ int main(int argc, char **argv)
     int rc = parse_options(argc, argv, &o);
     if (rc >= 0)
         return rc;
+    if (test_tunables_from_env() < 0)
+        return 1;
     /* a copy, as argv is about to move; absolute, as a reload follows a chdir */
     char *config_path = absolute_path(o.config_path);
     if (config_path == NULL) {

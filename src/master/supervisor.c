@@ -28,6 +28,7 @@
 #include "util/log.h"
 #include "master/notify.h"
 #include "util/shm.h"
+#include "util/tunables.h"
 
 enum master_state { MASTER_RUNNING, MASTER_STOPPING };
 
@@ -270,7 +271,7 @@ static void spawn(struct slot *s)
     if (pid < 0) {
         co_error("fork failed", "kind=%s slot=%d error=\"%s\"", child_kind_name(s->kind),
                  s->index, strerror(errno));
-        s->backoff = s->backoff > 0 ? s->backoff : RESPAWN_MIN;
+        s->backoff = s->backoff > 0 ? s->backoff : co_tunables.respawn_min;
         ev_timer_set(&s->respawn_timer, s->backoff, 0.);
         ev_timer_start(sup->loop, &s->respawn_timer);
         return;
@@ -294,11 +295,11 @@ static void on_respawn_timer(struct ev_loop *loop, ev_timer *w, int revents)
 /* Next delay: none after a stable run, else double the last one. */
 static ev_tstamp next_backoff(const struct slot *s, ev_tstamp lived)
 {
-    if (lived >= RESPAWN_STABLE)
+    if (lived >= co_tunables.respawn_stable)
         return 0.;
     if (s->backoff <= 0.)
-        return RESPAWN_MIN;
-    return s->backoff * 2 > RESPAWN_MAX ? RESPAWN_MAX : s->backoff * 2;
+        return co_tunables.respawn_min;
+    return s->backoff * 2 > co_tunables.respawn_max ? co_tunables.respawn_max : s->backoff * 2;
 }
 
 static void log_exit(const struct slot *s, pid_t pid, int status, ev_tstamp lived)

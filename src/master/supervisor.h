@@ -17,11 +17,8 @@
 #include "master/listen.h"
 
 /* Respawn throttle: the first respawn after a stable run is immediate, the
- * next ones wait RESPAWN_MIN doubling up to RESPAWN_MAX; a child that stayed
- * up RESPAWN_STABLE seconds resets the delay. */
-#define RESPAWN_MIN 0.1
-#define RESPAWN_MAX 30.0
-#define RESPAWN_STABLE 10.0
+ * next ones wait co_tunables.respawn_min doubling up to respawn_max; a child
+ * that stayed up respawn_stable seconds resets the delay (util/tunables.h). */
 
 /*
  * Run the master until it is told to stop.  Takes ownership of CFG and LS

@@ -29,6 +29,7 @@
 #include "net/conn.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/tunables.h"
 
 enum conn_state { CONN_WAIT, CONN_CONNECTING, CONN_IDLE, CONN_BUSY };
 
@@ -617,11 +618,11 @@ static void pool_update_state(struct pg_pool *pool)
 void pg_pool_opts_init(struct pg_pool_opts *opts)
 {
     opts->size = 4;
-    opts->queue_timeout = 5;
+    opts->queue_timeout = co_tunables.pg_queue_timeout;
     opts->connect_timeout = 5;
     opts->query_timeout = 30;
     opts->backoff_min = 0.1;
-    opts->backoff_max = 5;
+    opts->backoff_max = co_tunables.pg_backoff_max;
     opts->max_queue = 10000;
     opts->name = "pg";
 }

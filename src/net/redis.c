@@ -40,6 +40,7 @@
 
 #include "util/err.h"
 #include "util/log.h"
+#include "util/tunables.h"
 
 /* ------------------------------------------------------------- structs --- */
 
@@ -680,7 +681,7 @@ void redis_opts_init(struct redis_opts *opts)
     opts->client = "redis";
     opts->command_timeout = 5;
     opts->backoff_min = 0.1;
-    opts->backoff_max = 5;
+    opts->backoff_max = co_tunables.redis_backoff_max;
     opts->max_pending = 10000;
 }
 

@@ -19,12 +19,14 @@ use Time::HiRes qw(time sleep);
 use CallorchTest;
 
 # A running stack (PostgreSQL migrated, Redis, Kafka) and the scenario
-# object on it.  %O: phone_base (numbers are +1555 and 7 digits from it),
-# only_env (the variable that lists the scenarios to run, for want()).
+# object on it.  %O: phone_base (CallorchTest->new's: numbers count up from it),
+# only_env (the variable that lists the scenarios to run, for want()),
+# tunables (shortened timings for every daemon started, as
+# CallorchTest::start_daemon takes them).
 sub setup {
     my ($class, %o) = @_;
     CallorchTest::require_stack();
-    my $s = CallorchTest->new;
+    my $s = CallorchTest->new(phone_base => $o{phone_base} // 4_300_000);
     $s->start_all;
     $s->migrate;
     return ($s, $class->new($s, %o));
@@ -35,8 +37,7 @@ sub new {
     return bless {
         s          => $s,
         only_env   => $o{only_env},
-        phone_base => $o{phone_base} // 4_300_000,
-        phone_seq  => 0,
+        tunables   => $o{tunables},
         log_from   => 0,
         sim_from   => 0,
     }, $class;
@@ -52,10 +53,7 @@ sub want {
     return !$only || grep { $_ eq $tag } split /,/, $only;
 }
 
-sub next_phone {
-    my ($self) = @_;
-    return sprintf '+1555%07d', $self->{phone_base} + ++$self->{phone_seq};
-}
+sub next_phone { return $_[0]{s}->next_phone }
 
 sub _sim_log { return $_[0]{s}->tmpdir . '/sim.log' }
 
@@ -65,7 +63,8 @@ sub log_since_start { return substr($_[0]{s}->log_text, $_[0]{log_from}) }
 # Restart daemon and simulator for a scenario (the simulator logs every
 # initiation at debug level, so the references it started can be counted);
 # returns the master's pid.  %OVR are config overrides on top of fast
-# retries and a 200 ms scheduler tick.
+# retries and a 200 ms scheduler tick.  The daemon is the test build with
+# the scenario object's tunables, if it has any.
 sub start {
     my ($self, $sim_args, %ovr) = @_;
     my $s = $self->{s};
@@ -80,7 +79,7 @@ sub start {
         'dispatch.scheduler_interval' => '200ms',
         %ovr);
     $self->{log_from} = length $s->log_text;
-    return $s->start_daemon;
+    return $s->start_daemon($self->{tunables} ? (tunables => $self->{tunables}) : ());
 }
 
 # POST one call; with IDEMPOTENCY_KEY the POST is retried (same key) while

@@ -20,6 +20,7 @@ use HTTP::Tiny;
 use IO::Select;
 use IO::Socket::INET;
 use JSON::PP;
+use Digest::MD5 qw(md5_hex);
 use MIME::Base64 qw(encode_base64);
 use POSIX qw(WNOHANG WIFEXITED WEXITSTATUS WIFSIGNALED WTERMSIG setpgid _exit);
 use Scalar::Util qw(weaken);
@@ -131,6 +132,17 @@ sub free_port {
     croak 'no free port found';
 }
 
+# A port where nothing listens for as long as this process runs: bound
+# (so no other test can take it) but never listening, so a connection is
+# refused.  For "unreachable" cases, safe with tests running in parallel.
+my @CLOSED;
+sub closed_port {
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp')
+        or croak "cannot bind 127.0.0.1:0: $!";
+    push @CLOSED, $s;
+    return $s->sockport;
+}
+
 # Fork and exec CMD with stdin from /dev/null and stdout and stderr appended
 # to LOG; returns the pid.  PGROUP puts it in a process group of its own, so
 # the whole group can be killed if it leaves children behind.
@@ -222,6 +234,9 @@ sub _slurp {
     return $text // '';
 }
 
+# A whole file, or '' when it cannot be read.
+sub slurp { return _slurp(@_) }
+
 # The part of PATH after its first OFFSET bytes (what a restart wrote).
 sub slurp_from { return _slurp_from(@_) }
 sub _slurp_from {
@@ -264,6 +279,8 @@ sub new {
         dir   => $dir,
         owner => $$,    # a forked child must never tear down its parent's stack
         leave => $ENV{CALLORCH_TEST_LEAVE} ? 1 : 0,
+        phone_base => $opts{phone_base} // 0,
+        phone_seq  => 0,
         http  => HTTP::Tiny->new(keep_alive => 0, timeout => 30, agent => 'callorch-test/1'),
     }, $class;
     Test::More::diag("test directory $dir (kept: CALLORCH_TEST_LEAVE is set)") if $self->{leave};
@@ -281,6 +298,14 @@ sub new {
 }
 
 sub tmpdir      { return $_[0]{dir} }
+
+# A fresh valid phone number per call: +1555 and 7 digits, counting up
+# from new()'s phone_base (default 0), so a test's groups of calls can
+# keep to number ranges of their own.
+sub next_phone {
+    my ($self) = @_;
+    return sprintf '+1555%07d', $self->{phone_base} + ++$self->{phone_seq};
+}
 sub config_path { return $_[0]{config_path} }
 sub daemon_pid  { return $_[0]{daemon_pid} }
 
@@ -289,15 +314,22 @@ sub daemon_pid  { return $_[0]{daemon_pid} }
 sub wait_for {
     my ($self, $code, %o) = @_;
     my $timeout = $o{timeout} // 10;
-    my $end = time + $timeout;
-    while (1) {
-        my $v = $code->();
-        return $v if $v;
-        last if time >= $end;
-        sleep($o{interval} // 0.05);
-    }
+    my $v = wait_until($code, $timeout, $o{interval} // 0.05);
+    return $v if $v;
     return 0 if $o{soft};
     croak sprintf('timed out after %gs waiting for %s', $timeout, $o{what} // 'a condition');
+}
+
+# The same without a stack: CODE's first true value within TIMEOUT seconds
+# (default 5), polled every INTERVAL (default 0.02), else its last value.
+sub wait_until {
+    my ($code, $timeout, $interval) = @_;
+    my $end = time + ($timeout // 5);
+    while (1) {
+        my $v = $code->();
+        return $v if $v || time >= $end;
+        sleep($interval // 0.02);
+    }
 }
 
 # The processes whose parent is PID, as { pid, title } sorted by pid.
@@ -355,29 +387,42 @@ sub start_postgres {
         }
         # Durability is left alone on purpose (fsync, synchronous_commit on):
         # the tests must see what production sees.
-        my $st = _run(
-            cmd => [ _as_postgres("$bin/initdb", '-D', $data, '-U', 'callorch', '--auth=trust',
-                '-E', 'UTF8', '--locale=C') ],
-            log => "$pgdir/initdb.log", cwd => $pgdir);
-        if ($st != 0) {
-            _diag_tail("$pgdir/initdb.log");
-            croak "initdb failed (status $st)";
+        # (1 MB WAL segments: a cluster of 23 MB, not 39, to copy)
+        my @initdb = ("$bin/initdb", '-D', $data, '-U', 'callorch', '--auth=trust',
+            '-E', 'UTF8', '--locale=C', '--wal-segsize=1');
+        my $conf_text = "\n# callorch test stack (port and socket directory are given on the"
+            . " command line)\n"
+            . "listen_addresses = '127.0.0.1'\n"
+            . "shared_buffers = 16MB\n"
+            . "max_connections = 200\n"
+            . "log_min_messages = warning\n";
+        # initdb and CREATE DATABASE take most of a stack's start: the
+        # first test keeps a copy of its fresh cluster (stopped, with the
+        # empty database callorch) in the build tree, the others copy it
+        # (keyed by the binaries, the initdb options and the conf).
+        my $tmpl = builddir() . '/t/pg-template-'
+            . md5_hex(join "\0", @initdb[ 0, 3 .. $#initdb ], $conf_text, $>);
+        if (-d $tmpl && _run(cmd => [ 'cp', '-a', $tmpl, $data ], log => "$pgdir/initdb.log") == 0) {
+            # a copy of a fresh cluster
+        } else {
+            remove_tree($data);
+            my $st = _run(cmd => [ _as_postgres(@initdb) ], log => "$pgdir/initdb.log", cwd => $pgdir);
+            if ($st != 0) {
+                _diag_tail("$pgdir/initdb.log");
+                croak "initdb failed (status $st)";
+            }
+            open my $conf, '>>', "$data/postgresql.conf" or croak "postgresql.conf: $!";
+            print $conf $conf_text;
+            close $conf or croak "postgresql.conf: $!";
+            $self->{pg_make_template} = $tmpl if !-d $tmpl && -d builddir() . '/t' && -w _;
         }
-        open my $conf, '>>', "$data/postgresql.conf" or croak "postgresql.conf: $!";
-        print $conf "\n# callorch test stack (the port is given on the command line)\n",
-            "listen_addresses = '127.0.0.1'\n",
-            "unix_socket_directories = '$pgdir'\n",
-            "shared_buffers = 16MB\n",
-            "max_connections = 200\n",
-            "log_min_messages = warning\n";
-        close $conf or croak "postgresql.conf: $!";
     }
 
     for my $try (1 .. 3) {
         my $port = $self->{pg_port} //= free_port();
         my $from = (-s $log || 0);
         my $st = _run(
-            cmd => [ _as_postgres("$bin/pg_ctl", '-D', $data, '-l', $log, '-o', "-p $port",
+            cmd => [ _as_postgres("$bin/pg_ctl", '-D', $data, '-l', $log, '-o', "-p $port -k $pgdir",
                 '-w', '-t', '30', 'start') ],
             log => "$pgdir/pg_ctl.log", cwd => $pgdir);
         if ($st == 0) {
@@ -402,6 +447,17 @@ sub start_postgres {
         $self->psql('CREATE DATABASE callorch', db => 'postgres')
             unless $self->psql("SELECT 1 FROM pg_database WHERE datname = 'callorch'", db => 'postgres');
         $self->{pg_db_created} = 1;
+    }
+    if (my $tmpl = delete $self->{pg_make_template}) {
+        # Stopped cleanly, copied, renamed into place: another test copying
+        # the template never sees half of it.  Best effort.
+        $self->stop_postgres;
+        my $part = "$tmpl.part$$";
+        if (_run(cmd => [ 'cp', '-a', $data, $part ], log => "$pgdir/initdb.log") != 0
+            || !rename($part, $tmpl)) {
+            remove_tree($part);
+        }
+        $self->start_postgres;
     }
     return $self;
 }
@@ -540,6 +596,23 @@ sub redis_cli {
     return $out;
 }
 
+# Wait until the leading scheduler started N more ticks (default 3): each
+# tick renews the leader lease in Redis, so its PTTL jumps back up.  For
+# tests that must show that the scheduler looked and did nothing, instead
+# of sleeping.  Dies after TIMEOUT seconds (default 30; soft => 1: false).
+sub scheduler_ticks {
+    my ($self, $n, %o) = @_;
+    $n //= 3;
+    my $key = ($self->_current_config->{redis}{key_prefix} // 'callorch:') . 'leader';
+    my ($seen, $last) = (0, undef);
+    return $self->wait_for(sub {
+        my $ttl = eval { $self->redis_cli('PTTL', $key) } // -2;
+        $seen++ if defined $last && $ttl > $last + 5;
+        $last = $ttl;
+        $seen >= $n;
+    }, timeout => $o{timeout} // 30, interval => 0.01, soft => $o{soft}, what => "$n scheduler ticks");
+}
+
 # ---------------------------------------------------------------- kafka ---
 
 sub kafka_brokers {
@@ -618,34 +691,55 @@ sub start_all {
 
 # --------------------------------------------------------------- config ---
 
+# The port of the provider simulator; once it is handed out (in a config,
+# or to a test) the simulator must take that one.
 sub provider_port {
     my ($self) = @_;
+    $self->{provider_port_published} = 1;
     return $self->{provider_port} //= free_port();
 }
 
 # Start callorch-provider-sim on provider_port with the stack's callback
-# secret; ARGS are extra command-line options (e.g. '--delay', '0-50ms').
-# Waits for its /healthz.  Returns $self.
+# secret; ARGS are extra command-line options (e.g. '--delay', '0-50ms';
+# a later '--secret' wins).  Waits for its /healthz.  Returns $self.
 sub start_sim {
     my ($self, @args) = @_;
     croak 'the simulator is already running' if $self->{sim_pid};
     my $bin = builddir() . '/src/callorch-provider-sim';
     croak "$bin is not built" unless -x $bin;
-    my $port = $self->provider_port;
-    my $pid = _spawn(cmd => [ $bin, '--listen', "127.0.0.1:$port", '--secret', $CALLBACK_SECRET,
-            @args ], log => "$self->{dir}/sim.log", cwd => $self->{dir});
-    my $ua = HTTP::Tiny->new(keep_alive => 0, timeout => 2);
-    my $up = $self->wait_for(sub {
-        waitpid($pid, WNOHANG) != $pid && $ua->get("http://127.0.0.1:$port/healthz")->{status} == 200
-    }, timeout => 10, soft => 1);
-    unless ($up) {
-        _diag_tail("$self->{dir}/sim.log");
-        _stop_pid($pid, 'KILL', 5);
+    my $log = "$self->{dir}/sim.log";
+    for my $try (1 .. 3) {
+        my $port = $self->{provider_port} //= free_port();
+        my $from = (-s $log || 0);
+        my $pid = _spawn(cmd => [ $bin, '--listen', "127.0.0.1:$port", '--secret', $CALLBACK_SECRET,
+                @args ], log => $log, cwd => $self->{dir});
+        my $ua = HTTP::Tiny->new(keep_alive => 0, timeout => 2);
+        my $exited;
+        my $up = $self->wait_for(sub {
+            return 0 if $exited ||= waitpid($pid, WNOHANG) == $pid;
+            # our own answer: another test's simulator may hold the port
+            _listens($pid, $port) && $ua->get("http://127.0.0.1:$port/healthz")->{status} == 200
+        }, timeout => 10, soft => 1, interval => 0.02);
+        if ($up) {
+            $self->{sim_pid} = $pid;
+            $self->{provider_port_published} = 1;
+            return $self;
+        }
+        _stop_pid($pid, 'KILL', 5) unless $exited;
+        # Lost the race for the port (another test took it since
+        # free_port): take another, unless a config already points there.
+        if (!$self->{provider_port_published} && _slurp_from($log, $from) =~ /in use/i) {
+            delete $self->{provider_port};
+            next;
+        }
+        _diag_tail($log);
         croak 'callorch-provider-sim did not start';
     }
-    $self->{sim_pid} = $pid;
-    return $self;
+    croak 'callorch-provider-sim: no free port after 3 tries';
 }
+
+sub sim_pid { return $_[0]{sim_pid} }
+sub sim_url { return 'http://127.0.0.1:' . $_[0]->provider_port }
 
 # The simulator's GET /stats, decoded.
 sub sim_stats {
@@ -656,10 +750,12 @@ sub sim_stats {
     return JSON::PP::decode_json($r->{content});
 }
 
+# SIGTERM (or SIGNAL), SIGKILL after 10 s; returns the exit code (128 +
+# signal if killed), undef if none ran.
 sub stop_sim {
-    my ($self) = @_;
-    my $pid = delete $self->{sim_pid} or return;
-    _stop_pid($pid, 'TERM', 10);
+    my ($self, $signal) = @_;
+    my $pid = delete $self->{sim_pid} or return undef;
+    return _exit_code(_stop_pid($pid, $signal // 'TERM', 10));
 }
 
 # The base config as [ section => [ [key, value], ... ] ], DESIGN.md section 6.
@@ -670,7 +766,7 @@ sub _base_config {
     my $user = getpwuid($<) // croak "no user name for uid $<";
     # Not started yet: a port where nothing listens, never a real default
     # (which might reach someone's real Kafka on 9092).
-    my $brokers = $self->{kafka_brokers} // '127.0.0.1:' . ($self->{kafka_dead_port} //= free_port());
+    my $brokers = $self->{kafka_brokers} // '127.0.0.1:' . ($self->{kafka_dead_port} //= closed_port());
     return (
         [ daemon => [
             [ user             => $user ],
@@ -703,10 +799,21 @@ sub _base_config {
             [ consumers => 2 ],
             # The mock broker waits session.timeout.ms - 1 s before it
             # completes a rebalance after a member leaves or dies (44 s with
-            # the default 45 s): keep respawns and reloads quick.
-            [ 'rdkafka.session.timeout.ms' => 6000 ],
+            # the default 45 s), also when a restarted daemon's consumers
+            # join: keep restarts, respawns and reloads quick (2 s), with a
+            # heartbeat well within the session (with a 2 s session the
+            # group did not form in t/41).
+            [ 'rdkafka.session.timeout.ms' => 3000 ],
+            [ 'rdkafka.heartbeat.interval.ms' => 1000 ],
             # Reconnect within a second after kafka_up (default: up to 10 s).
             [ 'rdkafka.reconnect.backoff.max.ms' => 1000 ],
+            # Hand a message over at once: by default a consumer's fetch
+            # waits up to 500 ms for data (the producers ignore it with a
+            # log line) and a producer lingers 5 ms for a batch; with a
+            # few calls at a time under a cap each call paid the wait
+            # (t/40: 52 s -> 20 s).
+            [ 'rdkafka.fetch.wait.max.ms' => 10 ],
+            [ 'rdkafka.linger.ms' => 0 ],
         ] ],
         [ dispatch => [
             [ max_concurrent_calls => 30 ],
@@ -810,11 +917,20 @@ sub log_text { return _slurp("$_[0]{dir}/callorchd.log") }
 # answers 200.  Options: binary (relative to the build dir; default
 # src/callorchd), config (default: the written one, written now if none),
 # args (extra arguments), env (extra environment), timeout (default 20),
-# wait => 0 (return at once).  Returns the master pid.
+# wait => 0 (return at once), tunables => { republish_grace => 2, ... }
+# (shortened timings: runs t/callorchd-testhooks with CALLORCH_TEST_<NAME>
+# set, see src/util/tunables.h).  Returns the master pid.
 sub start_daemon {
     my ($self, %o) = @_;
     croak "callorchd is already running (pid $self->{daemon_pid})" if $self->{daemon_pid};
     $self->write_config unless $o{config} || $self->{config_path};
+    # tunables => { NAME => seconds }: the test build, with
+    # CALLORCH_TEST_<NAME> shortening a timing of src/util/tunables.h
+    if ($o{tunables}) {
+        $o{binary} //= 't/callorchd-testhooks';
+        $o{env} = { %{ $o{env} || {} },
+            map { ('CALLORCH_TEST_' . uc($_) => $o{tunables}{$_}) } keys %{ $o{tunables} } };
+    }
     my $bin = $o{binary} // 'src/callorchd';
     $bin = builddir() . "/$bin" unless $bin =~ m{^/};
     croak "$bin is not built (make; out-of-tree builds: set CALLORCH_BUILDDIR)" unless -x $bin;
@@ -984,6 +1100,47 @@ sub api_retry_for {
     }
 }
 
+# A new TCP connection to the daemon's HTTP port (port => PORT for
+# another), for raw-socket tests; dies when it cannot connect (soft => 1:
+# returns undef).
+sub raw_connect {
+    my ($self, %o) = @_;
+    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $o{port} // $self->http_port,
+        Proto => 'tcp', Timeout => 10);
+    unless ($sock) {
+        return undef if $o{soft};
+        croak "connect: $!";
+    }
+    binmode $sock;
+    return $sock;
+}
+
+# A subtest checking an RFC 9457 problem answer (the (status, body,
+# headers) of api()): status WANT, Content-Type application/problem+json,
+# a JSON object with a type URI, a title, the status and a detail; with
+# FIELDS (an array of names) also errors[] naming exactly those fields,
+# each with a message.
+sub problem_ok {
+    my ($st, $body, $h, $want, $name, %o) = @_;
+    my $fields = $o{fields};
+    Test::More::subtest("$name: $want" . ($fields ? " [@$fields]" : '') => sub {
+        Test::More::is($st, $want, "status $want") or Test::More::diag(Test::More::explain($body));
+        Test::More::like($h->{'content-type'} // '', qr{^application/problem\+json\b},
+            'Content-Type: application/problem+json');
+        Test::More::is(ref $body, 'HASH', 'body is a JSON object') or return;
+        Test::More::like($body->{type} // '', qr{^(?:https?://\S+|about:blank)$}, 'type is a URI');
+        Test::More::like($body->{title} // '', qr/\S/, 'title');
+        Test::More::is($body->{status}, $want, 'status member');
+        Test::More::like($body->{detail} // '', qr/\S/, 'detail');
+        return unless $fields;
+        Test::More::is(ref $body->{errors}, 'ARRAY', 'errors is an array') or return;
+        Test::More::is_deeply([ sort map { $_->{field} } @{ $body->{errors} } ], [ sort @$fields ],
+            'errors[].field');
+        Test::More::ok(!(grep { !defined $_->{message} || $_->{message} !~ /\S/ } @{ $body->{errors} }),
+            'every error has a message');
+    });
+}
+
 # Read one HTTP/1.1 response from SOCK (raw-socket tests): { status,
 # headers (lower-case names), body, json }, or { status => 0, error =>
 # 'eof' | 'timeout' | 'error: …' }.  Bytes after the response stay buffered
@@ -1144,10 +1301,31 @@ the built t/kafka-broker are available.
 
 A loopback port that nothing listened on a moment ago.
 
+=item closed_port()
+
+A loopback port that refuses connections for as long as the test runs
+(held bound, never listening): no parallel test can take it.
+
 =item callback_secret(), callback_key()
 
 The C<whsec_> secret in every generated config, and the raw HMAC key it
 encodes, for signing webhooks in tests.
+
+=item wait_until(CODE, TIMEOUT = 5, INTERVAL = 0.02)
+
+CODE's first true value within TIMEOUT seconds, else its last value: the
+poll loop of C<wait_for>, for tests without a stack.
+
+=item slurp(PATH), read_file(PATH), slurp_from(PATH, OFFSET)
+
+A whole file (C<slurp>: '' when unreadable; C<read_file> dies), or what
+follows its first OFFSET bytes.
+
+=item problem_ok(STATUS, BODY, HEADERS, WANT, NAME, fields => [...])
+
+A subtest: an RFC 9457 problem answer with status WANT (type URI, title,
+status, detail), and with C<fields> an C<errors> array naming exactly
+those fields.
 
 =back
 
@@ -1155,12 +1333,22 @@ encodes, for signing webhooks in tests.
 
 =over
 
-=item new
+=item new(phone_base => 0)
 
 Creates the temporary directory.  Also installs SIGINT/SIGTERM/SIGHUP
 handlers (unless the script has its own) so an interrupted test cleans up.
 
 =item tmpdir, config_path, daemon_pid
+
+=item next_phone
+
+A fresh phone number per call, C<+1555> and 7 digits counting up from
+C<phone_base>.
+
+=item raw_connect(port => http_port, soft => 0)
+
+A TCP connection to the daemon, for raw HTTP; dies when it cannot
+connect (C<soft>: undef).
 
 =item wait_for(CODE, timeout => 10, what => '...', soft => 0)
 
@@ -1190,6 +1378,12 @@ Runs C<callorchctl -c CONFIG --sql-dir SRCDIR/sql migrate>.
 
 No persistence: a restarted Redis is empty.  Same port after a restart.
 
+=item scheduler_ticks(N, timeout => 30, soft => 0)
+
+Returns once the leading scheduler renewed its lease in Redis N more
+times (one renewal a tick): proof that it looked, where a test would
+otherwise sleep to show that nothing happens.
+
 =item start_kafka(topics => ['calls:4'], brokers => 1), stop_kafka, kafka_brokers, kafka_pid
 
 Runs t/kafka-broker.  A new broker gets new ports.
@@ -1207,17 +1401,26 @@ Both return once the broker confirmed.
 A port reserved for the provider simulator; the generated config's
 C<[provider] url> points at it.
 
+=item start_sim(ARGS), stop_sim(SIGNAL = 'TERM'), sim_pid, sim_url, sim_stats
+
+Runs callorch-provider-sim on C<provider_port> with the stack's
+secret and ARGS (a later C<--secret> wins), waits for its /healthz;
+C<stop_sim> returns its exit code.
+
 =item config_text(%overrides), write_config(%overrides)
 
 The generated config, with C<'section.key' =E<gt> value> overrides (undef
 deletes a key).  C<write_config> writes TMPDIR/callorch.ini atomically and
 returns its path.
 
-=item start_daemon(binary => 'src/callorchd', config => PATH, args => [], env => {}, timeout => 20, wait => 1)
+=item start_daemon(binary => 'src/callorchd', config => PATH, args => [], env => {}, timeout => 20, wait => 1, tunables => {})
 
 Forks C<callorchd -f -c CONFIG> in a process group of its own (output
 appended to TMPDIR/callorchd.out) and waits for C<GET /healthz> to answer
-200; returns the master pid.
+200; returns the master pid.  C<tunables> (e.g. C<{ republish_grace =E<gt>
+2 }>, seconds) runs the test build t/callorchd-testhooks instead, with
+C<CALLORCH_TEST_REPUBLISH_GRACE> etc. set: the timings of
+src/util/tunables.h that are no configuration key, shortened.
 
 =item stop_daemon(signal => 'TERM', timeout => 15)
 
