@@ -95,17 +95,23 @@ static void enqueue(struct intake *in, struct pending *p, int at_head)
     in->queued++;
 }
 
-/* Answer every queued request with 503 (the pool refused the job). */
+/* Answer every queued request with 503 (the pool refused the job).  The
+ * queue is emptied before the first answer: whatever an answer leads to
+ * (a new request queued, a job submitted) finds a consistent, empty queue,
+ * and this loop walks a list nobody else can reach. */
 static void fail_queue(struct intake *in, const char *why)
 {
-    while (in->head != NULL) {
-        struct pending *p = in->head;
-        in->head = p->next;
+    struct pending *list = in->head;
+
+    in->head = NULL;
+    in->tail = &in->head;
+    in->queued = 0;
+    while (list != NULL) {
+        struct pending *p = list;
+        list = p->next;
         api_unavailable(p->req, why);
         pending_free(p);
     }
-    in->tail = &in->head;
-    in->queued = 0;
 }
 
 /* ------------------------------------------------------ the statement */
