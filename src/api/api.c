@@ -149,7 +149,8 @@ void api_unavailable(struct http_request *req, const char *detail)
 
 void api_internal_error(struct http_request *req, const char *what, const char *err)
 {
-    co_error("request failed", "what=\"%s\" error=\"%s\"", what, err ? err : "?");
+    /* ERR is often PostgreSQL's text, which can echo what a client sent */
+    co_error("request failed", "what=\"%s\" error=%s", what, CO_LOG_Q(err ? err : "?"));
     answer_status(req, 500, "internal error", NULL);
 }
 
