@@ -272,6 +272,9 @@ static void requeue_unanswered(struct intake *in, struct batch *b)
     submit_if_room(in);
 }
 
+/* Like answer_row() and requeue_unanswered(), this loops over B's own
+ * items, which nothing an answer leads to can reach (new requests go to
+ * the intake's queue), and clears each slot as it answers it. */
 static void fail_batch(struct batch *b, int status_503, const char *err)
 {
     for (int i = 0; i < b->n; i++) {
