@@ -11,6 +11,12 @@
 # One http worker with ONE pool connection: a psql session locks the calls
 # table for a while, a GET takes the worker's only connection (blocked on
 # the lock), and a POST then waits in the pool's queue.
+#
+# Pipelining (DESIGN.md section 3: every request gets an answer, in order):
+# meanwhile two connections each pipeline POSTs and a GET behind them.  Their
+# first POSTs wait in the pool's queue and are refused with it; answering
+# them must not lose the requests pipelined behind (regression: the second
+# POST was queued into an intake entry being freed and never answered).
 use strict;
 use warnings;
 use IO::Select;
@@ -77,6 +83,26 @@ ok($s->wait_for(sub {
 }, timeout => 10, interval => 0.02, soft => 1), 'the GET waits for the lock');
 my $post = send_raw(POST => '/api/v1/calls', encode_json({ to => '+15553500002', scriptId => 'queued' }));
 
+# N POSTs (scriptId "pipe<N>-<i>") then a GET of the call created before the
+# lock, all in one write on one keep-alive connection.
+sub send_pipeline {
+    my ($n) = @_;
+    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $s->http_port,
+        Proto => 'tcp', Timeout => 5) or die "connect: $!";
+    my $key = $s->api_key;
+    my $auth = defined $key ? "Authorization: Bearer $key\r\n" : '';
+    my $text = '';
+    for my $i (1 .. $n) {
+        my $body = encode_json({ to => sprintf('+155535%02d%03d', $n, $i), scriptId => "pipe$n-$i" });
+        $text .= "POST /api/v1/calls HTTP/1.1\r\nHost: 127.0.0.1\r\n$auth"
+            . "Content-Type: application/json\r\nContent-Length: " . length($body) . "\r\n\r\n$body";
+    }
+    $text .= "GET /api/v1/calls/$call->{id} HTTP/1.1\r\nHost: 127.0.0.1\r\n${auth}Connection: close\r\n\r\n";
+    syswrite($sock, $text) == length $text or die "write: $!";
+    return { sock => $sock, n => $n, sent => time };
+}
+my @pipes = map { send_pipeline($_) } 2, 5;
+
 my $r = read_raw($post, $LOCK_S - 1);
 is($r->{status}, 503, sprintf('the POST that waited for a connection: 503 (after %.1fs)', $r->{took}))
     or diag explain $r;
@@ -87,6 +113,29 @@ cmp_ok($r->{took}, '<', $LOCK_S - 1, '... before the lock was released (the queu
 my $g = read_raw($get, $LOCK_S + 10);
 is($g->{status}, 200, sprintf('the GET is answered once the lock is gone (%.1fs after the lock)', time - $t_lock));
 waitpid($locker, 0);
+
+# Each pipelined POST is answered (503 while the pool's queue times out,
+# 201 once the lock is gone), in request order, then the GET.
+for my $p (@pipes) {
+    my ($n, @st, @created) = ($p->{n});
+    for my $i (1 .. $n) {
+        my $res = CallorchTest::raw_read($p->{sock}, 2 * $LOCK_S + 10);
+        push @st, $res->{status};
+        push @created, $res->{json}{scriptId} if $res->{status} == 201;
+        last unless $res->{status};
+    }
+    is($st[0], 503, "pipeline of $n POSTs: the first, refused with the pool's queue, is answered 503");
+    is(scalar(grep { $_ == 201 || $_ == 503 } @st), $n, "pipeline of $n POSTs: every POST answered, 503 or 201")
+        or diag "statuses: @st";
+    is_deeply(\@created, [ map { "pipe$n-$_" } ($n - @created + 1) .. $n ],
+        "pipeline of $n POSTs: the created calls answered in request order");
+    my $g = CallorchTest::raw_read($p->{sock}, 2 * $LOCK_S + 10);
+    is($g->{status}, 200, "pipeline of $n POSTs: the GET behind them answered 200");
+    is($g->{json}{id} // '', $call->{id}, '... with the call it asked for');
+    is($s->psql("SELECT count(*) FROM calls WHERE script_id LIKE 'pipe$n-%'"), scalar(@created),
+        '... and exactly the calls answered 201 are stored');
+    close $p->{sock};
+}
 
 # The worker creates calls again: the refused job did not stay open.
 my $t0 = time;

@@ -35,6 +35,10 @@ static struct {
     struct ev_loop *loop;
     struct http_server *srv;
     int gone;                    /* /slow requests found gone when answering */
+    int depth;                   /* handler calls on the stack */
+    int reentered;               /* handler calls made while one was on the stack */
+    struct http_request *held[8]; /* /hold requests, answered by /release */
+    int n_held;
 } cst;
 
 struct slow {
@@ -100,10 +104,32 @@ static void handle_big(struct http_request *req)
     free(body);
 }
 
-static void handler(struct http_request *req, void *arg)
+/* Keep REQ unanswered until a /release. */
+static void handle_hold(struct http_request *req)
+{
+    if (cst.n_held == (int)(sizeof(cst.held) / sizeof(cst.held[0])))
+        http_respond(req, 503, "text/plain", NULL, "full", 4);
+    else
+        cst.held[cst.n_held++] = req;
+}
+
+/* Answer every held request in one loop, as a failed database batch does,
+ * then REQ with their number. */
+static void handle_release(struct http_request *req)
+{
+    struct http_request *list[sizeof(cst.held) / sizeof(cst.held[0])];
+    int n = cst.n_held;
+
+    memcpy(list, cst.held, sizeof(list));
+    cst.n_held = 0;
+    for (int i = 0; i < n; i++)
+        http_respond(list[i], 200, "text/plain", NULL, "held", 4);
+    respond_json(req, 200, json_pack("{s:i}", "released", n));
+}
+
+static void handle(struct http_request *req)
 {
     const char *path = http_request_path(req);
-    (void)arg;
 
     if (strcmp(path, "/slow") == 0)
         handle_slow(req);
@@ -111,8 +137,14 @@ static void handler(struct http_request *req, void *arg)
         handle_hdr(req);
     else if (strcmp(path, "/big") == 0)
         handle_big(req);
+    else if (strcmp(path, "/hold") == 0)
+        handle_hold(req);
+    else if (strcmp(path, "/release") == 0)
+        handle_release(req);
     else if (strcmp(path, "/stats") == 0)
-        respond_json(req, 200, json_pack("{s:i}", "gone", cst.gone));
+        respond_json(req, 200,
+                     json_pack("{s:i, s:i, s:i}", "gone", cst.gone, "reentered", cst.reentered,
+                               "held", cst.n_held));
     else if (strcmp(path, "/extra") == 0) /* second line without CRLF on purpose */
         http_respond(req, 201, "text/plain", "X-Extra: yes\r\nX-Two: 2", "x", 1);
     else if (strcmp(path, "/empty") == 0)
@@ -121,6 +153,18 @@ static void handler(struct http_request *req, void *arg)
         http_respond_problem(req, 404, "no such thing", NULL);
     else
         handle_echo(req);
+}
+
+/* Counts calls made while another call is still on the stack: answering
+ * a request must never run the handler for the next one. */
+static void handler(struct http_request *req, void *arg)
+{
+    (void)arg;
+    if (cst.depth > 0)
+        cst.reentered++;
+    cst.depth++;
+    handle(req);
+    cst.depth--;
 }
 
 static void on_drained(void *arg)
@@ -498,6 +542,65 @@ static void test_pipeline(int port)
     cl_close(c);
 }
 
+/* One /stats value of server PORT, or -1. */
+static int stat_value(int port, const char *name)
+{
+    struct client *c = cl_open(port);
+    struct resp r;
+    int v = -1;
+
+    if (cl_get(c, "/stats", &r) == 0) {
+        json_t *j = json_loads(r.body, 0, NULL);
+        json_t *x = json_object_get(j, name);
+        if (json_is_integer(x))
+            v = (int)json_integer_value(x);
+        json_decref(j);
+    }
+    resp_free(&r);
+    cl_close(c);
+    return v;
+}
+
+/* Two connections each pipeline a held request and an echo behind it; a
+ * third request answers both held ones in one loop.  The echoes must be
+ * parsed after that loop, not from inside the answer (which would call the
+ * handler again while /release's is still running), and be answered in
+ * order.  Also checks that answering at once, with more requests buffered
+ * (test_pipeline's ten), never re-entered the handler. */
+static void test_answer_loop(int port)
+{
+    struct client *cx = cl_open(port), *cy = cl_open(port), *cz = cl_open(port);
+    struct resp r;
+    double deadline = now() + 5;
+    int held;
+
+    cl_sends(cx, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\nGET /echo?x2 HTTP/1.1\r\nHost: t\r\n\r\n");
+    cl_sends(cy, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\nGET /echo?y2 HTTP/1.1\r\nHost: t\r\n\r\n");
+    while ((held = stat_value(port, "held")) < 2 && now() < deadline)
+        sleep_ms(10);
+    is_int(2, held, "answer loop: both pipelined /hold requests are held");
+    ok(cl_get(cz, "/release", &r) == 0 && strstr(r.body, "\"released\":2") != NULL,
+       "answer loop: one request answers both in a loop");
+    resp_free(&r);
+    ok(cl_response(cx, &r, 0, 5000) == 0 && strcmp(r.body, "held") == 0,
+       "answer loop: first connection gets its held answer");
+    resp_free(&r);
+    ok(cl_response(cx, &r, 0, 5000) == 0 && strstr(r.body, "\"query\":\"x2\"") != NULL,
+       "answer loop: then its pipelined second request is answered");
+    resp_free(&r);
+    ok(cl_response(cy, &r, 0, 5000) == 0 && strcmp(r.body, "held") == 0,
+       "answer loop: second connection gets its held answer");
+    resp_free(&r);
+    ok(cl_response(cy, &r, 0, 5000) == 0 && strstr(r.body, "\"query\":\"y2\"") != NULL,
+       "answer loop: then its pipelined second request is answered");
+    resp_free(&r);
+    is_int(0, stat_value(port, "reentered"),
+           "answer loop: the handler never ran inside another handler call");
+    cl_close(cx);
+    cl_close(cy);
+    cl_close(cz);
+}
+
 /* A large answer to a client that does not read at first: 8 MB is more
  * than the server's send buffer (tcp_wmem max, 4 MB) and the client's
  * window together, so the server must queue it and finish on EV_WRITE.
@@ -742,6 +845,7 @@ int main(void)
     test_headers(port_a);
     test_keepalive(port_a);
     test_pipeline(port_a);
+    test_answer_loop(port_a);
     test_close(port_a);
     test_errors(port_a);
     test_timeouts(port_a);

@@ -353,8 +353,13 @@ static void test_cursor(void)
 {
     char cur[CURSOR_BUF], id[UUID_LEN + 1];
     int64_t t = 0;
-    ok(cursor_encode(INT64_MAX, UUID_A, cur, sizeof cur) == 0, "cursor: INT64_MAX encodes");
-    ok(cursor_decode(cur, &t, id) == 0 && t == INT64_MAX, "cursor: INT64_MAX round trip");
+    ok(cursor_encode(CURSOR_US_LIMIT - 1, UUID_A, cur, sizeof cur) == 0,
+       "cursor: the last microsecond of year 9999 encodes");
+    ok(cursor_decode(cur, &t, id) == 0 && t == CURSOR_US_LIMIT - 1,
+       "cursor: the last microsecond of year 9999 round trip");
+    ok(cursor_encode(CURSOR_US_LIMIT, UUID_A, cur, sizeof cur) != 0,
+       "cursor: year 10000 refused");
+    ok(cursor_encode(INT64_MAX, UUID_A, cur, sizeof cur) != 0, "cursor: INT64_MAX refused");
     ok(cursor_encode(0, UUID_A, cur, sizeof cur) == 0 && cursor_decode(cur, &t, id) == 0 &&
            t == 0, "cursor: zero round trip");
     ok(cursor_encode(-1, UUID_A, cur, sizeof cur) != 0, "cursor: negative time refused");
@@ -371,6 +376,18 @@ static void test_cursor(void)
     while (n > 0 && b64[n - 1] == '=')
         b64[--n] = '\0';
     ok(cursor_decode((const char *)b64, &t, id) != 0, "cursor: non-canonical number refused");
+
+    /* forged times that PostgreSQL cannot turn into a timestamp */
+    const char *forged[] = { "9223372036854775807:" UUID_A, "253402300800000000:" UUID_A };
+    for (size_t i = 0; i < sizeof(forged) / sizeof(forged[0]); i++) {
+        n = EVP_EncodeBlock(b64, (const unsigned char *)forged[i], (int)strlen(forged[i]));
+        while (n > 0 && b64[n - 1] == '=')
+            b64[--n] = '\0';
+        for (int k = 0; k < n; k++)
+            b64[k] = b64[k] == '+' ? '-' : b64[k] == '/' ? '_' : b64[k];
+        ok(cursor_decode((const char *)b64, &t, id) != 0, "cursor: forged time %s refused",
+           forged[i]);
+    }
 }
 
 static void test_hash(void)

@@ -149,7 +149,8 @@ void api_unavailable(struct http_request *req, const char *detail)
 
 void api_internal_error(struct http_request *req, const char *what, const char *err)
 {
-    co_error("request failed", "what=\"%s\" error=\"%s\"", what, err ? err : "?");
+    /* ERR is often PostgreSQL's text, which can echo what a client sent */
+    co_error("request failed", "what=\"%s\" error=%s", what, CO_LOG_Q(err ? err : "?"));
     answer_status(req, 500, "internal error", NULL);
 }
 
@@ -312,13 +313,22 @@ int api_init(struct api *api, struct ev_loop *loop, const struct co_config *cfg,
 
 void api_free(struct api *api)
 {
-    /* the pool answers its pending jobs first; they still need the intake,
-     * the producer and the Redis client */
-    if (api->pg != NULL)
-        pg_pool_free(api->pg);
-    intake_free(api->intake);
+    /* Each client fails what it still holds when freed, and those
+     * callbacks may go on to the next step of their request: free every
+     * client while what its callbacks use is still there, and set CLOSING
+     * so that they answer instead of starting anything new.  Redis first
+     * (/metrics goes on to PostgreSQL after it), then the pool (intake's
+     * and the webhook's callbacks use the intake and the producer), then
+     * the intake (its queue), then the producer. */
+    api->closing = 1;
     if (api->redis != NULL)
         redis_slots_free(api->redis);
+    api->redis = NULL;
+    if (api->pg != NULL)
+        pg_pool_free(api->pg);
+    api->pg = NULL;
+    intake_free(api->intake);
+    api->intake = NULL;
     if (api->producer != NULL)
         kafka_producer_free(api->producer);
     webhook_keys_clear(&api->webhook_keys);

@@ -34,6 +34,7 @@ struct api {
     struct redis_slots *redis;          /* webhooks release slots; metrics */
     struct kafka_producer *producer;    /* publishes created calls */
     struct webhook_keys webhook_keys;
+    int closing;                        /* api_free() runs: start nothing new */
 };
 
 /* Seconds a client is told to wait when the database is unreachable. */

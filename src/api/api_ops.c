@@ -99,7 +99,9 @@ static void slots_counted(void *arg, int in_use, const char *err)
     m->in_flight = err != NULL ? -1 : in_use;
     if (err == NULL && co_shm != NULL)
         atomic_store(&co_shm->slots_in_use, in_use);
-    if (store_calls_count(m->api->pg, statuses_counted, m) < 0) {
+    /* while the API is freed, Redis fails this request: answer it, and
+     * leave the pool (maybe freed already) alone */
+    if (m->api->closing || store_calls_count(m->api->pg, statuses_counted, m) < 0) {
         api_unavailable(m->req, API_DB_UNREACHABLE);
         free(m);
     }

@@ -65,8 +65,8 @@ static int authenticated(struct api *api, struct http_request *req, const char *
             api_internal_error(req, "webhook verification", why);
             return 0;
         }
-        co_warn("webhook rejected", "reason=%s detail=\"%s\"", webhook_verdict_name(v),
-                why ? why : "");
+        co_warn("webhook rejected", "reason=%s detail=%s", webhook_verdict_name(v),
+                CO_LOG_Q(why ? why : ""));
         shm_count(v == WEBHOOK_MISSING_HEADER    ? CNT_WEBHOOK_REJ_MISSING_HEADER
                   : v == WEBHOOK_MALFORMED       ? CNT_WEBHOOK_REJ_MALFORMED
                   : v == WEBHOOK_STALE_TIMESTAMP ? CNT_WEBHOOK_REJ_STALE

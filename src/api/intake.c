@@ -95,17 +95,23 @@ static void enqueue(struct intake *in, struct pending *p, int at_head)
     in->queued++;
 }
 
-/* Answer every queued request with 503 (the pool refused the job). */
+/* Answer every queued request with 503 (the pool refused the job).  The
+ * queue is emptied before the first answer: whatever an answer leads to
+ * (a new request queued, a job submitted) finds a consistent, empty queue,
+ * and this loop walks a list nobody else can reach. */
 static void fail_queue(struct intake *in, const char *why)
 {
-    while (in->head != NULL) {
-        struct pending *p = in->head;
-        in->head = p->next;
+    struct pending *list = in->head;
+
+    in->head = NULL;
+    in->tail = &in->head;
+    in->queued = 0;
+    while (list != NULL) {
+        struct pending *p = list;
+        list = p->next;
         api_unavailable(p->req, why);
         pending_free(p);
     }
-    in->tail = &in->head;
-    in->queued = 0;
 }
 
 /* ------------------------------------------------------ the statement */
@@ -266,6 +272,9 @@ static void requeue_unanswered(struct intake *in, struct batch *b)
     submit_if_room(in);
 }
 
+/* Like answer_row() and requeue_unanswered(), this loops over B's own
+ * items, which nothing an answer leads to can reach (new requests go to
+ * the intake's queue), and clears each slot as it answers it. */
 static void fail_batch(struct batch *b, int status_503, const char *err)
 {
     for (int i = 0; i < b->n; i++) {

@@ -249,7 +249,7 @@ int cursor_encode(int64_t created_us, const char *uuid, char *out, size_t outlen
 {
     char raw[CURSOR_RAW_MAX + 1];
     unsigned char b64[4 * ((CURSOR_RAW_MAX + 2) / 3) + 1];
-    if (created_us < 0 || !validate_uuid(uuid))
+    if (created_us < 0 || created_us >= CURSOR_US_LIMIT || !validate_uuid(uuid))
         return -1;
     int n = snprintf(raw, sizeof raw, "%lld:%s", (long long)created_us, uuid);
     int m = EVP_EncodeBlock(b64, (const unsigned char *)raw, n);

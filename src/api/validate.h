@@ -97,9 +97,15 @@ int validate_list_query(const char *query, struct list_query *out, struct proble
 
 /*
  * Keyset cursor: unpadded base64url of "<created_at µs>:<uuid>".  Encode
- * returns 0, or -1 for a negative time, a bad uuid or a short buffer.
- * Decode returns 0 only for exactly what cursor_encode() produces.
+ * returns 0, or -1 for a time outside [0, CURSOR_US_LIMIT), a bad uuid or
+ * a short buffer.  Decode returns 0 only for exactly what cursor_encode()
+ * produces, so a forged time out of that range is not a cursor (400).
  */
+/* 10000-01-01T00:00:00Z in µs since the epoch: every createdAt the daemon
+ * writes is far below, and PostgreSQL's timestamp arithmetic on a larger
+ * (forged) value fails with "out of range" instead of finding a page. */
+#define CURSOR_US_LIMIT 253402300800000000LL
+
 int cursor_encode(int64_t created_us, const char *uuid, char *out, size_t outlen);
 int cursor_decode(const char *cursor, int64_t *created_us, char uuid[UUID_LEN + 1]);
 

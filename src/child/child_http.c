@@ -41,7 +41,7 @@ static int http_start(struct child_ctx *ctx, void **state)
     };
     st->ctx = ctx;
     if (api_init(&st->api, ctx->loop, cfg, err, sizeof(err)) < 0) {
-        co_error("cannot set up the API", "error=\"%s\"", err);
+        co_error("cannot set up the API", "error=%s", CO_LOG_Q(err));
         free(st);
         return CHILD_EXIT_FATAL;
     }

@@ -13,6 +13,15 @@
  * a queue of requests, and bounds the memory a client can make us hold to
  * one request plus an IN_MAX input buffer plus OUT_HIGH unsent bytes.
  *
+ * http_respond() never runs the parser (nor so the handler) itself: an
+ * answer given later, from another callback, sends what it can and puts
+ * the connection on the server's ready list when more requests are
+ * buffered; a zero timer parses them on the next loop iteration.  So a
+ * caller answering several requests in a loop (a failed batch, a refused
+ * queue) is never re-entered by the next pipelined request of one of them.
+ * An answer given at once by the handler needs no deferral: conn_process()
+ * is on the stack and goes on parsing when the handler returns.
+ *
  * One ev_timer per connection, restarted with ev_timer_again(); its meaning
  * follows what the connection waits for (enum conn_tmode).  The read
  * deadline is set once when a request's first byte arrives and is not
@@ -137,6 +146,9 @@ struct http_conn {
     char reject_detail[160];
     enum conn_phase phase;
     unsigned in_process : 1;     /* inside conn_process(): respond must not recurse */
+    unsigned ready : 1;          /* on srv->ready: buffered requests to parse */
+    struct http_conn *ready_prev, *ready_next;
+    unsigned ready_round;        /* srv->ready_round when it got on the list */
 };
 
 struct http_server {
@@ -159,6 +171,9 @@ struct http_server {
     void (*drain_done)(void *);
     void *drain_arg;
     ev_timer drain_timer;        /* calls drain_done from the loop */
+    struct http_conn *ready, *ready_tail; /* to parse on the next iteration */
+    ev_timer ready_timer;        /* zero timer that parses them */
+    unsigned ready_round;        /* counts srv_ready_cb() runs */
     time_t date_at;
     char date[64];
 };
@@ -175,6 +190,7 @@ struct resp {
 };
 
 static void conn_process(struct http_conn *c);
+static void conn_unready(struct http_conn *c);
 static void conn_close(struct http_conn *c);
 static void srv_update_accept(struct http_server *s);
 static void srv_check_drained(struct http_server *s);
@@ -845,6 +861,7 @@ static void conn_update(struct http_conn *c)
  * sending made room for more pipelined answers.  May free C. */
 static void conn_process(struct http_conn *c)
 {
+    conn_unready(c); /* parsed now: nothing left for the ready timer */
     c->in_process = 1;
     do {
         conn_parse(c);
@@ -853,6 +870,82 @@ static void conn_process(struct http_conn *c)
     } while (conn_may_parse(c));
     c->in_process = 0;
     conn_update(c);
+}
+
+/* Put C on the ready list: its buffered requests are parsed by
+ * srv_ready_cb() on the next loop iteration, in the order of the list. */
+static void conn_schedule(struct http_conn *c)
+{
+    struct http_server *s = c->srv;
+
+    if (c->ready)
+        return;
+    c->ready = 1;
+    c->ready_round = s->ready_round;
+    c->ready_next = NULL;
+    c->ready_prev = s->ready_tail;
+    if (s->ready_tail)
+        s->ready_tail->ready_next = c;
+    else
+        s->ready = c;
+    s->ready_tail = c;
+    if (!ev_is_active(&s->ready_timer)) {
+        ev_timer_set(&s->ready_timer, 0., 0.);
+        ev_timer_start(s->loop, &s->ready_timer);
+    }
+}
+
+/* Take C off the ready list (closing, or about to be processed). */
+static void conn_unready(struct http_conn *c)
+{
+    struct http_server *s = c->srv;
+
+    if (!c->ready)
+        return;
+    if (c->ready_prev)
+        c->ready_prev->ready_next = c->ready_next;
+    else
+        s->ready = c->ready_next;
+    if (c->ready_next)
+        c->ready_next->ready_prev = c->ready_prev;
+    else
+        s->ready_tail = c->ready_prev;
+    c->ready_prev = c->ready_next = NULL;
+    c->ready = 0;
+}
+
+/* A request of C was answered outside conn_process(): send what is queued
+ * now, and leave the next buffered request to the loop (see the top of the
+ * file).  May free C. */
+static void conn_resume(struct http_conn *c)
+{
+    if (conn_flush(c) < 0)
+        return;
+    if (conn_may_parse(c))
+        conn_schedule(c);
+    conn_update(c);
+}
+
+/* The ready timer: parse the connections that were on the list when it
+ * fired; those that get on it meanwhile wait for the next iteration, so
+ * other events are served in between. */
+static void srv_ready_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct http_server *s = w->data;
+    unsigned round = ++s->ready_round;
+    (void)loop;
+    (void)revents;
+
+    /* processing one connection may close others: always take the head */
+    while (s->ready != NULL && s->ready->ready_round != round) {
+        struct http_conn *c = s->ready;
+        conn_unready(c);
+        conn_process(c);
+    }
+    if (s->ready != NULL) {
+        ev_timer_set(&s->ready_timer, 0., 0.);
+        ev_timer_start(s->loop, &s->ready_timer);
+    }
 }
 
 /* Make room in the input buffer, doubling it up to IN_MAX bytes.  Returns
@@ -996,6 +1089,7 @@ static void conn_close(struct http_conn *c)
     ev_io_stop(s->loop, &c->rio);
     ev_io_stop(s->loop, &c->wio);
     ev_timer_stop(s->loop, &c->timer);
+    conn_unready(c);
     close(c->fd);
     if (c->inflight) {
         co_debug("http client gone during request", "client=%s", c->peer);
@@ -1174,6 +1268,8 @@ struct http_server *http_server_new(struct ev_loop *loop, const int *listen_fds,
     s->accept_retry.data = s;
     ev_init(&s->drain_timer, srv_drain_timer_cb);
     s->drain_timer.data = s;
+    ev_init(&s->ready_timer, srv_ready_cb);
+    s->ready_timer.data = s;
     s->accepting = 1;
     srv_update_accept(s);
     return s;
@@ -1208,6 +1304,7 @@ void http_server_free(struct http_server *s)
     http_server_stop_accepting(s);
     s->drain_done = NULL;
     ev_timer_stop(s->loop, &s->drain_timer);
+    ev_timer_stop(s->loop, &s->ready_timer);
     while (s->conns)
         conn_close(s->conns);
     for (struct http_request *r = s->pending; r; r = r->next)
@@ -1317,8 +1414,8 @@ void http_respond(struct http_request *r, int status, const char *content_type,
     req_free(r);
     if (closing)
         conn_set_closing(c);
-    if (!c->in_process) /* answered later: resume this connection now */
-        conn_process(c);
+    if (!c->in_process) /* answered later: send now, parse from the loop */
+        conn_resume(c);
 }
 
 void http_respond_problem(struct http_request *r, int status, const char *detail,

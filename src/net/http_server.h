@@ -25,7 +25,11 @@ struct http_request;
 
 /* Called once per complete request, in the order requests arrive on a
  * connection.  The next request of that connection is not parsed before
- * http_respond() was called for this one. */
+ * http_respond() was called for this one, and never from inside
+ * http_respond(): the handler is not re-entered by an answer, so a caller
+ * may answer several requests in a loop.  (Answered at once, from the
+ * handler, the next one is parsed when the handler returned; answered
+ * later, on a following loop iteration.) */
 typedef void (*http_handler_fn)(struct http_request *req, void *arg);
 
 /* A zero field takes the default below. */
