@@ -29,18 +29,26 @@
     "local t = redis.call('TIME')\n"                                           \
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 
-/* The server's run_id (INFO server): it changes when Redis restarts or a
- * replica takes over.  The epoch marker records "<ms>:<run_id>" of the
- * rebuild; a marker of another run (restored from a snapshot, or replicated
- * from a master that is gone) counts as missing: the slot set may be older
- * than the calls in progress.  EPOCH_OK(ep) says whether EP is this run's. */
+/* The server's run_id: it changes when Redis restarts or a replica takes
+ * over.  The epoch marker records "<ms>:<run_id>" of the rebuild; a marker
+ * of another run (restored from a snapshot, or replicated from a master
+ * that is gone) counts as missing: the slot set may be older than the
+ * calls in progress.  Every script that uses it gets the run_id as its
+ * LAST argument, as the connection's handshake read it (net/redis.c): a
+ * command runs on the server its connection reached, and INFO inside each
+ * acquire cost ~80 us of Redis's time.  An empty one (INFO refused at the
+ * handshake) makes the script ask INFO itself.  EPOCH_OK(ep) says whether
+ * EP is this run's. */
 #define LUA_RUN                                                                \
-    "local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or '?'\n" \
+    "local run = ARGV[#ARGV]\n"                                                 \
+    "if run == '' then\n"                                                      \
+    "  run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or '?'\n" \
+    "end\n"                                                                    \
     "local function epoch_ok(ep)\n"                                             \
     "  return ep and string.sub(ep, -(#run + 1)) == ':' .. run\n"               \
     "end\n"
 
-/* KEYS: slots, phone, epoch.  ARGV: token, max, lease_ms.
+/* KEYS: slots, phone, epoch.  ARGV: token, max, lease_ms, run_id.
  * Returns {code, in_use}; code as enum slot_result. */
 static const char LUA_ACQUIRE[] =
     LUA_NOW
@@ -92,7 +100,8 @@ static const char LUA_COUNT[] =
     "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
     "return redis.call('ZCARD', KEYS[1])\n";
 
-/* KEYS: slots, epoch, phone_1 … phone_n.  ARGV: token_i, lease_ms_i pairs.
+/* KEYS: slots, epoch, phone_1 … phone_n.  ARGV: token_i, lease_ms_i pairs,
+ * run_id.
  * Returns 1 rebuilt, 0 when the marker is this run's (nothing changed). */
 static const char LUA_REBUILD[] =
     LUA_NOW
@@ -128,8 +137,8 @@ static const char LUA_LEADER_RELEASE[] =
     "end\n"
     "return 0\n";
 
-/* KEYS: epoch.  Returns the marker when it is this run's, else nil (a
- * rebuild is needed before anything starts). */
+/* KEYS: epoch.  ARGV: run_id.  Returns the marker when it is this run's,
+ * else nil (a rebuild is needed before anything starts). */
 static const char LUA_EPOCH[] =
     LUA_RUN
     "local ep = redis.call('GET', KEYS[1])\n"
@@ -170,14 +179,14 @@ static const char LUA_RC_SCAN[] =
  * was read, and only those taken more than min_age ago (see reconcile.c).
  * KEYS: slots, epoch, leader:token, then one phone key per 'p' entry.
  * ARGV: fence, epoch, min_age_ms, lease_ms, then kind ('z' | 'p'), token
- * pairs.  A lease's age is inferred from its expiry: taken at expiry -
+ * pairs, run_id.  A lease's age is inferred from its expiry: taken at expiry -
  * lease_ms.  Returns how many went, or the guard's -1 / -2. */
 static const char LUA_RC_DROP[] =
     LUA_NOW
     LUA_RC_GUARD
     "local old = now + tonumber(ARGV[4]) - tonumber(ARGV[3])\n"
     "local n, k = 0, 4\n"
-    "for i = 5, #ARGV, 2 do\n"
+    "for i = 5, #ARGV - 1, 2 do\n"
     "  local tok = ARGV[i + 1]\n"
     "  if ARGV[i] == 'z' then\n"
     "    local sc = redis.call('ZSCORE', KEYS[1], tok)\n"
@@ -195,7 +204,7 @@ static const char LUA_RC_DROP[] =
 
 /* Restore the lease and phone lock of IN_PROGRESS attempts where missing.
  * KEYS: slots, epoch, leader:token, phone_1 … phone_n.  ARGV: fence, epoch,
- * then token_i, lease_ms_i pairs.  Returns how many leases and locks were
+ * then token_i, lease_ms_i pairs, run_id.  Returns how many leases and locks were
  * written, or the guard's -1 / -2. */
 static const char LUA_RC_RESTORE[] =
     LUA_NOW
@@ -487,6 +496,12 @@ static int submit(struct redis_slots *rs, struct redis_cmd *cmd, struct slot_req
     return 0;
 }
 
+/* The run_id argument every epoch-aware script takes last (LUA_RUN). */
+static void add_run(struct redis_slots *rs, struct redis_cmd *cmd)
+{
+    redis_cmd_add(cmd, "%s", redis_run_id(rs->redis));
+}
+
 /* A request function got invalid arguments: refuse it. */
 static int invalid(struct redis_slots *rs, const char *what)
 {
@@ -697,9 +712,10 @@ int redis_slots_acquire(struct redis_slots *rs, const char *call_id, int attempt
     if ((req = req_new(rs, RK_ACQUIRE, arg)) == NULL)
         return -1;
     req->cb.acquire = cb;
-    cmd = cmd_token(rs, S_ACQUIRE, call_id, attempt, phone, 1, 2);
+    cmd = cmd_token(rs, S_ACQUIRE, call_id, attempt, phone, 1, 3);
     redis_cmd_add(cmd, "%d", max_slots);
     redis_cmd_add(cmd, "%lld", ms);
+    add_run(rs, cmd);
     return submit(rs, cmd, req);
 }
 
@@ -754,8 +770,9 @@ int redis_slots_needs_rebuild(struct redis_slots *rs, slot_done_cb cb, void *arg
     if (req == NULL)
         return -1;
     req->cb.done = cb;
-    cmd = redis_cmd_script(rs->redis, S_EPOCH, 1, 0);
+    cmd = redis_cmd_script(rs->redis, S_EPOCH, 1, 1);
     redis_cmd_add(cmd, "%sepoch", rs->prefix);
+    add_run(rs, cmd);
     return submit(rs, cmd, req);
 }
 
@@ -787,7 +804,7 @@ int redis_slots_rebuild(struct redis_slots *rs, const struct slot_entry *e, int 
     if ((req = req_new(rs, RK_REBUILD, arg)) == NULL)
         return -1;
     req->cb.done = cb;
-    cmd = redis_cmd_script(rs->redis, S_REBUILD, 2 + n, 2 * n);
+    cmd = redis_cmd_script(rs->redis, S_REBUILD, 2 + n, 2 * n + 1);
     redis_cmd_add(cmd, "%sslots", rs->prefix);
     redis_cmd_add(cmd, "%sepoch", rs->prefix);
     for (int i = 0; i < n; i++)
@@ -796,6 +813,7 @@ int redis_slots_rebuild(struct redis_slots *rs, const struct slot_entry *e, int 
         redis_cmd_add(cmd, "%s:%d", e[i].call_id, e[i].attempt);
         redis_cmd_add(cmd, "%lld", rebuild_ms(e[i].lease_s));
     }
+    add_run(rs, cmd);
     return submit(rs, cmd, req);
 }
 
@@ -894,8 +912,9 @@ int redis_slots_epoch(struct redis_slots *rs, slot_text_cb cb, void *arg)
     if (req == NULL)
         return -1;
     req->cb.text = cb;
-    cmd = redis_cmd_script(rs->redis, S_EPOCH, 1, 0);
+    cmd = redis_cmd_script(rs->redis, S_EPOCH, 1, 1);
     redis_cmd_add(cmd, "%sepoch", rs->prefix);
+    add_run(rs, cmd);
     return submit(rs, cmd, req);
 }
 
@@ -962,7 +981,7 @@ int redis_slots_drop(struct redis_slots *rs, const struct slot_fence *f,
     if ((req = req_new(rs, RK_RC, arg)) == NULL)
         return -1;
     req->cb.done = cb;
-    cmd = redis_cmd_script(rs->redis, S_RC_DROP, 3 + phones, 4 + 2 * n);
+    cmd = redis_cmd_script(rs->redis, S_RC_DROP, 3 + phones, 4 + 2 * n + 1);
     add_guard(rs, cmd);
     for (int i = 0; i < n; i++)
         if (e[i].phone != NULL)
@@ -975,6 +994,7 @@ int redis_slots_drop(struct redis_slots *rs, const struct slot_fence *f,
         redis_cmd_add(cmd, "%s", e[i].phone != NULL ? "p" : "z");
         redis_cmd_add(cmd, "%s", e[i].token);
     }
+    add_run(rs, cmd);
     return submit(rs, cmd, req);
 }
 
@@ -992,7 +1012,7 @@ int redis_slots_restore(struct redis_slots *rs, const struct slot_fence *f,
     if ((req = req_new(rs, RK_RC, arg)) == NULL)
         return -1;
     req->cb.done = cb;
-    cmd = redis_cmd_script(rs->redis, S_RC_RESTORE, 3 + n, 2 + 2 * n);
+    cmd = redis_cmd_script(rs->redis, S_RC_RESTORE, 3 + n, 2 + 2 * n + 1);
     add_guard(rs, cmd);
     for (int i = 0; i < n; i++)
         redis_cmd_add(cmd, "%sphone:%s", rs->prefix, e[i].phone);
@@ -1002,5 +1022,6 @@ int redis_slots_restore(struct redis_slots *rs, const struct slot_fence *f,
         redis_cmd_add(cmd, "%s:%d", e[i].call_id, e[i].attempt);
         redis_cmd_add(cmd, "%lld", rebuild_ms(e[i].lease_s));
     }
+    add_run(rs, cmd);
     return submit(rs, cmd, req);
 }
