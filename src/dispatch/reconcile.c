@@ -279,9 +279,15 @@ static void scan_next(struct reconcile *rc)
 static void epoch_read(void *arg, const char *epoch, const char *err)
 {
     struct reconcile *rc = arg;
-    if (err != NULL || epoch == NULL) {
-        /* no marker of this run: the tick rebuilds before anything else */
-        pass_end(rc, err != NULL ? "reading the epoch marker failed" : NULL, err);
+    if (err != NULL) {
+        pass_end(rc, "reading the epoch marker failed", err);
+        return;
+    }
+    if (epoch == NULL) {
+        /* no marker of this run: the tick rebuilds before anything else;
+         * the next pass comes after it */
+        co_debug("reconcile pass skipped: a rebuild is pending", NULL);
+        rc->step = RC_IDLE;
         return;
     }
     free(rc->epoch);

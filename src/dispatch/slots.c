@@ -2,9 +2,10 @@
  * slots.c — slots, phone locks and the leader lease in Redis (key layout and
  * lease tokens: slots.h).
  *
- * Owns: the Lua scripts (one per state change, so each is atomic in Redis),
- * the commands that run them, and the translation of their answers into
- * the callbacks of slots.h.  Sending, queueing, timeouts and reconnecting
+ * Owns: the Lua scripts (one per state change, so each is atomic in Redis;
+ * the reconcile's scan, fenced drop and restore too), the commands that run
+ * them, the translation of their answers into the callbacks of slots.h, and
+ * the queue of releases sent again until Redis answers them.  Sending, queueing, timeouts and reconnecting
  * are net/redis.c's: every request here is one redis_send() whose reply
  * comes back to on_reply() below.
  */
