@@ -513,8 +513,9 @@ static void test_parse_duration(void)
     ok(co_parse_duration("0.3s", &d, e, sizeof e) == 0 && d == 0.3, "0.3s is the nearest double");
     ok(co_parse_duration("", &d, e, sizeof e) < 0 && strcmp(e, "is empty") == 0, "empty");
     ok(co_parse_duration("-1s", &d, e, sizeof e) < 0 && strcmp(e, "is negative") == 0, "negative");
-    ok(co_parse_duration("1d", &d, e, sizeof e) < 0 && strstr(e, "bad unit \"d\"") != NULL,
-       "days unit");
+    ok(co_parse_duration("7d", &d, e, sizeof e) == 0 && d == 7 * 86400, "7d is a week");
+    ok(co_parse_duration("1w", &d, e, sizeof e) < 0 && strstr(e, "bad unit \"w\"") != NULL,
+       "unknown unit");
     ok(co_parse_duration("1S", &d, e, sizeof e) < 0, "units are case-sensitive");
     ok(co_parse_duration(".5s", &d, e, sizeof e) < 0, "leading point");
     ok(co_parse_duration("1e3", &d, e, sizeof e) < 0, "exponent");

@@ -1,8 +1,9 @@
 /*
  * attempt.c — the end of a dispatch attempt (attempt.h).
  *
- * Owns: the order of the end — signal, release, then settle or count — and
- * the logging of a release that failed.
+ * Owns: the order of the end — signal, release, then settle or count.  A
+ * release that gets no answer is retried by slots.c
+ * (redis_slots_release_retried()), not dropped.
  */
 #include "dispatch/attempt.h"
 
@@ -18,21 +19,14 @@ struct settling {
     void *ctx;
 };
 
-static void release_done(void *arg, int released, const char *err)
-{
-    const char *why = arg;
-    if (err != NULL)
-        co_warn("slot release failed; the lease will expire", "after=\"%s\" error=\"%s\"", why,
-                err);
-}
-
 void attempt_release(struct redis_slots *redis, const char *call_id, int attempt,
                      const char *to, const char *owner, const char *why)
 {
-    /* WHY is a string literal: it outlives the asynchronous release */
-    if (redis_slots_release(redis, owner, attempt, to, release_done, (void *)why) < 0)
-        co_warn("slot release refused; the lease will expire", "call=%s attempt=%d after=\"%s\"",
-                call_id, attempt, why);
+    /* an unanswered release is not a "no": slots.c sends it again until
+     * Redis answers; the scheduler's reconcile covers what a dead process
+     * held.  WHY is a string literal: it outlives the asynchronous release */
+    (void)call_id;
+    redis_slots_release_retried(redis, owner, attempt, to, why);
 }
 
 static void count_status(const char *status)

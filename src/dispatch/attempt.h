@@ -44,7 +44,8 @@ int attempt_finished(struct pg_pool *pg, struct redis_slots *redis,
                      const struct attempt_end *end, attempt_settled_fn done, void *ctx);
 
 /* Release a slot and phone lock that no finished attempt holds (a job that
- * lost the race to start its call).  Failures are logged: the lease expires. */
+ * lost the race to start its call).  A release with no answer is retried
+ * (slots.h, redis_slots_release_retried()); the reconcile covers the rest. */
 void attempt_release(struct redis_slots *redis, const char *call_id, int attempt,
                      const char *to, const char *owner, const char *why);
 

@@ -5,7 +5,10 @@
  * before the previous one ended:
  *
  *   lease ─ not ours → end
- *         └ Redis lost its state? → rebuild slots from IN_PROGRESS rows
+ *         └ (kick the reconcile and the retention: each runs on by itself,
+ *            reconcile.c, retention.c)
+ *         └ Redis lost its state, restarted or failed over? → rebuild slots
+ *           from IN_PROGRESS rows
  *           └ reclaim timed-out IN_PROGRESS calls (release their slots)
  *             └ count slots in use → publish up to the free capacity → end
  */
@@ -17,6 +20,8 @@
 #include <unistd.h>
 
 #include "dispatch/attempt.h"
+#include "dispatch/reconcile.h"
+#include "dispatch/retention.h"
 #include "net/kafka_producer.h"
 #include "net/pg_pool.h"
 #include "dispatch/slots.h"
@@ -43,6 +48,8 @@ struct scheduler {
     struct pg_pool *pg;
     struct redis_slots *redis;
     struct kafka_producer *producer;
+    struct reconcile *reconcile;
+    struct retention *retention;
     char owner[128];
     ev_timer tick;
     ev_timer wake;               /* watches for slots freed in this daemon */
@@ -224,6 +231,8 @@ static void leased(void *arg, int is_leader, long long token, const char *err)
         co_info("scheduler lease taken: this daemon schedules", "owner=%s token=%lld", s->owner,
                 token);
     s->leader = 1;
+    reconcile_kick(s->reconcile, token);
+    retention_kick(s->retention);
     if (redis_slots_needs_rebuild(s->redis, rebuild_checked, s) < 0)
         tick_end(s);
 }
@@ -307,6 +316,12 @@ struct scheduler *scheduler_new(struct ev_loop *loop, const struct co_config *cf
         scheduler_free(s);
         return NULL;
     }
+    if ((s->reconcile = reconcile_new(loop, cfg, s->pg, s->redis)) == NULL ||
+        (s->retention = retention_new(loop, cfg, s->pg)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        scheduler_free(s);
+        return NULL;
+    }
     ev_timer_init(&s->tick, on_tick, 0., cfg->scheduler_interval);
     s->tick.data = s;
     ev_timer_start(loop, &s->tick);
@@ -343,5 +358,8 @@ void scheduler_free(struct scheduler *s)
         redis_slots_free(s->redis);
     if (s->producer != NULL)
         kafka_producer_free(s->producer);
+    /* after the clients: their freeing ended what the two had in flight */
+    reconcile_free(s->reconcile);
+    retention_free(s->retention);
     free(s);
 }

@@ -6,6 +6,8 @@
  * (several daemons may share one PostgreSQL, Redis and Kafka; only the
  * lease holder works, and the row locks below make a double tick harmless
  * anyway), rebuilding Redis's slot set from PostgreSQL when Redis lost it,
+ * restarted or failed over, kicking the reconcile (reconcile.h) and the
+ * retention (retention.h),
  * reclaiming IN_PROGRESS calls with no webhook after [dispatch]
  * call_timeout, and publishing due PENDING calls — parked ones, retries
  * whose time came, and any that never reached Kafka — up to the free

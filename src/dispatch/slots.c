@@ -2,9 +2,10 @@
  * slots.c — slots, phone locks and the leader lease in Redis (key layout and
  * lease tokens: slots.h).
  *
- * Owns: the Lua scripts (one per state change, so each is atomic in Redis),
- * the commands that run them, and the translation of their answers into
- * the callbacks of slots.h.  Sending, queueing, timeouts and reconnecting
+ * Owns: the Lua scripts (one per state change, so each is atomic in Redis;
+ * the reconcile's scan, fenced drop and restore too), the commands that run
+ * them, the translation of their answers into the callbacks of slots.h, and
+ * the queue of releases sent again until Redis answers them.  Sending, queueing, timeouts and reconnecting
  * are net/redis.c's: every request here is one redis_send() whose reply
  * comes back to on_reply() below.
  */
@@ -18,6 +19,7 @@
 
 #include "net/redis.h"
 #include "util/err.h"
+#include "util/log.h"
 
 /* ------------------------------------------------------------- scripts --- */
 
@@ -28,12 +30,32 @@
     "local t = redis.call('TIME')\n"                                           \
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 
-/* KEYS: slots, phone, epoch.  ARGV: token, max, lease_ms.
+/* The server's run_id: it changes when Redis restarts or a replica takes
+ * over.  The epoch marker records "<ms>:<run_id>" of the rebuild; a marker
+ * of another run (restored from a snapshot, or replicated from a master
+ * that is gone) counts as missing: the slot set may be older than the
+ * calls in progress.  Every script that uses it gets the run_id as its
+ * LAST argument, as the connection's handshake read it (net/redis.c): a
+ * command runs on the server its connection reached, and INFO inside each
+ * acquire cost ~80 us of Redis's time.  An empty one (INFO refused at the
+ * handshake) makes the script ask INFO itself.  EPOCH_OK(ep) says whether
+ * EP is this run's. */
+#define LUA_RUN                                                                \
+    "local run = ARGV[#ARGV]\n"                                                 \
+    "if run == '' then\n"                                                      \
+    "  run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or '?'\n" \
+    "end\n"                                                                    \
+    "local function epoch_ok(ep)\n"                                             \
+    "  return ep and string.sub(ep, -(#run + 1)) == ':' .. run\n"               \
+    "end\n"
+
+/* KEYS: slots, phone, epoch.  ARGV: token, max, lease_ms, run_id.
  * Returns {code, in_use}; code as enum slot_result. */
 static const char LUA_ACQUIRE[] =
     LUA_NOW
     "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
-    "if redis.call('EXISTS', KEYS[3]) == 0 then\n"
+    LUA_RUN
+    "if not epoch_ok(redis.call('GET', KEYS[3])) then\n"
     "  return {-2, redis.call('ZCARD', KEYS[1])}\n"
     "end\n"
     "local held = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"
@@ -79,11 +101,13 @@ static const char LUA_COUNT[] =
     "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
     "return redis.call('ZCARD', KEYS[1])\n";
 
-/* KEYS: slots, epoch, phone_1 … phone_n.  ARGV: token_i, lease_ms_i pairs.
- * Returns 1 rebuilt, 0 when the marker exists (nothing changed). */
+/* KEYS: slots, epoch, phone_1 … phone_n.  ARGV: token_i, lease_ms_i pairs,
+ * run_id.
+ * Returns 1 rebuilt, 0 when the marker is this run's (nothing changed). */
 static const char LUA_REBUILD[] =
-    "if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end\n"
     LUA_NOW
+    LUA_RUN
+    "if epoch_ok(redis.call('GET', KEYS[2])) then return 0 end\n"
     "redis.call('DEL', KEYS[1])\n"
     "for i = 3, #KEYS do\n"
     "  local m = ARGV[2 * (i - 3) + 1]\n"
@@ -91,7 +115,7 @@ static const char LUA_REBUILD[] =
     "  redis.call('ZADD', KEYS[1], now + lease, m)\n"
     "  redis.call('SET', KEYS[i], m, 'PX', lease)\n"
     "end\n"
-    "redis.call('SET', KEYS[2], now)\n"
+    "redis.call('SET', KEYS[2], now .. ':' .. run)\n"
     "return 1\n";
 
 /* KEYS: leader, token.  ARGV: owner, ttl_ms.  Returns {is_leader, token}. */
@@ -114,7 +138,97 @@ static const char LUA_LEADER_RELEASE[] =
     "end\n"
     "return 0\n";
 
-enum script_id { S_ACQUIRE, S_RELEASE, S_EXTEND, S_COUNT, S_REBUILD, S_LEADER, S_LEADER_REL, S_N };
+/* KEYS: epoch.  ARGV: run_id.  Returns the marker when it is this run's,
+ * else nil (a rebuild is needed before anything starts). */
+static const char LUA_EPOCH[] =
+    LUA_RUN
+    "local ep = redis.call('GET', KEYS[1])\n"
+    "if epoch_ok(ep) then return ep end\n"
+    "return false\n";
+
+/* The reconcile's guard, at the head of each of its writing scripts:
+ * KEYS[2] epoch, KEYS[3] leader:token; ARGV[1] the fencing token of the
+ * leadership that read PostgreSQL, ARGV[2] the epoch marker read before.
+ * -1: another scheduler leads now; -2: Redis was rebuilt, restarted or
+ * failed over since (the snapshot the caller holds may be older than it). */
+#define LUA_RC_GUARD                                                           \
+    LUA_RUN                                                                    \
+    "if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end\n"            \
+    "local ep = redis.call('GET', KEYS[2])\n"                                  \
+    "if ep ~= ARGV[2] or not epoch_ok(ep) then return -2 end\n"
+
+/* One page of the reconcile's scan.  KEYS: slots.  ARGV: 'z' (the slot
+ * leases) or 'p' (the phone locks), cursor, count, MATCH pattern of the
+ * phone keys, length of the key prefix to cut ("P phone:").  Returns
+ * {cursor, {token, phone or "", …}}. */
+static const char LUA_RC_SCAN[] =
+    "local out = {}\n"
+    "if ARGV[1] == 'z' then\n"
+    "  local r = redis.call('ZSCAN', KEYS[1], ARGV[2], 'COUNT', ARGV[3])\n"
+    "  for i = 1, #r[2], 2 do out[#out + 1] = r[2][i]; out[#out + 1] = '' end\n"
+    "  return {r[1], out}\n"
+    "end\n"
+    "local r = redis.call('SCAN', ARGV[2], 'MATCH', ARGV[4], 'COUNT', ARGV[3])\n"
+    "local cut = tonumber(ARGV[5])\n"
+    "for _, k in ipairs(r[2]) do\n"
+    "  local ok, v = pcall(redis.call, 'GET', k)\n"
+    "  if ok and v then out[#out + 1] = v; out[#out + 1] = string.sub(k, cut + 1) end\n"
+    "end\n"
+    "return {r[1], out}\n";
+
+/* Drop leases and locks that no IN_PROGRESS attempt owned when PostgreSQL
+ * was read, and only those taken more than min_age ago (see reconcile.c).
+ * KEYS: slots, epoch, leader:token, then one phone key per 'p' entry.
+ * ARGV: fence, epoch, min_age_ms, lease_ms, then kind ('z' | 'p'), token
+ * pairs, run_id.  A lease's age is inferred from its expiry: taken at expiry -
+ * lease_ms.  Returns how many went, or the guard's -1 / -2. */
+static const char LUA_RC_DROP[] =
+    LUA_NOW
+    LUA_RC_GUARD
+    "local old = now + tonumber(ARGV[4]) - tonumber(ARGV[3])\n"
+    "local n, k = 0, 4\n"
+    "for i = 5, #ARGV - 1, 2 do\n"
+    "  local tok = ARGV[i + 1]\n"
+    "  if ARGV[i] == 'z' then\n"
+    "    local sc = redis.call('ZSCORE', KEYS[1], tok)\n"
+    "    if sc and tonumber(sc) < old then redis.call('ZREM', KEYS[1], tok); n = n + 1 end\n"
+    "  else\n"
+    "    local ok, v = pcall(redis.call, 'GET', KEYS[k])\n"
+    "    if ok and v == tok then\n"
+    "      local ttl = redis.call('PTTL', KEYS[k])\n"
+    "      if ttl < 0 or now + ttl < old then redis.call('DEL', KEYS[k]); n = n + 1 end\n"
+    "    end\n"
+    "    k = k + 1\n"
+    "  end\n"
+    "end\n"
+    "return n\n";
+
+/* Restore the lease and phone lock of IN_PROGRESS attempts where missing.
+ * KEYS: slots, epoch, leader:token, phone_1 … phone_n.  ARGV: fence, epoch,
+ * then token_i, lease_ms_i pairs, run_id.  Returns how many leases and locks were
+ * written, or the guard's -1 / -2. */
+static const char LUA_RC_RESTORE[] =
+    LUA_NOW
+    LUA_RC_GUARD
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
+    "local n = 0\n"
+    "for i = 4, #KEYS do\n"
+    "  local tok = ARGV[2 * (i - 4) + 3]\n"
+    "  local lease = tonumber(ARGV[2 * (i - 4) + 4])\n"
+    "  if not redis.call('ZSCORE', KEYS[1], tok) then\n"
+    "    redis.call('ZADD', KEYS[1], now + lease, tok); n = n + 1\n"
+    "  end\n"
+    "  local ok, v = pcall(redis.call, 'GET', KEYS[i])\n"
+    "  if not ok or v ~= tok then\n"
+    "    redis.call('SET', KEYS[i], tok, 'PX', lease); n = n + 1\n"
+    "  end\n"
+    "end\n"
+    "return n\n";
+
+enum script_id {
+    S_ACQUIRE, S_RELEASE, S_EXTEND, S_COUNT, S_REBUILD, S_LEADER, S_LEADER_REL, S_EPOCH,
+    S_RC_SCAN, S_RC_DROP, S_RC_RESTORE, S_N
+};
 
 /* Loaded on every connection by net/redis.c, run by their index. */
 static const struct redis_script SCRIPTS[S_N] = {
@@ -125,13 +239,18 @@ static const struct redis_script SCRIPTS[S_N] = {
     [S_REBUILD] = {"rebuild", LUA_REBUILD},
     [S_LEADER] = {"leader", LUA_LEADER},
     [S_LEADER_REL] = {"leader_release", LUA_LEADER_RELEASE},
+    [S_EPOCH] = {"epoch", LUA_EPOCH},
+    [S_RC_SCAN] = {"reconcile_scan", LUA_RC_SCAN},
+    [S_RC_DROP] = {"reconcile_drop", LUA_RC_DROP},
+    [S_RC_RESTORE] = {"reconcile_restore", LUA_RC_RESTORE},
 };
 
 /* ------------------------------------------------------------- structs --- */
 
 /* What a reply means, by the request that asked. */
 enum req_kind {
-    RK_ACQUIRE, RK_RELEASE, RK_EXTEND, RK_COUNT, RK_NEEDS, RK_REBUILD, RK_LEADER, RK_LEADER_REL
+    RK_ACQUIRE, RK_RELEASE, RK_EXTEND, RK_COUNT, RK_NEEDS, RK_REBUILD, RK_LEADER, RK_LEADER_REL,
+    RK_EPOCH, RK_SCAN, RK_RC
 };
 
 /* The caller's side of one request in flight: whom to tell, and how. */
@@ -141,13 +260,35 @@ struct slot_req {
         slot_acquire_cb acquire;
         slot_done_cb done;
         slot_leader_cb leader;
+        slot_text_cb text;
+        slot_scan_cb scan;
     } cb;
     void *arg;
 };
 
+/* A release that got no answer, waiting to be sent again (release_retry). */
+struct pending_release {
+    struct pending_release *next;
+    struct redis_slots *rs;
+    char *owner;
+    char *phone;
+    int attempt;
+    int tries;
+    const char *why;             /* a string literal */
+};
+
 struct redis_slots {
     struct redis *redis;
+    struct ev_loop *loop;
     char *prefix;                /* [redis] key_prefix */
+    int freeing;
+    /* releases waiting for their next try (FIFO), and the timer that sends
+     * them: RELEASE_RETRY_MIN doubling to RELEASE_RETRY_MAX_DELAY while
+     * Redis does not answer, back to the minimum after an answer */
+    struct pending_release *retry_head, *retry_tail;
+    int n_retry;
+    double retry_delay;
+    ev_timer retry_timer;
 };
 
 /* ------------------------------------------------------------- helpers --- */
@@ -174,6 +315,14 @@ static void req_fail(struct slot_req *req, const char *err)
     case RK_LEADER:
         if (req->cb.leader != NULL)
             req->cb.leader(req->arg, 0, 0, err);
+        break;
+    case RK_EPOCH:
+        if (req->cb.text != NULL)
+            req->cb.text(req->arg, NULL, err);
+        break;
+    case RK_SCAN:
+        if (req->cb.scan != NULL)
+            req->cb.scan(req->arg, NULL, NULL, 0, err);
         break;
     default:
         if (req->cb.done != NULL)
@@ -240,11 +389,65 @@ static void deliver_int(struct slot_req *req, const redisReply *r)
     }
     switch (req->kind) {
     case RK_RELEASE: value = v > 0; break;
-    case RK_NEEDS: value = v == 0; break; /* EXISTS epoch */
     default: value = (int)v; break;
     }
     if (req->cb.done != NULL)
         req->cb.done(req->arg, value, NULL);
+    free(req);
+}
+
+/* The epoch script: the marker, or nil when a rebuild is needed.  For
+ * RK_NEEDS, 1 when nil. */
+static void deliver_epoch(struct slot_req *req, const redisReply *r)
+{
+    int is_str = r->type == REDIS_REPLY_STRING;
+
+    if (!is_str && r->type != REDIS_REPLY_NIL) {
+        req_fail(req, "unexpected reply from Redis to the epoch script");
+        return;
+    }
+    if (req->kind == RK_NEEDS) {
+        if (req->cb.done != NULL)
+            req->cb.done(req->arg, !is_str, NULL);
+    } else if (req->cb.text != NULL) {
+        req->cb.text(req->arg, is_str ? r->str : NULL, NULL);
+    }
+    free(req);
+}
+
+/* A string element without a NUL inside (tokens are C strings here). */
+static int plain_str(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_STRING && strlen(r->str) == r->len;
+}
+
+/* The scan script: {cursor, {token, phone, …}}. */
+static void deliver_scan(struct slot_req *req, const redisReply *r)
+{
+    const redisReply *list;
+    struct slot_seen *seen;
+    int n = 0;
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !plain_str(r->element[0]) ||
+        r->element[1]->type != REDIS_REPLY_ARRAY || r->element[1]->elements % 2 != 0) {
+        req_fail(req, "unexpected reply from Redis to the reconcile scan");
+        return;
+    }
+    list = r->element[1];
+    if ((seen = calloc(list->elements / 2 + 1, sizeof(*seen))) == NULL) {
+        req_fail(req, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i + 1 < list->elements; i += 2) {
+        if (!plain_str(list->element[i]) || !plain_str(list->element[i + 1]))
+            continue; /* not a token this daemon could have written */
+        seen[n].token = list->element[i]->str;
+        seen[n].phone = list->element[i + 1]->str[0] != '\0' ? list->element[i + 1]->str : NULL;
+        n++;
+    }
+    if (req->cb.scan != NULL)
+        req->cb.scan(req->arg, r->element[0]->str, seen, n, NULL);
+    free(seen);
     free(req);
 }
 
@@ -255,6 +458,10 @@ static void on_reply(void *arg, const redisReply *reply, const char *err)
 
     if (err != NULL)
         req_fail(req, err);
+    else if (req->kind == RK_EPOCH || req->kind == RK_NEEDS)
+        deliver_epoch(req, reply);
+    else if (req->kind == RK_SCAN)
+        deliver_scan(req, reply);
     else if (req->kind == RK_ACQUIRE)
         deliver_acquire(req, reply);
     else if (req->kind == RK_LEADER)
@@ -290,6 +497,12 @@ static int submit(struct redis_slots *rs, struct redis_cmd *cmd, struct slot_req
     return 0;
 }
 
+/* The run_id argument every epoch-aware script takes last (LUA_RUN). */
+static void add_run(struct redis_slots *rs, struct redis_cmd *cmd)
+{
+    redis_cmd_add(cmd, "%s", redis_run_id(rs->redis));
+}
+
 /* A request function got invalid arguments: refuse it. */
 static int invalid(struct redis_slots *rs, const char *what)
 {
@@ -315,6 +528,107 @@ static struct redis_cmd *cmd_token(struct redis_slots *rs, int id, const char *c
         redis_cmd_add(cmd, "%sepoch", rs->prefix);
     redis_cmd_add(cmd, "%s:%d", call_id, attempt);
     return cmd;
+}
+
+/* ------------------------------------------------------ release retry --- */
+
+/*
+ * A release with no answer (Redis down, paused, timed out) is not a "no":
+ * the lease may still be held.  It is queued and sent again, FIFO, with a
+ * delay doubling from RELEASE_RETRY_MIN to RELEASE_RETRY_MAX_DELAY while
+ * Redis does not answer.  The queue is bounded (RELEASE_RETRY_QUEUE); what
+ * it cannot hold, or what a process that dies held, the scheduler's
+ * reconcile removes (reconcile.c).  Sending a release twice is harmless:
+ * the script removes only the token's own lease and lock.
+ */
+
+static void pending_free(struct pending_release *p)
+{
+    free(p->owner);
+    free(p->phone);
+    free(p);
+}
+
+static void retry_arm(struct redis_slots *rs)
+{
+    if (rs->retry_head == NULL || ev_is_active(&rs->retry_timer))
+        return;
+    ev_timer_set(&rs->retry_timer, rs->retry_delay, 0.);
+    ev_timer_start(rs->loop, &rs->retry_timer);
+}
+
+/* Put P at the end of the queue (or drop it when the queue is full). */
+static void retry_queue(struct redis_slots *rs, struct pending_release *p, const char *err)
+{
+    if (rs->freeing) {
+        pending_free(p);
+        return;
+    }
+    if (rs->n_retry >= RELEASE_RETRY_QUEUE) {
+        co_warn("slot release dropped: the retry queue is full; the reconcile removes it",
+                "token=%s:%d after=\"%s\"", CO_LOG_Q(p->owner), p->attempt, p->why);
+        pending_free(p);
+        return;
+    }
+    if (p->tries == 1)
+        co_warn("slot release got no answer; retrying", "token=%s:%d after=\"%s\" error=%s",
+                CO_LOG_Q(p->owner), p->attempt, p->why, CO_LOG_Q(err));
+    p->next = NULL;
+    if (rs->retry_tail != NULL)
+        rs->retry_tail->next = p;
+    else
+        rs->retry_head = p;
+    rs->retry_tail = p;
+    rs->n_retry++;
+    retry_arm(rs);
+}
+
+static void pending_done(void *arg, int released, const char *err)
+{
+    struct pending_release *p = arg;
+    struct redis_slots *rs = p->rs;
+
+    if (err != NULL) {
+        if (!rs->freeing) {
+            rs->retry_delay *= 2;
+            if (rs->retry_delay > RELEASE_RETRY_MAX_DELAY)
+                rs->retry_delay = RELEASE_RETRY_MAX_DELAY;
+        }
+        retry_queue(rs, p, err);
+        return;
+    }
+    rs->retry_delay = RELEASE_RETRY_MIN;
+    if (p->tries > 1)
+        co_info("slot release retried", "token=%s:%d tries=%d released=%d",
+                CO_LOG_Q(p->owner), p->attempt, p->tries, released);
+    pending_free(p);
+}
+
+/* Send P; refused at once (Redis down): back into the queue. */
+static void pending_send(struct redis_slots *rs, struct pending_release *p)
+{
+    p->tries++;
+    if (redis_slots_release(rs, p->owner, p->attempt, p->phone, pending_done, p) < 0)
+        retry_queue(rs, p, redis_slots_error(rs));
+}
+
+/* The retry timer: send up to RELEASE_RETRY_BATCH queued releases. */
+static void retry_due(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct redis_slots *rs = w->data;
+    int n = rs->n_retry < RELEASE_RETRY_BATCH ? rs->n_retry : RELEASE_RETRY_BATCH;
+
+    (void)loop;
+    (void)revents;
+    for (int i = 0; i < n && rs->retry_head != NULL; i++) {
+        struct pending_release *p = rs->retry_head;
+        rs->retry_head = p->next;
+        if (rs->retry_head == NULL)
+            rs->retry_tail = NULL;
+        rs->n_retry--;
+        pending_send(rs, p);
+    }
+    retry_arm(rs);
 }
 
 /* -------------------------------------------------------------- public --- */
@@ -359,6 +673,11 @@ struct redis_slots *redis_slots_new(struct ev_loop *loop, const struct co_config
         free(rs);
         return NULL;
     }
+    rs->loop = loop;
+    rs->loop = loop;
+    rs->retry_delay = RELEASE_RETRY_MIN;
+    ev_timer_init(&rs->retry_timer, retry_due, 0., 0.);
+    rs->retry_timer.data = rs;
     return rs;
 }
 
@@ -366,7 +685,17 @@ void redis_slots_free(struct redis_slots *rs)
 {
     if (rs == NULL)
         return;
+    rs->freeing = 1;       /* releases failing now are not queued again */
     redis_free(rs->redis); /* fails what is pending: "redis_slots closed" */
+    ev_timer_stop(rs->loop, &rs->retry_timer);
+    if (rs->n_retry > 0)
+        co_warn("slot releases not retried: stopping; the reconcile removes them",
+                "count=%d", rs->n_retry);
+    while (rs->retry_head != NULL) {
+        struct pending_release *p = rs->retry_head;
+        rs->retry_head = p->next;
+        pending_free(p);
+    }
     free(rs->prefix);
     free(rs);
 }
@@ -384,9 +713,10 @@ int redis_slots_acquire(struct redis_slots *rs, const char *call_id, int attempt
     if ((req = req_new(rs, RK_ACQUIRE, arg)) == NULL)
         return -1;
     req->cb.acquire = cb;
-    cmd = cmd_token(rs, S_ACQUIRE, call_id, attempt, phone, 1, 2);
+    cmd = cmd_token(rs, S_ACQUIRE, call_id, attempt, phone, 1, 3);
     redis_cmd_add(cmd, "%d", max_slots);
     redis_cmd_add(cmd, "%lld", ms);
+    add_run(rs, cmd);
     return submit(rs, cmd, req);
 }
 
@@ -441,9 +771,9 @@ int redis_slots_needs_rebuild(struct redis_slots *rs, slot_done_cb cb, void *arg
     if (req == NULL)
         return -1;
     req->cb.done = cb;
-    cmd = redis_cmd_new(2);
-    redis_cmd_add(cmd, "EXISTS");
+    cmd = redis_cmd_script(rs->redis, S_EPOCH, 1, 1);
     redis_cmd_add(cmd, "%sepoch", rs->prefix);
+    add_run(rs, cmd);
     return submit(rs, cmd, req);
 }
 
@@ -475,7 +805,7 @@ int redis_slots_rebuild(struct redis_slots *rs, const struct slot_entry *e, int 
     if ((req = req_new(rs, RK_REBUILD, arg)) == NULL)
         return -1;
     req->cb.done = cb;
-    cmd = redis_cmd_script(rs->redis, S_REBUILD, 2 + n, 2 * n);
+    cmd = redis_cmd_script(rs->redis, S_REBUILD, 2 + n, 2 * n + 1);
     redis_cmd_add(cmd, "%sslots", rs->prefix);
     redis_cmd_add(cmd, "%sepoch", rs->prefix);
     for (int i = 0; i < n; i++)
@@ -484,6 +814,7 @@ int redis_slots_rebuild(struct redis_slots *rs, const struct slot_entry *e, int 
         redis_cmd_add(cmd, "%s:%d", e[i].call_id, e[i].attempt);
         redis_cmd_add(cmd, "%lld", rebuild_ms(e[i].lease_s));
     }
+    add_run(rs, cmd);
     return submit(rs, cmd, req);
 }
 
@@ -546,4 +877,152 @@ int redis_slots_idle(const struct redis_slots *rs)
 const char *redis_slots_error(const struct redis_slots *rs)
 {
     return redis_error(rs->redis);
+}
+
+void redis_slots_release_retried(struct redis_slots *rs, const char *call_id, int attempt,
+                                 const char *phone, const char *why)
+{
+    struct pending_release *p;
+
+    if (bad_owner(call_id, attempt, phone))
+        return;
+    if ((p = calloc(1, sizeof(*p))) == NULL || (p->owner = strdup(call_id)) == NULL ||
+        (p->phone = strdup(phone)) == NULL) {
+        if (p != NULL)
+            pending_free(p);
+        co_warn("slot release dropped: out of memory; the reconcile removes it", "token=%s:%d",
+                CO_LOG_Q(call_id), attempt);
+        return;
+    }
+    p->rs = rs;
+    p->attempt = attempt;
+    p->why = why;
+    pending_send(rs, p);
+}
+
+int redis_slots_retry_queued(const struct redis_slots *rs)
+{
+    return rs->n_retry;
+}
+
+int redis_slots_epoch(struct redis_slots *rs, slot_text_cb cb, void *arg)
+{
+    struct slot_req *req = req_new(rs, RK_EPOCH, arg);
+    struct redis_cmd *cmd;
+
+    if (req == NULL)
+        return -1;
+    req->cb.text = cb;
+    cmd = redis_cmd_script(rs->redis, S_EPOCH, 1, 1);
+    redis_cmd_add(cmd, "%sepoch", rs->prefix);
+    add_run(rs, cmd);
+    return submit(rs, cmd, req);
+}
+
+/* S with the glob characters of SCAN's MATCH escaped, into BUF. */
+static const char *glob_escape(char *buf, size_t size, const char *s)
+{
+    size_t n = 0;
+
+    for (; *s != '\0' && n + 2 < size; s++) {
+        if (strchr("*?[]\\", *s) != NULL)
+            buf[n++] = '\\';
+        buf[n++] = *s;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+int redis_slots_scan(struct redis_slots *rs, enum slot_scan_what what, const char *cursor,
+                     int count, slot_scan_cb cb, void *arg)
+{
+    char pat[512];
+    struct slot_req *req;
+    struct redis_cmd *cmd;
+
+    if (cursor == NULL || cursor[0] == '\0' || count < 1 || strlen(rs->prefix) > 200)
+        return invalid(rs, "cursor, count or key prefix");
+    if ((req = req_new(rs, RK_SCAN, arg)) == NULL)
+        return -1;
+    req->cb.scan = cb;
+    cmd = redis_cmd_script(rs->redis, S_RC_SCAN, 1, 5);
+    redis_cmd_add(cmd, "%sslots", rs->prefix);
+    redis_cmd_add(cmd, "%s", what == SLOT_SCAN_LEASES ? "z" : "p");
+    redis_cmd_add(cmd, "%s", cursor);
+    redis_cmd_add(cmd, "%d", count);
+    redis_cmd_add(cmd, "%sphone:*", glob_escape(pat, sizeof(pat), rs->prefix));
+    redis_cmd_add(cmd, "%zu", strlen(rs->prefix) + strlen("phone:"));
+    return submit(rs, cmd, req);
+}
+
+/* The three keys and two arguments of the reconcile's guard. */
+static void add_guard(struct redis_slots *rs, struct redis_cmd *cmd)
+{
+    redis_cmd_add(cmd, "%sslots", rs->prefix);
+    redis_cmd_add(cmd, "%sepoch", rs->prefix);
+    redis_cmd_add(cmd, "%sleader:token", rs->prefix);
+}
+
+int redis_slots_drop(struct redis_slots *rs, const struct slot_fence *f,
+                     const struct slot_seen *e, int n, double min_age_s, double lease_s,
+                     slot_done_cb cb, void *arg)
+{
+    int phones = 0;
+    struct slot_req *req;
+    struct redis_cmd *cmd;
+
+    if (f == NULL || f->epoch == NULL || n < 0 || n > RECONCILE_MAX || (n > 0 && e == NULL) ||
+        to_ms(lease_s) == 0 || !(min_age_s >= 0))
+        return invalid(rs, "fence, entries, age or lease");
+    for (int i = 0; i < n; i++) {
+        if (e[i].token == NULL || e[i].token[0] == '\0')
+            return invalid(rs, "an entry's token");
+        phones += e[i].phone != NULL;
+    }
+    if ((req = req_new(rs, RK_RC, arg)) == NULL)
+        return -1;
+    req->cb.done = cb;
+    cmd = redis_cmd_script(rs->redis, S_RC_DROP, 3 + phones, 4 + 2 * n + 1);
+    add_guard(rs, cmd);
+    for (int i = 0; i < n; i++)
+        if (e[i].phone != NULL)
+            redis_cmd_add(cmd, "%sphone:%s", rs->prefix, e[i].phone);
+    redis_cmd_add(cmd, "%lld", f->leader_token);
+    redis_cmd_add(cmd, "%s", f->epoch);
+    redis_cmd_add(cmd, "%lld", (long long)(min_age_s * 1000));
+    redis_cmd_add(cmd, "%lld", to_ms(lease_s));
+    for (int i = 0; i < n; i++) {
+        redis_cmd_add(cmd, "%s", e[i].phone != NULL ? "p" : "z");
+        redis_cmd_add(cmd, "%s", e[i].token);
+    }
+    add_run(rs, cmd);
+    return submit(rs, cmd, req);
+}
+
+int redis_slots_restore(struct redis_slots *rs, const struct slot_fence *f,
+                        const struct slot_entry *e, int n, slot_done_cb cb, void *arg)
+{
+    struct slot_req *req;
+    struct redis_cmd *cmd;
+
+    if (f == NULL || f->epoch == NULL || n < 0 || n > RECONCILE_MAX || (n > 0 && e == NULL))
+        return invalid(rs, "fence or number of entries");
+    for (int i = 0; i < n; i++)
+        if (bad_owner(e[i].call_id, e[i].attempt, e[i].phone) || isnan(e[i].lease_s))
+            return invalid(rs, "an entry's call id, attempt, phone or lease");
+    if ((req = req_new(rs, RK_RC, arg)) == NULL)
+        return -1;
+    req->cb.done = cb;
+    cmd = redis_cmd_script(rs->redis, S_RC_RESTORE, 3 + n, 2 + 2 * n + 1);
+    add_guard(rs, cmd);
+    for (int i = 0; i < n; i++)
+        redis_cmd_add(cmd, "%sphone:%s", rs->prefix, e[i].phone);
+    redis_cmd_add(cmd, "%lld", f->leader_token);
+    redis_cmd_add(cmd, "%s", f->epoch);
+    for (int i = 0; i < n; i++) {
+        redis_cmd_add(cmd, "%s:%d", e[i].call_id, e[i].attempt);
+        redis_cmd_add(cmd, "%lld", rebuild_ms(e[i].lease_s));
+    }
+    add_run(rs, cmd);
+    return submit(rs, cmd, req);
 }

@@ -4,7 +4,9 @@
  * lease, over the one non-blocking Redis connection of net/redis.h.
  *
  * Owns: the slot rules: the key layout below, the Lua scripts that keep
- * every state change atomic inside Redis, and what their answers mean.  The
+ * every state change atomic inside Redis (the reconcile's scan, drop and
+ * restore included), what their answers mean, and the bounded queue that
+ * sends a release again until Redis answers it.  The
  * connection itself (handshake, reconnect, timeouts, the request queue) is
  * net/redis.c's; the redis_slots_* names are kept from when both lived in
  * one file.
@@ -28,9 +30,13 @@
  *                    lease.
  *   P phone:<E.164>  string, the lease token, PX = the same lease; the lock
  *                    that keeps one call per phone number.
- *   P epoch          string, ms timestamp of the last rebuild.  Its absence
- *                    means Redis lost its data (restart without persistence,
- *                    FLUSHALL, eviction): nothing new may start until the
+ *   P epoch          string "<ms>:<run_id>": when the last rebuild was, and
+ *                    the run_id (INFO server) of the Redis it was made on.
+ *                    Its absence means Redis lost its data (restart
+ *                    without persistence, FLUSHALL, eviction); another
+ *                    run_id means Redis restarted (maybe from a snapshot
+ *                    older than the calls in progress) or a replica took
+ *                    over.  Either way nothing new may start until the
  *                    scheduler rebuilt slots and locks from PostgreSQL.  A
  *                    brand-new Redis therefore needs one (empty) rebuild
  *                    before the first acquire succeeds.
@@ -171,13 +177,14 @@ int redis_slots_extend(struct redis_slots *rs, const char *call_id, int attempt,
 /* VALUE: slots in use, expired leases dropped first (metrics, free capacity). */
 int redis_slots_count(struct redis_slots *rs, slot_done_cb cb, void *arg);
 
-/* VALUE: 1 when the epoch marker is missing (redis_slots_rebuild() needed). */
+/* VALUE: 1 when the epoch marker is missing or of another Redis run
+ * (redis_slots_rebuild() needed). */
 int redis_slots_needs_rebuild(struct redis_slots *rs, slot_done_cb cb, void *arg);
 
 /*
  * Rebuild slots and phone locks from PostgreSQL's IN_PROGRESS rows (the N
  * entries E, copied), in one script, and set the epoch marker.  Only when the
- * marker is missing: a rebuild from a list read before other processes
+ * marker is missing or of another run: a rebuild from a list read before other processes
  * acquired new slots would wipe those slots, so a rebuild never overwrites a
  * live state.  VALUE: 1 when rebuilt, 0 when the marker was present (someone
  * else rebuilt, or nothing was lost) and nothing was changed.  N may be 0.
@@ -196,6 +203,83 @@ int redis_leader_acquire(struct redis_slots *rs, const char *owner, double ttl_s
 /* Give the lease up if OWNER holds it (graceful stop).  VALUE: 1 if released. */
 int redis_leader_release(struct redis_slots *rs, const char *owner, slot_done_cb cb,
                          void *arg);
+
+/*
+ * Release like redis_slots_release(), fire and forget, but a release that
+ * gets no answer (refused, error, timeout: the outcome is unknown) is queued
+ * and sent again with backoff until Redis answers it; WHY (a string literal)
+ * is for the logs.  The queue holds at most RELEASE_RETRY_QUEUE releases per
+ * handle; what it drops, and what is queued when the handle is freed, the
+ * scheduler's reconcile removes.
+ */
+#define RELEASE_RETRY_MIN 0.2          /* s before the first retry */
+#define RELEASE_RETRY_MAX_DELAY 5.0    /* s cap of the doubling */
+#define RELEASE_RETRY_QUEUE 10000
+#define RELEASE_RETRY_BATCH 500        /* sent per timer run */
+void redis_slots_release_retried(struct redis_slots *rs, const char *call_id, int attempt,
+                                 const char *phone, const char *why);
+
+/* Releases waiting in that queue now. */
+int redis_slots_retry_queued(const struct redis_slots *rs);
+
+/* ------------------------------------------------------- the reconcile --- */
+
+/* TEXT: the epoch marker when it is this Redis run's, NULL when a rebuild
+ * is needed (or on error). */
+typedef void (*slot_text_cb)(void *arg, const char *text, const char *err);
+
+/* The epoch marker, as the reconcile's fence (NULL: rebuild needed). */
+int redis_slots_epoch(struct redis_slots *rs, slot_text_cb cb, void *arg);
+
+/* A lease (PHONE NULL) or a phone lock seen in Redis. */
+struct slot_seen {
+    const char *token;           /* "<owner>:<attempt>", as Redis holds it */
+    const char *phone;           /* the lock's E.164 number; NULL for a slot */
+};
+
+enum slot_scan_what { SLOT_SCAN_LEASES, SLOT_SCAN_PHONES };
+
+/* One page of a scan: CURSOR for the next page ("0": done), SEEN[N]. */
+typedef void (*slot_scan_cb)(void *arg, const char *cursor, const struct slot_seen *seen, int n,
+                             const char *err);
+
+/* One page (about COUNT entries; Redis's SCAN rules: an entry may be seen
+ * twice, one present throughout is seen) of the slot leases or the phone
+ * locks, from CURSOR ("0" to begin). */
+int redis_slots_scan(struct redis_slots *rs, enum slot_scan_what what, const char *cursor,
+                     int count, slot_scan_cb cb, void *arg);
+
+/* What a reconcile write must find unchanged in Redis: the leadership that
+ * read PostgreSQL, and the epoch marker read before it (so a rebuild, a
+ * restart or a fail-over in between voids the write). */
+struct slot_fence {
+    long long leader_token;
+    const char *epoch;
+};
+
+/* VALUE of redis_slots_drop() and redis_slots_restore() when the fence
+ * did not hold (nothing was changed). */
+#define SLOT_FENCE_LEADER (-1)   /* another scheduler leads now */
+#define SLOT_FENCE_EPOCH (-2)    /* rebuilt, restarted or failed over */
+
+/* Entries per drop or restore. */
+#define RECONCILE_MAX 10000
+
+/*
+ * Remove the leases and phone locks E[N] (which no IN_PROGRESS attempt
+ * owned when PostgreSQL was read), each only while it still holds the same
+ * token and was taken more than MIN_AGE_S ago (inferred from its expiry:
+ * taken at expiry - LEASE_S).  VALUE: how many went, or SLOT_FENCE_*.
+ */
+int redis_slots_drop(struct redis_slots *rs, const struct slot_fence *f,
+                     const struct slot_seen *e, int n, double min_age_s, double lease_s,
+                     slot_done_cb cb, void *arg);
+
+/* Give the IN_PROGRESS attempts E[N] their lease and phone lock where
+ * missing (leases as in redis_slots_rebuild()).  VALUE: leases and locks
+ * written, or SLOT_FENCE_*. */
+int redis_slots_restore(struct redis_slots *rs, const struct slot_fence *f,
+                        const struct slot_entry *e, int n, slot_done_cb cb, void *arg);
 
 /* Connected and ready (for /readyz and metrics). */
 int redis_slots_is_up(const struct redis_slots *rs);

@@ -4,11 +4,13 @@
  * Owns: the connection and its state machine
  *
  *   WAIT --timer--> RESOLVING --address--> HANDSHAKE --last reply--> READY
- *     ^   (host names only,        (TCP connect, AUTH, SELECT,         |
- *     |    getaddrinfo_a)           SCRIPT LOAD, pipelined)            |
+ *     ^   (host names only,        (TCP connect, AUTH, SELECT, INFO    |
+ *     |    getaddrinfo_a)           server, SCRIPT LOAD, pipelined)    |
  *     +---- failed / timed out --------+---- lost / command timeout ---+
  *
- * the commands in flight (in send order, for the command timeout) and the
+ * the server's run_id as the handshake read it (slots.c binds the epoch
+ * marker to it), the commands in flight (in send order, for the command
+ * timeout) and the
  * queue of commands made while the first connection is still being set up.
  * The health shown to callers and the reconnect backoff follow net/conn.h,
  * as in net/pg_pool.c.
@@ -44,7 +46,7 @@
 
 /* ------------------------------------------------------------- structs --- */
 
-enum cmd_kind { CK_AUTH, CK_SELECT, CK_LOAD, CK_USER }; /* handshake ones first */
+enum cmd_kind { CK_AUTH, CK_SELECT, CK_INFO, CK_LOAD, CK_USER }; /* handshake ones first */
 
 enum conn_phase { PH_WAIT, PH_RESOLVING, PH_HANDSHAKE, PH_READY };
 
@@ -95,6 +97,8 @@ struct redis {
     struct lookup *lookup;
     ev_tstamp attempt_started;
     int hs_pending;              /* handshake replies still expected */
+    char run_id[48];             /* INFO server's run_id of this connection's
+                                    server ("" until the handshake read it) */
     ev_timer retry;              /* backoff wait, or polling the name lookup */
     ev_timer cmd_timer;          /* checks the oldest command in flight */
     struct conn_backoff backoff;
@@ -285,7 +289,8 @@ static void deliver(struct redis_cmd *c, const redisReply *reply)
 {
     char err[256];
 
-    if (reply->type == REDIS_REPLY_ERROR) {
+    /* INFO refused (renamed away): no run_id; the scripts ask for it */
+    if (reply->type == REDIS_REPLY_ERROR && c->kind != CK_INFO) {
         flatten(reply->str, err, sizeof(err));
         cmd_fail(c, err);
         return;
@@ -336,15 +341,25 @@ static void conn_break(struct redis *r, const char *why)
 
 static void handshake_reply(struct redis *r, struct redis_cmd *c, const redisReply *reply)
 {
-    static const char *const what[] = {"AUTH", "SELECT", "SCRIPT LOAD"};
+    static const char *const what[] = {"AUTH", "SELECT", "INFO", "SCRIPT LOAD"};
     char err[256], why[300];
 
-    if (reply->type == REDIS_REPLY_ERROR) {
+    /* INFO refused (renamed away): no run_id; the scripts ask for it */
+    if (reply->type == REDIS_REPLY_ERROR && c->kind != CK_INFO) {
         flatten(reply->str, err, sizeof(err));
         snprintf(why, sizeof(why), "%s failed: %s", what[c->kind], err);
         cmd_free(c);
         conn_break(r, why);
         return;
+    }
+    if (c->kind == CK_INFO) {
+        const char *p = reply->type == REDIS_REPLY_STRING ? strstr(reply->str, "run_id:")
+                            : NULL;
+        size_t n = p != NULL ? strspn(p + 7, "0123456789abcdef") : 0;
+        if (n > 0 && n < sizeof(r->run_id)) {
+            memcpy(r->run_id, p + 7, n);
+            r->run_id[n] = '\0';
+        }
     }
     if (c->kind == CK_LOAD && reply->type == REDIS_REPLY_STRING &&
         strcmp(reply->str, r->sha[c->script]) != 0)
@@ -419,6 +434,9 @@ static struct redis_cmd *handshake_cmd(struct redis *r, enum cmd_kind kind, int 
     } else if (kind == CK_SELECT) {
         redis_cmd_add(c, "SELECT");
         redis_cmd_add(c, "%d", r->db);
+    } else if (kind == CK_INFO) {
+        redis_cmd_add(c, "INFO");
+        redis_cmd_add(c, "server");
     } else {
         c->script = i;
         redis_cmd_add(c, "SCRIPT");
@@ -428,16 +446,19 @@ static struct redis_cmd *handshake_cmd(struct redis *r, enum cmd_kind kind, int 
     return c;
 }
 
-/* Queue AUTH, SELECT and SCRIPT LOAD right behind the TCP connect. */
+/* Queue AUTH, SELECT, INFO server (the run_id) and SCRIPT LOAD right
+ * behind the TCP connect. */
 static int send_handshake(struct redis *r)
 {
     struct redis_cmd *c;
 
     r->hs_pending = 0;
-    for (int i = -2; i < r->nscripts; i++) {
-        if ((i == -2 && r->password[0] == '\0') || (i == -1 && r->db == 0))
+    r->run_id[0] = '\0';
+    for (int i = -3; i < r->nscripts; i++) {
+        if ((i == -3 && r->password[0] == '\0') || (i == -2 && r->db == 0))
             continue;
-        c = handshake_cmd(r, i == -2 ? CK_AUTH : i == -1 ? CK_SELECT : CK_LOAD, i);
+        c = handshake_cmd(r, i == -3 ? CK_AUTH : i == -2 ? CK_SELECT : i == -1 ? CK_INFO : CK_LOAD,
+                          i);
         if (c == NULL)
             return -1;
         if (c->oom || cmd_send(r, c) != 0) {
@@ -864,6 +885,11 @@ enum conn_health redis_health(const struct redis *r)
 int redis_idle(const struct redis *r)
 {
     return r->pending == 0;
+}
+
+const char *redis_run_id(const struct redis *r)
+{
+    return r->run_id;
 }
 
 const char *redis_error(const struct redis *r)

@@ -116,4 +116,10 @@ int redis_idle(const struct redis *r);
 /* Why the last command was refused, or the last connection error. */
 const char *redis_error(const struct redis *r);
 
+/* The run_id (INFO server) of the server the current connection reached,
+ * read during its handshake; "" before that, or when INFO was refused.
+ * A command built with it and sent on that connection runs on that very
+ * server process (a restart or a fail-over ends the connection). */
+const char *redis_run_id(const struct redis *r);
+
 #endif

@@ -2,11 +2,14 @@
  * sched.c — the scheduler's statements (sched.h).
  *
  * Owns: the SQL text of the rebuild read, the reclaim and the publish
- * query, their parameters, and the decoding of their rows.
+ * query, the reconcile's two reads and the retention deletes, their
+ * parameters, and the decoding of their rows.
  */
 #include "store/sched.h"
 
 #include <stdlib.h>
+
+#include <jansson.h>
 
 #include "store/store_job.h"
 
@@ -125,4 +128,145 @@ int store_publish_due(struct pg_pool *pg, int limit, long long grace_ms, store_d
     struct store_num lim, grace;
     const char *values[] = { store_int(&lim, limit), store_int(&grace, grace_ms) };
     return store_query_rows(pg, PUBLISH_SQL, 2, values, &due_rows, (store_cb)cb, ctx);
+}
+
+/* ------------------------------------------------------------ reconcile --- */
+/* (the statements of dispatch/reconcile.c; kept apart from the above) */
+
+/* Which of the tokens seen in Redis no IN_PROGRESS attempt owns.  A token
+ * "<owner>:<attempt>" begins with its call id (see calls.slot_owner), so
+ * each is one primary-key lookup; a token that does not is nobody's. */
+static const char RC_STRAYS_SQL[] =
+    "SELECT x.i FROM json_to_recordset($1::json) AS x(i int, t text, p text)"
+    " WHERE NOT EXISTS (SELECT 1 FROM calls c"
+    "   WHERE c.id = CASE WHEN x.t ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-"
+    "[0-9a-f]{12}' THEN left(x.t, 36)::uuid END"
+    "     AND c.status = 'IN_PROGRESS'"
+    "     AND COALESCE(c.slot_owner, c.id::text) || ':' || c.attempts = x.t"
+    "     AND (x.p IS NULL OR c.to_number = x.p))"
+    " ORDER BY x.i";
+
+static void stray_row(const PGresult *res, int r, void *out)
+{
+    *(int *)out = atoi(PQgetvalue(res, r, 0));
+}
+
+static void deliver_strays(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
+                           int n)
+{
+    ((store_rc_strays_fn)cb)(ctx, e, rows, n);
+}
+
+static const struct store_rows stray_rows = { sizeof(int), stray_row, deliver_strays };
+
+int store_rc_strays(struct pg_pool *pg, const struct store_rc_token *t, int n,
+                    store_rc_strays_fn cb, void *ctx)
+{
+    json_t *a = json_array();
+    char *doc = NULL;
+    int rc = -1;
+
+    for (int i = 0; a != NULL && i < n; i++) {
+        json_t *o = json_pack("{s:i, s:s, s:s?}", "i", i, "t", t[i].token, "p", t[i].phone);
+        if (o == NULL || json_array_append_new(a, o) != 0)
+            goto out;
+    }
+    if (a != NULL && (doc = json_dumps(a, JSON_COMPACT)) != NULL) {
+        const char *values[] = { doc };
+        rc = store_query_rows(pg, RC_STRAYS_SQL, 1, values, &stray_rows, (store_cb)cb, ctx);
+    }
+out:
+    free(doc);
+    json_decref(a);
+    return rc;
+}
+
+/* IN_PROGRESS calls by id after $2 (keyset pages; calls_in_progress_id_idx). */
+static const char RC_PAGE_SQL[] =
+    "SELECT id::text, COALESCE(slot_owner, id::text), attempts, to_number,"
+    "       extract(epoch FROM started_at + $1::bigint * interval '1 ms' - now())"
+    " FROM calls WHERE status = 'IN_PROGRESS' AND id > $2::uuid"
+    " ORDER BY id LIMIT $3::int";
+
+static void rc_page_row(const PGresult *res, int r, void *out)
+{
+    struct store_rc_call *p = out;
+    p->id = PQgetvalue(res, r, 0);
+    p->slot_owner = PQgetvalue(res, r, 1);
+    p->attempt = atoi(PQgetvalue(res, r, 2));
+    p->to = PQgetvalue(res, r, 3);
+    p->lease_s = atof(PQgetvalue(res, r, 4));
+}
+
+static void deliver_rc_page(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
+                            int n)
+{
+    ((store_rc_page_fn)cb)(ctx, e, rows, n);
+}
+
+static const struct store_rows rc_page_rows = {
+    sizeof(struct store_rc_call), rc_page_row, deliver_rc_page,
+};
+
+int store_rc_in_progress_page(struct pg_pool *pg, const char *after_id, int limit,
+                              long long lease_ms, store_rc_page_fn cb, void *ctx)
+{
+    struct store_num lease, lim;
+    const char *values[] = {
+        store_int(&lease, lease_ms),
+        after_id != NULL && after_id[0] != '\0' ? after_id : "00000000-0000-0000-0000-000000000000",
+        store_int(&lim, limit),
+    };
+    return store_query_rows(pg, RC_PAGE_SQL, 3, values, &rc_page_rows, (store_cb)cb, ctx);
+}
+
+/* ------------------------------------------------------------ retention --- */
+
+/* One batch each: the oldest rows first, by the index on their time. */
+static const char *const PRUNE_SQL[] = {
+    [STORE_PRUNE_WEBHOOK_EVENTS] =
+        "WITH d AS (DELETE FROM webhook_events WHERE id IN ("
+        "  SELECT id FROM webhook_events"
+        "   WHERE received_at < now() - $1::bigint * interval '1 ms'"
+        "   ORDER BY received_at LIMIT $2::int) RETURNING 1)"
+        " SELECT count(*)::int FROM d",
+    [STORE_PRUNE_IDEMPOTENCY_KEYS] =
+        "WITH d AS (DELETE FROM idempotency_keys WHERE key IN ("
+        "  SELECT key FROM idempotency_keys"
+        "   WHERE created_at < now() - $1::bigint * interval '1 ms'"
+        "   ORDER BY created_at LIMIT $2::int) RETURNING 1)"
+        " SELECT count(*)::int FROM d",
+    /* terminal calls only (a terminal call never changes again); their
+     * attempts and idempotency keys go with them (ON DELETE CASCADE) */
+    [STORE_PRUNE_FINISHED_CALLS] =
+        "WITH d AS (DELETE FROM calls WHERE id IN ("
+        "  SELECT id FROM calls"
+        "   WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED')"
+        "     AND ended_at < now() - $1::bigint * interval '1 ms'"
+        "   ORDER BY ended_at LIMIT $2::int FOR UPDATE SKIP LOCKED)"
+        "   AND status IN ('COMPLETED', 'FAILED', 'CANCELLED') RETURNING 1)"
+        " SELECT count(*)::int FROM d",
+};
+
+static void count_row(const PGresult *res, int r, void *out)
+{
+    *(int *)out = atoi(PQgetvalue(res, r, 0));
+}
+
+static void deliver_pruned(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
+                           int n)
+{
+    ((store_pruned_fn)cb)(ctx, e, e == NULL && n > 0 ? *(const int *)rows : 0);
+}
+
+static const struct store_rows pruned_rows = { sizeof(int), count_row, deliver_pruned };
+
+int store_prune(struct pg_pool *pg, enum store_prune_what what, long long older_than_ms,
+                int limit, store_pruned_fn cb, void *ctx)
+{
+    struct store_num age, lim;
+    const char *values[] = { store_int(&age, older_than_ms), store_int(&lim, limit) };
+    if ((unsigned)what >= sizeof(PRUNE_SQL) / sizeof(PRUNE_SQL[0]))
+        return -1;
+    return store_query_rows(pg, PRUNE_SQL[what], 2, values, &pruned_rows, (store_cb)cb, ctx);
 }

@@ -4,7 +4,9 @@
  * Owns: reading the IN_PROGRESS calls to rebuild Redis's slot set, the
  * reclaim of timed-out IN_PROGRESS calls (settle_attempt() on each, under
  * row locks that keep two schedulers off one call), and the publish query
- * that marks due PENDING calls as handed to Kafka.  The rules of store.h
+ * that marks due PENDING calls as handed to Kafka; the reconcile's reads
+ * (which tokens seen in Redis no IN_PROGRESS attempt owns, IN_PROGRESS
+ * calls page by page) and the retention deletes, one bounded batch each.  The rules of store.h
  * apply; rows handed to a callback live only during the callback.
  */
 #ifndef CO_STORE_SCHED_H
@@ -59,5 +61,53 @@ typedef void (*store_due_fn)(void *ctx, const struct store_err *e, const struct 
  * to Kafka within GRACE_MS and not started or parked yet. */
 int store_publish_due(struct pg_pool *pg, int limit, long long grace_ms, store_due_fn cb,
                       void *ctx);
+
+/* ------------------------------------------------------------ reconcile --- */
+
+/* A lease token seen in Redis: a slot (PHONE NULL) or a phone lock. */
+struct store_rc_token {
+    const char *token;           /* "<owner>:<attempt>" */
+    const char *phone;
+};
+
+/* STRAYS[N]: the indexes (ascending) of the tokens no IN_PROGRESS attempt
+ * owns (for a phone lock: not on that number). */
+typedef void (*store_rc_strays_fn)(void *ctx, const struct store_err *e, const int *strays,
+                                   int n);
+int store_rc_strays(struct pg_pool *pg, const struct store_rc_token *t, int n,
+                    store_rc_strays_fn cb, void *ctx);
+
+/* An IN_PROGRESS call, as its lease should be. */
+struct store_rc_call {
+    const char *id;              /* the page's keyset position */
+    const char *slot_owner;
+    int attempt;
+    const char *to;
+    double lease_s;              /* as struct store_in_progress */
+};
+
+typedef void (*store_rc_page_fn)(void *ctx, const struct store_err *e,
+                                 const struct store_rc_call *rows, int n);
+
+/* Up to LIMIT IN_PROGRESS calls with an id after AFTER_ID (NULL or "":
+ * from the first), by id. */
+int store_rc_in_progress_page(struct pg_pool *pg, const char *after_id, int limit,
+                              long long lease_ms, store_rc_page_fn cb, void *ctx);
+
+/* ------------------------------------------------------------ retention --- */
+
+enum store_prune_what {
+    STORE_PRUNE_WEBHOOK_EVENTS,  /* processed webhook ids, by received_at */
+    STORE_PRUNE_IDEMPOTENCY_KEYS,/* by created_at */
+    STORE_PRUNE_FINISHED_CALLS   /* terminal calls by ended_at, with their
+                                    attempts and idempotency keys */
+};
+
+/* DELETED: rows deleted by this batch. */
+typedef void (*store_pruned_fn)(void *ctx, const struct store_err *e, int deleted);
+
+/* Delete up to LIMIT rows of WHAT older than OLDER_THAN_MS, oldest first. */
+int store_prune(struct pg_pool *pg, enum store_prune_what what, long long older_than_ms,
+                int limit, store_pruned_fn cb, void *ctx);
 
 #endif

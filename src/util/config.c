@@ -130,6 +130,7 @@ static const struct key keys[] = {
     NUM(KT_DURATION, "dispatch", "backoff_max", "15m", "1ms", "168h", backoff_max),
     NUM(KT_DURATION, "dispatch", "call_timeout", "15m", "1s", "24h", call_timeout),
     NUM(KT_DURATION, "dispatch", "scheduler_interval", "1s", "10ms", "1h", scheduler_interval),
+    NUM(KT_DURATION, "dispatch", "reconcile_interval", "10s", "10ms", "1h", reconcile_interval),
 
     STR("provider", "url", "http://127.0.0.1:9090/api/v1/calls", provider_url, check_url, 0),
     STR("provider", "api_key", "", provider_api_key, NULL, KF_SECRET),
@@ -137,6 +138,10 @@ static const struct key keys[] = {
     ENUM("provider", "callback_auth", "hmac", callback_auth, auth_names),
     STR("provider", "callback_secret", NULL, callback_secret, NULL, KF_SECRET),
     NUM(KT_DURATION, "provider", "signature_tolerance", "5m", "1s", "24h", signature_tolerance),
+
+    NUM(KT_DURATION, "retention", "webhook_events", "7d", "1s", "3650d", retain_webhook_events),
+    NUM(KT_DURATION, "retention", "idempotency_keys", "24h", "1s", "3650d", retain_idempotency_keys),
+    NUM(KT_DURATION, "retention", "finished_calls", "0", "0", "3650d", retain_finished_calls),
 };
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
@@ -264,7 +269,7 @@ int co_parse_duration(const char *s, double *seconds, char *err, size_t errlen)
 {
     /* divisor for ms, so "100ms" is exactly the double nearest 0.1 */
     static const struct { const char *name; double mult, div; } units[] = {
-        {"", 1, 1}, {"ms", 1, 1000}, {"s", 1, 1}, {"m", 60, 1}, {"h", 3600, 1},
+        {"", 1, 1}, {"ms", 1, 1000}, {"s", 1, 1}, {"m", 60, 1}, {"h", 3600, 1}, {"d", 86400, 1},
     };
     char u[24];
     double v;
@@ -283,7 +288,7 @@ int co_parse_duration(const char *s, double *seconds, char *err, size_t errlen)
         *seconds = v;
         return 0;
     }
-    co_seterr(err, errlen, "has a bad unit \"%s\" (use ms, s, m or h)", u);
+    co_seterr(err, errlen, "has a bad unit \"%s\" (use ms, s, m, h or d)", u);
     return -1;
 }
 

@@ -79,6 +79,7 @@ struct co_config {
     double backoff_max;
     double call_timeout;
     double scheduler_interval;
+    double reconcile_interval;   /* Redis leases checked against PostgreSQL */
 
     /* [provider] */
     char *provider_url;
@@ -87,6 +88,11 @@ struct co_config {
     enum co_callback_auth callback_auth;
     char *callback_secret;
     double signature_tolerance;
+
+    /* [retention], seconds; finished_calls 0 = keep forever */
+    double retain_webhook_events;
+    double retain_idempotency_keys;
+    double retain_finished_calls;
 
     /*
      * callback_secret split at commas and checked at load time, so the
