@@ -1,126 +1,40 @@
 #!/usr/bin/perl
 # callorch-provider-sim over real HTTP, without callorchd: initiations,
-# signed webhooks to a receiver written here, the fault knobs, /stats and
-# the command line.
-#
-# The receiver is a forked single-process select() loop that records each
-# request as one JSON line (time, path, headers, raw body) before answering.
-# Its answer depends on the path: /hook → 200; /fail/N → 503 for the first N
-# requests to that path, then 200; /status/CODE → always CODE.
+# signed webhooks to a receiver (t/lib/CallorchReceiver.pm: it records each
+# request as one JSON line; /hook → 200, /fail/N → 503 for the first N
+# requests to that path, then 200, /status/CODE → always CODE), the fault
+# knobs, /stats and the command line.
 use strict;
 use warnings;
 
 use Digest::SHA qw(hmac_sha256);
 use HTTP::Tiny;
-use IO::Select;
 use IO::Socket::INET;
 use JSON::PP;
 use MIME::Base64 qw(decode_base64 encode_base64);
-use POSIX qw(WNOHANG _exit);
 use Test::More;
 use Time::HiRes qw(time sleep);
 
+use CallorchReceiver;
 use CallorchTest;
 
 my $BIN = CallorchTest::builddir() . '/src/callorch-provider-sim';
 plan(skip_all => "$BIN is not built") unless -x $BIN;
 
-# No stack: a directory (removed at the end unless CALLORCH_TEST_LEAVE) and
-# the simulator, started and stopped by CallorchTest.
+# No stack: a directory (removed at the end unless CALLORCH_TEST_LEAVE),
+# the receiver, and the simulator, started and stopped by CallorchTest
+# ($T->restart_sim(ARGS): the stack's --secret first, a later one wins, on
+# the same port each time).
 my $T      = CallorchTest->new;
 my $DIR    = $T->tmpdir;
 my $SECRET = CallorchTest::callback_secret();
 my $KEY    = CallorchTest::callback_key();
 my $JSON   = JSON::PP->new->utf8->canonical;
 my $HTTP   = HTTP::Tiny->new(keep_alive => 0, timeout => 10);
-my %PIDS;    # processes to stop at the end
-
-END { kill 'KILL', $_ for keys %PIDS }
-
-# ------------------------------------------------------------- receiver ---
-
-my $HOOKS = "$DIR/hooks.jsonl";
-
-sub receiver_serve {
-    my ($lsock) = @_;
-    open my $out, '>>', $HOOKS or die "$HOOKS: $!";
-    $out->autoflush(1);
-    my $sel = IO::Select->new($lsock);
-    my (%buf, %hits);
-    while (1) {
-        for my $fh ($sel->can_read) {
-            if ($fh == $lsock) {
-                my $c = $lsock->accept or next;
-                $sel->add($c);
-                $buf{$c} = '';
-                next;
-            }
-            my $n = sysread($fh, my $chunk, 65536);
-            if (!$n) {
-                $sel->remove($fh);
-                delete $buf{$fh};
-                close $fh;
-                next;
-            }
-            $buf{$fh} .= $chunk;
-            while ($buf{$fh} =~ /\A(.*?)\r\n\r\n/s) {
-                my $head = $1;
-                my ($line, @lines) = split /\r\n/, $head;
-                my %h = map { /^([^:]+):\s*(.*?)\s*$/ ? (lc $1 => $2) : () } @lines;
-                my $len = $h{'content-length'} // 0;
-                last if length($buf{$fh}) < length($head) + 4 + $len;
-                my $body = substr($buf{$fh}, length($head) + 4, $len);
-                substr($buf{$fh}, 0, length($head) + 4 + $len) = '';
-                my (undef, $path) = split / /, $line;
-                print $out $JSON->encode({ t => time, path => $path, headers => \%h, body => $body }), "\n";
-                my $code = 200;
-                $code = $1 if $path =~ m{^/status/(\d+)};
-                $code = 503 if $path =~ m{^/fail/(\d+)} && ++$hits{$path} <= $1;
-                syswrite($fh, "HTTP/1.1 $code X\r\nContent-Length: 0\r\n\r\n");
-            }
-        }
-    }
-}
-
-sub start_receiver {
-    my $lsock = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 128,
-        Proto => 'tcp', ReuseAddr => 1) or die "receiver: $!";
-    my $port = $lsock->sockport;
-    my $pid = fork // die "fork: $!";
-    if ($pid == 0) {
-        eval { receiver_serve($lsock) };
-        _exit(0);
-    }
-    close $lsock;
-    $PIDS{$pid} = 1;
-    return "http://127.0.0.1:$port";
-}
-
-my $RECV = start_receiver();
-
-# All webhooks received so far, oldest first, bodies decoded into {json}.
-sub hooks {
-    open my $fh, '<', $HOOKS or return ();
-    # only whole lines: the receiver may be writing the last one right now
-    my @h = map { eval { $JSON->decode($_) } // () } grep { /\S\n\z/ } <$fh>;
-    $_->{json} = eval { $JSON->decode($_->{body}) } for @h;
-    return @h;
-}
-
-sub hooks_for {
-    my ($ref) = @_;
-    return grep { ($_->{json}{reference} // '') eq $ref } hooks();
-}
+my $RCV    = CallorchReceiver->start("$DIR/hooks.jsonl");
+my $RECV   = $RCV->url;
 
 # --------------------------------------------------------------- the sim ---
-
-# (Re)start the simulator with ARGS (the stack's --secret first): on the
-# same port each time (CallorchTest::start_sim).
-sub start_sim {
-    my (@args) = @_;
-    $T->stop_sim if $T->sim_pid;
-    $T->start_sim(@args);
-}
 
 my $N = 0;
 sub new_ref { return sprintf('%08x-0000-4000-8000-%012x:1', $$, ++$N) }
@@ -189,7 +103,7 @@ subtest 'command line' => sub {
     like($out, qr/Address already in use/, '... and says so');
 };
 
-start_sim('--delay', '0-50ms', '--api-key', 'k1', '--success-rate', '1', '--seed', '7');
+$T->restart_sim('--delay', '0-50ms', '--api-key', 'k1', '--success-rate', '1', '--seed', '7');
 
 subtest 'endpoints, auth and validation' => sub {
     is($HTTP->get("${\ $T->sim_url }/healthz")->{status}, 200, 'GET /healthz: 200');
@@ -220,8 +134,8 @@ subtest 'a call and its signed webhook' => sub {
     is($r->{status}, 202, 'initiation: 202');
     like($r->{json}{callId} // '', qr/^sim-\S+$/, 'callId');
     is($r->{json}{status}, 'INITIATED', 'status INITIATED');
-    ok(CallorchTest::wait_until(sub { hooks_for($ref) }), 'webhook received') or return;
-    my ($h) = hooks_for($ref);
+    ok(CallorchTest::wait_until(sub { $RCV->hooks_for($ref) }), 'webhook received') or return;
+    my ($h) = $RCV->hooks_for($ref);
     my $hd = $h->{headers};
     is($h->{path}, '/hook', 'POSTed to webhookUrl');
     like($hd->{'content-type'}, qr{^application/json}, 'Content-Type');
@@ -252,8 +166,8 @@ subtest 'a call and its signed webhook' => sub {
 subtest 'webhook retries and failures' => sub {
     my $ref = new_ref();
     is(initiate(key => 'k1', reference => $ref, path => '/fail/2')->{status}, 202, 'initiation');
-    ok(CallorchTest::wait_until(sub { hooks_for($ref) >= 3 }), 'two 503s, then delivered');
-    my @h = hooks_for($ref);
+    ok(CallorchTest::wait_until(sub { $RCV->hooks_for($ref) >= 3 }), 'two 503s, then delivered');
+    my @h = $RCV->hooks_for($ref);
     is(scalar(@h), 3, 'three attempts, no more');
     is(scalar(keys %{{ map { $_->{headers}{'webhook-id'} => 1 } @h }}), 1, 'one webhook-id for all attempts');
     ok(!grep({ !signature_ok($_) } @h), 'every attempt is signed');
@@ -261,13 +175,13 @@ subtest 'webhook retries and failures' => sub {
     initiate(key => 'k1', reference => $ref2, path => '/status/404');
     ok(CallorchTest::wait_until(sub { stats()->{webhookFailures} == 1 }), 'a 404 is a failure');
     sleep 0.5;
-    is(scalar(hooks_for($ref2)), 1, '... not retried');
+    is(scalar($RCV->hooks_for($ref2)), 1, '... not retried');
     my $s = stats();
     is($s->{webhookRetries}, 2, 'stats: webhookRetries');
 };
 
 subtest 'overlapping calls, per phone, reset' => sub {
-    start_sim('--delay', '400ms', '--seed', '1');
+    $T->restart_sim('--delay', '400ms', '--seed', '1');
     is(stats()->{maxInProgress}, 0, 'fresh stats');
     my @refs;
     for my $to (('+15550000001') x 3, ('+15550000002') x 2) {
@@ -290,7 +204,7 @@ subtest 'overlapping calls, per phone, reset' => sub {
     for (1 .. 2) {    # one after the other, to the same phone
         my $ref = new_ref();
         initiate(reference => $ref, to => '+15550000001');
-        CallorchTest::wait_until(sub { hooks_for($ref) });
+        CallorchTest::wait_until(sub { $RCV->hooks_for($ref) });
     }
     $s = stats();
     is($s->{maxPerPhone}, 1, 'sequential calls: maxPerPhone 1');
@@ -301,13 +215,13 @@ subtest 'overlapping calls, per phone, reset' => sub {
 
 subtest 'outcomes spread and --seed' => sub {
     my $run = sub {
-        start_sim('--delay', '0', '--success-rate', '0', '--seed', '42');
+        $T->restart_sim('--delay', '0', '--success-rate', '0', '--seed', '42');
         my @st;
         for (1 .. 12) {
             my $ref = new_ref();
             initiate(reference => $ref);
-            CallorchTest::wait_until(sub { hooks_for($ref) });
-            push @st, (hooks_for($ref))[0]{json}{status};
+            CallorchTest::wait_until(sub { $RCV->hooks_for($ref) });
+            push @st, ($RCV->hooks_for($ref))[0]{json}{status};
         }
         return @st;
     };
@@ -319,22 +233,22 @@ subtest 'outcomes spread and --seed' => sub {
 };
 
 subtest '--fail-5xx and --fail-429' => sub {
-    start_sim('--delay', '0', '--fail-5xx', '1');
+    $T->restart_sim('--delay', '0', '--fail-5xx', '1');
     my $ref = new_ref();
     is(initiate(reference => $ref)->{status}, 503, '--fail-5xx 1: 503') for 1 .. 2;
     is(stats()->{rejected}{'5xx'}, 2, 'stats: rejected.5xx');
     is(stats()->{started}, 0, 'nothing started');
-    start_sim('--delay', '0', '--fail-429', '1');
+    $T->restart_sim('--delay', '0', '--fail-429', '1');
     my $r = initiate();
     is($r->{status}, 429, '--fail-429 1: 429');
     is($r->{headers}{'retry-after'}, '1', '... with Retry-After: 1');
     is(stats()->{rejected}{429}, 1, 'stats: rejected.429');
     sleep 0.2;
-    is(scalar(hooks_for($ref)), 0, 'no webhook for refused initiations');
+    is(scalar($RCV->hooks_for($ref)), 0, 'no webhook for refused initiations');
 };
 
 subtest '--hang' => sub {
-    start_sim('--delay', '0', '--hang', '1');
+    $T->restart_sim('--delay', '0', '--hang', '1');
     my $t0 = time;
     my $r = initiate(ua => HTTP::Tiny->new(timeout => 1));
     is($r->{status}, 599, 'no answer (client timeout)');
@@ -345,10 +259,10 @@ subtest '--hang' => sub {
 };
 
 subtest '--early' => sub {
-    start_sim('--delay', '10s', '--early', '1');
+    $T->restart_sim('--delay', '10s', '--early', '1');
     my $ref = new_ref();
     my $r = initiate(reference => $ref);
-    my @h = hooks_for($ref);    # read at once, before anything else can arrive
+    my @h = $RCV->hooks_for($ref);    # read at once, before anything else can arrive
     is($r->{status}, 202, 'initiation answered 202');
     is(scalar(@h), 1, 'the webhook was delivered before the 202');
     is($h[0]{json}{callId}, $r->{json}{callId}, '... for this call');
@@ -356,12 +270,12 @@ subtest '--early' => sub {
 };
 
 subtest '--duplicate' => sub {
-    start_sim('--delay', '0-20ms', '--duplicate', '1');
+    $T->restart_sim('--delay', '0-20ms', '--duplicate', '1');
     my $ref = new_ref();
     initiate(reference => $ref);
-    ok(CallorchTest::wait_until(sub { hooks_for($ref) == 2 }), 'two webhooks');
+    ok(CallorchTest::wait_until(sub { $RCV->hooks_for($ref) == 2 }), 'two webhooks');
     sleep 0.2;
-    my @h = hooks_for($ref);
+    my @h = $RCV->hooks_for($ref);
     is(scalar(@h), 2, 'exactly two');
     is($h[1]{body}, $h[0]{body}, 'same body');
     is($h[1]{headers}{$_}, $h[0]{headers}{$_}, "same $_") for qw(webhook-id webhook-timestamp webhook-signature);
@@ -373,22 +287,22 @@ subtest '--duplicate' => sub {
 };
 
 subtest '--drop' => sub {
-    start_sim('--delay', '0-20ms', '--drop', '1');
+    $T->restart_sim('--delay', '0-20ms', '--drop', '1');
     my $ref = new_ref();
     is(initiate(reference => $ref)->{status}, 202, 'initiation answered 202');
     ok(CallorchTest::wait_until(sub { stats()->{dropped} == 1 }), 'stats: dropped');
     sleep 0.3;
-    is(scalar(hooks_for($ref)), 0, 'no webhook');
+    is(scalar($RCV->hooks_for($ref)), 0, 'no webhook');
     is(stats()->{inProgress}, 0, 'the call is no longer in progress');
     is(stats()->{webhooksSent}, 0, 'stats: webhooksSent 0');
 };
 
 subtest '--callback-auth api-key' => sub {
-    start_sim('--delay', '0', '--callback-auth', 'api-key', '--secret', 'tok-1, tok-2');
+    $T->restart_sim('--delay', '0', '--callback-auth', 'api-key', '--secret', 'tok-1, tok-2');
     my $ref = new_ref();
     initiate(reference => $ref);
-    ok(CallorchTest::wait_until(sub { hooks_for($ref) }), 'webhook received') or return;
-    my ($h) = hooks_for($ref);
+    ok(CallorchTest::wait_until(sub { $RCV->hooks_for($ref) }), 'webhook received') or return;
+    my ($h) = $RCV->hooks_for($ref);
     is($h->{headers}{'x-api-key'}, 'tok-1', 'X-Api-Key: the first token');
     ok(!exists $h->{headers}{'webhook-signature'}, 'no signature');
 };
@@ -423,7 +337,7 @@ sub initiate_pipelined {
 }
 
 subtest 'many calls at once' => sub {
-    start_sim('--delay', '300-600ms', '--seed', '3');
+    $T->restart_sim('--delay', '300-600ms', '--seed', '3');
     my $n = 1000;
     my @bodies = map {
         $JSON->encode({ to => sprintf('+1555%07d', $_ % 50), scriptId => 's', webhookUrl => "$RECV/hook",
@@ -443,7 +357,7 @@ subtest 'many calls at once' => sub {
     is($T->stop_sim('INT'), 0, 'SIGINT: exit 0');
 };
 
-start_sim('--delay', '0');
+$T->restart_sim('--delay', '0');
 is($T->stop_sim('TERM'), 0, 'SIGTERM: exit 0');
 unlike(CallorchTest::slurp("$DIR/sim.log"), qr/level=error|AddressSanitizer|runtime error/, 'no errors in the log');
 

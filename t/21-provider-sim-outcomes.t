@@ -6,164 +6,36 @@
 # OPT_OUT) by option and by /control/outcomes, outcome shares, the bounded
 # reference table, and the command line's errors for every new knob.
 #
-# The receiver, start_sim, stop_sim, wait_until, hooks and stats helpers
-# are copies of t/20-provider-sim.t's (to be folded into t/lib).
+# The webhook receiver is t/lib/CallorchReceiver.pm (t/20's: /hook → 200);
+# the simulator is started and stopped by CallorchTest, as in t/20.
 use strict;
 use warnings;
 
-use File::Temp qw(tempdir);
 use HTTP::Tiny;
-use IO::Select;
-use IO::Socket::INET;
 use JSON::PP;
-use POSIX qw(WNOHANG _exit);
 use Test::More;
 use Time::HiRes qw(time sleep);
 
+use CallorchReceiver;
 use CallorchTest;
 
 my $BIN = CallorchTest::builddir() . '/src/callorch-provider-sim';
 plan(skip_all => "$BIN is not built") unless -x $BIN;
 
-my $DIR    = tempdir('callorch-sim21-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{CALLORCH_TEST_LEAVE});
+# No stack: a directory (removed at the end unless CALLORCH_TEST_LEAVE),
+# the simulator (CallorchTest: $T->restart_sim(ARGS) with the stack's
+# --secret first, a later one wins; the log accumulates in sim.log) and the
+# receiver.
+my $T      = CallorchTest->new;
+my $DIR    = $T->tmpdir;
 my $SECRET = CallorchTest::callback_secret();
 my $JSON   = JSON::PP->new->utf8->canonical;
 my $HTTP   = HTTP::Tiny->new(keep_alive => 0, timeout => 10);
 my $API    = 'k1';
-my (%PIDS, $SIM);
-
-END { kill 'KILL', $_ for keys %PIDS }
-
-# ------------------------------------------------------------- receiver ---
-# (copied from t/20) One JSON line per request received; answers 200.
-
-my $HOOKS = "$DIR/hooks.jsonl";
-
-sub receiver_serve {
-    my ($lsock) = @_;
-    open my $out, '>>', $HOOKS or die "$HOOKS: $!";
-    $out->autoflush(1);
-    my $sel = IO::Select->new($lsock);
-    my %buf;
-    while (1) {
-        for my $fh ($sel->can_read) {
-            if ($fh == $lsock) {
-                my $c = $lsock->accept or next;
-                $sel->add($c);
-                $buf{$c} = '';
-                next;
-            }
-            my $n = sysread($fh, my $chunk, 65536);
-            if (!$n) {
-                $sel->remove($fh);
-                delete $buf{$fh};
-                close $fh;
-                next;
-            }
-            $buf{$fh} .= $chunk;
-            while ($buf{$fh} =~ /\A(.*?)\r\n\r\n/s) {
-                my $head = $1;
-                my ($line, @lines) = split /\r\n/, $head;
-                my %h = map { /^([^:]+):\s*(.*?)\s*$/ ? (lc $1 => $2) : () } @lines;
-                my $len = $h{'content-length'} // 0;
-                last if length($buf{$fh}) < length($head) + 4 + $len;
-                my $body = substr($buf{$fh}, length($head) + 4, $len);
-                substr($buf{$fh}, 0, length($head) + 4 + $len) = '';
-                my (undef, $path) = split / /, $line;
-                print $out $JSON->encode({ t => time, path => $path, headers => \%h, body => $body }), "\n";
-                syswrite($fh, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-            }
-        }
-    }
-}
-
-sub start_receiver {
-    my $lsock = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 128,
-        Proto => 'tcp', ReuseAddr => 1) or die "receiver: $!";
-    my $port = $lsock->sockport;
-    my $pid = fork // die "fork: $!";
-    if ($pid == 0) {
-        eval { receiver_serve($lsock) };
-        _exit(0);
-    }
-    close $lsock;
-    $PIDS{$pid} = 1;
-    return "http://127.0.0.1:$port";
-}
-
-my $RECV = start_receiver();
-
-sub hooks {
-    open my $fh, '<', $HOOKS or return ();
-    my @h = map { eval { $JSON->decode($_) } // () } grep { /\S\n\z/ } <$fh>;
-    $_->{json} = eval { $JSON->decode($_->{body}) } for @h;
-    return @h;
-}
-
-sub hooks_for {
-    my ($ref) = @_;
-    return grep { ($_->{json}{reference} // '') eq $ref } hooks();
-}
-
-sub wait_until {
-    my ($code, $timeout) = @_;
-    my $end = time + ($timeout // 5);
-    while (time < $end) {
-        my $v = $code->();
-        return $v if $v;
-        sleep 0.02;
-    }
-    return $code->();
-}
-
-sub slurp {
-    open my $fh, '<', $_[0] or return '';
-    local $/;
-    return <$fh> // '';
-}
+my $RCV    = CallorchReceiver->start("$DIR/hooks.jsonl");
+my $RECV   = $RCV->url;
 
 # --------------------------------------------------------------- the sim ---
-# (copied from t/20) Start with ARGS plus --listen and --secret; waits for
-# /healthz.  The log accumulates in sim.log.
-
-sub start_sim {
-    my (@args) = @_;
-    stop_sim() if $SIM;
-    push @args, '--secret', $SECRET unless grep { $_ eq '--secret' } @args;
-    for my $try (1 .. 3) {
-        my $port = CallorchTest::free_port();
-        my $log = "$DIR/sim.log";
-        my $pid = fork // die "fork: $!";
-        if ($pid == 0) {
-            open STDOUT, '>>', $log or _exit(127);
-            open STDERR, '>&', \*STDOUT or _exit(127);
-            exec $BIN, '--listen', "127.0.0.1:$port", @args or _exit(127);
-        }
-        $PIDS{$pid} = 1;
-        $SIM = { pid => $pid, url => "http://127.0.0.1:$port", log => $log };
-        my $up = wait_until(sub {
-            waitpid($pid, WNOHANG) == $pid ? 'dead' : $HTTP->get("$SIM->{url}/healthz")->{status} == 200;
-        }, 10);
-        return $SIM if $up && $up ne 'dead';
-        delete $PIDS{$pid};
-        undef $SIM;
-        next if slurp($log) =~ /Address already in use/;
-        diag(slurp($log));
-        BAIL_OUT("callorch-provider-sim did not start: @args");
-    }
-    BAIL_OUT('no free port for callorch-provider-sim');
-}
-
-sub stop_sim {
-    my ($signal) = @_;
-    my $pid = $SIM->{pid};
-    kill $signal // 'TERM', $pid;
-    my $ok = wait_until(sub { waitpid($pid, WNOHANG) == $pid }, 10);
-    my $st = $ok ? $? : do { kill 'KILL', $pid; waitpid($pid, 0); -1 };
-    delete $PIDS{$pid};
-    undef $SIM;
-    return $st < 0 ? -1 : $st >> 8;
-}
 
 my $N = 0;
 sub new_call { return sprintf('%08x-2100-4000-8000-%012x', $$, ++$N) }
@@ -182,7 +54,7 @@ sub initiate {
     $h{'Idempotency-Key'} = $o{idem} if defined $o{idem};
     my $ua = HTTP::Tiny->new(keep_alive => 0, timeout => $o{timeout} // 10);
     my $t0 = time;
-    my $r = $ua->request('POST', "$SIM->{url}/api/v1/calls", { headers => \%h, content => $body });
+    my $r = $ua->request('POST', "${\ $T->sim_url }/api/v1/calls", { headers => \%h, content => $body });
     $r->{elapsed} = time - $t0;
     $r->{json} = eval { $JSON->decode($r->{content}) };
     return $r;
@@ -199,7 +71,7 @@ sub req {
         $h{'Content-Type'} = 'application/json';
         $opt{content} = ref $body ? $JSON->encode($body) : $body;
     }
-    my $r = $HTTP->request($method, "$SIM->{url}$path", \%opt);
+    my $r = $HTTP->request($method, "${\ $T->sim_url }$path", \%opt);
     $r->{json} = eval { $JSON->decode($r->{content}) };
     return $r;
 }
@@ -211,7 +83,7 @@ sub lookup {
 }
 
 sub stats {
-    my $r = $HTTP->get("$SIM->{url}/stats");
+    my $r = $HTTP->get("${\ $T->sim_url }/stats");
     my $j = $r->{status} == 200 ? eval { $JSON->decode($r->{content}) } : undef;
     return $j if ref $j eq 'HASH';
     diag("GET /stats answered $r->{status}: $r->{content}");
@@ -275,7 +147,7 @@ subtest 'command line: the new knobs' => sub {
     like($out, qr/HOST:PORT is required/, '... at --listen');
 };
 
-start_sim('--delay', '1s', '--api-key', $API, '--success-rate', '1', '--seed', '21');
+$T->restart_sim('--delay', '1s', '--api-key', $API, '--success-rate', '1', '--seed', '21');
 
 subtest 'Idempotency-Key replays' => sub {
     my $ref = new_call() . ':1';
@@ -295,8 +167,8 @@ subtest 'Idempotency-Key replays' => sub {
     my $bad = initiate(reference => new_call() . ':1', idem => 'other-text');
     is($bad->{status}, 400, 'an Idempotency-Key that is not the reference: 400');
     like($bad->{content}, qr/Idempotency-Key: must be the same text as reference/, '... saying so');
-    ok(wait_until(sub { hooks_for($ref) }), 'the webhook arrives') or return;
-    is(scalar(hooks_for($ref)), 1, 'one webhook only');
+    ok(CallorchTest::wait_until(sub { $RCV->hooks_for($ref) }), 'the webhook arrives') or return;
+    is(scalar($RCV->hooks_for($ref)), 1, 'one webhook only');
     my $r3 = initiate(reference => $ref, idem => $ref);
     is($r3->{json}{callId}, $r1->{json}{callId}, 'a replay after the call ended: the same callId');
     $s = stats();
@@ -304,7 +176,7 @@ subtest 'Idempotency-Key replays' => sub {
     is($s->{idempotentReplays}, 2, '... idempotentReplays 2');
     is($s->{startedAfterCompleted}, 0, '... not a start after COMPLETED');
     sleep 0.5;
-    is(scalar(hooks_for($ref)), 1, '... and no second webhook');
+    is(scalar($RCV->hooks_for($ref)), 1, '... and no second webhook');
     my $r4 = initiate(reference => $ref);
     is($r4->{status}, 202, 'the same reference again without the key: a new call');
     isnt($r4->{json}{callId}, $r1->{json}{callId}, '... with a new callId');
@@ -329,8 +201,8 @@ subtest 'status lookup' => sub {
     is($l->{json}{callId}, $r->{json}{callId}, '... the callId of the start');
     is($l->{json}{reference}, $ref, '... the reference');
     is($l->{json}{status}, 'INITIATED', '... INITIATED at first');
-    ok(wait_until(sub { lookup($ref)->{json}{status} eq 'IN_PROGRESS' }, 2), 'then IN_PROGRESS');
-    ok(wait_until(sub { hooks_for($ref) }), 'the webhook arrives');
+    ok(CallorchTest::wait_until(sub { lookup($ref)->{json}{status} eq 'IN_PROGRESS' }, 2), 'then IN_PROGRESS');
+    ok(CallorchTest::wait_until(sub { $RCV->hooks_for($ref) }), 'the webhook arrives');
     is(lookup($ref)->{json}{status}, 'COMPLETED', 'after the webhook: COMPLETED');
     is(req('GET', "/api/v1/calls?x=1&reference=$ref")->{json}{status}, 'COMPLETED',
        'a raw ":" and another parameter work too');
@@ -338,7 +210,7 @@ subtest 'status lookup' => sub {
 };
 
 subtest '--lose-answer: the call runs, its answer never comes' => sub {
-    start_sim('--delay', '1500ms', '--api-key', $API, '--success-rate', '1', '--lose-answer', '1');
+    $T->restart_sim('--delay', '1500ms', '--api-key', $API, '--success-rate', '1', '--lose-answer', '1');
     my $call = new_call();
     my $r = initiate(reference => "$call:1", timeout => 0.5);
     is($r->{status}, 599, 'the client gets no answer (times out)');
@@ -355,11 +227,11 @@ subtest '--lose-answer: the call runs, its answer never comes' => sub {
     $s = stats();
     is($s->{startedWhileLive}, 1, 'stats: startedWhileLive 1');
     is($s->{maxInProgress}, 2, 'two in progress at once');
-    ok(wait_until(sub { hooks_for("$call:1") }, 5), "attempt 1's webhook still arrives") or return;
-    my ($h) = hooks_for("$call:1");
+    ok(CallorchTest::wait_until(sub { $RCV->hooks_for("$call:1") }, 5), "attempt 1's webhook still arrives") or return;
+    my ($h) = $RCV->hooks_for("$call:1");
     is($h->{json}{status}, 'COMPLETED', '... COMPLETED');
     is($h->{json}{callId}, $l->{json}{callId}, '... with the callId the lookup gave');
-    ok(wait_until(sub { hooks_for("$call:2") }, 5), "attempt 2's webhook arrives");
+    ok(CallorchTest::wait_until(sub { $RCV->hooks_for("$call:2") }, 5), "attempt 2's webhook arrives");
     initiate(reference => "$call:3", timeout => 0.5);
     $s = stats();
     is($s->{startedAfterCompleted}, 1, 'a start after the COMPLETED webhook: startedAfterCompleted 1');
@@ -370,12 +242,12 @@ subtest '--lose-answer: the call runs, its answer never comes' => sub {
 };
 
 subtest '--slow-answer' => sub {
-    start_sim('--delay', '200ms', '--success-rate', '1', '--slow-answer', '1',
+    $T->restart_sim('--delay', '200ms', '--success-rate', '1', '--slow-answer', '1',
               '--slow-answer-delay', '800ms');
     my $ref = new_call() . ':1';
     is(initiate(reference => $ref, timeout => 0.3, key => undef)->{status}, 599,
        'a client with a shorter timeout gives up');
-    ok(wait_until(sub { hooks_for($ref) }), '... but the call ran: webhook received');
+    ok(CallorchTest::wait_until(sub { $RCV->hooks_for($ref) }), '... but the call ran: webhook received');
     my $r = initiate(key => undef);
     is($r->{status}, 202, 'a patient client gets 202');
     ok($r->{elapsed} >= 0.7, sprintf('... after the delay (%.2fs)', $r->{elapsed}));
@@ -384,7 +256,7 @@ subtest '--slow-answer' => sub {
 };
 
 subtest '--bad-call-id' => sub {
-    start_sim('--delay', '100ms', '--success-rate', '1', '--bad-call-id', '1');
+    $T->restart_sim('--delay', '100ms', '--success-rate', '1', '--bad-call-id', '1');
     my @refs = map { new_call() . ':1' } 1 .. 6;
     my @r = map { initiate(reference => $_, key => undef) } @refs;
     is(scalar(grep { $_->{status} == 202 } @r), 6, 'six starts answered 202');
@@ -392,20 +264,20 @@ subtest '--bad-call-id' => sub {
     is(scalar(grep { !defined $_->{json} } @r), 1, '... one not even JSON');
     ok((grep { ($_->{json}{callId} // '') =~ /\n/ } @r), '... one with a newline in it');
     is(stats()->{badCallIds}, 6, 'stats: badCallIds 6');
-    ok(wait_until(sub { (grep { hooks_for($_) } @refs) == 6 }), 'the six calls send their webhooks');
+    ok(CallorchTest::wait_until(sub { (grep { $RCV->hooks_for($_) } @refs) == 6 }), 'the six calls send their webhooks');
     ok(valid_call_id($_->{json}{callId}), "webhook of $_->{json}{reference}: a valid callId")
-        for map { hooks_for($_) } @refs;
-    my ($h) = hooks_for($refs[0]);
+        for map { $RCV->hooks_for($_) } @refs;
+    my ($h) = $RCV->hooks_for($refs[0]);
     is(lookup($refs[0], key => undef)->{json}{callId}, $h->{json}{callId}, 'the lookup gives the real callId');
 };
 
 subtest 'outcomes forced per number (--outcome)' => sub {
-    start_sim('--delay', '0-50ms', '--success-rate', '1', '--outcome', '+15550000001=VOICEMAIL',
+    $T->restart_sim('--delay', '0-50ms', '--success-rate', '1', '--outcome', '+15550000001=VOICEMAIL',
               '--outcome', '+15550000002=COMPLETED,opt-out', '--outcome', '+15550000003=INVALID_NUMBER');
     my %ref = map { $_ => new_call() . ':1' } qw(+15550000001 +15550000002 +15550000003 +15550000004);
     initiate(to => $_, reference => $ref{$_}, key => undef) for sort keys %ref;
-    ok(wait_until(sub { (grep { hooks_for($_) } values %ref) == 4 }), 'four webhooks') or return;
-    my %h = map { $_ => (hooks_for($ref{$_}))[0]{json} } keys %ref;
+    ok(CallorchTest::wait_until(sub { (grep { $RCV->hooks_for($_) } values %ref) == 4 }), 'four webhooks') or return;
+    my %h = map { $_ => ($RCV->hooks_for($ref{$_}))[0]{json} } keys %ref;
     is($h{'+15550000001'}{status}, 'VOICEMAIL', 'forced VOICEMAIL');
     ok(!exists $h{'+15550000001'}{disposition}, '... without a disposition');
     ok($h{'+15550000001'}{durationSec} >= 0, '... with a duration');
@@ -429,7 +301,7 @@ subtest 'outcomes forced per number (--outcome)' => sub {
 };
 
 subtest '/control/outcomes' => sub {
-    start_sim('--delay', '0-50ms', '--api-key', $API, '--success-rate', '1');
+    $T->restart_sim('--delay', '0-50ms', '--api-key', $API, '--success-rate', '1');
     my $num = '+15550000010';
     my $put = { status => 'REJECTED', disposition => 'OPT_OUT' };
     is(req('PUT', "/control/outcomes/$num", $put, key => undef)->{status}, 401, 'PUT without the bearer key: 401');
@@ -443,24 +315,24 @@ subtest '/control/outcomes' => sub {
               { number => $num, status => 'REJECTED', disposition => 'OPT_OUT' }, 'GET: the entry');
     my $ref = new_call() . ':1';
     initiate(to => $num, reference => $ref);
-    ok(wait_until(sub { hooks_for($ref) }), 'a call to the number') or return;
-    my ($h) = hooks_for($ref);
+    ok(CallorchTest::wait_until(sub { $RCV->hooks_for($ref) }), 'a call to the number') or return;
+    my ($h) = $RCV->hooks_for($ref);
     is($h->{json}{status}, 'REJECTED', '... ends REJECTED');
     is($h->{json}{disposition}, 'OPT_OUT', '... with OPT_OUT');
     is(req('PUT', "/control/outcomes/$num", { status => 'BUSY', disposition => undef })->{json}{status}, 'BUSY',
        'PUT with "disposition":null');
     $ref = new_call() . ':1';
     initiate(to => $num, reference => $ref);
-    ok(wait_until(sub { hooks_for($ref) }), 'another call');
-    ($h) = hooks_for($ref);
+    ok(CallorchTest::wait_until(sub { $RCV->hooks_for($ref) }), 'another call');
+    ($h) = $RCV->hooks_for($ref);
     is($h->{json}{status}, 'BUSY', '... ends BUSY');
     ok(!exists $h->{json}{disposition}, '... without a disposition');
     is(req('DELETE', "/control/outcomes/$num")->{status}, 204, 'DELETE: 204');
     is(req('DELETE', "/control/outcomes/$num")->{status}, 404, 'DELETE again: 404');
     $ref = new_call() . ':1';
     initiate(to => $num, reference => $ref);
-    ok(wait_until(sub { hooks_for($ref) }), 'a call after DELETE');
-    is((hooks_for($ref))[0]{json}{status}, 'COMPLETED', '... the random draw again (COMPLETED)');
+    ok(CallorchTest::wait_until(sub { $RCV->hooks_for($ref) }), 'a call after DELETE');
+    is(($RCV->hooks_for($ref))[0]{json}{status}, 'COMPLETED', '... the random draw again (COMPLETED)');
     my @bad = (
         [ "/control/outcomes/15550000010", $put, qr/number: an E\.164 phone number/ ],
         [ "/control/outcomes/$num", { status => 'MAYBE' }, qr/status: one of COMPLETED/ ],
@@ -478,26 +350,26 @@ subtest '/control/outcomes' => sub {
 };
 
 subtest 'outcome shares (--outcomes, --opt-out)' => sub {
-    start_sim('--delay', '0-20ms', '--success-rate', '0', '--outcomes', 'VOICEMAIL:0.5,REJECTED:0.5', '--seed', '5');
+    $T->restart_sim('--delay', '0-20ms', '--success-rate', '0', '--outcomes', 'VOICEMAIL:0.5,REJECTED:0.5', '--seed', '5');
     my @refs = map { new_call() . ':1' } 1 .. 40;
     initiate(reference => $_, key => undef) for @refs;
-    ok(wait_until(sub { (grep { hooks_for($_) } @refs) == 40 }), '40 webhooks') or return;
-    my %seen = map { ((hooks_for($_))[0]{json}{status} => 1) } @refs;
+    ok(CallorchTest::wait_until(sub { (grep { $RCV->hooks_for($_) } @refs) == 40 }), '40 webhooks') or return;
+    my %seen = map { (($RCV->hooks_for($_))[0]{json}{status} => 1) } @refs;
     is_deeply([ sort keys %seen ], [qw(REJECTED VOICEMAIL)], 'success 0, VOICEMAIL:0.5,REJECTED:0.5: only those two');
-    start_sim('--delay', '0-20ms', '--success-rate', '1', '--opt-out', '1');
+    $T->restart_sim('--delay', '0-20ms', '--success-rate', '1', '--opt-out', '1');
     my $ref = new_call() . ':1';
     initiate(reference => $ref, key => undef);
-    ok(wait_until(sub { hooks_for($ref) }), 'webhook');
-    is((hooks_for($ref))[0]{json}{disposition}, 'OPT_OUT', '--opt-out 1: OPT_OUT');
+    ok(CallorchTest::wait_until(sub { $RCV->hooks_for($ref) }), 'webhook');
+    is(($RCV->hooks_for($ref))[0]{json}{disposition}, 'OPT_OUT', '--opt-out 1: OPT_OUT');
 };
 
 subtest 'the reference table is bounded (--max-records)' => sub {
-    start_sim('--delay', '0', '--success-rate', '1', '--max-records', '3');
+    $T->restart_sim('--delay', '0', '--success-rate', '1', '--max-records', '3');
     my @refs = map { new_call() . ':1' } 1 .. 5;
     for (@refs) {
         initiate(reference => $_, key => undef);
         my $ref = $_;
-        wait_until(sub { hooks_for($ref) });
+        CallorchTest::wait_until(sub { $RCV->hooks_for($ref) });
     }
     is(lookup($refs[0], key => undef)->{status}, 404, 'the oldest reference is forgotten');
     is(lookup($refs[4], key => undef)->{status}, 200, 'the newest is known');
@@ -505,19 +377,19 @@ subtest 'the reference table is bounded (--max-records)' => sub {
 };
 
 subtest 'defaults: nothing new happens' => sub {
-    start_sim('--delay', '0', '--seed', '9');
+    $T->restart_sim('--delay', '0', '--seed', '9');
     my $ref = new_call() . ':1';
     my $r = initiate(reference => $ref, key => undef);
     is($r->{status}, 202, 'a start is answered 202');
-    ok(wait_until(sub { hooks_for($ref) }), 'webhook');
-    is_deeply([ sort keys %{ (hooks_for($ref))[0]{json} } ], [qw(callId completedAt durationSec reference status)],
+    ok(CallorchTest::wait_until(sub { $RCV->hooks_for($ref) }), 'webhook');
+    is_deeply([ sort keys %{ ($RCV->hooks_for($ref))[0]{json} } ], [qw(callId completedAt durationSec reference status)],
               'the webhook has the keys of DESIGN section 5, no disposition');
     my $s = stats();
     is($s->{$_}, 0, "$_ 0") for qw(lostAnswers slowAnswers badCallIds idempotentReplays startedWhileLive
                                    startedAfterCompleted optOuts);
 };
 
-is(stop_sim('TERM'), 0, 'SIGTERM: exit 0');
-unlike(slurp("$DIR/sim.log"), qr/level=error|AddressSanitizer|runtime error/, 'no errors in the log');
+is($T->stop_sim('TERM'), 0, 'SIGTERM: exit 0');
+unlike(CallorchTest::slurp("$DIR/sim.log"), qr/level=error|AddressSanitizer|runtime error/, 'no errors in the log');
 
 done_testing;

@@ -16,7 +16,6 @@ use strict;
 use warnings;
 use Test::More;
 use Time::HiRes qw(time);
-use Time::Local qw(timegm);
 use CallorchScenario;
 use CallorchTest;
 
@@ -24,16 +23,6 @@ CallorchTest::require_stack();
 my $s = CallorchTest->new(phone_base => 2_000_000);
 $s->start_all;
 $s->migrate;
-
-
-# RFC 3339 "2026-01-01T12:00:00.123Z" -> epoch seconds (fractional).
-sub epoch {
-    my ($ts) = @_;
-    return undef unless defined $ts;
-    my ($y, $mo, $d, $h, $mi, $sec, $frac) =
-        $ts =~ /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(\.\d+)?Z$/ or return undef;
-    return timegm($sec, $mi, $h, $d, $mo - 1, $y) + ($frac // 0);
-}
 
 # Restart daemon and simulator (CallorchScenario::start): a fresh config
 # from the common settings plus OVERRIDES, and the simulator with SIM_ARGS.
@@ -117,7 +106,7 @@ sub check_attempt_log {
         "$label: every attempt's outcome is $outcome");
     is(scalar(grep { ($_->{error} // '') =~ $error_re } @$log), $n,
         "$label: every attempt's error matches $error_re");
-    ok(!(grep { epoch($_->{endedAt}) < epoch($_->{startedAt}) } @$log),
+    ok(!(grep { CallorchTest::epoch($_->{endedAt}) < CallorchTest::epoch($_->{startedAt}) } @$log),
         "$label: no attempt ended before it started");
 }
 
@@ -297,8 +286,8 @@ sub check_attempt_log {
     ok($ok, "$label: after a 503 the call is PENDING with nextAttemptAt") or diag explain $c;
     is($c->{lastError}, 'provider answered 503', "$label: lastError already filled");
     ok(!defined $c->{endedAt}, "$label: endedAt stays null while a retry waits");
-    my $ended = epoch($c->{attemptLog}[0]{endedAt});
-    my $delay = epoch($c->{nextAttemptAt}) - $ended;
+    my $ended = CallorchTest::epoch($c->{attemptLog}[0]{endedAt});
+    my $delay = CallorchTest::epoch($c->{nextAttemptAt}) - $ended;
     cmp_ok($delay, '>=', 24 - 0.002, "$label: nextAttemptAt is >= 0.8 x 30s after the attempt ended ($delay s)");
     cmp_ok($delay, '<=', 36 + 0.002, "$label: and <= 1.2 x 30s");
     slots_released($label);

@@ -20,7 +20,6 @@ use Digest::SHA qw(hmac_sha256);
 use JSON::PP;
 use MIME::Base64 qw(encode_base64);
 use Time::HiRes qw(time);
-use Time::Local qw(timegm);
 use POSIX ();
 use CallorchTest;
 
@@ -65,14 +64,6 @@ sub uuid {
     my $h = join '', map { sprintf '%02x', $_ } @b;
     return join '-', substr($h, 0, 8), substr($h, 8, 4), substr($h, 12, 4), substr($h, 16, 4),
         substr($h, 20);
-}
-
-sub epoch {
-    my ($ts) = @_;
-    return undef unless defined $ts;
-    my ($y, $mo, $d, $h, $mi, $sec, $frac) =
-        $ts =~ /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(\.\d+)?Z$/ or return undef;
-    return timegm($sec, $mi, $h, $d, $mo - 1, $y) + ($frac // 0);
 }
 
 sub sign {
@@ -298,7 +289,7 @@ is($p2->{lastError}, 'provider reported BUSY', 'BUSY: lastError');
 ok(!defined $p2->{endedAt}, 'BUSY: endedAt stays null');
 ok(defined $p2->{nextAttemptAt}, 'BUSY: nextAttemptAt set');
 is($p2->{attemptLog}[0]{outcome}, 'BUSY', 'BUSY: attemptLog outcome');
-my $delay = epoch($p2->{nextAttemptAt}) - epoch($p2->{attemptLog}[0]{endedAt});
+my $delay = CallorchTest::epoch($p2->{nextAttemptAt}) - CallorchTest::epoch($p2->{attemptLog}[0]{endedAt});
 ok($delay >= 24 - 0.002 && $delay <= 36 + 0.002,
     "BUSY: nextAttemptAt = end + 30s backoff +-20% ($delay s)");
 in_flight_is(0, 'BUSY released the slot');

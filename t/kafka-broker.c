@@ -57,6 +57,9 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#define KAFKA_PROG "kafka-broker"
+#include "kafka-common.h"
+
 #define MAX_TOPICS 64
 
 struct topic_spec {
@@ -97,21 +100,6 @@ static void usage(FILE *fp)
             "signals: TERM/INT stop, USR1 all brokers down, USR2 all brokers up\n");
 }
 
-/* Parse a positive int option or exit with a usage error. */
-static int parse_count(const char *s, const char *what)
-{
-    char *end;
-    long v;
-
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < 1 || v > 10000) {
-        fprintf(stderr, "kafka-broker: bad %s: '%s'\n", what, s);
-        exit(2);
-    }
-    return (int)v;
-}
-
 /*
  * Parse "name:partitions[:replicas]" into SPEC or exit with a usage error.
  * Works on a copy: argv stays intact for ps and /proc/PID/cmdline.
@@ -133,8 +121,8 @@ static void parse_topic(const char *arg, struct topic_spec *spec)
     colon2 = strchr(num, ':');
     if (colon2 != NULL)
         *colon2 = '\0';
-    spec->partitions = parse_count(num, "partition count");
-    spec->replicas = colon2 != NULL ? parse_count(colon2 + 1, "replication factor") : 1;
+    spec->partitions = parse_count(num, "partition count", 10000);
+    spec->replicas = colon2 != NULL ? parse_count(colon2 + 1, "replication factor", 10000) : 1;
 }
 
 /*
@@ -210,7 +198,7 @@ int main(int argc, char **argv)
     while ((opt = getopt(argc, argv, "b:t:o:Ph")) != -1) {
         switch (opt) {
         case 'b':
-            brokers = parse_count(optarg, "broker count");
+            brokers = parse_count(optarg, "broker count", 10000);
             break;
         case 't':
             if (ntopics == MAX_TOPICS) {

@@ -34,6 +34,9 @@
 
 #include <librdkafka/rdkafka.h>
 
+#define KAFKA_PROG "kafka-check"
+#include "kafka-common.h"
+
 #define MAX_PROPS 64
 
 struct opts {
@@ -62,21 +65,6 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* Parse a positive int option or exit with a usage error. */
-static int parse_count(const char *s, const char *what)
-{
-    char *end;
-    long v;
-
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < 1 || v > 10000000) {
-        fprintf(stderr, "kafka-check: bad %s: '%s'\n", what, s);
-        exit(2);
-    }
-    return (int)v;
 }
 
 /* Set one property or report it; returns 0 or -1. */
@@ -396,7 +384,7 @@ int main(int argc, char **argv)
             o.topic = optarg;
             break;
         case 'n':
-            o.count = parse_count(optarg, "count");
+            o.count = parse_count(optarg, "count", 10000000);
             break;
         case 'g':
             o.group = optarg;
@@ -405,7 +393,7 @@ int main(int argc, char **argv)
             o.tag = optarg;
             break;
         case 'w':
-            o.wait_s = parse_count(optarg, "wait");
+            o.wait_s = parse_count(optarg, "wait", 10000000);
             break;
         case 'm':
             o.mode = optarg;

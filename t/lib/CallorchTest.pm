@@ -26,6 +26,7 @@ use POSIX qw(WNOHANG WIFEXITED WEXITSTATUS WIFSIGNALED WTERMSIG setpgid _exit);
 use Scalar::Util qw(weaken);
 use Test::More ();
 use Time::HiRes qw(time sleep);
+use Time::Local ();
 
 # ------------------------------------------------------------------ paths ---
 
@@ -242,6 +243,14 @@ sub slurp_from { return _slurp_from(@_) }
 sub _slurp_from {
     my ($path, $offset) = @_;
     return substr(_slurp($path), $offset // 0);
+}
+
+# RFC 3339 "2026-01-01T12:00:00.123Z" -> epoch seconds (fractional), or undef.
+sub epoch {
+    my ($ts) = @_;
+    my ($y, $mo, $d, $h, $mi, $sec, $frac) =
+        ($ts // '') =~ /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(\.\d+)?Z$/ or return undef;
+    return Time::Local::timegm($sec, $mi, $h, $d, $mo - 1, $y) + ($frac // 0);
 }
 
 sub _tail {
@@ -756,6 +765,13 @@ sub stop_sim {
     my ($self, $signal) = @_;
     my $pid = delete $self->{sim_pid} or return undef;
     return _exit_code(_stop_pid($pid, $signal // 'TERM', 10));
+}
+
+# stop_sim if it runs, then start_sim(ARGS): on the same port.
+sub restart_sim {
+    my ($self, @args) = @_;
+    $self->stop_sim;
+    return $self->start_sim(@args);
 }
 
 # The base config as [ section => [ [key, value], ... ] ], DESIGN.md section 6.
@@ -1321,6 +1337,10 @@ poll loop of C<wait_for>, for tests without a stack.
 A whole file (C<slurp>: '' when unreadable; C<read_file> dies), or what
 follows its first OFFSET bytes.
 
+=item epoch(RFC3339)
+
+"2026-01-01T12:00:00.123Z" as epoch seconds (fractional), undef if not one.
+
 =item problem_ok(STATUS, BODY, HEADERS, WANT, NAME, fields => [...])
 
 A subtest: an RFC 9457 problem answer with status WANT (type URI, title,
@@ -1401,11 +1421,11 @@ Both return once the broker confirmed.
 A port reserved for the provider simulator; the generated config's
 C<[provider] url> points at it.
 
-=item start_sim(ARGS), stop_sim(SIGNAL = 'TERM'), sim_pid, sim_url, sim_stats
+=item start_sim(ARGS), restart_sim(ARGS), stop_sim(SIGNAL = 'TERM'), sim_pid, sim_url, sim_stats
 
 Runs callorch-provider-sim on C<provider_port> with the stack's
 secret and ARGS (a later C<--secret> wins), waits for its /healthz;
-C<stop_sim> returns its exit code.
+C<restart_sim> stops a running one first; C<stop_sim> returns its exit code.
 
 =item config_text(%overrides), write_config(%overrides)
 
