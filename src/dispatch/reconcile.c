@@ -58,6 +58,7 @@
 #include "store/sched.h"
 #include "util/log.h"
 #include "util/timeutil.h"
+#include "util/tunables.h"
 
 enum rc_step { RC_IDLE, RC_EPOCH, RC_LEASES, RC_PHONES, RC_RESTORE };
 
@@ -95,7 +96,7 @@ static void page_clear(struct reconcile *rc)
 
 static double lease_s(const struct reconcile *rc)
 {
-    return rc->cfg->call_timeout + ATTEMPT_LEASE_MARGIN;
+    return rc->cfg->call_timeout + co_tunables.lease_margin;
 }
 
 /* A write's answer: go on, or end the pass (error or fence). */
