@@ -1,6 +1,6 @@
 /*
- * api_ops.c — the operational endpoints: /healthz, /readyz and the JSON
- * /api/v1/metrics (counts by status, slots).
+ * api_ops.c — the operational endpoints: /healthz, /readyz, the JSON
+ * /api/v1/metrics and the Prometheus /metrics (counts by status, slots).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,7 +43,9 @@ void api_ops_readyz(struct api *api, struct http_request *req)
 }
 
 /* Both metrics endpoints read the slots in Redis first (-1 while Redis is
- * down), then the counts by status from PostgreSQL, then RENDER answers. */
+ * down), then the counts by status from PostgreSQL (the counters the
+ * triggers of sql/005_status_counts.sql keep: a few dozen rows, never a
+ * count of the calls table), then RENDER answers. */
 struct metrics_req;
 typedef void (*metrics_render_fn)(struct metrics_req *m, const long long counts[STORE_STATUSES]);
 
