@@ -7,14 +7,16 @@
 -- by status: a few dozen rows however many calls are stored, read in the
 -- reader's own snapshot, so the sum is exactly what count(*) would say.
 --
--- Every status has several rows.  A writer adds its delta to whichever row
--- of the status no other transaction holds (FOR UPDATE SKIP LOCKED) and
--- inserts a new row only when all of them are held: writers never wait for
--- one another on a counter and never deadlock on one, whatever order their
--- transactions change statuses in.  The rows of a status therefore number
--- at most the writers that were ever changing that status at once; their n
--- may be negative (a row that only ever took decrements); only the sum
--- means anything.
+-- Every status has a row per slot, and a writer adds its delta to the row
+-- of its own slot (its backend pid modulo 64): the pool's connections
+-- rarely share one, so concurrent transactions do not serialize on one
+-- counter row.  It never waits for the row, though: when another
+-- transaction holds it (FOR UPDATE SKIP LOCKED), the writer takes any row
+-- of the status that nobody holds, and inserts a new one (slot NULL) only
+-- when all are held.  So writers never wait for one another on a counter
+-- and never deadlock on one, whatever order their transactions change
+-- statuses in; a row's n may be negative (a row that only ever took
+-- decrements): only the sum per status means anything.
 --
 -- The triggers:
 --   INSERT    statement level, NEW TABLE: one update per status per
@@ -29,14 +31,24 @@
 CREATE TABLE call_status_counts (
     id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     status text   NOT NULL,
+    slot   int,                  -- NULL: a row added when every row was held
     n      bigint NOT NULL
 );
 
--- Add DELTA to the calls counted under P_STATUS, waiting for no one.
+CREATE UNIQUE INDEX call_status_counts_slot_idx ON call_status_counts (status, slot);
+
+-- Add P_DELTA to the calls counted under P_STATUS, waiting for no one.
 CREATE FUNCTION call_status_counts_add(p_status text, p_delta bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     IF p_delta = 0 THEN
+        RETURN;
+    END IF;
+    UPDATE call_status_counts SET n = n + p_delta
+     WHERE id = (SELECT s.id FROM call_status_counts s
+                  WHERE s.status = p_status AND s.slot = pg_backend_pid() % 64
+                  FOR UPDATE SKIP LOCKED);
+    IF FOUND THEN
         RETURN;
     END IF;
     UPDATE call_status_counts SET n = n + p_delta
@@ -106,12 +118,11 @@ CREATE TRIGGER calls_count_status_changed AFTER UPDATE ON calls
 CREATE TRIGGER calls_count_truncated AFTER TRUNCATE ON calls
     FOR EACH STATEMENT EXECUTE FUNCTION calls_count_truncated();
 
--- Eight rows per status to start with (eight writers at once before any
--- has to add a row), then the calls already stored.
-INSERT INTO call_status_counts (status, n)
-SELECT s.status, 0
-  FROM generate_series(1, 8) g,
-       unnest(ARRAY['PENDING', 'IN_PROGRESS', 'COMPLETED', 'FAILED', 'CANCELLED']) AS s(status);
+-- A row per slot and status, then the calls already stored.
+INSERT INTO call_status_counts (status, slot, n)
+SELECT s.status, g, 0
+  FROM unnest(ARRAY['PENDING', 'IN_PROGRESS', 'COMPLETED', 'FAILED', 'CANCELLED']) AS s(status),
+       generate_series(0, 63) g;
 
 INSERT INTO call_status_counts (status, n)
 SELECT c.status, count(*) FROM calls c GROUP BY c.status;
