@@ -4,7 +4,7 @@
 --
 -- Owns: call_status_counts and the triggers on calls that keep it exact.
 -- Readers (GET /metrics, /api/v1/metrics, the list's "total") SUM its rows
--- by status: a few dozen rows however many calls are stored, read in the
+-- by status: a few hundred rows however many calls are stored, read in the
 -- reader's own snapshot, so the sum is exactly what count(*) would say.
 --
 -- Every status has a row per slot, and a writer adds its delta to the row

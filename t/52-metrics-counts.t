@@ -209,6 +209,41 @@ cmp_ok($s->psql(q{SELECT count(*) FROM calls WHERE attempts = 2}), '>', 0, 'some
 counts_exact('after dispatch');
 readers_agree('after the burst and dispatch');
 
+# Many metrics requests at once share the counts queries of a worker: each
+# still gets an answer, and the right one.
+{
+    my $want = join ',', map { $n->{$_} } @STATUSES;
+    my @pids;
+    for my $p (1 .. 8) {
+        my $pid = fork // die "fork: $!";
+        if ($pid == 0) {
+            my $http = HTTP::Tiny->new(keep_alive => 1, timeout => 30);
+            my $bad = 0;
+            for my $i (1 .. 25) {
+                my $r = $http->get($s->base_url . ($i % 2 ? '/metrics' : '/api/v1/metrics'));
+                my $got = '';
+                if ($r->{status} == 200 && $i % 2) {
+                    my %g = map { $_ => 0 } @STATUSES;
+                    $g{$1} = $2 while $r->{content} =~ /^callorch_calls\{status="(\w+)"\} (\d+)$/mg;
+                    $got = join ',', map { $g{$_} } @STATUSES;
+                } elsif ($r->{status} == 200) {
+                    my $m = eval { decode_json($r->{content}) } || {};
+                    $got = join ',', map { $m->{$_} // '' } @STATUSES;
+                }
+                $bad++ unless $got eq $want;
+            }
+            POSIX::_exit($bad > 255 ? 255 : $bad);
+        }
+        push @pids, $pid;
+    }
+    my $bad = 0;
+    for (@pids) {
+        waitpid($_, 0);
+        $bad += $? >> 8;
+    }
+    is($bad, 0, '200 metrics requests on 8 connections at once: each answered 200 with the counts');
+}
+
 # A row per slot and status (64 slots), and few added rows: writers mostly
 # found their slot's row free.
 cmp_ok($s->psql('SELECT count(*) FROM call_status_counts WHERE slot IS NULL'), '<=', 5 * 8,
