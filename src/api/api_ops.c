@@ -1,7 +1,8 @@
 /*
- * api_ops.c — the operational endpoints: /healthz, /readyz and the JSON
- * /api/v1/metrics (counts by status, slots).
+ * api_ops.c — the operational endpoints: /healthz, /readyz, the JSON
+ * /api/v1/metrics and the Prometheus /metrics (counts by status, slots).
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,8 +43,18 @@ void api_ops_readyz(struct api *api, struct http_request *req)
     }
 }
 
-/* Both metrics endpoints read the slots in Redis first (-1 while Redis is
- * down), then the counts by status from PostgreSQL, then RENDER answers. */
+/*
+ * Both metrics endpoints read the slots in Redis first (-1 while Redis is
+ * down), then the counts by status from PostgreSQL (the counters the
+ * triggers of sql/005_status_counts.sql keep: a few hundred rows, never a
+ * count of the calls table), then RENDER answers.
+ *
+ * The counts query is shared: one at a time per process.  Requests that
+ * arrive while it runs wait for the next one, sent when it returns, so
+ * every answer still comes from a snapshot taken after its request
+ * arrived, and clients polling in a loop hold one pool connection per
+ * worker, not one each: the connections stay free for POSTs.
+ */
 struct metrics_req;
 typedef void (*metrics_render_fn)(struct metrics_req *m, const long long counts[STORE_STATUSES]);
 
@@ -52,7 +63,15 @@ struct metrics_req {
     struct http_request *req;
     metrics_render_fn render;
     int in_flight;               /* slots in use; -1: unknown */
+    struct metrics_req *next;    /* in counts_queue */
 };
+
+/* This process's shared counts query (one struct api per http worker). */
+static struct {
+    bool sent;                   /* a query is out: RUNNING waits for it */
+    struct metrics_req *running; /* answered by the query out */
+    struct metrics_req *waiting; /* answered by the next query */
+} counts_queue;
 
 static void counted(struct metrics_req *m, const long long counts[STORE_STATUSES])
 {
@@ -82,15 +101,49 @@ static void prometheus_counted(struct metrics_req *m, const long long counts[STO
     free(text);
 }
 
+static void counts_send(struct pg_pool *pg);
+
+/* The shared query returned: answer every request that waited for it,
+ * then send the next one if requests arrived meanwhile. */
 static void statuses_counted(void *ctx, const struct store_err *e,
                              const long long counts[STORE_STATUSES])
 {
-    struct metrics_req *m = ctx;
-    if (e != NULL)
-        api_store_failed(m->req, e, "query");
-    else
-        m->render(m, counts);
-    free(m);
+    struct pg_pool *pg = ctx;
+    /* detached first: an answer may start another metrics request, which
+     * joins the waiting list (or sends a query of its own) */
+    struct metrics_req *list = counts_queue.running;
+    counts_queue.running = NULL;
+    counts_queue.sent = false;
+    while (list != NULL) {
+        struct metrics_req *m = list;
+        list = m->next;
+        if (e != NULL)
+            api_store_failed(m->req, e, "query");
+        else
+            m->render(m, counts);
+        free(m);
+    }
+    if (counts_queue.waiting != NULL && !counts_queue.sent)
+        counts_send(pg);
+}
+
+/* Send one counts query for every waiting request. */
+static void counts_send(struct pg_pool *pg)
+{
+    counts_queue.running = counts_queue.waiting;
+    counts_queue.waiting = NULL;
+    counts_queue.sent = true;
+    if (store_calls_count(pg, statuses_counted, pg) == 0)
+        return;
+    struct metrics_req *list = counts_queue.running;
+    counts_queue.running = NULL;
+    counts_queue.sent = false;
+    while (list != NULL) {
+        struct metrics_req *m = list;
+        list = m->next;
+        api_unavailable(m->req, API_DB_UNREACHABLE);
+        free(m);
+    }
 }
 
 static void slots_counted(void *arg, int in_use, const char *err)
@@ -101,10 +154,15 @@ static void slots_counted(void *arg, int in_use, const char *err)
         atomic_store(&co_shm->slots_in_use, in_use);
     /* while the API is freed, Redis fails this request: answer it, and
      * leave the pool (maybe freed already) alone */
-    if (m->api->closing || store_calls_count(m->api->pg, statuses_counted, m) < 0) {
+    if (m->api->closing) {
         api_unavailable(m->req, API_DB_UNREACHABLE);
         free(m);
+        return;
     }
+    m->next = counts_queue.waiting;
+    counts_queue.waiting = m;
+    if (!counts_queue.sent)
+        counts_send(m->api->pg);
 }
 
 static void read_slots_then(struct api *api, struct http_request *req, metrics_render_fn render)

@@ -3,6 +3,9 @@
  *
  * Owns: the SQL text of GET, PATCH, cancel, list, the counts by status and
  * the intake batch, their parameters, and the decoding of their rows.
+ * Counts (metrics, the list's total) come from call_status_counts, which
+ * triggers keep exact (sql/005_status_counts.sql): no statement here
+ * counts the calls table.
  *
  * PATCH and cancel are conditional updates ("… WHERE status = 'PENDING'"):
  * a concurrent dispatch or cancel that got there first makes ours match
@@ -111,10 +114,14 @@ int store_call_cancel(struct pg_pool *pg, const char *id, store_update_fn cb, vo
 
 /* One row at least (the total); page columns NULL when the page is empty.
  * The LIMIT asks one row more than the page: it says whether a next page
- * exists, so a full last page gets no cursor to an empty one. */
+ * exists, so a full last page gets no cursor to an empty one.  The total
+ * is the sum of the status counters (sql/005_status_counts.sql), read in
+ * the page's snapshot: what count(*) would say, without reading the
+ * calls. */
 static const char LIST_SQL[] =
     "SELECT t.total, p.body, p.us, p.id "
-    "FROM (SELECT count(*) AS total FROM calls WHERE $1::text IS NULL OR status = $1) t "
+    "FROM (SELECT COALESCE(sum(n), 0) AS total FROM call_status_counts"
+    "      WHERE $1::text IS NULL OR status = $1) t "
     "LEFT JOIN LATERAL ("
     "  SELECT call_json(c)::text AS body,"
     "         ((extract(epoch FROM c.created_at) * 1000000)::bigint)::text AS us,"
@@ -189,7 +196,10 @@ int store_calls_list(struct pg_pool *pg, const struct list_query *q, store_page_
 
 /* --------------------------------------------------------------- counts */
 
-static const char COUNTS_SQL[] = "SELECT status, count(*) FROM calls GROUP BY status";
+/* The counters the triggers on calls keep (sql/005_status_counts.sql): a
+ * few rows per status, however many calls are stored. */
+static const char COUNTS_SQL[] =
+    "SELECT status, sum(n) FROM call_status_counts GROUP BY status";
 
 static const char *const statuses[STORE_STATUSES] = { "PENDING", "IN_PROGRESS", "COMPLETED",
                                                       "FAILED", "CANCELLED" };

@@ -62,7 +62,8 @@ struct store_list_row {
 };
 
 struct store_page {
-    long long total;             /* calls matching the status filter */
+    long long total;             /* calls matching the status filter (the
+                                  * status counters, not a count(*)) */
     int n;                       /* rows on this page, at most the page size */
     const struct store_list_row *rows;
     int more;                    /* a row exists after this page */
@@ -75,7 +76,8 @@ int store_calls_list(struct pg_pool *pg, const struct list_query *q, store_page_
                      void *ctx);
 
 /* Calls by status, in this order: PENDING, IN_PROGRESS, COMPLETED, FAILED,
- * CANCELLED.  COUNTS is NULL when E != NULL. */
+ * CANCELLED.  COUNTS is NULL when E != NULL.  Exact, and cheap however many
+ * calls are stored: the sums of the counters of sql/005_status_counts.sql. */
 #define STORE_STATUSES 5
 typedef void (*store_counts_fn)(void *ctx, const struct store_err *e,
                                 const long long counts[STORE_STATUSES]);
