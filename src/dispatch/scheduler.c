@@ -6,8 +6,10 @@
  *
  *   lease ─ not ours → end
  *         └ Redis lost its state? → rebuild slots from IN_PROGRESS rows
- *           └ reclaim timed-out IN_PROGRESS calls (release their slots)
- *             └ count slots in use → publish up to the free capacity → end
+ *           └ reclaim timed-out IN_PROGRESS calls (release their slots; with
+ *             [provider] status_url: mark them for a lookup first, lookup.h)
+ *             └ start the due status lookups (not waited for)
+ *               └ count slots in use → publish up to the free capacity → end
  */
 #include "dispatch/scheduler.h"
 
@@ -17,6 +19,7 @@
 #include <unistd.h>
 
 #include "dispatch/attempt.h"
+#include "dispatch/lookup.h"
 #include "net/kafka_producer.h"
 #include "net/pg_pool.h"
 #include "dispatch/slots.h"
@@ -42,6 +45,7 @@ struct scheduler {
     struct pg_pool *pg;
     struct redis_slots *redis;
     struct kafka_producer *producer;
+    struct lookups *lookups;     /* unknown outcomes: status lookups */
     char owner[128];
     ev_timer tick;
     ev_timer wake;               /* watches for slots freed in this daemon */
@@ -142,10 +146,27 @@ static void reclaimed(void *ctx, const struct store_err *e, const struct store_r
     count_slots(s);
 }
 
+/* With status lookups: the timed-out attempts are marked, and the lookup
+ * decides (lookup.h); the lookups of this tick start either way. */
+static void reclaim_marked(void *ctx, const struct store_err *e)
+{
+    struct scheduler *s = ctx;
+    if (tick_aborted(s, e ? e->msg : NULL, "reclaim query failed"))
+        return;
+    lookups_run(s->lookups);
+    count_slots(s);
+}
+
 static void reclaim(struct scheduler *s)
 {
     const struct co_config *cfg = s->cfg;
     struct store_backoff b = { co_ms(cfg->backoff_base), co_ms(cfg->backoff_max) };
+    if (lookups_enabled(s->lookups)) {
+        if (store_reclaim_mark(s->pg, co_ms(cfg->call_timeout), SCHED_MAX_BATCH, reclaim_marked,
+                               s) < 0)
+            tick_end(s);
+        return;
+    }
     if (store_reclaim(s->pg, co_ms(cfg->call_timeout), &b, SCHED_MAX_BATCH, reclaimed, s) < 0)
         tick_end(s);
 }
@@ -302,7 +323,8 @@ struct scheduler *scheduler_new(struct ev_loop *loop, const struct co_config *cf
     ropts.name = "sched";
     if ((s->pg = pg_pool_new(loop, cfg->pg_conninfo, &opts, err, errlen)) == NULL ||
         (s->redis = redis_slots_new(loop, cfg, &ropts, err, errlen)) == NULL ||
-        (s->producer = kafka_producer_new(loop, cfg, err, errlen)) == NULL) {
+        (s->producer = kafka_producer_new(loop, cfg, err, errlen)) == NULL ||
+        (s->lookups = lookups_new(loop, cfg, s->pg, s->redis, err, errlen)) == NULL) {
         scheduler_free(s);
         return NULL;
     }
@@ -342,5 +364,7 @@ void scheduler_free(struct scheduler *s)
         redis_slots_free(s->redis);
     if (s->producer != NULL)
         kafka_producer_free(s->producer);
+    /* last: the callbacks the pool and Redis fail above still use it */
+    lookups_free(s->lookups);
     free(s);
 }

@@ -1,8 +1,9 @@
 /*
  * sched.c — the scheduler's statements (sched.h).
  *
- * Owns: the SQL text of the rebuild read, the reclaim and the publish
- * query, their parameters, and the decoding of their rows.
+ * Owns: the SQL text of the rebuild read, the reclaim (and, with status
+ * lookups, the reclaim's "look up first" mark) and the publish query,
+ * their parameters, and the decoding of their rows.
  */
 #include "store/sched.h"
 
@@ -101,6 +102,28 @@ int store_reclaim(struct pg_pool *pg, long long timeout_ms, const struct store_b
         store_int(&max, b->max_ms), store_int(&lim, limit),
     };
     return store_query_rows(pg, RECLAIM_SQL, 4, values, &reclaimed_rows, (store_cb)cb, ctx);
+}
+
+/* With status lookups the reclaim does not end a timed-out attempt: it
+ * marks its outcome unknown, and the lookup decides (store_lookups_claim()).
+ * calls is locked first, then call_attempts (settle_attempt()'s order);
+ * attempts already marked are not taken again. */
+static const char RECLAIM_MARK_SQL[] =
+    "UPDATE call_attempts a SET outcome_unknown_since = now(), looked_up_at = NULL"
+    "  FROM (SELECT id, attempts FROM calls"
+    "         WHERE status = 'IN_PROGRESS' AND started_at < now() - $1::bigint * interval '1 ms'"
+    "           AND NOT EXISTS (SELECT 1 FROM call_attempts u"
+    "                            WHERE u.call_id = calls.id AND u.attempt = calls.attempts"
+    "                              AND u.outcome_unknown_since IS NOT NULL)"
+    "         ORDER BY started_at LIMIT $2::int FOR UPDATE SKIP LOCKED) c"
+    " WHERE a.call_id = c.id AND a.attempt = c.attempts AND a.ended_at IS NULL";
+
+int store_reclaim_mark(struct pg_pool *pg, long long timeout_ms, int limit, store_done_fn cb,
+                       void *ctx)
+{
+    struct store_num timeout, lim;
+    const char *values[] = { store_int(&timeout, timeout_ms), store_int(&lim, limit) };
+    return store_query(pg, RECLAIM_MARK_SQL, 2, values, store_decode_none, (store_cb)cb, ctx);
 }
 
 static void due_row(const PGresult *res, int r, void *out)

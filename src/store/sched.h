@@ -45,6 +45,12 @@ typedef void (*store_reclaimed_fn)(void *ctx, const struct store_err *e,
 int store_reclaim(struct pg_pool *pg, long long timeout_ms, const struct store_backoff *b,
                   int limit, store_reclaimed_fn cb, void *ctx);
 
+/* With [provider] status_url: mark up to LIMIT attempts that started more
+ * than TIMEOUT_MS ago as of unknown outcome, for a status lookup before
+ * they are reclaimed (store_lookups_claim() in attempts.h). */
+int store_reclaim_mark(struct pg_pool *pg, long long timeout_ms, int limit, store_done_fn cb,
+                       void *ctx);
+
 /* A due call marked as published: send it to Kafka. */
 struct store_due {
     const char *id;
