@@ -20,8 +20,9 @@
 #  lock-order (SQL) a settle waiting on a call locked by a reclaim does not
 #            hold the attempt's row meanwhile (no deadlock).
 #  bad-id    a callId with a newline is neither stored nor logged raw.
+#  config    [provider] status_url must be http(s) and hold {reference}.
 #
-# CALLORCH_T45_ONLY=lookups,no-url,given-up,lock-order,bad-id runs only those.
+# CALLORCH_T45_ONLY=lookups,no-url,given-up,lock-order,bad-id,config runs only those.
 use strict;
 use warnings;
 use Test::More;
@@ -216,6 +217,23 @@ SQL
     ok($b, 'lock-order: the webhook side finished (no deadlock)');
     is($s->psql("SELECT status FROM calls WHERE id = '$id'"), 'COMPLETED', 'lock-order: the call settled once');
     $s->psql("DELETE FROM calls WHERE script_id = 'lock-order-x'");
+}
+
+# ============================================================== config ===
+# [provider] status_url is checked at load: http(s), holding {reference}.
+if ($sc->want('config')) {
+    my $bin = CallorchTest::builddir() . '/src/callorchd';
+    for my $case ([ 'ftp://127.0.0.1/{reference}', qr/status_url: "ftp:[^"]*" is not an http/ ],
+                  [ 'http://127.0.0.1:9/calls', qr/status_url: "http:[^"]*" does not contain \{reference\}/ ]) {
+        my ($url, $re) = @$case;
+        my $path = $s->write_config('provider.status_url' => $url);
+        my ($out, $rc) = CallorchTest::run_command($bin, '-t', '-c', $path);
+        isnt($rc, 0, "config: status_url $url refused");
+        like($out, $re, "config: status_url $url: a clear error") or diag($out);
+    }
+    my $path = $s->write_config('provider.status_url' => status_url());
+    my ($out, $rc) = CallorchTest::run_command($bin, '-t', '-c', $path);
+    is($rc, 0, 'config: a valid status_url is accepted') or diag($out);
 }
 
 $s->stop_daemon if $s->daemon_pid;
