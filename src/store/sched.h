@@ -3,7 +3,8 @@
  *
  * Owns: reading the IN_PROGRESS calls to rebuild Redis's slot set, the
  * reclaim of timed-out IN_PROGRESS calls (settle_attempt() on each, under
- * row locks that keep two schedulers off one call), and the publish query
+ * row locks that keep two schedulers off one call; with [provider]
+ * status_url, marking them for a status lookup instead), and the publish query
  * that marks due PENDING calls as handed to Kafka.  The rules of store.h
  * apply; rows handed to a callback live only during the callback.
  */
