@@ -47,7 +47,8 @@ static void lk_free(struct lk *k)
     free(k);
 }
 
-/* Keep what we hold: the slot and lock outlive the next lookup. */
+/* Keep what we hold: the slot and lock outlive the next lookup, however
+ * long [provider] timeout makes the interval between two. */
 static void keep_lease(struct lk *k)
 {
     double lease = k->l->cfg->call_timeout + ATTEMPT_LEASE_MARGIN;
@@ -138,8 +139,7 @@ static void found(struct lk *k, const struct provider_lookup_result *r)
     co_info("call of unknown outcome is live at the provider",
             "call=%s attempt=%d externalCallId=%s status=%s", k->id, k->attempt,
             CO_LOG_Q(r->call_id), r->status);
-    if (k->past_deadline)
-        keep_lease(k);
+    keep_lease(k);
     /* before call_timeout the webhook or the reclaim's lookup ends it;
      * past it, it stays unknown and is looked up again */
     if (store_attempt_learnt(k->l->pg, k->id, k->attempt, r->call_id, !k->past_deadline,
@@ -196,6 +196,7 @@ static void looked_up(void *arg, const struct provider_lookup_result *r)
         }
         co_info("provider has no call for an attempt of unknown outcome; starting it again",
                 "call=%s attempt=%d", k->id, k->attempt);
+        keep_lease(k);
         struct provider_call call = {
             .call_id = k->id, .attempt = k->attempt, .to = k->to,
             .script_id = k->script_id, .metadata = k->metadata,
@@ -206,8 +207,7 @@ static void looked_up(void *arg, const struct provider_lookup_result *r)
     case LOOKUP_FAILED:
         co_warn("status lookup failed; looked up again later", "call=%s attempt=%d error=%s",
                 k->id, k->attempt, CO_LOG_Q(r->error));
-        if (k->past_deadline)
-            keep_lease(k);
+        keep_lease(k);
         lk_free(k);
         return;
     }

@@ -11,12 +11,13 @@
  *
  *   found, final     → settled as its webhook would (apply_webhook()), slot
  *                      and phone lock released
- *   found, live      → its callId recorded; past call_timeout its lease is
- *                      extended and it is looked up again later
+ *   found, live      → its callId recorded, its lease extended; past
+ *                      call_timeout it is looked up again later
  *   404              → before call_timeout: the start is sent again with the
- *                      same Idempotency-Key; past it: reclaimed (TIMEOUT)
- *   no usable answer → nothing is given up (past call_timeout the lease is
- *                      extended); looked up again later
+ *                      same Idempotency-Key (lease extended); past it:
+ *                      reclaimed (TIMEOUT)
+ *   no usable answer → nothing is given up, the lease is extended; looked
+ *                      up again later
  *
  * Driven by the scheduler (the leader only), so there is one driver for
  * every daemon and an attempt's state survives the crash of the kafka child

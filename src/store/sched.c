@@ -107,10 +107,11 @@ int store_reclaim(struct pg_pool *pg, long long timeout_ms, const struct store_b
 /* With status lookups the reclaim does not end a timed-out attempt: it
  * marks its outcome unknown, and the lookup decides (store_lookups_claim()).
  * calls is locked first, then call_attempts (settle_attempt()'s order);
- * attempts already marked are not taken again. */
+ * attempts already marked are not taken again.  Unknown since the start:
+ * the first lookup is due at once. */
 static const char RECLAIM_MARK_SQL[] =
-    "UPDATE call_attempts a SET outcome_unknown_since = now(), looked_up_at = NULL"
-    "  FROM (SELECT id, attempts FROM calls"
+    "UPDATE call_attempts a SET outcome_unknown_since = c.started_at, looked_up_at = NULL"
+    "  FROM (SELECT id, attempts, started_at FROM calls"
     "         WHERE status = 'IN_PROGRESS' AND started_at < now() - $1::bigint * interval '1 ms'"
     "           AND NOT EXISTS (SELECT 1 FROM call_attempts u"
     "                            WHERE u.call_id = calls.id AND u.attempt = calls.attempts"
