@@ -239,7 +239,7 @@ static void parked(void *ctx, const struct store_err *e)
     struct job *j = ctx;
     if (e != NULL)
         co_warn("cannot park call; the scheduler republishes it later", "call=%s error=%s",
-                j->id, e->msg);
+                j->id, CO_LOG_Q(e->msg));
     job_end(j);
 }
 
