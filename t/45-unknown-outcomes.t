@@ -20,9 +20,12 @@
 #  lock-order (SQL) a settle waiting on a call locked by a reclaim does not
 #            hold the attempt's row meanwhile (no deadlock).
 #  bad-id    a callId with a newline is neither stored nor logged raw.
+#  reread    a start update that committed but whose answer was lost is
+#            re-read and the call started, not dropped.
 #  config    [provider] status_url must be http(s) and hold {reference}.
 #
-# CALLORCH_T45_ONLY=lookups,no-url,given-up,lock-order,bad-id,config runs only those.
+# CALLORCH_T45_ONLY=lookups,no-url,given-up,lock-order,bad-id,reread,config
+# runs only those.
 use strict;
 use warnings;
 use Test::More;
@@ -217,6 +220,39 @@ SQL
     ok($b, 'lock-order: the webhook side finished (no deadlock)');
     is($s->psql("SELECT status FROM calls WHERE id = '$id'"), 'COMPLETED', 'lock-order: the call settled once');
     $s->psql("DELETE FROM calls WHERE script_id = 'lock-order-x'");
+}
+
+# ============================================================== reread ===
+# A start update whose answer was lost although it committed: a trigger
+# holds the update longer than the dispatch pool's query timeout (30 s), so
+# the pool drops the connection, and the backend commits afterwards.  The
+# job must re-read the call (waiting for that statement) and start it,
+# rather than release its slot as if nothing happened.
+if ($sc->want('reread')) {
+    my $tag = 'reread';
+    $s->psql(<<'SQL');
+CREATE OR REPLACE FUNCTION t45_slow_start() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_sleep(36);
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER t45_slow_start BEFORE UPDATE ON calls FOR EACH ROW
+    WHEN (OLD.status = 'PENDING' AND NEW.status = 'IN_PROGRESS' AND NEW.script_id = 'reread-0')
+    EXECUTE FUNCTION t45_slow_start();
+SQL
+    my $master = $sc->start([ '--delay', '200ms-300ms' ], 'dispatch.call_timeout' => '10m');
+    my ($ok) = $sc->post_calls($tag, 1);
+    is($ok, 1, "$tag: call accepted");
+    my ($done) = $sc->wait_settled($tag, 120);
+    ok($done, "$tag: the call whose start answer was lost ends (not left to the 10 min reclaim)")
+        or diag($s->psql("SELECT status, attempts, last_error FROM calls WHERE " . $sc->tag_where($tag)));
+    is($sc->count_where($tag, "status = 'COMPLETED' AND attempts = 1"), 1, "$tag: COMPLETED in one attempt");
+    is($s->sim_stats->{started}, 1, "$tag: started once at the provider");
+    like($sc->log_since_start, qr/msg="start update committed although its answer was lost"/,
+        "$tag: the re-read found the commit");
+    $s->psql('DROP TRIGGER t45_slow_start ON calls; DROP FUNCTION t45_slow_start()');
+    $sc->no_slot_held($tag);
 }
 
 # ============================================================== config ===

@@ -86,9 +86,13 @@ int store_attempt_start(struct pg_pool *pg, const char *id, int attempt, const c
 
 /* ----------------------------------------------------------- reread */
 
+/* FOR UPDATE: the lost statement may still be running in its backend (a
+ * dropped connection does not stop it); the row lock waits for it to
+ * commit or roll back, so what is read is its outcome, not the state
+ * before it. */
 static const char REREAD_SQL[] =
     "SELECT status, attempts, COALESCE(slot_owner, ''), script_id, metadata::text"
-    " FROM calls WHERE id = $1";
+    " FROM calls WHERE id = $1 FOR UPDATE";
 
 static void reread_row(const PGresult *res, int r, void *out)
 {
