@@ -15,16 +15,21 @@
 #  3. drop: the provider never sends the webhook of a share of its calls:
 #     the scheduler reclaims them after call_timeout ("timed out"), retries
 #     them, and fails a call only after max_attempts.
+#  4. redis-snapshot: Redis restarted twice from an RDB saved while other
+#     calls were in progress: rebuilt before anything starts, the
+#     snapshot's stale locks reconciled away (DESIGN.md section 3).
+#  5. lost-answer: the provider's answer to 30 % of the start requests is
+#     lost after the call started (slower than [provider] timeout), with
+#     status lookups ([provider] status_url) and some webhooks dropped: no
+#     call is dialled again while it may be live or after it COMPLETED, and
+#     none ends FAILED that the provider completed (DESIGN.md section 5).
 #
 # Each ends with every call COMPLETED or FAILED, no attempt started twice at
 # the provider, at most the cap in progress there and at most one call per
 # phone, and prints its figures (calls, kills, maximum in progress seen).
 #
-#  4. redis-snapshot: Redis restarted twice from an RDB saved while other
-#     calls were in progress (issue 9): rebuilt before anything starts,
-#     the snapshot's stale locks reconciled away.
-#
-# CALLORCH_T44_ONLY=kill-all,postgres,drop,redis-snapshot runs only those.
+# CALLORCH_T44_ONLY=kill-all,postgres,drop,redis-snapshot,lost-answer runs
+# only those.
 # The random choices (which child is killed, when; the simulator's draws)
 # come from a seed, fixed by default and printed: CALLORCH_T44_SEED=N runs
 # with another.
@@ -35,6 +40,7 @@
 # reconnect backoff capped at 1 s (production 5 s).
 use strict;
 use warnings;
+use HTTP::Tiny;
 use List::Util qw(shuffle);
 use Test::More;
 use Time::HiRes qw(time sleep);
@@ -260,6 +266,40 @@ if (want('redis-snapshot')) {
         $tag, $n_calls, $restarts, $st->{maxInProgress}, $cap, $st->{maxPerPhone},
         $st->{duplicateStarts}, $sc->count_where($tag, "status NOT IN ('COMPLETED', 'FAILED')"),
         $sc->status_summary($tag));
+}
+
+# ============================== 5. answers lost after the call started ===
+if (want('lost-answer')) {
+    my $tag = 'lost-answer';
+    my ($cap, $n_calls, $n_phones) = (5, 60, 20);
+    my $master = $sc->start([ '--delay', '1s-2s', '--lose-answer', '0.3', '--drop', '0.1' ],
+        'dispatch.max_concurrent_calls' => $cap,
+        'dispatch.call_timeout'         => '6s',
+        'provider.timeout'              => '1s',
+        'provider.status_url'           => 'http://127.0.0.1:' . $s->provider_port
+            . '/api/v1/calls?reference={reference}');
+    my @phones = map { $sc->next_phone } 1 .. $n_phones;
+    my ($n) = $sc->post_calls($tag, $n_calls, \@phones);
+    is($n, $n_calls, "$tag: $n_calls calls accepted");
+    my $st = $sc->end_checks($tag, $n_calls, $cap, 300);
+    cmp_ok($st->{lostAnswers}, '>', 0, "$tag: the simulator lost $st->{lostAnswers} answers");
+    is($st->{startedWhileLive}, 0, "$tag: no call dialled while another attempt of it was live");
+    is($st->{startedAfterCompleted}, 0, "$tag: no call dialled after the provider completed it");
+    my $failed_completed = 0;
+    my $ua = HTTP::Tiny->new(keep_alive => 0, timeout => 5);
+    for my $ref (split /\n/, $s->psql("SELECT a.call_id || ':' || a.attempt FROM call_attempts a"
+            . " JOIN calls c ON c.id = a.call_id WHERE c.status = 'FAILED' AND c." . $sc->tag_where($tag))) {
+        my $r = $ua->get('http://127.0.0.1:' . $s->provider_port . "/api/v1/calls?reference=$ref");
+        $failed_completed++ if $r->{status} == 200 && $r->{content} =~ /"status"\s*:\s*"COMPLETED"/;
+    }
+    is($failed_completed, 0, "$tag: no call FAILED that the provider completed");
+    $sc->no_crash_checks($tag, $master);
+    $sc->no_slot_held($tag);
+    diag(sprintf "%s figures: calls=%d lost answers=%d maxInProgress=%d (cap %d) maxPerPhone=%d "
+            . "startedWhileLive=%d startedAfterCompleted=%d statusLookups=%d calls lost=%d  %s",
+        $tag, $n_calls, $st->{lostAnswers}, $st->{maxInProgress}, $cap, $st->{maxPerPhone},
+        $st->{startedWhileLive}, $st->{startedAfterCompleted}, $st->{statusLookups},
+        $sc->count_where($tag, "status NOT IN ('COMPLETED', 'FAILED')"), $sc->status_summary($tag));
 }
 
 is($s->stop_daemon, 0, 'clean stop');

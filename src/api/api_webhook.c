@@ -9,7 +9,10 @@
  * once), and then ending the attempt (attempt_finished(): slot and phone
  * lock released in Redis, counted).
  *
- * A repeated or late webhook answers 200 and changes nothing; a webhook
+ * The provider's callId must be 1 to 256 printable characters.  A repeated
+ * or late webhook answers 200 and changes nothing — except a COMPLETED one
+ * for an attempt the daemon gave up on (reclaimed at call_timeout) when no
+ * later attempt started: it completes the call (sql/004); a webhook
  * that arrives before the provider's answer to the start request finds the
  * attempt already IN_PROGRESS (the dispatcher commits that before it calls
  * the provider) and is applied like any other.
@@ -107,6 +110,19 @@ static void check_outcome(json_t *doc, struct webhook *w, struct problem *p)
         problem_add_field(p, "status", "must be one of COMPLETED, FAILED, BUSY, NO_ANSWER");
 }
 
+/* DESIGN.md section 5: 1 to 256 printable ASCII characters (the rule of
+ * provider_valid_call_id(), which the fuzz build of this file cannot link). */
+static int call_id_ok(const char *s)
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+    if (n < 1 || n > WEBHOOK_CALL_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+            return 0;
+    return 1;
+}
+
 /* Providers add fields over time: unknown ones are ignored, known ones must
  * have the documented types. */
 static int parse_body(const char *body, size_t len, struct webhook *w, struct problem *p)
@@ -120,8 +136,8 @@ static int parse_body(const char *body, size_t len, struct webhook *w, struct pr
         return -1;
     }
     const char *cid = json_string_value(json_object_get(doc, "callId"));
-    if (cid == NULL || cid[0] == '\0' || strlen(cid) > WEBHOOK_CALL_ID_MAX)
-        problem_add_field(p, "callId", "must be a string of 1 to %d characters",
+    if (!call_id_ok(cid))
+        problem_add_field(p, "callId", "must be a string of 1 to %d printable characters",
                           WEBHOOK_CALL_ID_MAX);
     else
         snprintf(w->call_id, sizeof(w->call_id), "%s", cid);

@@ -6,9 +6,12 @@
  *   load ─ skip (not a due PENDING call of this attempt)         → handled
  *        └ acquire slot+lock ─ none free / Redis down ─ park      → handled
  *                            └ mark IN_PROGRESS ─ lost the race   → handled
+ *                                               └ no answer: re-read the call
  *                                               └ started         → handled
- *                                                 └ provider ─ 2xx: record id
- *                                                            └ else: settle, release
+ *                                                 └ provider ─ 2xx + valid callId: record id
+ *                                                            ├ certain refusal: settle, release
+ *                                                            └ unknown: mark it, keep slot
+ *                                                              and lock (lookup.h resolves it)
  *
  * "handled" is when the message's offset may be committed (offsets.c keeps
  * the commits in order per partition).
@@ -53,12 +56,16 @@ struct dispatcher {
     int jobs;                    /* jobs alive, provider phase included */
     enum dispatch_stop stopping;
     int freeing;                 /* clients are being freed: no new requests */
+    struct job *waiting;         /* jobs whose next re-read is on a timer */
     void (*stopped)(void *);
     void *stopped_arg;
 };
 
 struct job {
     struct dispatcher *d;
+    struct job *next_waiting;    /* in d->waiting while a re-read is delayed */
+    ev_timer reread;             /* the next re-read of a lost start answer */
+    int rereads;
     struct offset_mark *mark;    /* NULL once handled */
     char id[UUID_LEN + 1];
     char owner[64];              /* "<id>.<pid>.<n>": this job's lease token */
@@ -114,7 +121,7 @@ static void settled(void *arg, const struct store_err *e, const char *status)
     struct job *j = arg;
     if (e != NULL)
         co_error("cannot record the failed attempt; it will be reclaimed",
-                 "call=%s attempt=%d error=\"%s\"", j->id, j->attempt, e->msg);
+                 "call=%s attempt=%d error=%s", j->id, j->attempt, CO_LOG_Q(e->msg));
     else if (status != NULL)
         co_info("attempt ended", "call=%s attempt=%d status=%s", j->id, j->attempt, status);
     job_end(j);
@@ -146,11 +153,12 @@ static void settle(struct job *j, const struct provider_result *r)
         .call_id = j->id, .attempt = j->attempt, .to = j->to, .owner = j->owner,
         .noticed_by = "provider answer", .settle = &how,
     };
-    co_warn("provider did not start the call", "call=%s attempt=%d error=\"%s\"", j->id,
-            j->attempt, r->error);
+    co_warn("provider did not start the call", "call=%s attempt=%d error=%s", j->id,
+            j->attempt, CO_LOG_Q(r->error));
     if (attempt_finished(j->d->pg, j->d->redis, &end, settled, j) < 0) {
         co_error("cannot record the failed attempt; it will be reclaimed",
-                 "call=%s attempt=%d error=\"%s\"", j->id, j->attempt, pg_pool_error(j->d->pg));
+                 "call=%s attempt=%d error=%s", j->id, j->attempt,
+                 CO_LOG_Q(pg_pool_error(j->d->pg)));
         job_end(j);
     }
 }
@@ -159,9 +167,32 @@ static void recorded(void *ctx, const struct store_err *e)
 {
     struct job *j = ctx;
     if (e != NULL)
-        co_warn("cannot record the provider's call id", "call=%s attempt=%d error=\"%s\"",
-                j->id, j->attempt, e->msg);
+        co_warn("cannot record the provider's call id", "call=%s attempt=%d error=%s", j->id,
+                j->attempt, CO_LOG_Q(e->msg));
     job_end(j);
+}
+
+static void marked(void *ctx, const struct store_err *e)
+{
+    struct job *j = ctx;
+    if (e != NULL) /* still IN_PROGRESS: the webhook or the reclaim ends it */
+        co_warn("cannot mark the attempt's outcome unknown", "call=%s attempt=%d error=%s",
+                j->id, j->attempt, CO_LOG_Q(e->msg));
+    job_end(j);
+}
+
+/* The provider may hold the call: it is not a failed attempt.  The call
+ * stays IN_PROGRESS with its slot and phone lock (the lease runs until
+ * call_timeout + the lease margin from the start, and the lookups extend
+ * it); PostgreSQL records the outcome as unknown, and the scheduler's
+ * lookups (lookup.h), the webhook or the reclaim resolve it. */
+static void mark_unknown(struct job *j, const struct provider_result *r)
+{
+    shm_count(CNT_PROVIDER_ERR_CONNECT);
+    co_warn("provider answer unknown; the call keeps its slot until it is resolved",
+            "call=%s attempt=%d error=%s", j->id, j->attempt, CO_LOG_Q(r->error));
+    if (store_attempt_unknown(j->d->pg, j->id, j->attempt, r->error, marked, j) < 0)
+        job_end(j);
 }
 
 static void provider_answered(void *arg, const struct provider_result *r)
@@ -171,12 +202,16 @@ static void provider_answered(void *arg, const struct provider_result *r)
         job_end(j);
         return;
     }
+    if (r->outcome == PROVIDER_UNKNOWN) {
+        mark_unknown(j, r);
+        return;
+    }
     if (r->outcome != PROVIDER_STARTED) {
         settle(j, r);
         return;
     }
     co_info("call started", "call=%s attempt=%d externalCallId=%s", j->id, j->attempt,
-            r->call_id);
+            CO_LOG_Q(r->call_id));
     shm_count(CNT_DISPATCH_STARTED);
     if (store_attempt_record(j->d->pg, j->id, j->attempt, r->call_id, recorded, j) < 0)
         job_end(j);
@@ -204,8 +239,8 @@ static void parked(void *ctx, const struct store_err *e)
 {
     struct job *j = ctx;
     if (e != NULL)
-        co_warn("cannot park call; the scheduler republishes it later", "call=%s error=\"%s\"",
-                j->id, e->msg);
+        co_warn("cannot park call; the scheduler republishes it later", "call=%s error=%s",
+                j->id, CO_LOG_Q(e->msg));
     job_end(j);
 }
 
@@ -222,9 +257,91 @@ static void park(struct job *j, const char *why)
         job_end(j);
 }
 
+static void reread_call(struct job *j);
+
+/* The start was committed (or re-read as committed) for this job. */
+static void proceed(struct job *j, const struct store_started *s)
+{
+    j->script_id = strdup(s->script_id);
+    j->metadata = strdup(s->metadata);
+    job_handled(j); /* IN_PROGRESS is committed: the message has done its job */
+    if (j->script_id == NULL || j->metadata == NULL) {
+        struct provider_result r = { .outcome = PROVIDER_RETRY, .error = "out of memory" };
+        settle(j, &r);
+        return;
+    }
+    start_provider(j);
+}
+
+static void waiting_remove(struct job *j)
+{
+    for (struct job **p = &j->d->waiting; *p != NULL; p = &(*p)->next_waiting)
+        if (*p == j) {
+            *p = j->next_waiting;
+            break;
+        }
+}
+
+static void on_reread_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct job *j = w->data;
+    waiting_remove(j);
+    reread_call(j);
+}
+
+/* What PostgreSQL says after a start update whose answer was lost. */
+static void reread(void *ctx, const struct store_err *e, const struct store_reread *r)
+{
+    struct job *j = ctx;
+    if (j->d->freeing) {
+        job_end(j);
+        return;
+    }
+    if (e != NULL) {
+        /* keep what we hold: ask again shortly */
+        if (++j->rereads > DISPATCH_REREADS) {
+            co_error("cannot re-read a call after a lost start answer; its lease is kept "
+                     "(the reclaim or the lease expiry ends it)",
+                     "call=%s attempt=%d error=%s", j->id, j->attempt, CO_LOG_Q(e->msg));
+            job_end(j);
+            return;
+        }
+        ev_timer_init(&j->reread, on_reread_timer, DISPATCH_REREAD_DELAY, 0.);
+        j->reread.data = j;
+        j->next_waiting = j->d->waiting;
+        j->d->waiting = j;
+        ev_timer_start(j->d->loop, &j->reread);
+        return;
+    }
+    if (r != NULL && strcmp(r->status, "IN_PROGRESS") == 0 && r->attempts == j->attempt &&
+        strcmp(r->slot_owner, j->owner) == 0) {
+        co_info("start update committed although its answer was lost", "call=%s attempt=%d",
+                j->id, j->attempt);
+        proceed(j, &r->started);
+        return;
+    }
+    co_info("start update not committed (its answer was lost); slot released",
+            "call=%s attempt=%d status=%s", j->id, j->attempt, r ? r->status : "(gone)");
+    job_release(j);
+    job_end(j);
+}
+
+static void reread_call(struct job *j)
+{
+    if (store_call_reread(j->d->pg, j->id, reread, j) < 0) {
+        struct store_err e = { .msg = pg_pool_error(j->d->pg) };
+        reread(j, &e, NULL);
+    }
+}
+
 static void started(void *ctx, const struct store_err *e, const struct store_started *s)
 {
     struct job *j = ctx;
+    if (s == NULL && e != NULL && !e->answered && !j->d->freeing) {
+        /* the commit may have happened: act on what PostgreSQL says */
+        reread_call(j);
+        return;
+    }
     if (s == NULL) {
         /* Lost the race (a cancel, a PATCH, or another job of this attempt
          * that was not stopped by the phone lock because its lease had
@@ -238,15 +355,7 @@ static void started(void *ctx, const struct store_err *e, const struct store_sta
             job_end(j);
         return;
     }
-    j->script_id = strdup(s->script_id);
-    j->metadata = strdup(s->metadata);
-    job_handled(j); /* IN_PROGRESS is committed: the message has done its job */
-    if (j->script_id == NULL || j->metadata == NULL) {
-        struct provider_result r = { .outcome = PROVIDER_RETRY, .error = "out of memory" };
-        settle(j, &r);
-        return;
-    }
-    start_provider(j);
+    proceed(j, s);
 }
 
 static void acquired(void *arg, enum slot_result r, int in_use, const char *err)
@@ -273,7 +382,7 @@ static void loaded(void *ctx, const struct store_err *e, const struct store_call
     struct dispatcher *d = j->d;
     if (e != NULL) {
         /* PostgreSQL holds the call: the scheduler republishes it */
-        co_warn("cannot load call; skipped for now", "call=%s error=\"%s\"", j->id, e->msg);
+        co_warn("cannot load call; skipped for now", "call=%s error=%s", j->id, CO_LOG_Q(e->msg));
         job_end(j);
         return;
     }
@@ -408,6 +517,12 @@ void dispatcher_free(struct dispatcher *d)
     if (d == NULL)
         return;
     d->freeing = 1;
+    while (d->waiting != NULL) { /* their leases expire; the scheduler reconciles */
+        struct job *j = d->waiting;
+        d->waiting = j->next_waiting;
+        ev_timer_stop(d->loop, &j->reread);
+        job_end(j);
+    }
     /* the provider's in-flight requests fail through their callbacks, which
      * still need the pool, the Redis client and the offsets */
     provider_free(d->provider);

@@ -9,8 +9,10 @@
  *            reconcile.c, retention.c)
  *         └ Redis lost its state, restarted or failed over? → rebuild slots
  *           from IN_PROGRESS rows
- *           └ reclaim timed-out IN_PROGRESS calls (release their slots)
- *             └ count slots in use → publish up to the free capacity → end
+ *           └ reclaim timed-out IN_PROGRESS calls (release their slots; with
+ *             [provider] status_url: mark them for a lookup first, lookup.h)
+ *             └ start the due status lookups (not waited for)
+ *               └ count slots in use → publish up to the free capacity → end
  */
 #include "dispatch/scheduler.h"
 
@@ -20,6 +22,7 @@
 #include <unistd.h>
 
 #include "dispatch/attempt.h"
+#include "dispatch/lookup.h"
 #include "dispatch/reconcile.h"
 #include "dispatch/retention.h"
 #include "net/kafka_producer.h"
@@ -50,6 +53,7 @@ struct scheduler {
     struct kafka_producer *producer;
     struct reconcile *reconcile;
     struct retention *retention;
+    struct lookups *lookups;     /* unknown outcomes: status lookups */
     char owner[128];
     ev_timer tick;
     ev_timer wake;               /* watches for slots freed in this daemon */
@@ -150,10 +154,27 @@ static void reclaimed(void *ctx, const struct store_err *e, const struct store_r
     count_slots(s);
 }
 
+/* With status lookups: the timed-out attempts are marked, and the lookup
+ * decides (lookup.h); the lookups of this tick start either way. */
+static void reclaim_marked(void *ctx, const struct store_err *e)
+{
+    struct scheduler *s = ctx;
+    if (tick_aborted(s, e ? e->msg : NULL, "reclaim query failed"))
+        return;
+    lookups_run(s->lookups);
+    count_slots(s);
+}
+
 static void reclaim(struct scheduler *s)
 {
     const struct co_config *cfg = s->cfg;
     struct store_backoff b = { co_ms(cfg->backoff_base), co_ms(cfg->backoff_max) };
+    if (lookups_enabled(s->lookups)) {
+        if (store_reclaim_mark(s->pg, co_ms(cfg->call_timeout), SCHED_MAX_BATCH, reclaim_marked,
+                               s) < 0)
+            tick_end(s);
+        return;
+    }
     if (store_reclaim(s->pg, co_ms(cfg->call_timeout), &b, SCHED_MAX_BATCH, reclaimed, s) < 0)
         tick_end(s);
 }
@@ -312,7 +333,8 @@ struct scheduler *scheduler_new(struct ev_loop *loop, const struct co_config *cf
     ropts.name = "sched";
     if ((s->pg = pg_pool_new(loop, cfg->pg_conninfo, &opts, err, errlen)) == NULL ||
         (s->redis = redis_slots_new(loop, cfg, &ropts, err, errlen)) == NULL ||
-        (s->producer = kafka_producer_new(loop, cfg, err, errlen)) == NULL) {
+        (s->producer = kafka_producer_new(loop, cfg, err, errlen)) == NULL ||
+        (s->lookups = lookups_new(loop, cfg, s->pg, s->redis, err, errlen)) == NULL) {
         scheduler_free(s);
         return NULL;
     }
@@ -361,5 +383,7 @@ void scheduler_free(struct scheduler *s)
     /* after the clients: their freeing ended what the two had in flight */
     reconcile_free(s->reconcile);
     retention_free(s->retention);
+    /* last: the callbacks the pool and Redis fail above still use it */
+    lookups_free(s->lookups);
     free(s);
 }

@@ -1,8 +1,10 @@
 /*
  * attempts.c — the statements of a dispatch attempt's life (attempts.h).
  *
- * Owns: the SQL text of load, start, park, record, settle and the webhook's
- * apply_webhook(), their parameters, and the decoding of their rows.
+ * Owns: the SQL text of load, start, park, record, settle, the webhook's
+ * apply_webhook(), the unknown-outcome statements (mark unknown, record a
+ * callId learnt later, claim the attempts due for a status lookup), their
+ * parameters, and the decoding of their rows.
  */
 #include "store/attempts.h"
 
@@ -82,6 +84,42 @@ int store_attempt_start(struct pg_pool *pg, const char *id, int attempt, const c
     return store_query_rows(pg, START_SQL, 4, values, &started_rows, (store_cb)cb, ctx);
 }
 
+/* ----------------------------------------------------------- reread */
+
+/* FOR UPDATE: the lost statement may still be running in its backend (a
+ * dropped connection does not stop it); the row lock waits for it to
+ * commit or roll back, so what is read is its outcome, not the state
+ * before it. */
+static const char REREAD_SQL[] =
+    "SELECT status, attempts, COALESCE(slot_owner, ''), script_id, metadata::text"
+    " FROM calls WHERE id = $1 FOR UPDATE";
+
+static void reread_row(const PGresult *res, int r, void *out)
+{
+    struct store_reread *s = out;
+    s->status = PQgetvalue(res, r, 0);
+    s->attempts = atoi(PQgetvalue(res, r, 1));
+    s->slot_owner = PQgetvalue(res, r, 2);
+    s->started.script_id = PQgetvalue(res, r, 3);
+    s->started.metadata = PQgetvalue(res, r, 4);
+}
+
+static void deliver_reread(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
+                           int n)
+{
+    ((store_reread_fn)cb)(ctx, e, n > 0 ? rows : NULL);
+}
+
+static const struct store_rows reread_rows = {
+    sizeof(struct store_reread), reread_row, deliver_reread,
+};
+
+int store_call_reread(struct pg_pool *pg, const char *id, store_reread_fn cb, void *ctx)
+{
+    const char *values[] = { id };
+    return store_query_rows(pg, REREAD_SQL, 1, values, &reread_rows, (store_cb)cb, ctx);
+}
+
 /* ------------------------------------------------------ park, record */
 
 static const char PARK_SQL[] =
@@ -93,19 +131,85 @@ int store_call_park(struct pg_pool *pg, const char *id, store_done_fn cb, void *
     return store_query(pg, PARK_SQL, 1, values, store_decode_none, (store_cb)cb, ctx);
 }
 
+/* calls, then call_attempts: the lock order of settle_attempt() */
 static const char RECORD_SQL[] =
-    "WITH c AS ("
-    "  UPDATE calls SET external_call_id = $3 WHERE id = $1 AND attempts = $2::int"
-    ") "
-    "UPDATE call_attempts SET external_call_id = $3"
-    " WHERE call_id = $1 AND attempt = $2::int AND external_call_id IS NULL";
+    "SELECT record_attempt_call_id($1, $2::int, $3, $4::bool)";
 
 int store_attempt_record(struct pg_pool *pg, const char *id, int attempt,
                          const char *external_id, store_done_fn cb, void *ctx)
 {
+    return store_attempt_learnt(pg, id, attempt, external_id, true, cb, ctx);
+}
+
+int store_attempt_learnt(struct pg_pool *pg, const char *id, int attempt,
+                         const char *external_id, bool known, store_done_fn cb, void *ctx)
+{
     struct store_num att;
-    const char *values[] = { id, store_int(&att, attempt), external_id };
-    return store_query(pg, RECORD_SQL, 3, values, store_decode_none, (store_cb)cb, ctx);
+    const char *values[] = { id, store_int(&att, attempt), external_id, known ? "t" : "f" };
+    return store_query(pg, RECORD_SQL, 4, values, store_decode_none, (store_cb)cb, ctx);
+}
+
+/* ---------------------------------------------------- unknown outcomes */
+
+static const char UNKNOWN_SQL[] =
+    "UPDATE call_attempts SET outcome_unknown_since = COALESCE(outcome_unknown_since, now()),"
+    "       error = $3"
+    " WHERE call_id = $1 AND attempt = $2::int AND ended_at IS NULL";
+
+int store_attempt_unknown(struct pg_pool *pg, const char *id, int attempt, const char *why,
+                          store_done_fn cb, void *ctx)
+{
+    struct store_num att;
+    const char *values[] = { id, store_int(&att, attempt), why };
+    return store_query(pg, UNKNOWN_SQL, 3, values, store_decode_none, (store_cb)cb, ctx);
+}
+
+/* Only call_attempts rows are locked (SKIP LOCKED: two schedulers never
+ * claim one attempt); calls is read, not locked.  An attempt is due when
+ * it was not looked up (or marked unknown) for $1 ms. */
+static const char CLAIM_LOOKUPS_SQL[] =
+    "UPDATE call_attempts a SET looked_up_at = now()"
+    "  FROM calls c"
+    " WHERE c.id = a.call_id AND c.attempts = a.attempt AND c.status = 'IN_PROGRESS'"
+    "   AND (a.call_id, a.attempt) IN ("
+    "     SELECT call_id, attempt FROM call_attempts"
+    "      WHERE outcome_unknown_since IS NOT NULL AND ended_at IS NULL"
+    "        AND COALESCE(looked_up_at, outcome_unknown_since)"
+    "            < now() - $1::bigint * interval '1 ms'"
+    "      ORDER BY outcome_unknown_since LIMIT $3::int FOR UPDATE SKIP LOCKED)"
+    " RETURNING a.call_id::text, a.attempt, c.to_number, c.script_id, c.metadata::text,"
+    "           COALESCE(c.slot_owner, c.id::text),"
+    "           c.started_at < now() - $2::bigint * interval '1 ms'";
+
+static void lookup_row(const PGresult *res, int r, void *out)
+{
+    struct store_lookup *l = out;
+    l->id = PQgetvalue(res, r, 0);
+    l->attempt = atoi(PQgetvalue(res, r, 1));
+    l->to = PQgetvalue(res, r, 2);
+    l->script_id = PQgetvalue(res, r, 3);
+    l->metadata = PQgetvalue(res, r, 4);
+    l->slot_owner = PQgetvalue(res, r, 5);
+    l->past_deadline = PQgetvalue(res, r, 6)[0] == 't';
+}
+
+static void deliver_lookups(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
+                            int n)
+{
+    ((store_lookups_fn)cb)(ctx, e, rows, n);
+}
+
+static const struct store_rows lookup_rows = {
+    sizeof(struct store_lookup), lookup_row, deliver_lookups,
+};
+
+int store_lookups_claim(struct pg_pool *pg, long long every_ms, long long timeout_ms, int limit,
+                        store_lookups_fn cb, void *ctx)
+{
+    struct store_num every, timeout, lim;
+    const char *values[] = { store_int(&every, every_ms), store_int(&timeout, timeout_ms),
+                             store_int(&lim, limit) };
+    return store_query_rows(pg, CLAIM_LOOKUPS_SQL, 3, values, &lookup_rows, (store_cb)cb, ctx);
 }
 
 /* ----------------------------------------------------------- settle */

@@ -4,10 +4,12 @@
  *
  * Owns: the statements that load a call for a Kafka message, move it to
  * IN_PROGRESS (the conditional update that makes a redelivered message
- * harmless), park it for the scheduler, record the provider's call id, and
- * end an attempt — settle_attempt() for a provider that did not start the
+ * harmless), re-read it when that update's answer was lost, park it for
+ * the scheduler, record the provider's call id, and end an attempt — settle_attempt() for a provider that did not start the
  * call, apply_webhook() for the provider's webhook (sql/002_dispatch.sql and
- * later migrations).  The rules of store.h apply.
+ * later migrations) — and the unknown outcomes of sql/004_unknown_outcomes.sql:
+ * mark an attempt's outcome unknown, record a callId learnt later, claim
+ * the attempts due for a status lookup.  The rules of store.h apply.
  */
 #ifndef CO_STORE_ATTEMPTS_H
 #define CO_STORE_ATTEMPTS_H
@@ -47,12 +49,55 @@ typedef void (*store_started_fn)(void *ctx, const struct store_err *e,
 int store_attempt_start(struct pg_pool *pg, const char *id, int attempt, const char *to,
                         const char *owner, store_started_fn cb, void *ctx);
 
+/* The call as it is now, to act on after a start update whose answer was
+ * lost (the commit may or may not have happened). */
+struct store_reread {
+    const char *status;
+    int attempts;
+    const char *slot_owner;      /* "" when none */
+    struct store_started started;
+};
+
+/* R is NULL when E != NULL or no call has that id. */
+typedef void (*store_reread_fn)(void *ctx, const struct store_err *e,
+                                const struct store_reread *r);
+int store_call_reread(struct pg_pool *pg, const char *id, store_reread_fn cb, void *ctx);
+
 /* Hand a PENDING call back to the scheduler (published_at cleared). */
 int store_call_park(struct pg_pool *pg, const char *id, store_done_fn cb, void *ctx);
 
 /* Record the provider's call id for attempt ATTEMPT. */
 int store_attempt_record(struct pg_pool *pg, const char *id, int attempt,
                          const char *external_id, store_done_fn cb, void *ctx);
+
+/* Record the provider's callId for the open attempt ATTEMPT; KNOWN: its
+ * outcome is known from now on (no more status lookups). */
+int store_attempt_learnt(struct pg_pool *pg, const char *id, int attempt,
+                         const char *external_id, bool known, store_done_fn cb, void *ctx);
+
+/* The start request of open attempt ATTEMPT got no answer to trust (WHY):
+ * the call stays IN_PROGRESS; the scheduler looks its status up. */
+int store_attempt_unknown(struct pg_pool *pg, const char *id, int attempt, const char *why,
+                          store_done_fn cb, void *ctx);
+
+/* An attempt due for a status lookup (claimed: looked_up_at = now()). */
+struct store_lookup {
+    const char *id;
+    int attempt;
+    const char *to;
+    const char *script_id;
+    const char *metadata;        /* JSON text */
+    const char *slot_owner;      /* the lease token of its slot */
+    bool past_deadline;          /* started more than call_timeout ago */
+};
+
+typedef void (*store_lookups_fn)(void *ctx, const struct store_err *e,
+                                 const struct store_lookup *rows, int n);
+
+/* Claim up to LIMIT open attempts with an unknown outcome not looked up for
+ * EVERY_MS; PAST_DEADLINE against TIMEOUT_MS (call_timeout). */
+int store_lookups_claim(struct pg_pool *pg, long long every_ms, long long timeout_ms, int limit,
+                        store_lookups_fn cb, void *ctx);
 
 /* Backoff bounds of a retry, ms. */
 struct store_backoff {

@@ -1,9 +1,10 @@
 /*
  * sched.c — the scheduler's statements (sched.h).
  *
- * Owns: the SQL text of the rebuild read, the reclaim and the publish
- * query, the reconcile's two reads and the retention deletes, their
- * parameters, and the decoding of their rows.
+ * Owns: the SQL text of the rebuild read, the reclaim (and, with status
+ * lookups, the reclaim's "look up first" mark) and the publish query, the
+ * reconcile's two reads and the retention deletes, their parameters, and
+ * the decoding of their rows.
  */
 #include "store/sched.h"
 
@@ -13,9 +14,18 @@
 
 #include "store/store_job.h"
 
+/* Seconds left of an IN_PROGRESS call's lease ($1 = the lease in ms): from
+ * its start, or from now while the outcome of its attempt is unknown (the
+ * status lookups keep extending such a lease past call_timeout, and a
+ * rebuilt one must not have expired already). */
+#define LEASE_LEFT_SQL                                                                     \
+    "extract(epoch FROM CASE WHEN EXISTS (SELECT 1 FROM call_attempts a"                    \
+    "   WHERE a.call_id = calls.id AND a.attempt = calls.attempts"                          \
+    "     AND a.outcome_unknown_since IS NOT NULL) THEN greatest(started_at, now())"        \
+    "  ELSE started_at END + $1::bigint * interval '1 ms' - now())"
+
 static const char REBUILD_SQL[] =
-    "SELECT COALESCE(slot_owner, id::text), attempts, to_number,"
-    "       extract(epoch FROM started_at + $1::bigint * interval '1 ms' - now())"
+    "SELECT COALESCE(slot_owner, id::text), attempts, to_number, " LEASE_LEFT_SQL
     " FROM calls WHERE status = 'IN_PROGRESS'";
 
 /* The row locks (SKIP LOCKED) keep two schedulers from reclaiming one call;
@@ -106,6 +116,29 @@ int store_reclaim(struct pg_pool *pg, long long timeout_ms, const struct store_b
     return store_query_rows(pg, RECLAIM_SQL, 4, values, &reclaimed_rows, (store_cb)cb, ctx);
 }
 
+/* With status lookups the reclaim does not end a timed-out attempt: it
+ * marks its outcome unknown, and the lookup decides (store_lookups_claim()).
+ * calls is locked first, then call_attempts (settle_attempt()'s order);
+ * attempts already marked are not taken again.  Unknown since the start:
+ * the first lookup is due at once. */
+static const char RECLAIM_MARK_SQL[] =
+    "UPDATE call_attempts a SET outcome_unknown_since = c.started_at, looked_up_at = NULL"
+    "  FROM (SELECT id, attempts, started_at FROM calls"
+    "         WHERE status = 'IN_PROGRESS' AND started_at < now() - $1::bigint * interval '1 ms'"
+    "           AND NOT EXISTS (SELECT 1 FROM call_attempts u"
+    "                            WHERE u.call_id = calls.id AND u.attempt = calls.attempts"
+    "                              AND u.outcome_unknown_since IS NOT NULL)"
+    "         ORDER BY started_at LIMIT $2::int FOR UPDATE SKIP LOCKED) c"
+    " WHERE a.call_id = c.id AND a.attempt = c.attempts AND a.ended_at IS NULL";
+
+int store_reclaim_mark(struct pg_pool *pg, long long timeout_ms, int limit, store_done_fn cb,
+                       void *ctx)
+{
+    struct store_num timeout, lim;
+    const char *values[] = { store_int(&timeout, timeout_ms), store_int(&lim, limit) };
+    return store_query(pg, RECLAIM_MARK_SQL, 2, values, store_decode_none, (store_cb)cb, ctx);
+}
+
 static void due_row(const PGresult *res, int r, void *out)
 {
     struct store_due *p = out;
@@ -183,8 +216,7 @@ out:
 
 /* IN_PROGRESS calls by id after $2 (keyset pages; calls_in_progress_id_idx). */
 static const char RC_PAGE_SQL[] =
-    "SELECT id::text, COALESCE(slot_owner, id::text), attempts, to_number,"
-    "       extract(epoch FROM started_at + $1::bigint * interval '1 ms' - now())"
+    "SELECT id::text, COALESCE(slot_owner, id::text), attempts, to_number, " LEASE_LEFT_SQL
     " FROM calls WHERE status = 'IN_PROGRESS' AND id > $2::uuid"
     " ORDER BY id LIMIT $3::int";
 

@@ -3,10 +3,12 @@
  *
  * Owns: reading the IN_PROGRESS calls to rebuild Redis's slot set, the
  * reclaim of timed-out IN_PROGRESS calls (settle_attempt() on each, under
- * row locks that keep two schedulers off one call), and the publish query
- * that marks due PENDING calls as handed to Kafka; the reconcile's reads
- * (which tokens seen in Redis no IN_PROGRESS attempt owns, IN_PROGRESS
- * calls page by page) and the retention deletes, one bounded batch each.  The rules of store.h
+ * row locks that keep two schedulers off one call; with [provider]
+ * status_url, marking them for a status lookup instead), and the publish
+ * query that marks due PENDING calls as handed to Kafka; the reconcile's
+ * reads (which tokens seen in Redis no IN_PROGRESS attempt owns,
+ * IN_PROGRESS calls page by page) and the retention deletes, one bounded
+ * batch each.  The rules of store.h
  * apply; rows handed to a callback live only during the callback.
  */
 #ifndef CO_STORE_SCHED_H
@@ -46,6 +48,12 @@ typedef void (*store_reclaimed_fn)(void *ctx, const struct store_err *e,
 /* End up to LIMIT attempts that started more than TIMEOUT_MS ago. */
 int store_reclaim(struct pg_pool *pg, long long timeout_ms, const struct store_backoff *b,
                   int limit, store_reclaimed_fn cb, void *ctx);
+
+/* With [provider] status_url: mark up to LIMIT attempts that started more
+ * than TIMEOUT_MS ago as of unknown outcome, for a status lookup before
+ * they are reclaimed (store_lookups_claim() in attempts.h). */
+int store_reclaim_mark(struct pg_pool *pg, long long timeout_ms, int limit, store_done_fn cb,
+                       void *ctx);
 
 /* A due call marked as published: send it to Kafka. */
 struct store_due {

@@ -67,6 +67,7 @@ static int check_socket_path(const char *v, char *err, size_t n);
 static int check_log_target(const char *v, char *err, size_t n);
 static int check_url(const char *v, char *err, size_t n);
 static int check_topic(const char *v, char *err, size_t n);
+static int check_status_url(const char *v, char *err, size_t n);
 
 static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const auth_names[] = {"hmac", "api-key", NULL};
@@ -135,6 +136,7 @@ static const struct key keys[] = {
     STR("provider", "url", "http://127.0.0.1:9090/api/v1/calls", provider_url, check_url, 0),
     STR("provider", "api_key", "", provider_api_key, NULL, KF_SECRET),
     NUM(KT_DURATION, "provider", "timeout", "10s", "1ms", "1h", provider_timeout),
+    STR("provider", "status_url", "", provider_status_url, check_status_url, 0),
     ENUM("provider", "callback_auth", "hmac", callback_auth, auth_names),
     STR("provider", "callback_secret", NULL, callback_secret, NULL, KF_SECRET),
     NUM(KT_DURATION, "provider", "signature_tolerance", "5m", "1s", "24h", signature_tolerance),
@@ -395,6 +397,21 @@ static int check_url(const char *v, char *err, size_t n)
     }
     if (strpbrk(v, " \t") != NULL) {
         co_seterr(err, n, "\"%s\" contains whitespace", v);
+        return -1;
+    }
+    return 0;
+}
+
+/* Optional (empty: no status lookups); else an http(s) URL template that
+ * holds "{reference}" (DESIGN.md section 5, "Unknown outcomes"). */
+static int check_status_url(const char *v, char *err, size_t n)
+{
+    if (v[0] == '\0')
+        return 0;
+    if (check_url(v, err, n) < 0)
+        return -1;
+    if (strstr(v, "{reference}") == NULL) {
+        co_seterr(err, n, "\"%s\" does not contain {reference}", v);
         return -1;
     }
     return 0;

@@ -85,6 +85,7 @@ struct co_config {
     char *provider_url;
     char *provider_api_key;
     double provider_timeout;
+    char *provider_status_url;   /* "" = no status lookups; else holds {reference} */
     enum co_callback_auth callback_auth;
     char *callback_secret;
     double signature_tolerance;
