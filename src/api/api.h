@@ -95,4 +95,13 @@ void api_ops_readyz(struct api *api, struct http_request *req);
 void api_webhook(struct api *api, struct http_request *req);
 void api_ops_prometheus(struct api *api, struct http_request *req);
 
+/* The do-not-call list (api_dnc.c).  NUMBER is the raw path segment. */
+void api_dnc_put(struct api *api, struct http_request *req, const char *number);
+void api_dnc_get(struct api *api, struct http_request *req, const char *number);
+void api_dnc_delete(struct api *api, struct http_request *req, const char *number);
+void api_dnc_list(struct api *api, struct http_request *req);
+/* 422 naming "to": the number of a create or PATCH is on the list. */
+void api_to_listed(struct http_request *req);
+void api_dnc_import(struct api *api, struct http_request *req);
+
 #endif
