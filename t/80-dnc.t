@@ -192,17 +192,23 @@ is(scalar @{ $b->{data} }, 20, 'default page size 20');
 ($st, $b) = $s->api(GET => '/api/v1/dnc?pageSize=25');
 is(scalar @{ $b->{data} }, 25, 'a page holding exactly every entry');
 is($b->{nextCursor}, undef, '... has no next cursor');
-($st, $b) = $s->api(GET => '/api/v1/dnc?cursor=&pageSize=');
-is(scalar @{ $b->{data} }, 20, 'empty cursor= and pageSize= are the defaults');
 
 for my $c ([ 'pageSize=0', 'pageSize' ], [ 'pageSize=101', 'pageSize' ], [ 'pageSize=x', 'pageSize' ],
            [ 'cursor=abc', 'cursor' ], [ 'cursor=0123', 'cursor' ], [ 'cursor=%2B15551000001', 'cursor' ],
-           [ 'page=2', 'query' ], [ 'pageSize=5&pageSize=6', 'pageSize' ]) {
+           [ 'page=2', 'page' ], [ 'pageSize=5&pageSize=6', 'pageSize' ], [ 'cursor=', 'cursor' ],
+           [ 'pageSize=', 'pageSize' ]) {
     ($st, $b, $h) = $s->api(GET => "/api/v1/dnc?$c->[0]");
     problem_ok($st, $b, $h, 400, "list ?$c->[0]", fields => [ $c->[1] ]);
 }
-like(message_of((do { ($st, $b) = $s->api(GET => '/api/v1/dnc?pageSize=0'); $b }), 'pageSize'),
-    qr/from 1 to 100/, 'pageSize message');
+my %lmsg = ('pageSize=0' => [ pageSize => qr/^must be an integer from 1 to 100$/ ],
+    'cursor=abc' => [ cursor => qr/^is not a cursor of this list/ ],
+    'page=2' => [ page => qr/^unknown query parameter$/ ],
+    'pageSize=5&pageSize=6' => [ pageSize => qr/^repeated parameter$/ ],
+    'cursor=' => [ cursor => qr/^must not be empty$/ ]);
+for my $q (sort keys %lmsg) {
+    ($st, $b) = $s->api(GET => "/api/v1/dnc?$q");
+    like(message_of($b, $lmsg{$q}[0]), $lmsg{$q}[1], "?$q: message");
+}
 
 # ----------------------------------------------------------------- import ---
 
@@ -245,6 +251,10 @@ is($b->{reason}, 'listed before', 'an existing entry is not changed by an import
 ($st, $b) = $s->api(GET => '/api/v1/dnc/+15552000009');
 is($b->{reason}, 'crlf', 'CRLF line ends');
 
+($st, $b) = csv(join '', map { "bad$_\n" } 1 .. 1500);
+is(scalar @{ $b->{invalid} }, 1000, 'at most 1000 invalid lines are listed');
+is($b->{invalidNotListed}, 500, '... "invalidNotListed" counts the rest');
+is($b->{invalid}[-1]{line}, 1000, '... the first 1000');
 ($st, $b) = csv('');
 is_deeply($b, { added => 0, existing => 0, invalid => [] }, 'an empty file');
 ($st, $b) = csv("number\n+15552000011\n", 'Content-Type' => 'text/csv; charset=utf-8');

@@ -16,7 +16,8 @@
  * reason is everything after the first comma, trimmed, so it may hold
  * commas.  Quoted fields are refused line by line ('"' anywhere in a line
  * makes it invalid with a message saying so): no unquoting is guessed.
- * Every valid line goes to the database in ONE statement.
+ * Every valid line goes to the database in ONE statement; at most
+ * DNC_INVALID_LISTED invalid lines are listed in the answer.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -305,23 +306,29 @@ static int all_digits(const char *s, size_t n)
     return n > 0;
 }
 
+/* One name=value pair, as validate_list_query() words its errors. */
 static void list_param(const char *name, size_t nlen, const char *val, size_t vlen,
                        int seen[2], struct dnc_list_query *q, struct problem *p)
 {
     int which = nlen == 6 && memcmp(name, "cursor", 6) == 0     ? 0
                 : nlen == 8 && memcmp(name, "pageSize", 8) == 0 ? 1
                                                                 : -1;
+    const char *field = which ? "pageSize" : "cursor";
     if (which < 0) {
-        problem_add_field(p, "query", "unknown query parameter %.*s", (int)(nlen > 64 ? 64 : nlen),
-                          name);
+        char unknown[65];
+        snprintf(unknown, sizeof(unknown), "%.*s", (int)(nlen > 64 ? 64 : nlen), name);
+        problem_add_field(p, unknown, "unknown query parameter");
         return;
     }
     if (seen[which]++) {
-        problem_add_field(p, which ? "pageSize" : "cursor", "given more than once");
+        if (seen[which] == 2)
+            problem_add_field(p, field, "repeated parameter");
         return;
     }
-    if (vlen == 0)
-        return; /* empty: the default */
+    if (vlen == 0) {
+        problem_add_field(p, field, "must not be empty");
+        return;
+    }
     if (which == 1) {
         int v = 0;
         if (all_digits(val, vlen) && vlen <= 3)
@@ -417,6 +424,11 @@ void api_dnc_list(struct api *api, struct http_request *req)
 
 /* --------------------------------------------------------------- import */
 
+/* At most this many invalid lines are listed; the answer says how many
+ * more there were ("invalidNotListed"), so that a file of garbage cannot
+ * make an answer many times its own size. */
+#define DNC_INVALID_LISTED 1000
+
 struct import_req {
     struct http_request *req;
     long long valid;
@@ -454,9 +466,10 @@ static char *trim(char *s, char *end)
 
 static void add_invalid(struct import_req *ir, long line, const char *msg)
 {
-    strbuf_addf(&ir->invalid, "%s{\"line\":%ld,\"message\":\"%s\"}", ir->ninvalid ? "," : "",
-                line, msg);
-    ir->ninvalid++;
+    if (ir->ninvalid++ >= DNC_INVALID_LISTED)
+        return;
+    strbuf_addf(&ir->invalid, "%s{\"line\":%ld,\"message\":\"%s\"}",
+                ir->ninvalid > 1 ? "," : "", line, msg);
 }
 
 /* Parse the CSV in BUF (NUL-terminated copy of the body, cut in place)
@@ -531,7 +544,10 @@ static void import_answer(struct import_req *ir, long long added)
     strbuf_addf(&b, "{\"added\":%lld,\"existing\":%lld,\"invalid\":[", added, ir->valid - added);
     if (ir->invalid.len > 0)
         strbuf_add(&b, ir->invalid.p, ir->invalid.len);
-    strbuf_adds(&b, "]}");
+    strbuf_addc(&b, ']');
+    if (ir->ninvalid > DNC_INVALID_LISTED)
+        strbuf_addf(&b, ",\"invalidNotListed\":%lld", ir->ninvalid - DNC_INVALID_LISTED);
+    strbuf_addc(&b, '}');
     if (b.failed || ir->invalid.failed)
         api_internal_error(ir->req, "dnc import", "out of memory");
     else
