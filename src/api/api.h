@@ -6,8 +6,8 @@
  * (415), the problem+json and 503 + Retry-After answers, and the state the
  * handlers share (config, PostgreSQL pool, Redis client, Kafka producer).
  * The handlers themselves live in api_calls.c (the call resource), intake.c
- * (creating calls), api_webhook.c (the provider's webhook) and api_ops.c
- * (health, readiness, metrics).
+ * (creating calls), api_webhook.c (the provider's webhook), api_ops.c
+ * (health, readiness, metrics) and api_dnc.c (the do-not-call list).
  */
 #ifndef CO_API_H
 #define CO_API_H

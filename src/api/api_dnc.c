@@ -32,7 +32,7 @@
 #include "util/strbuf.h"
 
 #define DNC_NUMBER_BUF (CALL_TO_MAX + 1)
-#define DNC_REASON_MAX 500       /* characters; sql/007_dnc.sql checks it too */
+#define DNC_REASON_MAX 500 /* characters; sql/007_dnc.sql checks it too */
 #define DNC_SOURCE_API "api"
 #define DNC_SOURCE_IMPORT "import"
 #define DNC_PUT_RETRIES 3
@@ -53,8 +53,7 @@ static void answer_problem(struct http_request *req, struct problem *p)
     problem_reset(p);
 }
 
-static void answer_simple(struct http_request *req, int status, const char *field,
-                          const char *msg)
+static void answer_simple(struct http_request *req, int status, const char *field, const char *msg)
 {
     struct problem p;
     problem_init(&p);
@@ -86,9 +85,7 @@ static int content_type_is(const char *ct, const char *want)
  * answers 400 itself and returns -1 when it is none. */
 static int path_number(struct http_request *req, const char *raw, char out[DNC_NUMBER_BUF])
 {
-    const char *digits = raw[0] == '+'                  ? raw + 1
-                         : strncasecmp(raw, "%2B", 3) == 0 ? raw + 3
-                                                           : NULL;
+    const char *digits = raw[0] == '+' ? raw + 1 : strncasecmp(raw, "%2B", 3) == 0 ? raw + 3 : NULL;
     if (digits != NULL && strlen(digits) < DNC_NUMBER_BUF - 1) {
         snprintf(out, DNC_NUMBER_BUF, "+%s", digits);
         if (validate_e164(out))
@@ -98,8 +95,7 @@ static int path_number(struct http_request *req, const char *raw, char out[DNC_N
     return -1;
 }
 
-static struct dnc_req *dnc_req_new(struct api *api, struct http_request *req,
-                                   const char *number)
+static struct dnc_req *dnc_req_new(struct api *api, struct http_request *req, const char *number)
 {
     struct dnc_req *r = calloc(1, sizeof(*r));
     if (r == NULL) {
@@ -135,15 +131,16 @@ void api_to_listed(struct http_request *req)
     struct problem p;
     problem_init(&p);
     problem_set(&p, 422, "the number is on the do-not-call list; no call to it is taken");
-    problem_add_field(&p, "to", "is on the do-not-call list (DELETE /api/v1/dnc/{number} "
-                                "removes it)");
+    problem_add_field(&p, "to",
+                      "is on the do-not-call list (DELETE /api/v1/dnc/{number} "
+                      "removes it)");
     p.status = 422;
     answer_problem(req, &p);
 }
 
 /* ------------------------------------------------------------------ put */
 
-static void put_done(void *ctx, const struct store_err *e, int added,
+static void put_done(void *ctx, const struct store_err *e, enum store_dnc_put_result result,
                      const struct store_dnc_doc *doc);
 
 static int put_submit(struct dnc_req *r)
@@ -151,13 +148,13 @@ static int put_submit(struct dnc_req *r)
     return store_dnc_put(r->api->pg, r->number, r->reason, DNC_SOURCE_API, put_done, r);
 }
 
-static void put_done(void *ctx, const struct store_err *e, int added,
+static void put_done(void *ctx, const struct store_err *e, enum store_dnc_put_result result,
                      const struct store_dnc_doc *doc)
 {
     struct dnc_req *r = ctx;
     if (e != NULL) {
         api_store_failed(r->req, e, "dnc put");
-    } else if (doc == NULL) {
+    } else if (result == STORE_DNC_RACED) {
         /* a concurrent PUT and DELETE raced ours: look again */
         if (++r->retries <= DNC_PUT_RETRIES && !r->api->closing) {
             if (put_submit(r) < 0)
@@ -166,7 +163,7 @@ static void put_done(void *ctx, const struct store_err *e, int added,
         }
         answer_simple(r->req, 409, NULL, "the number is being changed concurrently; retry");
     } else {
-        api_json(r->req, added ? 201 : 200, doc->text, doc->len, NULL);
+        api_json(r->req, result == STORE_DNC_ADDED ? 201 : 200, doc->text, doc->len, NULL);
     }
     free(r->reason);
     free(r);
@@ -199,7 +196,8 @@ static int put_body(struct http_request *req, char **reason)
     } else {
         const char *key;
         json_t *v;
-        json_object_foreach(root, key, v) {
+        json_object_foreach(root, key, v)
+        {
             if (strcmp(key, "reason") != 0) {
                 problem_add_field(&p, key, "unknown field");
             } else if (json_is_null(v)) {
@@ -307,8 +305,8 @@ static int all_digits(const char *s, size_t n)
 }
 
 /* One name=value pair, as validate_list_query() words its errors. */
-static void list_param(const char *name, size_t nlen, const char *val, size_t vlen,
-                       int seen[2], struct dnc_list_query *q, struct problem *p)
+static void list_param(const char *name, size_t nlen, const char *val, size_t vlen, int seen[2],
+                       struct dnc_list_query *q, struct problem *p)
 {
     int which = nlen == 6 && memcmp(name, "cursor", 6) == 0     ? 0
                 : nlen == 8 && memcmp(name, "pageSize", 8) == 0 ? 1
@@ -334,8 +332,7 @@ static void list_param(const char *name, size_t nlen, const char *val, size_t vl
         if (all_digits(val, vlen) && vlen <= 3)
             v = atoi(val);
         if (v < 1 || v > LIST_PAGE_SIZE_MAX)
-            problem_add_field(p, "pageSize", "must be an integer from 1 to %d",
-                              LIST_PAGE_SIZE_MAX);
+            problem_add_field(p, "pageSize", "must be an integer from 1 to %d", LIST_PAGE_SIZE_MAX);
         else
             q->page_size = v;
         return;
@@ -432,7 +429,7 @@ void api_dnc_list(struct api *api, struct http_request *req)
 struct import_req {
     struct http_request *req;
     long long valid;
-    struct strbuf invalid;       /* the "invalid" array's members, comma-separated */
+    struct strbuf invalid; /* the "invalid" array's members, comma-separated */
     long long ninvalid;
 };
 
@@ -441,10 +438,13 @@ static int text_ok(const unsigned char *s, size_t n)
 {
     for (size_t i = 0; i < n;) {
         unsigned char c = s[i];
-        size_t k = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
-                              : (c & 0xf8) == 0xf0 ? 4 : 0;
-        if (k == 0 || i + k > n || (c < 0x20 && c != '\t') || c == 0x7f || c == 0xc0 ||
-            c == 0xc1 || c > 0xf4)
+        size_t k = c < 0x80             ? 1
+                   : (c & 0xe0) == 0xc0 ? 2
+                   : (c & 0xf0) == 0xe0 ? 3
+                   : (c & 0xf8) == 0xf0 ? 4
+                                        : 0;
+        if (k == 0 || i + k > n || (c < 0x20 && c != '\t') || c == 0x7f || c == 0xc0 || c == 0xc1 ||
+            c > 0xf4)
             return 0;
         for (size_t j = 1; j < k; j++)
             if ((s[i + j] & 0xc0) != 0x80)
@@ -468,8 +468,8 @@ static void add_invalid(struct import_req *ir, long line, const char *msg)
 {
     if (ir->ninvalid++ >= DNC_INVALID_LISTED)
         return;
-    strbuf_addf(&ir->invalid, "%s{\"line\":%ld,\"message\":\"%s\"}",
-                ir->ninvalid > 1 ? "," : "", line, msg);
+    strbuf_addf(&ir->invalid, "%s{\"line\":%ld,\"message\":\"%s\"}", ir->ninvalid > 1 ? "," : "",
+                line, msg);
 }
 
 /* Parse the CSV in BUF (NUL-terminated copy of the body, cut in place)
@@ -499,13 +499,13 @@ static long parse_csv(char *buf, size_t len, struct import_req *ir, const char *
             continue; /* blank line */
         if (first) {
             first = 0;
-            if (strcasecmp(num, "number") == 0 &&
-                (why == NULL || strcasecmp(why, "reason") == 0))
+            if (strcasecmp(num, "number") == 0 && (why == NULL || strcasecmp(why, "reason") == 0))
                 continue; /* the header */
         }
         if (quoted) {
-            add_invalid(ir, line, "quoted fields are not supported: write number,reason "
-                                  "without quotes (the reason may contain commas)");
+            add_invalid(ir, line,
+                        "quoted fields are not supported: write number,reason "
+                        "without quotes (the reason may contain commas)");
             continue;
         }
         if (has_nul || !validate_e164(num)) {

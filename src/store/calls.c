@@ -233,7 +233,8 @@ int store_calls_count(struct pg_pool *pg, store_counts_fn cb, void *ctx)
 
 /* --------------------------------------------------------------- intake */
 
-/* The statement lives in intake_calls() (sql/003_intake.sql), where
+/* The statement lives in intake_calls() (sql/003_intake.sql, replaced by
+ * sql/007_dnc.sql: a listed number answers (ord, 'D')), where
  * PostgreSQL plans it once per connection instead of once per batch. */
 static const char INTAKE_SQL[] =
     "SELECT r_ord, r_outcome, r_body FROM intake_calls($1::json, $2::int)";

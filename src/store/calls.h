@@ -3,8 +3,9 @@
  *
  * Owns: the statements behind GET, PATCH, cancel and list of
  * /api/v1/calls, the counts by status for the metrics endpoints, and the
- * group-commit statement that stores created calls (intake_calls() in
- * sql/003_intake.sql).  PostgreSQL renders the call JSON (call_json() in
+ * group-commit statement that stores created calls (intake_calls() of
+ * sql/003_intake.sql, replaced in sql/007_dnc.sql to refuse numbers on the
+ * do-not-call list, as PATCH does).  PostgreSQL renders the call JSON (call_json() in
  * sql/001_schema.sql); the text is handed on as the database produced it.
  * The rules of store.h apply.
  */

@@ -40,31 +40,30 @@ static const char PUT_SQL[] =
     "SELECT 'E', dnc_json(d) FROM dnc d WHERE d.number = $1 AND NOT EXISTS (SELECT 1 FROM ins)";
 
 struct put_row {
-    int added;
+    enum store_dnc_put_result result;
     struct store_dnc_doc doc;
 };
 
 static void put_row(const PGresult *res, int r, void *out)
 {
     struct put_row *p = out;
-    p->added = PQgetvalue(res, r, 0)[0] == 'N';
+    p->result = PQgetvalue(res, r, 0)[0] == 'N' ? STORE_DNC_ADDED : STORE_DNC_EXISTING;
     p->doc = doc_at(res, r, 1);
 }
 
-static void deliver_put(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
-                        int n)
+static void deliver_put(store_cb cb, void *ctx, const struct store_err *e, const void *rows, int n)
 {
     const struct put_row *p = rows;
     if (e != NULL || n == 0)
-        ((store_dnc_put_fn)cb)(ctx, e, -1, NULL);
+        ((store_dnc_put_fn)cb)(ctx, e, STORE_DNC_RACED, NULL);
     else
-        ((store_dnc_put_fn)cb)(ctx, NULL, p->added, &p->doc);
+        ((store_dnc_put_fn)cb)(ctx, NULL, p->result, &p->doc);
 }
 
 static const struct store_rows put_rows = { sizeof(struct put_row), put_row, deliver_put };
 
-int store_dnc_put(struct pg_pool *pg, const char *number, const char *reason,
-                  const char *source, store_dnc_put_fn cb, void *ctx)
+int store_dnc_put(struct pg_pool *pg, const char *number, const char *reason, const char *source,
+                  store_dnc_put_fn cb, void *ctx)
 {
     const char *values[] = { number, reason, source };
     return store_query_rows(pg, PUT_SQL, 3, values, &put_rows, (store_cb)cb, ctx);
@@ -79,8 +78,7 @@ static void get_row(const PGresult *res, int r, void *out)
     *(struct store_dnc_doc *)out = doc_at(res, r, 0);
 }
 
-static void deliver_get(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
-                        int n)
+static void deliver_get(store_cb cb, void *ctx, const struct store_err *e, const void *rows, int n)
 {
     ((store_dnc_get_fn)cb)(ctx, e, e == NULL && n > 0 ? rows : NULL);
 }
@@ -97,8 +95,7 @@ int store_dnc_get(struct pg_pool *pg, const char *number, store_dnc_get_fn cb, v
 
 static const char DELETE_SQL[] = "DELETE FROM dnc WHERE number = $1";
 
-static void decode_delete(const PGresult *res, const struct store_err *e, store_cb cb,
-                          void *ctx)
+static void decode_delete(const PGresult *res, const struct store_err *e, store_cb cb, void *ctx)
 {
     int deleted = e == NULL && atoi(PQcmdTuples((PGresult *)res)) > 0;
     ((store_dnc_delete_fn)cb)(ctx, e, deleted);
@@ -113,10 +110,9 @@ int store_dnc_delete(struct pg_pool *pg, const char *number, store_dnc_delete_fn
 /* ----------------------------------------------------------------- list */
 
 /* One row more than the page: it says whether a next page exists. */
-static const char LIST_SQL[] =
-    "SELECT dnc_json(d), d.number FROM dnc d"
-    " WHERE $1::text IS NULL OR d.number > $1"
-    " ORDER BY d.number LIMIT $2::int";
+static const char LIST_SQL[] = "SELECT dnc_json(d), d.number FROM dnc d"
+                               " WHERE $1::text IS NULL OR d.number > $1"
+                               " ORDER BY d.number LIMIT $2::int";
 
 struct list_job {
     store_dnc_page_fn cb;
@@ -207,17 +203,15 @@ static char *array_literal(const char *const *v, int n)
     return strbuf_take(&b);
 }
 
-static void decode_import(const PGresult *res, const struct store_err *e, store_cb cb,
-                          void *ctx)
+static void decode_import(const PGresult *res, const struct store_err *e, store_cb cb, void *ctx)
 {
-    long long added = e == NULL && PQntuples(res) > 0 ? strtoll(PQgetvalue(res, 0, 0), NULL, 10)
-                                                       : 0;
+    long long added =
+        e == NULL && PQntuples(res) > 0 ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
     ((store_dnc_import_fn)cb)(ctx, e, added);
 }
 
-int store_dnc_import(struct pg_pool *pg, const char *const *numbers,
-                     const char *const *reasons, int n, const char *source,
-                     store_dnc_import_fn cb, void *ctx)
+int store_dnc_import(struct pg_pool *pg, const char *const *numbers, const char *const *reasons,
+                     int n, const char *source, store_dnc_import_fn cb, void *ctx)
 {
     char *nums = array_literal(numbers, n);
     char *why = nums != NULL ? array_literal(reasons, n) : NULL;

@@ -22,13 +22,19 @@ struct store_dnc_doc {
     size_t len;
 };
 
-/* PUT: ADDED is 1 when this statement listed the number, 0 when it was
- * listed already (DOC is the entry as stored, unchanged), -1 when neither
- * could be told (a concurrent delete raced the insert; DOC is NULL). */
-typedef void (*store_dnc_put_fn)(void *ctx, const struct store_err *e, int added,
-                                 const struct store_dnc_doc *doc);
-int store_dnc_put(struct pg_pool *pg, const char *number, const char *reason,
-                  const char *source, store_dnc_put_fn cb, void *ctx);
+/* What a PUT found. */
+enum store_dnc_put_result {
+    STORE_DNC_ADDED,    /* listed now: DOC is the new entry */
+    STORE_DNC_EXISTING, /* listed already: DOC is the entry, unchanged */
+    STORE_DNC_RACED     /* a concurrent insert and delete hid the entry:
+                                    DOC is NULL, the statement may go again */
+};
+
+/* PUT: RESULT and DOC are meaningless when E != NULL. */
+typedef void (*store_dnc_put_fn)(void *ctx, const struct store_err *e,
+                                 enum store_dnc_put_result result, const struct store_dnc_doc *doc);
+int store_dnc_put(struct pg_pool *pg, const char *number, const char *reason, const char *source,
+                  store_dnc_put_fn cb, void *ctx);
 
 /* GET: DOC is NULL when the number is not listed (or E != NULL). */
 typedef void (*store_dnc_get_fn)(void *ctx, const struct store_err *e,
@@ -37,15 +43,14 @@ int store_dnc_get(struct pg_pool *pg, const char *number, store_dnc_get_fn cb, v
 
 /* DELETE: DELETED is 1 when the number was listed. */
 typedef void (*store_dnc_delete_fn)(void *ctx, const struct store_err *e, int deleted);
-int store_dnc_delete(struct pg_pool *pg, const char *number, store_dnc_delete_fn cb,
-                     void *ctx);
+int store_dnc_delete(struct pg_pool *pg, const char *number, store_dnc_delete_fn cb, void *ctx);
 
 /* One page of the list, by number ascending. */
 struct store_dnc_page {
     int n;
     const struct store_dnc_doc *docs;
-    const char *last;            /* the number of the last entry, or NULL */
-    int more;                    /* an entry exists after this page */
+    const char *last; /* the number of the last entry, or NULL */
+    int more;         /* an entry exists after this page */
 };
 typedef void (*store_dnc_page_fn)(void *ctx, const struct store_err *e,
                                   const struct store_dnc_page *page);
@@ -57,8 +62,7 @@ int store_dnc_list(struct pg_pool *pg, const char *after, int page_size, store_d
  * SOURCE in one statement; ADDED is how many were not listed before
  * (a number twice in NUMBERS counts once). */
 typedef void (*store_dnc_import_fn)(void *ctx, const struct store_err *e, long long added);
-int store_dnc_import(struct pg_pool *pg, const char *const *numbers,
-                     const char *const *reasons, int n, const char *source,
-                     store_dnc_import_fn cb, void *ctx);
+int store_dnc_import(struct pg_pool *pg, const char *const *numbers, const char *const *reasons,
+                     int n, const char *source, store_dnc_import_fn cb, void *ctx);
 
 #endif
