@@ -260,6 +260,10 @@ is_deeply($b, { added => 0, existing => 0, invalid => [] }, 'an empty file');
 ($st, $b) = csv("number\n+15552000011\n", 'Content-Type' => 'text/csv; charset=utf-8');
 is_deeply($b, { added => 1, existing => 0, invalid => [] }, 'header "number", charset parameter');
 
+($st, $b) = csv("\xef\xbb\xbfnumber,reason\n+15552000013,back\\slash {brace} \xc3\xa9\n");
+is_deeply($b, { added => 1, existing => 0, invalid => [] }, 'a byte order mark before the header');
+($st, $b) = $s->api(GET => '/api/v1/dnc/+15552000013');
+is($b->{reason}, "back\\slash {brace} \x{e9}", 'backslash, braces and UTF-8 in a reason kept');
 ($st, $b, $h) = csv("+15552000012\n", 'Content-Type' => 'application/json');
 problem_ok($st, $b, $h, 415, 'import as application/json');
 like($b->{detail}, qr{text/csv}, '... detail names text/csv');

@@ -12,7 +12,8 @@
  * helps more than a 404).  '+' may be sent as is or as %2B.
  *
  * The CSV: one "number[,reason]" per line (LF or CRLF); blank lines are
- * skipped; a first line "number" or "number,reason" is a header.  The
+ * skipped; a first line "number" or "number,reason" is a header (after a
+ * UTF-8 byte order mark, if any).  The
  * reason is everything after the first comma, trimmed, so it may hold
  * commas.  Quoted fields are refused line by line ('"' anywhere in a line
  * makes it invalid with a message saying so): no unquoting is guessed.
@@ -482,7 +483,10 @@ static long parse_csv(char *buf, size_t len, struct import_req *ir, const char *
     long n = 0, line = 0;
     int first = 1;
     char *end = buf + len;
-    for (char *s = buf; s < end;) {
+    char *start = buf;
+    if (len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0)
+        start += 3; /* the byte order mark spreadsheets write */
+    for (char *s = start; s < end;) {
         char *nl = memchr(s, '\n', (size_t)(end - s));
         char *eol = nl ? nl : end;
         line++;
