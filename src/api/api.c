@@ -23,6 +23,7 @@
 
 #define API_PREFIX "/api/v1"
 #define CALLS_PATH API_PREFIX "/calls"
+#define DNC_PATH API_PREFIX "/dnc"
 
 enum route {
     ROUTE_NONE,
@@ -34,6 +35,9 @@ enum route {
     ROUTE_CALL_CANCEL,
     ROUTE_WEBHOOK,
     ROUTE_METRICS,
+    ROUTE_DNC_LIST,
+    ROUTE_DNC_IMPORT,
+    ROUTE_DNC_ENTRY,
 };
 
 /* Which methods a route takes, for dispatch and for the Allow header. */
@@ -50,6 +54,9 @@ static const struct route_info {
     [ROUTE_CALL_CANCEL] = { "POST", 1 },
     [ROUTE_WEBHOOK] = { "POST", 0 },    /* signed, see api_webhook.c */
     [ROUTE_METRICS] = { "GET, HEAD", 0 }, /* Prometheus scrapes without a key */
+    [ROUTE_DNC_LIST] = { "GET, HEAD", 1 },
+    [ROUTE_DNC_IMPORT] = { "POST", 1 },
+    [ROUTE_DNC_ENTRY] = { "GET, HEAD, PUT, DELETE", 1 },
 };
 
 /* Map PATH to a route; *id points into PATH for the {id} routes. */
@@ -67,6 +74,21 @@ static enum route match(const char *path, char *id, size_t idlen)
         return ROUTE_CALLS;
     if (strcmp(path, API_PREFIX "/callbacks/call-status") == 0)
         return ROUTE_WEBHOOK;
+    if (strcmp(path, DNC_PATH) == 0)
+        return ROUTE_DNC_LIST;
+    if (strcmp(path, DNC_PATH "/import") == 0)
+        return ROUTE_DNC_IMPORT;
+    if (strncmp(path, DNC_PATH "/", sizeof(DNC_PATH)) == 0) {
+        const char *num = path + sizeof(DNC_PATH);
+        size_t n = strlen(num);
+        if (n == 0 || strchr(num, '/') != NULL)
+            return ROUTE_NONE;
+        if (n >= idlen)
+            n = idlen - 1; /* too long for a number: the handler answers 400 */
+        memcpy(id, num, n);
+        id[n] = '\0';
+        return ROUTE_DNC_ENTRY;
+    }
     if (strncmp(path, CALLS_PATH "/", sizeof(CALLS_PATH)) != 0)
         return ROUTE_NONE;
     const char *rest = path + sizeof(CALLS_PATH);
@@ -266,6 +288,16 @@ void api_handle(struct http_request *req, void *arg)
             intake_create(api->intake, req);
         else
             api_calls_list(api, req);
+        break;
+    case ROUTE_DNC_LIST: api_dnc_list(api, req); break;
+    case ROUTE_DNC_IMPORT: api_dnc_import(api, req); break;
+    case ROUTE_DNC_ENTRY:
+        if (method == HTTP_PUT)
+            api_dnc_put(api, req, id);
+        else if (method == HTTP_DELETE)
+            api_dnc_delete(api, req, id);
+        else
+            api_dnc_get(api, req, id);
         break;
     default: dispatch_call_route(api, req, r, method, id); break;
     }

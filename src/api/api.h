@@ -6,8 +6,8 @@
  * (415), the problem+json and 503 + Retry-After answers, and the state the
  * handlers share (config, PostgreSQL pool, Redis client, Kafka producer).
  * The handlers themselves live in api_calls.c (the call resource), intake.c
- * (creating calls), api_webhook.c (the provider's webhook) and api_ops.c
- * (health, readiness, metrics).
+ * (creating calls), api_webhook.c (the provider's webhook), api_ops.c
+ * (health, readiness, metrics) and api_dnc.c (the do-not-call list).
  */
 #ifndef CO_API_H
 #define CO_API_H
@@ -94,5 +94,14 @@ void api_ops_healthz(struct api *api, struct http_request *req);
 void api_ops_readyz(struct api *api, struct http_request *req);
 void api_webhook(struct api *api, struct http_request *req);
 void api_ops_prometheus(struct api *api, struct http_request *req);
+
+/* The do-not-call list (api_dnc.c).  NUMBER is the raw path segment. */
+void api_dnc_put(struct api *api, struct http_request *req, const char *number);
+void api_dnc_get(struct api *api, struct http_request *req, const char *number);
+void api_dnc_delete(struct api *api, struct http_request *req, const char *number);
+void api_dnc_list(struct api *api, struct http_request *req);
+/* 422 naming "to": the number of a create or PATCH is on the list. */
+void api_to_listed(struct http_request *req);
+void api_dnc_import(struct api *api, struct http_request *req);
 
 #endif

@@ -71,6 +71,8 @@ static void answer_update(struct api_req *r, const struct store_err *e,
         api_call_not_found(r->req, r->id);
     else if (u->result == STORE_UPDATED)
         api_json(r->req, 200, u->doc.text, u->doc.len, NULL);
+    else if (u->result == STORE_TO_LISTED)
+        api_to_listed(r->req);
     else
         answer_not_pending(r->req, r->id, u->status, verb);
     free(r);

@@ -243,6 +243,8 @@ static int answer_row(struct intake *in, struct batch *b, const struct store_int
         answer_created(in, p, row->body);
     else if (row->outcome == STORE_INTAKE_REPLAYED)
         api_json(p->req, 200, row->body, strlen(row->body), NULL);
+    else if (row->outcome == STORE_INTAKE_LISTED)
+        api_to_listed(p->req);
     else
         answer_key_conflict(p->req);
     pending_free(p);

@@ -137,6 +137,11 @@ static void check_metadata(const json_t *v, size_t max, int patch, struct call_i
 
 /* ----------------------------------------------------------- bodies ---- */
 
+int validate_e164(const char *s)
+{
+    return s != NULL && is_e164(s, strlen(s));
+}
+
 void call_input_free(struct call_input *in)
 {
     free(in->metadata);

@@ -72,6 +72,9 @@ int validate_patch(const char *body, size_t len, size_t max_metadata_bytes,
 /* 1 when S is a canonical 8-4-4-4-12 hex UUID (either case), else 0. */
 int validate_uuid(const char *s);
 
+/* 1 when S is an E.164 number as `to` takes it: ^\+[1-9][0-9]{7,14}$. */
+int validate_e164(const char *s);
+
 /* The canonical static name when S is exactly one of the five call
  * statuses (PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED), else NULL. */
 const char *validate_status(const char *s);

@@ -65,10 +65,25 @@ int store_call_get(struct pg_pool *pg, const char *id, store_call_fn cb, void *c
     "SELECT 'X', call_json(c), c.status FROM calls c "                                         \
     "WHERE c.id = $1 AND NOT EXISTS (SELECT 1 FROM upd)"
 
-static const char PATCH_SQL[] = UPDATE_PENDING_SQL(
-    "to_number = CASE WHEN $2::bool THEN $3::text ELSE to_number END,"
-    " script_id = CASE WHEN $4::bool THEN $5::text ELSE script_id END,"
-    " metadata = CASE WHEN $6::bool THEN COALESCE($7::jsonb, '{}') ELSE metadata END");
+/* PATCH is the same update, but a new `to` on the do-not-call list
+ * (sql/007_dnc.sql) changes nothing and answers ('D', call) for a PENDING
+ * call: one primary-key lookup in the same statement. */
+static const char PATCH_SQL[] =
+    "WITH listed AS ("
+    "  SELECT $2::bool AND EXISTS (SELECT 1 FROM dnc WHERE number = $3::text) AS l"
+    "), upd AS ("
+    "  UPDATE calls SET"
+    "   to_number = CASE WHEN $2::bool THEN $3::text ELSE to_number END,"
+    "   script_id = CASE WHEN $4::bool THEN $5::text ELSE script_id END,"
+    "   metadata = CASE WHEN $6::bool THEN COALESCE($7::jsonb, '{}') ELSE metadata END"
+    "  WHERE id = $1 AND status = 'PENDING' AND NOT (SELECT l FROM listed)"
+    "  RETURNING call_json(calls) AS body, status"
+    ") "
+    "SELECT 'U', body, status FROM upd "
+    "UNION ALL "
+    "SELECT CASE WHEN c.status = 'PENDING' AND (SELECT l FROM listed) THEN 'D' ELSE 'X' END,"
+    " call_json(c), c.status FROM calls c "
+    "WHERE c.id = $1 AND NOT EXISTS (SELECT 1 FROM upd)";
 
 static const char CANCEL_SQL[] = UPDATE_PENDING_SQL(
     "status = 'CANCELLED', ended_at = now(), next_attempt_at = NULL");
@@ -76,7 +91,8 @@ static const char CANCEL_SQL[] = UPDATE_PENDING_SQL(
 static void update_row(const PGresult *res, int r, void *out)
 {
     struct store_update *u = out;
-    u->result = PQgetvalue(res, r, 0)[0] == 'U' ? STORE_UPDATED : STORE_NOT_PENDING;
+    char k = PQgetvalue(res, r, 0)[0];
+    u->result = k == 'U' ? STORE_UPDATED : k == 'D' ? STORE_TO_LISTED : STORE_NOT_PENDING;
     u->doc = json_at(res, r, 1);
     u->status = PQgetvalue(res, r, 2);
 }
@@ -227,7 +243,8 @@ int store_calls_count(struct pg_pool *pg, store_counts_fn cb, void *ctx)
 
 /* --------------------------------------------------------------- intake */
 
-/* The statement lives in intake_calls() (sql/003_intake.sql), where
+/* The statement lives in intake_calls() (sql/003_intake.sql, replaced by
+ * sql/007_dnc.sql: a listed number answers (ord, 'D')), where
  * PostgreSQL plans it once per connection instead of once per batch. */
 static const char INTAKE_SQL[] =
     "SELECT r_ord, r_outcome, r_body FROM intake_calls($1::json, $2::int)";
@@ -259,6 +276,7 @@ static enum store_intake_outcome intake_outcome(const char *s)
 {
     return s[0] == 'C' ? STORE_INTAKE_CREATED
            : s[0] == 'R' ? STORE_INTAKE_REPLAYED
+           : s[0] == 'D' ? STORE_INTAKE_LISTED
                          : STORE_INTAKE_KEY_CONFLICT;
 }
 

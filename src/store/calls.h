@@ -3,8 +3,9 @@
  *
  * Owns: the statements behind GET, PATCH, cancel and list of
  * /api/v1/calls, the counts by status for the metrics endpoints, and the
- * group-commit statement that stores created calls (intake_calls() in
- * sql/003_intake.sql).  PostgreSQL renders the call JSON (call_json() in
+ * group-commit statement that stores created calls (intake_calls() of
+ * sql/003_intake.sql, replaced in sql/007_dnc.sql to refuse numbers on the
+ * do-not-call list, as PATCH does).  PostgreSQL renders the call JSON (call_json() in
  * sql/001_schema.sql); the text is handed on as the database produced it.
  * The rules of store.h apply.
  */
@@ -34,7 +35,8 @@ int store_call_get(struct pg_pool *pg, const char *id, store_call_fn cb, void *c
 enum store_update_result {
     STORE_UPDATE_NOT_FOUND,      /* no call with that id */
     STORE_UPDATED,               /* doc is the call after the change */
-    STORE_NOT_PENDING            /* the call exists but was not PENDING */
+    STORE_NOT_PENDING,           /* the call exists but was not PENDING */
+    STORE_TO_LISTED              /* the new `to` is on the do-not-call list: unchanged */
 };
 
 struct store_update {
@@ -89,7 +91,8 @@ int store_calls_count(struct pg_pool *pg, store_counts_fn cb, void *ctx);
 enum store_intake_outcome {
     STORE_INTAKE_CREATED,        /* stored now: 201 with BODY */
     STORE_INTAKE_REPLAYED,       /* same key, same body: 200 with the stored BODY */
-    STORE_INTAKE_KEY_CONFLICT    /* same key, another body */
+    STORE_INTAKE_KEY_CONFLICT,   /* same key, another body */
+    STORE_INTAKE_LISTED          /* `to` is on the do-not-call list: nothing stored */
 };
 
 struct store_intake_row {
