@@ -63,7 +63,7 @@
 #define MAX_TOPICS 64
 
 struct topic_spec {
-    char name[250];              /* Kafka allows 249 characters */
+    char name[250]; /* Kafka allows 249 characters */
     int partitions;
     int replicas;
 };
@@ -77,15 +77,9 @@ static void on_signal(int sig)
 {
     switch (sig) {
     case SIGTERM:
-    case SIGINT:
-        got_stop = 1;
-        break;
-    case SIGUSR1:
-        got_down = 1;
-        break;
-    case SIGUSR2:
-        got_up = 1;
-        break;
+    case SIGINT: got_stop = 1; break;
+    case SIGUSR1: got_down = 1; break;
+    case SIGUSR2: got_up = 1; break;
     }
 }
 
@@ -170,8 +164,8 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
 static void set_all_brokers(rd_kafka_mock_cluster_t *mc, int brokers, int up)
 {
     for (int id = 1; id <= brokers; id++) {
-        rd_kafka_resp_err_t err = up ? rd_kafka_mock_broker_set_up(mc, id)
-                                     : rd_kafka_mock_broker_set_down(mc, id);
+        rd_kafka_resp_err_t err =
+            up ? rd_kafka_mock_broker_set_up(mc, id) : rd_kafka_mock_broker_set_down(mc, id);
         if (err)
             fprintf(stderr, "kafka-broker: broker %d %s: %s\n", id, up ? "up" : "down",
                     rd_kafka_err2str(err));
@@ -197,9 +191,7 @@ int main(int argc, char **argv)
 
     while ((opt = getopt(argc, argv, "b:t:o:Ph")) != -1) {
         switch (opt) {
-        case 'b':
-            brokers = parse_count(optarg, "broker count", 10000);
-            break;
+        case 'b': brokers = parse_count(optarg, "broker count", 10000); break;
         case 't':
             if (ntopics == MAX_TOPICS) {
                 fprintf(stderr, "kafka-broker: at most %d topics\n", MAX_TOPICS);
@@ -207,18 +199,10 @@ int main(int argc, char **argv)
             }
             parse_topic(optarg, &topics[ntopics++]);
             break;
-        case 'o':
-            outfile = optarg;
-            break;
-        case 'P':
-            die_with_parent = 1;
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
+        case 'o': outfile = optarg; break;
+        case 'P': die_with_parent = 1; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
         }
     }
     if (optind != argc) {
@@ -284,9 +268,8 @@ int main(int argc, char **argv)
         return 1;
     }
     for (int i = 0; i < ntopics; i++) {
-        rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(mc, topics[i].name,
-                                                             topics[i].partitions,
-                                                             topics[i].replicas);
+        rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(
+            mc, topics[i].name, topics[i].partitions, topics[i].replicas);
         if (err) {
             fprintf(stderr, "kafka-broker: create topic %s: %s\n", topics[i].name,
                     rd_kafka_err2str(err));

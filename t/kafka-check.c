@@ -47,7 +47,7 @@ struct opts {
     const char *tag;
     int wait_s;
     const char *mode;
-    char *props[MAX_PROPS];      /* -X name=value, passed to every client */
+    char *props[MAX_PROPS]; /* -X name=value, passed to every client */
     int nprops;
 };
 
@@ -56,8 +56,10 @@ static int delivered_failed;
 
 static void usage(FILE *fp)
 {
-    fprintf(fp, "usage: kafka-check -b BROKERS [-t TOPIC] [-n COUNT] [-g GROUP] [-k TAG]\n"
-                "                   [-w SECONDS] [-m all|produce|consume|verify] [-X PROPERTY=VALUE]...\n");
+    fprintf(
+        fp,
+        "usage: kafka-check -b BROKERS [-t TOPIC] [-n COUNT] [-g GROUP] [-k TAG]\n"
+        "                   [-w SECONDS] [-m all|produce|consume|verify] [-X PROPERTY=VALUE]...\n");
 }
 
 static double now_s(void)
@@ -346,8 +348,9 @@ static int do_verify(const struct opts *o)
     rd_kafka_topic_destroy(rkt);
     if (err || md->topic_cnt != 1 || md->topics[0].err) {
         fprintf(stderr, "kafka-check: metadata for %s: %s\n", o->topic,
-                rd_kafka_err2str(err ? err : md->topic_cnt != 1 ? RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC
-                                                                : md->topics[0].err));
+                rd_kafka_err2str(err                  ? err
+                                 : md->topic_cnt != 1 ? RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC
+                                                      : md->topics[0].err));
         goto out;
     }
     parts = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
@@ -371,33 +374,19 @@ out:
 
 int main(int argc, char **argv)
 {
-    struct opts o = {.topic = "calls", .count = 100, .wait_s = 30, .mode = "all"};
+    struct opts o = { .topic = "calls", .count = 100, .wait_s = 30, .mode = "all" };
     char tagbuf[64], groupbuf[128];
     int opt, rc;
 
     while ((opt = getopt(argc, argv, "b:t:n:g:k:w:m:X:h")) != -1) {
         switch (opt) {
-        case 'b':
-            o.brokers = optarg;
-            break;
-        case 't':
-            o.topic = optarg;
-            break;
-        case 'n':
-            o.count = parse_count(optarg, "count", 10000000);
-            break;
-        case 'g':
-            o.group = optarg;
-            break;
-        case 'k':
-            o.tag = optarg;
-            break;
-        case 'w':
-            o.wait_s = parse_count(optarg, "wait", 10000000);
-            break;
-        case 'm':
-            o.mode = optarg;
-            break;
+        case 'b': o.brokers = optarg; break;
+        case 't': o.topic = optarg; break;
+        case 'n': o.count = parse_count(optarg, "count", 10000000); break;
+        case 'g': o.group = optarg; break;
+        case 'k': o.tag = optarg; break;
+        case 'w': o.wait_s = parse_count(optarg, "wait", 10000000); break;
+        case 'm': o.mode = optarg; break;
         case 'X':
             if (strchr(optarg, '=') == NULL || o.nprops == MAX_PROPS) {
                 fprintf(stderr, "kafka-check: -X wants NAME=VALUE (at most %d), got '%s'\n",
@@ -406,12 +395,8 @@ int main(int argc, char **argv)
             }
             o.props[o.nprops++] = optarg;
             break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
         }
     }
     if (optind != argc || o.brokers == NULL ||

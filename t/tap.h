@@ -75,8 +75,8 @@ static inline int is_string(const char *want, const char *got, const char *fmt, 
 static inline int is_string(const char *want, const char *got, const char *fmt, ...)
 {
     va_list ap;
-    int same = (want == NULL && got == NULL) ||
-               (want != NULL && got != NULL && strcmp(want, got) == 0);
+    int same =
+        (want == NULL && got == NULL) || (want != NULL && got != NULL && strcmp(want, got) == 0);
     va_start(ap, fmt);
     int r = tap_vok(same, fmt, ap);
     va_end(ap);

@@ -35,7 +35,7 @@ static inline void tap_wait_tick(struct ev_loop *l, ev_timer *w, int revents)
 static inline int run_loop_until(struct ev_loop *loop, int (*cond)(void *), void *arg,
                                  double seconds)
 {
-    struct tap_wait wt = {cond, arg};
+    struct tap_wait wt = { cond, arg };
     ev_check check;
     ev_timer deadline, tick;
 

@@ -6,8 +6,8 @@
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L /* mkstemp, fdopen under -std=c11 */
 #endif
-#include "util/config.h"
 #include "tap.h"
+#include "util/config.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define SECRET "whsec_MfKQ9r7a3sX0cYwB2vLd8eZp1HkN5tUi"      /* 24 bytes */
+#define SECRET "whsec_MfKQ9r7a3sX0cYwB2vLd8eZp1HkN5tUi"       /* 24 bytes */
 #define SECRET2 "whsec_AAECAwQFBgcICQoLDA0ODw=="              /* 16 bytes, padded */
 #define REQUIRED "[provider]\ncallback_secret = " SECRET "\n" /* lines 1-2 */
 
@@ -176,7 +176,7 @@ static void test_shipped_file(void)
     const char *slash = strrchr(__FILE__, '/');
     if (slash != NULL)
         snprintf(here, sizeof here, "%.*s/../etc/callorch.ini", (int)(slash - __FILE__), __FILE__);
-    const char *candidates[] = {here, "../etc/callorch.ini", "etc/callorch.ini"};
+    const char *candidates[] = { here, "../etc/callorch.ini", "etc/callorch.ini" };
     struct co_config *c = NULL, *d = load(REQUIRED);
 
     if (srcdir != NULL)
@@ -382,7 +382,8 @@ static void test_secrets(void)
         "t.ini:4: [provider] callback_secret: still the shipped placeholder; set your own secret",
         "the shipped placeholder callback_secret");
     diag("e.g. %s", err);
-    bad("[provider]\ncallback_secret = " SECRET ", whsec_PLACEHOLDERxCHANGExMExPLACEHOLDERxCHANGExMEx\n",
+    bad("[provider]\ncallback_secret = " SECRET
+        ", whsec_PLACEHOLDERxCHANGExMExPLACEHOLDERxCHANGExMEx\n",
         "t.ini:2: [provider] callback_secret: still the shipped placeholder",
         "the placeholder as the previous secret of a rotation");
     bad("[provider]\ncallback_auth = api-key\n"
@@ -490,8 +491,8 @@ static void test_rdkafka(void)
     bad(REQUIRED "[kafka]\nrdkafka.no.such.thing = 1\n",
         "t.ini:4: [kafka] rdkafka.no.such.thing: librdkafka:", "property librdkafka does not know");
     diag("e.g. %s", err);
-    bad(REQUIRED "[kafka]\nrdkafka.client.id = a\nrdkafka.client.id = b\n", "t.ini:5:",
-        "duplicate rdkafka property");
+    bad(REQUIRED "[kafka]\nrdkafka.client.id = a\nrdkafka.client.id = b\n",
+        "t.ini:5:", "duplicate rdkafka property");
     bad(REQUIRED "[kafka]\nrdkafka.bootstrap.servers = x:1\n", "set [kafka] brokers instead",
         "rdkafka.bootstrap.servers");
     bad(REQUIRED "[http]\nrdkafka.x = 1\n", "unknown key \"rdkafka.x\" in [http]",

@@ -21,8 +21,8 @@
 
 #include "net/curl_ev.h"
 #include "net/http_server.h"
-#include "util/log.h"
 #include "tap.h"
+#include "util/log.h"
 
 static struct ev_loop *loop;
 static struct http_server *srv;
@@ -32,7 +32,7 @@ static char base[64];
 /* ========================================================== server ===== */
 
 struct slow {
-    ev_timer timer;              /* first: the callback casts back */
+    ev_timer timer; /* first: the callback casts back */
     struct http_request *req;
     struct slow *next;
 };
@@ -62,8 +62,8 @@ static void handle(struct http_request *req, void *arg)
     if (strcmp(path, "/echo") == 0) {
         const char *x = http_request_header(req, "X-Test");
         json_t *j = json_pack("{s:s, s:s%, s:s}", "method",
-                              http_method_str((enum http_method)http_request_method(req)),
-                              "body", body, len, "x", x ? x : "");
+                              http_method_str((enum http_method)http_request_method(req)), "body",
+                              body, len, "x", x ? x : "");
         char *txt = json_dumps(j, JSON_COMPACT);
         http_respond(req, 200, "application/json", NULL, txt, strlen(txt));
         free(txt);
@@ -111,7 +111,7 @@ static int closed_port(void)
 /* ========================================================== client ===== */
 
 struct result {
-    int calls;                   /* times the callback ran */
+    int calls; /* times the callback ran */
     long status;
     CURLcode result;
     char error[256];
@@ -119,11 +119,11 @@ struct result {
     size_t body_len;
     int truncated;
     char retry_after[32];
-    int chain;                   /* requests still to start from the callback */
+    int chain; /* requests still to start from the callback */
     struct curl_ev *ce;
 };
 
-static int in_send;              /* set while inside curl_ev_send() */
+static int in_send; /* set while inside curl_ev_send() */
 static int cb_during_send;
 
 static void done(void *arg, const struct curl_ev_response *r)
@@ -150,8 +150,11 @@ static int send_req(struct curl_ev *ce, const char *method, const char *path, co
 {
     char url[128];
     snprintf(url, sizeof(url), "%s%s", base, path);
-    struct curl_ev_request rq = { .method = method, .url = url, .headers = headers,
-                                  .body = body, .body_len = body ? strlen(body) : 0,
+    struct curl_ev_request rq = { .method = method,
+                                  .url = url,
+                                  .headers = headers,
+                                  .body = body,
+                                  .body_len = body ? strlen(body) : 0,
                                   .timeout_s = timeout };
     in_send = 1;
     int rc = curl_ev_send(ce, &rq, done, res);
@@ -323,7 +326,7 @@ static void test_free_in_flight(void)
 
     send_req(ce, "GET", "/slow", NULL, NULL, 10, &a);
     send_req(ce, "GET", "/slow", NULL, NULL, 10, &b);
-    ev_run(loop, EVRUN_NOWAIT);      /* let them connect and send */
+    ev_run(loop, EVRUN_NOWAIT); /* let them connect and send */
     ev_run(loop, EVRUN_NOWAIT);
     curl_ev_free(ce);
     is_int(1, a.calls, "free: in-flight request failed through its callback");
@@ -362,7 +365,7 @@ int main(void)
     test_free_in_flight();
 
     http_server_free(srv);
-    while (slows) {              /* gone now: http_respond only frees them */
+    while (slows) { /* gone now: http_respond only frees them */
         struct slow *sl = slows;
         slows = sl->next;
         ev_timer_stop(loop, &sl->timer);

@@ -26,23 +26,23 @@
 #include <unistd.h>
 
 #include "net/http_server.h"
-#include "util/log.h"
 #include "tap.h"
+#include "util/log.h"
 
 /* ================================================= server side (child) ==== */
 
 static struct {
     struct ev_loop *loop;
     struct http_server *srv;
-    int gone;                    /* /slow requests found gone when answering */
-    int depth;                   /* handler calls on the stack */
-    int reentered;               /* handler calls made while one was on the stack */
+    int gone;                     /* /slow requests found gone when answering */
+    int depth;                    /* handler calls on the stack */
+    int reentered;                /* handler calls made while one was on the stack */
     struct http_request *held[8]; /* /hold requests, answered by /release */
     int n_held;
 } cst;
 
 struct slow {
-    ev_timer timer;              /* first: the callback casts back */
+    ev_timer timer; /* first: the callback casts back */
     struct http_request *req;
 };
 
@@ -81,8 +81,8 @@ static void handle_echo(struct http_request *req)
     const char *q = http_request_query(req);
     json_t *j = json_pack("{s:s, s:s, s:o, s:s%}", "method",
                           http_method_str((enum http_method)http_request_method(req)), "path",
-                          http_request_path(req), "query", q ? json_string(q) : json_null(),
-                          "body", body, len);
+                          http_request_path(req), "query", q ? json_string(q) : json_null(), "body",
+                          body, len);
     respond_json(req, 200, j);
 }
 
@@ -233,13 +233,13 @@ static pid_t start_server(const struct http_server_opts *o, int *port)
 struct client {
     int fd;
     size_t len;
-    char *buf;                   /* CL_BUF + 1 */
+    char *buf; /* CL_BUF + 1 */
 };
 
 struct resp {
     int status;
     char head[8192];
-    char *body;                  /* malloc'd, NUL-terminated */
+    char *body; /* malloc'd, NUL-terminated */
     size_t body_len;
 };
 
@@ -472,7 +472,8 @@ static void test_headers(int port)
 
     ok(cl_get(c, "/problem", &r) == 0 && r.status == 404, "problem: 404");
     is_string("application/problem+json", hdr(&r, "Content-Type"), "problem: content type");
-    like(r.body, "\"type\":\"https://callorch.dev/problems/not-found\"", "problem: type of the API");
+    like(r.body, "\"type\":\"https://callorch.dev/problems/not-found\"",
+         "problem: type of the API");
     like(r.body, "\"detail\":\"no such thing\"", "problem: detail");
     resp_free(&r);
 
@@ -827,11 +828,15 @@ static void reap(pid_t pid, const char *name)
 
 int main(void)
 {
-    struct http_server_opts a = { .max_connections = 32, .max_body = 1024,
-                                  .max_header_bytes = 16 * 1024, .idle_timeout = 0.6,
+    struct http_server_opts a = { .max_connections = 32,
+                                  .max_body = 1024,
+                                  .max_header_bytes = 16 * 1024,
+                                  .idle_timeout = 0.6,
                                   .read_timeout = 0.3 };
-    struct http_server_opts b = { .max_connections = 3, .max_body = 1024,
-                                  .max_header_bytes = 16 * 1024, .idle_timeout = 30,
+    struct http_server_opts b = { .max_connections = 3,
+                                  .max_body = 1024,
+                                  .max_header_bytes = 16 * 1024,
+                                  .idle_timeout = 30,
                                   .read_timeout = 30 };
     int port_a, port_b;
     pid_t pid_a, pid_b;

@@ -67,7 +67,8 @@ static int is_open(int fd)
 
 static int connect_to(int port)
 {
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in sa = { .sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
@@ -141,8 +142,7 @@ static void test_more_and_fewer_workers(struct listen_set *ls, int port)
     configure(&port, 1, 3);
     if (!ok(listen_update(ls, &cfg, &next, err, sizeof(err)) == 0, "reload to 3 workers"))
         bail("%s", err);
-    ok(next.addr[0].fds[0] == fd0 && next.addr[0].fds[1] == fd1,
-       "3 workers: the two sockets kept");
+    ok(next.addr[0].fds[0] == fd0 && next.addr[0].fds[1] == fd1, "3 workers: the two sockets kept");
     is_int(3, next.addr[0].n_live, "3 workers: a third socket listens");
     is_int(0, ls->addr[0].n_fds, "3 workers: nothing left for the caller to close");
     listen_close(ls);
@@ -173,7 +173,8 @@ static void test_addresses(struct listen_set *ls, int a, int b)
 
     /* a port someone else listens on: the reload fails, nothing changes */
     int c = free_port_but(a, b);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)c),
+    struct sockaddr_in sa = { .sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)c),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     int busy = socket(AF_INET, SOCK_STREAM, 0);
     if (busy < 0 || bind(busy, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(busy, 1) < 0)

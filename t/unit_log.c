@@ -8,8 +8,8 @@
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L /* mkdtemp under -std=c11 */
 #endif
-#include "util/log.h"
 #include "tap.h"
+#include "util/log.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -54,8 +54,12 @@ static void test_quote(void)
     quote_is("01234 6789a", 13, "\"01234 6...\"", "one byte too long: cut with the marker");
     quote_is("abcd\nefgh", 10, "\"abcd...\"", "the cut keeps a whole escape");
     quote_is("abc\nefgh", 10, "\"abc...\"", "the cut never splits an escape");
-    quote_is("ab\xe2\x82\xac" "cdefgh", 10, "\"ab...\"", "the cut never splits a UTF-8 character");
-    quote_is("ab\xc3\xa9" "cdefgh", 10, "\"ab\xc3\xa9...\"", "a whole UTF-8 character stays");
+    quote_is("ab\xe2\x82\xac"
+             "cdefgh",
+             10, "\"ab...\"", "the cut never splits a UTF-8 character");
+    quote_is("ab\xc3\xa9"
+             "cdefgh",
+             10, "\"ab\xc3\xa9...\"", "a whole UTF-8 character stays");
     quote_is("abcd efgh", CO_LOG_QUOTE_MIN, "\"...\"", "the smallest buffer: only the marker");
     quote_is("abcdefgh", 3, "", "a buffer too small: empty");
 
@@ -113,8 +117,9 @@ static void test_lines(void)
     text = slurp();
     is_int(1, count_lines(text), "a quoted value with a newline: one line");
     like(text, " level=warn role=test ", "  the line carries level and role");
-    like(text, "msg=\"bad callback\" call_id=\"abc\\nts=2026-01-01T00:00:00.000Z level=error "
-               "role=master msg=\\\"forged\\\"\" status=400\n",
+    like(text,
+         "msg=\"bad callback\" call_id=\"abc\\nts=2026-01-01T00:00:00.000Z level=error "
+         "role=master msg=\\\"forged\\\"\" status=400\n",
          "  the value is escaped, the fields after it intact");
     free(text);
 

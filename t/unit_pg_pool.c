@@ -21,10 +21,10 @@
 #include <ev.h>
 #include <libpq-fe.h>
 
-#include "util/log.h"
 #include "net/pg_pool.h"
 #include "tap.h"
 #include "tap_ev.h"
+#include "util/log.h"
 
 static struct ev_loop *loop;
 static const char *conninfo;
@@ -134,7 +134,7 @@ static char *conninfo_with_appname(const char *appname)
 /* ------------------------------------------------------------- cases --- */
 
 struct many {
-    int done[2];                 /* done count, wanted */
+    int done[2]; /* done count, wanted */
     int errors;
     int wrong;
     int pids[256];
@@ -176,7 +176,7 @@ static void test_many(struct pg_pool *pool)
     memset(&m, 0, sizeof(m));
     m.done[1] = 200;
     for (int i = 0; i < 200; i++) {
-        const char *v[1] = {num};
+        const char *v[1] = { num };
         jobs[i].m = &m;
         jobs[i].value = i;
         snprintf(num, sizeof(num), "%d", i);
@@ -217,7 +217,12 @@ static int params_finished(void *arg)
 static void test_params(struct pg_pool *pool)
 {
     static const char *vals[7] = {
-        "it's \"quoted\"", "back\\slash\\", NULL, "", "'); DROP TABLE calls; --", "h\xc3\xa9llo \xe2\x82\xac",
+        "it's \"quoted\"",
+        "back\\slash\\",
+        NULL,
+        "",
+        "'); DROP TABLE calls; --",
+        "h\xc3\xa9llo \xe2\x82\xac",
         NULL,
     };
     char buf[64];
@@ -234,12 +239,12 @@ static void test_params(struct pg_pool *pool)
 static void test_errors(struct pg_pool *pool)
 {
     struct outcome o;
-    const char *zero[1] = {"0"};
+    const char *zero[1] = { "0" };
 
     memset(&o, 0, sizeof(o));
     pg_pool_query(pool,
-                  "DO $$ BEGIN RAISE unique_violation USING MESSAGE = 'duplicate call'; END $$",
-                  0, NULL, keep_outcome, &o);
+                  "DO $$ BEGIN RAISE unique_violation USING MESSAGE = 'duplicate call'; END $$", 0,
+                  NULL, keep_outcome, &o);
     run_until(outcome_done, &o, 10);
     ok(o.had_res && !o.ok, "server error delivered with its PGresult");
     is_string("23505", o.sqlstate, "SQLSTATE 23505 readable from the result");
@@ -258,9 +263,9 @@ static void test_errors(struct pg_pool *pool)
 
 struct batcher {
     struct pg_pool *pool;
-    int pending[64];             /* values of requests not yet sent */
+    int pending[64]; /* values of requests not yet sent */
     int npending;
-    int inflight[64];            /* values of the batch being executed */
+    int inflight[64]; /* values of the batch being executed */
     int ninflight;
     int job_queued;
     int builds;
@@ -417,8 +422,7 @@ static void test_query_timeout(void)
     t0 = ev_time();
     pg_pool_query(pool, "SELECT pg_sleep(3)", 0, NULL, keep_outcome, &o);
     run_until(outcome_done, &o, 5);
-    ok(!o.had_res && strstr(o.err, "timed out") != NULL, "query_timeout fails the job: %s",
-       o.err);
+    ok(!o.had_res && strstr(o.err, "timed out") != NULL, "query_timeout fails the job: %s", o.err);
     ok(o.at - t0 < 1.0, "after about query_timeout (%.2f s)", o.at - t0);
     ok(run_until(pool_up, pool, 10), "the connection comes back");
     ok(query_ok(pool, "SELECT 42", &o), "and serves again");
@@ -429,7 +433,7 @@ static void test_query_timeout(void)
 
 static int terminate_backends(const char *appname)
 {
-    const char *v[1] = {appname};
+    const char *v[1] = { appname };
     PGconn *pg = PQconnectdb(conninfo);
     PGresult *r;
     int n = -1;
@@ -500,8 +504,8 @@ static void test_connection_loss(void)
        "queries work after reconnecting");
     is_string(appname, again.value, "on a fresh connection of this pool");
     pg_pool_stats(pool, &after);
-    ok(after.connects > before.connects, "new connections were made (%lu -> %lu)",
-       before.connects, after.connects);
+    ok(after.connects > before.connects, "new connections were made (%lu -> %lu)", before.connects,
+       after.connects);
 
     /* pg_pool_free with work outstanding: callers still hear back */
     memset(&o, 0, sizeof(o));
@@ -543,7 +547,7 @@ static void test_idle_dead(void)
 
 static int closed_port(void)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET};
+    struct sockaddr_in sa = { .sin_family = AF_INET };
     socklen_t len = sizeof(sa);
     int fd = socket(AF_INET, SOCK_STREAM, 0), port;
 
@@ -572,8 +576,8 @@ static void test_unreachable(void)
     is_int(0, rc, "a job submitted while still connecting is queued");
     ok(run_until(pool_down, pool, 3), "the pool goes DOWN");
     ok(run_until(outcome_done, &early, 3), "the queued job fails");
-    ok(early.at - t0 < 1.0 && strstr(early.err, "unavailable") != NULL,
-       "fast (%.3f s): %s", early.at - t0, early.err);
+    ok(early.at - t0 < 1.0 && strstr(early.err, "unavailable") != NULL, "fast (%.3f s): %s",
+       early.at - t0, early.err);
     t0 = ev_time();
     rc = pg_pool_query(pool, "SELECT 1", 0, NULL, keep_outcome, &early);
     ok(rc == -1 && ev_time() - t0 < 0.01, "a new job is refused at once");
@@ -589,8 +593,8 @@ static void test_unreachable(void)
 static int server_ctl(const char *what)
 {
     const char *ctl = getenv("CALLORCH_TEST_PG_CTL");
-    const char *cmd = getenv(strcmp(what, "stop") == 0 ? "CALLORCH_TEST_PG_STOP"
-                                                        : "CALLORCH_TEST_PG_START");
+    const char *cmd =
+        getenv(strcmp(what, "stop") == 0 ? "CALLORCH_TEST_PG_STOP" : "CALLORCH_TEST_PG_START");
     char line[64];
 
     if (ctl != NULL && strcmp(ctl, "stdio") == 0) {

@@ -19,10 +19,10 @@
 #include <hiredis/hiredis.h>
 
 #include "dispatch/slots.h"
-#include "util/config.h"
-#include "util/log.h"
 #include "tap.h"
 #include "tap_ev.h"
+#include "util/config.h"
+#include "util/log.h"
 
 static struct ev_loop *loop;
 static redisContext *admin;
@@ -35,7 +35,7 @@ struct outcome {
     char err[256];
     int n_seen;
     char cursor[64];
-    char seen[16][128];          /* "token|phone" */
+    char seen[16][128]; /* "token|phone" */
 };
 
 static int outcome_done(void *arg)
@@ -182,20 +182,20 @@ static struct redis_slots *make(int port, double timeout)
 
 static int acquire(struct redis_slots *rs, const char *owner, const char *phone)
 {
-    struct outcome o = {0};
+    struct outcome o = { 0 };
     return finish(redis_slots_acquire(rs, owner, 1, phone, 10, 600, on_acquire, &o), &o);
 }
 
 static int rebuild(struct redis_slots *rs, const struct slot_entry *e, int n)
 {
-    struct outcome o = {0};
+    struct outcome o = { 0 };
     return finish(redis_slots_rebuild(rs, e, n, on_done, &o), &o);
 }
 
 /* The epoch as the reconcile reads it: copied into BUF, 1 when present. */
 static int epoch(struct redis_slots *rs, char *buf, size_t size)
 {
-    struct outcome o = {0};
+    struct outcome o = { 0 };
     if (finish(redis_slots_epoch(rs, on_text, &o), &o) == -100 || !o.done)
         return -1;
     snprintf(buf, size, "%s", o.text);
@@ -205,7 +205,7 @@ static int epoch(struct redis_slots *rs, char *buf, size_t size)
 static void test_run_id(struct redis_slots *rs)
 {
     char ep[256], want[128];
-    struct outcome o = {0};
+    struct outcome o = { 0 };
 
     admin_int("FLUSHALL");
     is_int(SLOT_NEEDS_REBUILD, acquire(rs, "c1", "+15550000001"), "fresh Redis: acquire refused");
@@ -226,7 +226,7 @@ static void test_run_id(struct redis_slots *rs)
     is_int(1, finish(redis_slots_needs_rebuild(rs, on_done, &o), &o), "a rebuild is needed");
     is_int(0, epoch(rs, ep, sizeof(ep)), "redis_slots_epoch: no marker of this run");
     admin_str("SET t:slots:junk x");
-    struct slot_entry e = {"c9", 2, "+15550000009", 30};
+    struct slot_entry e = { "c9", 2, "+15550000009", 30 };
     is_int(1, rebuild(rs, &e, 1), "rebuilt despite the (foreign) marker");
     is_int(1, admin_int("ZCARD t:slots"), "with the one IN_PROGRESS entry");
     is_int(SLOT_OK, acquire(rs, "c1", "+15550000001"), "then acquire works again");
@@ -237,7 +237,7 @@ static void test_run_id(struct redis_slots *rs)
 
 static void test_scan(struct redis_slots *rs)
 {
-    struct outcome o = {0};
+    struct outcome o = { 0 };
     char cursor[64] = "0";
     int seen_slot = 0, seen_phone = 0;
 
@@ -266,7 +266,7 @@ static void test_scan(struct redis_slots *rs)
 static void test_fence(struct redis_slots *rs)
 {
     char ep[256];
-    struct outcome o = {0};
+    struct outcome o = { 0 };
     long long now, lease = 600 * 1000;
 
     admin_int("FLUSHALL");
@@ -274,15 +274,16 @@ static void test_fence(struct redis_slots *rs)
     epoch(rs, ep, sizeof(ep));
     admin_str("SET t:leader:token 7");
     now = redis_now_ms();
-    admin_int("ZADD t:slots %lld old:1", now + 5000);        /* taken 595 s ago */
-    admin_int("ZADD t:slots %lld young:1", now + lease);     /* taken now */
+    admin_int("ZADD t:slots %lld old:1", now + 5000);    /* taken 595 s ago */
+    admin_int("ZADD t:slots %lld young:1", now + lease); /* taken now */
     admin_str("SET t:phone:+15550000003 old:1 PX 5000");
     admin_str("SET t:phone:+15550000004 young:1 PX %lld", lease);
     struct slot_seen drop[] = {
-        {"old:1", NULL}, {"young:1", NULL}, {"old:1", "+15550000003"},
-        {"young:1", "+15550000004"}, {"gone:1", NULL},
+        { "old:1", NULL },           { "young:1", NULL },
+        { "old:1", "+15550000003" }, { "young:1", "+15550000004" },
+        { "gone:1", NULL },
     };
-    struct slot_fence bad_leader = {6, ep}, bad_epoch = {7, "1:abc"}, good = {7, ep};
+    struct slot_fence bad_leader = { 6, ep }, bad_epoch = { 7, "1:abc" }, good = { 7, ep };
 
     is_int(SLOT_FENCE_LEADER,
            finish(redis_slots_drop(rs, &bad_leader, drop, 5, 30, 600, on_done, &o), &o),
@@ -303,15 +304,15 @@ static void test_fence(struct redis_slots *rs)
 
     /* a lock that changed hands since the scan is not dropped */
     admin_str("SET t:phone:+15550000005 other:1 PX 5000");
-    struct slot_seen moved = {"old:1", "+15550000005"};
+    struct slot_seen moved = { "old:1", "+15550000005" };
     memset(&o, 0, sizeof(o));
     is_int(0, finish(redis_slots_drop(rs, &good, &moved, 1, 30, 600, on_done, &o), &o),
            "a lock held by another token now is left alone");
 
-    struct slot_entry e[] = {{"c7", 1, "+15550000007", 100}, {"young", 1, "+15550000004", 600}};
+    struct slot_entry e[] = { { "c7", 1, "+15550000007", 100 },
+                              { "young", 1, "+15550000004", 600 } };
     memset(&o, 0, sizeof(o));
-    is_int(SLOT_FENCE_EPOCH,
-           finish(redis_slots_restore(rs, &bad_epoch, e, 2, on_done, &o), &o),
+    is_int(SLOT_FENCE_EPOCH, finish(redis_slots_restore(rs, &bad_epoch, e, 2, on_done, &o), &o),
            "restore with a stale epoch: refused");
     memset(&o, 0, sizeof(o));
     is_int(2, finish(redis_slots_restore(rs, &good, e, 2, on_done, &o), &o),
@@ -340,7 +341,7 @@ static void test_release_retry(int port)
 int main(void)
 {
     const char *p = getenv("CALLORCH_TEST_REDIS_PORT");
-    struct timeval tv = {5, 0};
+    struct timeval tv = { 5, 0 };
     struct redis_slots *rs;
 
     if (p == NULL || atoi(p) <= 0) {

@@ -23,16 +23,16 @@
 #include <hiredis/hiredis.h>
 
 #include "dispatch/slots.h"
-#include "util/config.h"
-#include "util/log.h"
 #include "tap.h"
 #include "tap_ev.h"
+#include "util/config.h"
+#include "util/log.h"
 
 static struct ev_loop *loop;
 static int port;
-static redisContext *admin;     /* a plain blocking client to look inside */
-static int in_submit;           /* set while a request function runs */
-static int cb_inside_submit;    /* a callback came from inside a submit */
+static redisContext *admin;  /* a plain blocking client to look inside */
+static int in_submit;        /* set while a request function runs */
+static int cb_inside_submit; /* a callback came from inside a submit */
 
 /* ------------------------------------------------------------- helpers --- */
 
@@ -72,7 +72,7 @@ static int counter_reaches(void *arg)
 /* One request's outcome, copied out of its callback. */
 struct outcome {
     int done;
-    int r;                       /* enum slot_result, or the int value */
+    int r; /* enum slot_result, or the int value */
     int in_use;
     long long token;
     char err[256];
@@ -126,8 +126,8 @@ static int finish(int submitted, struct outcome *o)
     return run_until(outcome_done, o, 10) ? o->r : -101;
 }
 
-static int acquire(struct redis_slots *rs, const char *id, int attempt, const char *phone,
-                   int max, double lease, struct outcome *o)
+static int acquire(struct redis_slots *rs, const char *id, int attempt, const char *phone, int max,
+                   double lease, struct outcome *o)
 {
     int r;
 
@@ -140,7 +140,7 @@ static int acquire(struct redis_slots *rs, const char *id, int attempt, const ch
 
 static int release(struct redis_slots *rs, const char *id, int attempt, const char *phone)
 {
-    struct outcome o = {0};
+    struct outcome o = { 0 };
     int r;
 
     in_submit = 1;
@@ -152,35 +152,35 @@ static int release(struct redis_slots *rs, const char *id, int attempt, const ch
 static int extend(struct redis_slots *rs, const char *id, int attempt, const char *phone,
                   double lease)
 {
-    struct outcome o = {0};
+    struct outcome o = { 0 };
 
     return finish(redis_slots_extend(rs, id, attempt, phone, lease, on_done, &o), &o);
 }
 
 static int count(struct redis_slots *rs)
 {
-    struct outcome o = {0};
+    struct outcome o = { 0 };
 
     return finish(redis_slots_count(rs, on_done, &o), &o);
 }
 
 static int needs_rebuild(struct redis_slots *rs)
 {
-    struct outcome o = {0};
+    struct outcome o = { 0 };
 
     return finish(redis_slots_needs_rebuild(rs, on_done, &o), &o);
 }
 
 static int rebuild(struct redis_slots *rs, const struct slot_entry *e, int n)
 {
-    struct outcome o = {0};
+    struct outcome o = { 0 };
 
     return finish(redis_slots_rebuild(rs, e, n, on_done, &o), &o);
 }
 
 static int leader(struct redis_slots *rs, const char *owner, double ttl, long long *token)
 {
-    struct outcome o = {0};
+    struct outcome o = { 0 };
     int r = finish(redis_leader_acquire(rs, owner, ttl, on_leader, &o), &o);
 
     *token = o.token;
@@ -189,7 +189,7 @@ static int leader(struct redis_slots *rs, const char *owner, double ttl, long lo
 
 static int leader_release(struct redis_slots *rs, const char *owner)
 {
-    struct outcome o = {0};
+    struct outcome o = { 0 };
 
     return finish(redis_leader_release(rs, owner, on_done, &o), &o);
 }
@@ -237,7 +237,7 @@ static const char *admin_str(const char *fmt, ...)
 
 static void admin_connect(void)
 {
-    struct timeval tv = {5, 0};
+    struct timeval tv = { 5, 0 };
 
     if (admin != NULL)
         redisFree(admin);
@@ -288,7 +288,7 @@ static void reset_state(struct redis_slots *rs)
 /* A loopback port nobody listens on (bound, then closed). */
 static int closed_port(void)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET};
+    struct sockaddr_in sa = { .sin_family = AF_INET };
     socklen_t len = sizeof(sa);
     int fd = socket(AF_INET, SOCK_STREAM, 0), p;
 
@@ -304,7 +304,7 @@ static int closed_port(void)
 /* A loopback socket that listens but never accepts nor answers. */
 static int silent_listener(int *p)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET};
+    struct sockaddr_in sa = { .sin_family = AF_INET };
     socklen_t len = sizeof(sa);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
 
@@ -355,8 +355,7 @@ static void test_cap_and_locks(struct redis_slots *rs)
     is_int(SLOT_PHONE_BUSY, acquire(rs, "c5", 1, "+15550000002", 3, 30, &o),
            "c5 on c2's phone: PHONE_BUSY although a slot is free");
     is_int(2, o.in_use, "PHONE_BUSY took no slot");
-    is_int(SLOT_OK, acquire(rs, "c2", 1, "+15550000002", 3, 30, &o),
-           "c2 again (redelivery): OK");
+    is_int(SLOT_OK, acquire(rs, "c2", 1, "+15550000002", 3, 30, &o), "c2 again (redelivery): OK");
     is_int(2, o.in_use, "the re-acquire took no second slot");
     is_int(SLOT_OK, acquire(rs, "c2", 1, "+15550000002", 2, 30, &o),
            "re-acquire is OK even when the set is full");
@@ -416,9 +415,9 @@ static void test_expiry(struct redis_slots *rs)
 static void test_rebuild(struct redis_slots *rs)
 {
     struct slot_entry e[] = {
-        {"r1", 1, "+15550000031", 30},
-        {"r2", 2, "+15550000032", 30},
-        {"r3", 1, "+15550000033", -5}, /* past its timeout: still counted for 1 s */
+        { "r1", 1, "+15550000031", 30 },
+        { "r2", 2, "+15550000032", 30 },
+        { "r3", 1, "+15550000033", -5 }, /* past its timeout: still counted for 1 s */
     };
     struct outcome o;
     long long pttl;
@@ -477,7 +476,7 @@ static void test_leader(struct redis_slots *rs)
 }
 
 struct many {
-    int done[2];                 /* done count, wanted */
+    int done[2]; /* done count, wanted */
     int ok, no_slot, other, errors;
 };
 
@@ -555,7 +554,7 @@ static void test_noscript(struct redis_slots *rs)
 
 static void test_invalid(struct redis_slots *rs)
 {
-    struct slot_entry bad = {"", 1, "+1555", 10};
+    struct slot_entry bad = { "", 1, "+1555", 10 };
 
     is_int(-1, redis_slots_acquire(rs, "", 1, "+1555", 5, 30, on_acquire, NULL),
            "empty call id refused");
@@ -610,7 +609,7 @@ static void test_host_name(void)
 static void test_unreachable(void)
 {
     struct redis_slots *rs = make("127.0.0.1", closed_port(), "", 0, 5);
-    struct outcome o = {0};
+    struct outcome o = { 0 };
     int r;
 
     in_submit = 1;
@@ -632,7 +631,7 @@ static void test_unreachable(void)
 static void test_timeouts(void)
 {
     struct redis_slots *rs;
-    struct outcome o = {0};
+    struct outcome o = { 0 };
     double t0;
     int p, fd = silent_listener(&p);
 
@@ -663,7 +662,7 @@ static void test_timeouts(void)
 static void test_connection_killed(void)
 {
     struct redis_slots *rs = make("127.0.0.1", port, "", 0, 5);
-    struct outcome o = {0};
+    struct outcome o = { 0 };
 
     ok(run_until(is_up, rs, 10), "up");
     /* WRITE pause holds scripts but lets the admin's CLIENT KILL through */
@@ -745,7 +744,7 @@ static void test_free_pending(void)
 static void test_queue_while_connecting(void)
 {
     struct redis_slots *rs = make("127.0.0.1", port, "", 0, 5);
-    struct outcome o = {0};
+    struct outcome o = { 0 };
 
     is_int(REDIS_SLOTS_CONNECTING, redis_slots_state(rs), "a new handle is CONNECTING");
     in_submit = 1;

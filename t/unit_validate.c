@@ -13,16 +13,16 @@
 #include <string.h>
 
 #include "api/problem.h"
-#include "tap.h"
 #include "api/validate.h"
+#include "tap.h"
 
 #define META_MAX 16384
 #define UUID_A "5f0c2a9e-1b2c-4d3e-8f40-0123456789ab"
 
 static struct problem P;
 static struct call_input IN;
-static json_t *doc;                 /* the last rendered problem, parsed */
-static char fields[4096];           /* its errors[].field values, comma-joined */
+static json_t *doc;       /* the last rendered problem, parsed */
+static char fields[4096]; /* its errors[].field values, comma-joined */
 
 /* Render P, keep it parsed in doc, return the comma-joined field names. */
 static const char *render(const struct problem *p)
@@ -40,7 +40,8 @@ static const char *render(const struct problem *p)
         return "(render is not JSON)";
     size_t i;
     json_t *e;
-    json_array_foreach(json_object_get(doc, "errors"), i, e) {
+    json_array_foreach(json_object_get(doc, "errors"), i, e)
+    {
         if (i)
             strncat(fields, ",", sizeof fields - strlen(fields) - 1);
         strncat(fields, json_string_value(json_object_get(e, "field")),
@@ -59,7 +60,8 @@ static const char *doc_message(const char *field)
 {
     size_t i;
     json_t *e;
-    json_array_foreach(json_object_get(doc, "errors"), i, e) {
+    json_array_foreach(json_object_get(doc, "errors"), i, e)
+    {
         if (strcmp(json_string_value(json_object_get(e, "field")), field) == 0)
             return json_string_value(json_object_get(e, "message"));
     }
@@ -151,8 +153,9 @@ static void test_problem(void)
 
 static void test_create_valid(void)
 {
-    is_string("", create("{\"to\":\"+15551234567\",\"scriptId\":\"welcome-flow\","
-                         "\"metadata\": { \"campaign\" : \"fall\", \"n\" : 1 }}"),
+    is_string("",
+              create("{\"to\":\"+15551234567\",\"scriptId\":\"welcome-flow\","
+                     "\"metadata\": { \"campaign\" : \"fall\", \"n\" : 1 }}"),
               "full valid body");
     is_string("+15551234567", IN.to, "to copied");
     is_string("welcome-flow", IN.script_id, "scriptId copied");
@@ -209,7 +212,7 @@ static void test_script_id(void)
 
 static void test_metadata(void)
 {
-    const char *meta = "{\"k\": \"vvvv\"}";   /* compact: {"k":"vvvv"} = 12 bytes */
+    const char *meta = "{\"k\": \"vvvv\"}"; /* compact: {"k":"vvvv"} = 12 bytes */
     is_string("metadata", create_meta("[1]", META_MAX), "metadata: array");
     like(doc_message("metadata"), "must be a JSON object", "metadata: type message");
     is_string("metadata", create_meta("\"x\"", META_MAX), "metadata: string");
@@ -340,11 +343,13 @@ static void test_list_query(void)
 
     ok(cursor_encode(1767268800000000LL, UUID_A, cur, sizeof cur) == 0, "cursor encodes");
     ok(strspn(cur, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") ==
-           strlen(cur), "cursor is unpadded base64url");
+           strlen(cur),
+       "cursor is unpadded base64url");
     snprintf(q, sizeof q, "cursor=%s&pageSize=5", cur);
     is_string("", query(q, &lq), "cursor accepted");
     ok(lq.has_cursor && lq.cursor_created_us == 1767268800000000LL &&
-           strcmp(lq.cursor_id, UUID_A) == 0, "cursor round trip");
+           strcmp(lq.cursor_id, UUID_A) == 0,
+       "cursor round trip");
     snprintf(q, sizeof q, "page=2&cursor=%s", cur);
     is_string("page", query(q, &lq), "page and cursor together refused");
 }
@@ -357,11 +362,10 @@ static void test_cursor(void)
        "cursor: the last microsecond of year 9999 encodes");
     ok(cursor_decode(cur, &t, id) == 0 && t == CURSOR_US_LIMIT - 1,
        "cursor: the last microsecond of year 9999 round trip");
-    ok(cursor_encode(CURSOR_US_LIMIT, UUID_A, cur, sizeof cur) != 0,
-       "cursor: year 10000 refused");
+    ok(cursor_encode(CURSOR_US_LIMIT, UUID_A, cur, sizeof cur) != 0, "cursor: year 10000 refused");
     ok(cursor_encode(INT64_MAX, UUID_A, cur, sizeof cur) != 0, "cursor: INT64_MAX refused");
-    ok(cursor_encode(0, UUID_A, cur, sizeof cur) == 0 && cursor_decode(cur, &t, id) == 0 &&
-           t == 0, "cursor: zero round trip");
+    ok(cursor_encode(0, UUID_A, cur, sizeof cur) == 0 && cursor_decode(cur, &t, id) == 0 && t == 0,
+       "cursor: zero round trip");
     ok(cursor_encode(-1, UUID_A, cur, sizeof cur) != 0, "cursor: negative time refused");
     ok(cursor_encode(1, "nope", cur, sizeof cur) != 0, "cursor: bad uuid refused");
     ok(cursor_encode(1, UUID_A, cur, 10) != 0, "cursor: short buffer refused");
@@ -371,7 +375,7 @@ static void test_cursor(void)
     ok(cursor_decode(cur, &t, id) != 0, "cursor: padding refused");
 
     unsigned char b64[128];
-    const char *raw = "0012:" UUID_A;      /* leading zeros: not what we produce */
+    const char *raw = "0012:" UUID_A; /* leading zeros: not what we produce */
     int n = EVP_EncodeBlock(b64, (const unsigned char *)raw, (int)strlen(raw));
     while (n > 0 && b64[n - 1] == '=')
         b64[--n] = '\0';
@@ -427,7 +431,7 @@ static void test_idempotency_key(void)
 static void test_auth(void)
 {
     char k1[] = "k1-secret", k2[] = "k2-other";
-    char *keys[] = {k1, k2, NULL};
+    char *keys[] = { k1, k2, NULL };
     ok(!auth_bearer_ok(NULL, keys, 2), "auth: header missing");
     ok(!auth_bearer_ok("", keys, 2), "auth: header empty");
     ok(!auth_bearer_ok("Basic azEtc2VjcmV0", keys, 2), "auth: wrong scheme");

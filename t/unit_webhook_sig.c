@@ -9,8 +9,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "util/config.h"
 #include "tap.h"
+#include "util/config.h"
 #include "util/webhook_sig.h"
 
 /* https://github.com/standard-webhooks/standard-webhooks (spec, test vector) */
@@ -24,7 +24,7 @@
 #define KEY_B "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYX" /* bytes 0..23 */
 #define TOL 300.0
 
-static struct webhook_keys K;   /* the vector's key alone */
+static struct webhook_keys K; /* the vector's key alone */
 
 /* Verify the vector's id/timestamp/body under KEYS with signature header SIG. */
 static enum webhook_verdict vec(const struct webhook_keys *keys, const char *sig)
@@ -40,8 +40,9 @@ static void test_vector(void)
 
     is_int(0, webhook_keys_parse(VEC_SECRET, &K, err, sizeof err), "vector secret parses");
     ok(K.n == 1 && K.len[0] == 24, "vector secret: one key of 24 bytes");
-    is_int(0, webhook_sign(K.key[0], K.len[0], VEC_ID, VEC_TS, VEC_BODY, strlen(VEC_BODY), sig,
-                           sizeof sig),
+    is_int(0,
+           webhook_sign(K.key[0], K.len[0], VEC_ID, VEC_TS, VEC_BODY, strlen(VEC_BODY), sig,
+                        sizeof sig),
            "sign the vector");
     is_string(VEC_SIG, sig, "sign reproduces the published signature");
     is_int(WEBHOOK_OK,
@@ -57,7 +58,7 @@ static void test_refused(void)
     char body[] = VEC_BODY, err[128];
     const char *why = NULL;
 
-    body[9] ^= 1;  /* one byte of the body */
+    body[9] ^= 1; /* one byte of the body */
     is_int(WEBHOOK_BAD_SIGNATURE,
            webhook_verify(&K, VEC_ID, VEC_TS_S, VEC_SIG, body, strlen(body), VEC_TS, TOL, &why),
            "one body byte changed: bad signature");
@@ -99,9 +100,11 @@ static void test_timestamp(void)
            webhook_verify(&K, id, VEC_TS_S, VEC_SIG, b, n, VEC_TS, 0.0 / 0.0, NULL),
            "NaN tolerance refuses");
 
-    static const char *const bad[] = {"abc", "", "1614265330.0", "-1614265330", "+1614265330",
-                                      " 1614265330", "1614265330 ", "01614265330",
-                                      "1614265330x", "1234567890123456789"};
+    static const char *const bad[] = { "abc",          "",
+                                       "1614265330.0", "-1614265330",
+                                       "+1614265330",  " 1614265330",
+                                       "1614265330 ",  "01614265330",
+                                       "1614265330x",  "1234567890123456789" };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         is_int(WEBHOOK_MALFORMED, webhook_verify(&K, id, bad[i], VEC_SIG, b, n, VEC_TS, TOL, &why),
                "timestamp \"%s\": malformed", bad[i]);
@@ -125,8 +128,8 @@ static void test_missing(void)
            webhook_verify(&K, VEC_ID, VEC_TS_S, NULL, b, n, VEC_TS, TOL, &why),
            "webhook-signature missing");
     is_string("webhook-signature header missing", why, "why names webhook-signature");
-    is_int(WEBHOOK_MISSING_HEADER,
-           webhook_verify(&K, NULL, NULL, NULL, b, n, VEC_TS, TOL, NULL), "all three missing");
+    is_int(WEBHOOK_MISSING_HEADER, webhook_verify(&K, NULL, NULL, NULL, b, n, VEC_TS, TOL, NULL),
+           "all three missing");
 }
 
 static void test_signature_list(void)
@@ -140,8 +143,7 @@ static void test_signature_list(void)
            vec(&K, "  " VEC_SIG "  \t v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= "),
            "first of two, extra blanks");
     is_int(WEBHOOK_BAD_SIGNATURE, vec(&K, wrong), "one wrong but well-formed signature");
-    is_int(WEBHOOK_BAD_SIGNATURE,
-           vec(&K, "v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="),
+    is_int(WEBHOOK_BAD_SIGNATURE, vec(&K, "v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="),
            "the right MAC labelled v2 is ignored");
     is_int(WEBHOOK_OK, vec(&K, "v2,anything v1a,xyz= " VEC_SIG), "v2 and v1a entries skipped");
     is_int(WEBHOOK_OK, vec(&K, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE"),
@@ -150,8 +152,8 @@ static void test_signature_list(void)
     is_int(WEBHOOK_MALFORMED, vec(&K, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE*"),
            "bad base64 character: malformed");
     is_int(WEBHOOK_MALFORMED,
-           webhook_verify(&K, VEC_ID, VEC_TS_S, "v1,!!!!", VEC_BODY, strlen(VEC_BODY), VEC_TS,
-                          TOL, &why),
+           webhook_verify(&K, VEC_ID, VEC_TS_S, "v1,!!!!", VEC_BODY, strlen(VEC_BODY), VEC_TS, TOL,
+                          &why),
            "garbage base64: malformed");
     is_string("webhook-signature has an entry that is not \"v1,<base64 of 32 bytes>\"", why,
               "why: malformed entry");
@@ -207,8 +209,7 @@ static void test_bounds(void)
     is_int(-1, webhook_sign(K.key[0], K.len[0], id, VEC_TS, "{}", 2, sig, sizeof sig),
            "sign refuses a 257-character id");
     is_string("", sig, "and leaves OUT empty");
-    is_int(WEBHOOK_MALFORMED,
-           webhook_verify(&K, "", VEC_TS_S, VEC_SIG, "{}", 2, VEC_TS, TOL, NULL),
+    is_int(WEBHOOK_MALFORMED, webhook_verify(&K, "", VEC_TS_S, VEC_SIG, "{}", 2, VEC_TS, TOL, NULL),
            "empty webhook-id: malformed");
     is_int(WEBHOOK_MALFORMED,
            webhook_verify(&K, "msg 1", VEC_TS_S, VEC_SIG, "{}", 2, VEC_TS, TOL, NULL),
@@ -220,8 +221,9 @@ static void test_sign(void)
     char sig[WEBHOOK_SIGNATURE_BUF], small[WEBHOOK_SIGNATURE_BUF - 1] = "x";
     static const char bin[] = "a\0b\0c";
 
-    is_int(-1, webhook_sign(K.key[0], K.len[0], VEC_ID, VEC_TS, VEC_BODY, strlen(VEC_BODY),
-                            small, sizeof small),
+    is_int(-1,
+           webhook_sign(K.key[0], K.len[0], VEC_ID, VEC_TS, VEC_BODY, strlen(VEC_BODY), small,
+                        sizeof small),
            "sign: OUT one byte short refused");
     is_string("", small, "sign: short OUT emptied");
     is_int(-1, webhook_sign(K.key[0], K.len[0], VEC_ID, -1, "", 0, sig, sizeof sig),
@@ -286,8 +288,7 @@ static void test_secrets(void)
     bad_secret("whsec_AAECAwQFBgcICQoLDA0O", "15 bytes once decoded", "key too short");
     bad_secret("whsec_AAECAwQFBgcICQoLDA0ODx==", "not valid base64",
                "non-zero spare bits (x after D), padded");
-    bad_secret("whsec_AAECAwQFBgcICQoLDA0ODx", "not valid base64",
-               "non-zero spare bits, unpadded");
+    bad_secret("whsec_AAECAwQFBgcICQoLDA0ODx", "not valid base64", "non-zero spare bits, unpadded");
     bad_secret("whsec_", "not valid base64", "prefix only");
     bad_secret("", "secret 1 is empty", "empty");
     bad_secret(NULL, "secret 1 is empty", "NULL");
@@ -303,8 +304,8 @@ static void test_from_config(void)
     struct co_config *c = NULL;
     struct webhook_keys k;
     char err[256] = "";
-    int rc = co_config_load_string("t.ini", "[provider]\ncallback_secret = " KEY_B ", " VEC_SECRET
-                                            "\n", &c, err, sizeof err);
+    int rc = co_config_load_string(
+        "t.ini", "[provider]\ncallback_secret = " KEY_B ", " VEC_SECRET "\n", &c, err, sizeof err);
     if (!ok(rc == 0, "config with two secrets loads")) {
         diag("%s", err);
         return;
@@ -313,8 +314,9 @@ static void test_from_config(void)
     is_int(WEBHOOK_OK, vec(&k, VEC_SIG), "from_config: previous key verifies the vector");
     co_config_free(c);
     c = NULL;
-    rc = co_config_load_string("t.ini", "[provider]\ncallback_auth = api-key\n"
-                                        "callback_secret = token-of-twenty-chars\n",
+    rc = co_config_load_string("t.ini",
+                               "[provider]\ncallback_auth = api-key\n"
+                               "callback_secret = token-of-twenty-chars\n",
                                &c, err, sizeof err);
     ok(rc == 0 && webhook_keys_from_config(c, &k) == 0 && k.n == 0,
        "from_config: api-key mode has no HMAC keys");

@@ -15,11 +15,11 @@
 #include <http_parser.h>
 
 #include "api/intake.h"
+#include "api/validate.h"
+#include "dispatch/slots.h"
 #include "net/kafka_producer.h"
 #include "util/log.h"
-#include "dispatch/slots.h"
 #include "util/shm.h"
-#include "api/validate.h"
 
 #define API_PREFIX "/api/v1"
 #define CALLS_PATH API_PREFIX "/calls"
@@ -52,7 +52,7 @@ static const struct route_info {
     [ROUTE_CALLS] = { "GET, HEAD, POST", 1 },
     [ROUTE_CALL] = { "GET, HEAD, PATCH", 1 },
     [ROUTE_CALL_CANCEL] = { "POST", 1 },
-    [ROUTE_WEBHOOK] = { "POST", 0 },    /* signed, see api_webhook.c */
+    [ROUTE_WEBHOOK] = { "POST", 0 },      /* signed, see api_webhook.c */
     [ROUTE_METRICS] = { "GET, HEAD", 0 }, /* Prometheus scrapes without a key */
     [ROUTE_DNC_LIST] = { "GET, HEAD", 1 },
     [ROUTE_DNC_IMPORT] = { "POST", 1 },
@@ -212,14 +212,13 @@ static int authorized(struct api *api, struct http_request *req)
     const char *h = http_request_header(req, "Authorization");
     if (auth_bearer_ok(h, api->cfg->api_keys, api->cfg->n_api_keys))
         return 1;
-    answer_status(req, 401,
-                  h == NULL ? "missing Authorization: Bearer <key>" : "invalid API key",
+    answer_status(req, 401, h == NULL ? "missing Authorization: Bearer <key>" : "invalid API key",
                   "WWW-Authenticate: Bearer realm=\"callorch\"\r\n");
     return 0;
 }
 
-static void dispatch_call_route(struct api *api, struct http_request *req, enum route r,
-                                int method, const char *id)
+static void dispatch_call_route(struct api *api, struct http_request *req, enum route r, int method,
+                                const char *id)
 {
     if (!validate_uuid(id)) {
         api_call_not_found(req, id);
@@ -270,8 +269,7 @@ void api_handle(struct http_request *req, void *arg)
     }
     if (routes[r].needs_auth && !authorized(api, req))
         return;
-    if ((method == HTTP_POST && (r == ROUTE_CALLS || r == ROUTE_WEBHOOK)) ||
-        method == HTTP_PATCH) {
+    if ((method == HTTP_POST && (r == ROUTE_CALLS || r == ROUTE_WEBHOOK)) || method == HTTP_PATCH) {
         if (!is_json_content_type(http_request_header(req, "Content-Type"))) {
             answer_status(req, 415, "Content-Type must be application/json", NULL);
             return;

@@ -14,12 +14,12 @@
 
 #include <ev.h>
 
-#include "util/config.h"
-#include "net/http_server.h"
-#include "net/pg_pool.h"
 #include "api/problem.h"
 #include "api/validate.h"
+#include "net/http_server.h"
+#include "net/pg_pool.h"
 #include "store/store.h"
+#include "util/config.h"
 #include "util/webhook_sig.h"
 
 struct intake;
@@ -31,10 +31,10 @@ struct api {
     const struct co_config *cfg;
     struct pg_pool *pg;
     struct intake *intake;
-    struct redis_slots *redis;          /* webhooks release slots; metrics */
-    struct kafka_producer *producer;    /* publishes created calls */
+    struct redis_slots *redis;       /* webhooks release slots; metrics */
+    struct kafka_producer *producer; /* publishes created calls */
     struct webhook_keys webhook_keys;
-    int closing;                        /* api_free() runs: start nothing new */
+    int closing; /* api_free() runs: start nothing new */
 };
 
 /* Seconds a client is told to wait when the database is unreachable. */

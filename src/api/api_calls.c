@@ -119,7 +119,7 @@ void api_calls_cancel(struct api *api, struct http_request *req, const char *id)
 struct list_req {
     struct api_req r;
     int page_size;
-    int page;                    /* 0 in cursor mode: "page": null */
+    int page; /* 0 in cursor mode: "page": null */
 };
 
 static void render_page(struct strbuf *b, const struct list_req *l, const struct store_page *pg)

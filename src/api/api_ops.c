@@ -9,8 +9,8 @@
 #include <unistd.h>
 
 #include "api/api.h"
-#include "net/kafka_producer.h"
 #include "dispatch/slots.h"
+#include "net/kafka_producer.h"
 #include "store/calls.h"
 #include "util/shm.h"
 
@@ -62,8 +62,8 @@ struct metrics_req {
     struct api *api;
     struct http_request *req;
     metrics_render_fn render;
-    int in_flight;               /* slots in use; -1: unknown */
-    struct metrics_req *next;    /* in counts_queue */
+    int in_flight;            /* slots in use; -1: unknown */
+    struct metrics_req *next; /* in counts_queue */
 };
 
 /* This process's shared counts query (one struct api per http worker). */

@@ -38,16 +38,15 @@
 static const char *const outcomes[] = { "COMPLETED", "FAILED", "BUSY", "NO_ANSWER" };
 
 struct webhook {
-    char call_id[WEBHOOK_CALL_ID_MAX + 1];  /* the provider's callId */
+    char call_id[WEBHOOK_CALL_ID_MAX + 1]; /* the provider's callId */
     int has_reference;
     char ref_id[UUID_LEN + 1];
     int ref_attempt;
-    const char *outcome;                    /* one of outcomes[] */
+    const char *outcome; /* one of outcomes[] */
 };
 
 /* 1 when the request carries valid credentials; else answers 401. */
-static int authenticated(struct api *api, struct http_request *req, const char *body,
-                         size_t len)
+static int authenticated(struct api *api, struct http_request *req, const char *body, size_t len)
 {
     const struct co_config *cfg = api->cfg;
     const char *why = NULL;
@@ -57,11 +56,11 @@ static int authenticated(struct api *api, struct http_request *req, const char *
         why = "missing or invalid X-Api-Key";
         shm_count(CNT_WEBHOOK_REJ_API_KEY);
     } else {
-        enum webhook_verdict v = webhook_verify(
-            &api->webhook_keys, http_request_header(req, "webhook-id"),
-            http_request_header(req, "webhook-timestamp"),
-            http_request_header(req, "webhook-signature"), body, len, (long long)time(NULL),
-            cfg->signature_tolerance, &why);
+        enum webhook_verdict v =
+            webhook_verify(&api->webhook_keys, http_request_header(req, "webhook-id"),
+                           http_request_header(req, "webhook-timestamp"),
+                           http_request_header(req, "webhook-signature"), body, len,
+                           (long long)time(NULL), cfg->signature_tolerance, &why);
         if (v == WEBHOOK_OK)
             return 1;
         if (v == WEBHOOK_ERROR) { /* 500: the provider retries later */
@@ -168,7 +167,7 @@ static void count_outcome(const char *outcome)
 struct webhook_req {
     struct api *api;
     struct http_request *req;
-    const char *outcome;                    /* one of outcomes[] */
+    const char *outcome; /* one of outcomes[] */
 };
 
 static void applied(void *ctx, const struct store_err *e, const struct store_webhook_result *r)
@@ -192,8 +191,12 @@ static void applied(void *ctx, const struct store_err *e, const struct store_web
             count_outcome(w->outcome);
             /* the lease belongs to the dispatch job that took it */
             struct attempt_end end = {
-                .call_id = r->call_id, .attempt = r->attempt, .to = r->to,
-                .owner = r->slot_owner, .noticed_by = "webhook", .status = r->status,
+                .call_id = r->call_id,
+                .attempt = r->attempt,
+                .to = r->to,
+                .owner = r->slot_owner,
+                .noticed_by = "webhook",
+                .status = r->status,
             };
             attempt_finished(w->api->pg, w->api->redis, &end, NULL, NULL);
         } else {

@@ -46,7 +46,7 @@ struct pending {
     struct http_request *req;
     char id[UUID_LEN + 1];
     struct call_input call;
-    char *key;                   /* Idempotency-Key, or NULL */
+    char *key; /* Idempotency-Key, or NULL */
     char hash[REQUEST_HASH_HEX];
     int retries;
 };
@@ -62,8 +62,8 @@ struct intake {
     struct api *api;
     struct pending *head, **tail;
     int queued;
-    int job_open;                /* a submitted job not yet built */
-    int in_flight;               /* batches sent, not answered */
+    int job_open;  /* a submitted job not yet built */
+    int in_flight; /* batches sent, not answered */
     intake_created_fn created_fn;
     void *created_arg;
 };
@@ -139,7 +139,8 @@ static char *batch_json(struct batch *b)
     strbuf_addc(&buf, '[');
     for (int i = 0; i < b->n && !buf.failed; i++) {
         struct pending *p = b->items[i];
-        strbuf_addf(&buf, "%s{\"ord\":%d,\"id\":\"%s\",\"to_number\":\"%s\","
+        strbuf_addf(&buf,
+                    "%s{\"ord\":%d,\"id\":\"%s\",\"to_number\":\"%s\","
                     "\"script_id\":\"%s\",\"req_hash\":\"%s\"",
                     i ? "," : "", i, p->id, p->call.to, p->call.script_id, p->hash);
         if (p->call.metadata != NULL) {
@@ -368,9 +369,9 @@ static int new_uuid(char out[UUID_LEN + 1])
     u[6] = (unsigned char)((u[6] & 0x0f) | 0x40); /* version 4 */
     u[8] = (unsigned char)((u[8] & 0x3f) | 0x80); /* RFC 4122 variant */
     snprintf(out, UUID_LEN + 1,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0],
-             u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
-             u[14], u[15]);
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
+             u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14],
+             u[15]);
     return 0;
 }
 
@@ -388,7 +389,8 @@ static struct pending *accept_request(struct intake *in, struct http_request *re
         problem_set(&pr, 500, "out of memory");
     } else if (validate_create(body, len, in->api->cfg->max_metadata_bytes, &p->call, &pr) == 0) {
         if (key != NULL && !validate_idempotency_key(key))
-            problem_add_field(&pr, "Idempotency-Key", "must be 1 to 255 printable ASCII characters");
+            problem_add_field(&pr, "Idempotency-Key",
+                              "must be 1 to 255 printable ASCII characters");
         else if (key != NULL && (p->key = strdup(key)) == NULL)
             problem_set(&pr, 500, "out of memory");
         else if (request_hash(body, len, p->hash) < 0)

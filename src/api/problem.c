@@ -22,22 +22,22 @@ static const struct {
     const char *type;
     const char *title;
 } kinds[] = {
-    {400, PROBLEM_BASE "validation", "Invalid request"},
-    {401, PROBLEM_BASE "unauthorized", "Unauthorized"},
-    {404, PROBLEM_BASE "not-found", "Not Found"},
-    {405, PROBLEM_BASE "method-not-allowed", "Method Not Allowed"},
-    {408, NULL, "Request Timeout"},
-    {409, PROBLEM_BASE "conflict", "Conflict"},
-    {411, NULL, "Length Required"},
-    {413, PROBLEM_BASE "body-too-large", "Payload Too Large"},
-    {415, PROBLEM_BASE "unsupported-media-type", "Unsupported Media Type"},
-    {422, PROBLEM_BASE "idempotency-key-reused", "Idempotency-Key reused with a different body"},
-    {429, NULL, "Too Many Requests"},
-    {431, PROBLEM_BASE "headers-too-large", "Request Header Fields Too Large"},
-    {500, PROBLEM_BASE "internal", "Internal Server Error"},
-    {502, NULL, "Bad Gateway"},
-    {503, PROBLEM_BASE "unavailable", "Service Unavailable"},
-    {504, NULL, "Gateway Timeout"},
+    { 400, PROBLEM_BASE "validation", "Invalid request" },
+    { 401, PROBLEM_BASE "unauthorized", "Unauthorized" },
+    { 404, PROBLEM_BASE "not-found", "Not Found" },
+    { 405, PROBLEM_BASE "method-not-allowed", "Method Not Allowed" },
+    { 408, NULL, "Request Timeout" },
+    { 409, PROBLEM_BASE "conflict", "Conflict" },
+    { 411, NULL, "Length Required" },
+    { 413, PROBLEM_BASE "body-too-large", "Payload Too Large" },
+    { 415, PROBLEM_BASE "unsupported-media-type", "Unsupported Media Type" },
+    { 422, PROBLEM_BASE "idempotency-key-reused", "Idempotency-Key reused with a different body" },
+    { 429, NULL, "Too Many Requests" },
+    { 431, PROBLEM_BASE "headers-too-large", "Request Header Fields Too Large" },
+    { 500, PROBLEM_BASE "internal", "Internal Server Error" },
+    { 502, NULL, "Bad Gateway" },
+    { 503, PROBLEM_BASE "unavailable", "Service Unavailable" },
+    { 504, NULL, "Gateway Timeout" },
 };
 
 /* Index of STATUS in kinds[], or -1. */
@@ -205,8 +205,8 @@ static json_t *render_fields(const struct problem *p)
 {
     json_t *arr = json_array();
     for (size_t i = 0; arr && i < p->nfields; i++) {
-        json_t *e = json_pack("{s:s,s:s}", "field", p->fields[i].field, "message",
-                              p->fields[i].message);
+        json_t *e =
+            json_pack("{s:s,s:s}", "field", p->fields[i].field, "message", p->fields[i].message);
         if (json_array_append_new(arr, e) != 0) {
             json_decref(arr);
             return NULL;

@@ -36,19 +36,19 @@
 #define PROBLEM_MAX_FIELDS 50
 
 struct problem_field {
-    char *field;                 /* JSON field or query parameter name */
+    char *field; /* JSON field or query parameter name */
     char *message;
 };
 
 struct problem {
-    int status;                  /* 0 = no problem recorded yet */
-    const char *type;            /* static string set with the status; a caller */
-    const char *title;           /* may point them at its own static strings */
-    char *detail;                /* malloc'd, or NULL: rendered from the fields */
+    int status;        /* 0 = no problem recorded yet */
+    const char *type;  /* static string set with the status; a caller */
+    const char *title; /* may point them at its own static strings */
+    char *detail;      /* malloc'd, or NULL: rendered from the fields */
     struct problem_field fields[PROBLEM_MAX_FIELDS];
     size_t nfields;
-    size_t ndropped;             /* field errors beyond PROBLEM_MAX_FIELDS */
-    int oom;                     /* an allocation failed; render gives a 500 */
+    size_t ndropped; /* field errors beyond PROBLEM_MAX_FIELDS */
+    int oom;         /* an allocation failed; render gives a 500 */
 };
 
 /* Start empty (status 0).  A struct problem may also be zero-initialised. */

@@ -19,8 +19,8 @@
 #include <string.h>
 #include <strings.h>
 
-static const char *const statuses[] = {"PENDING", "IN_PROGRESS", "COMPLETED", "FAILED",
-                                       "CANCELLED"};
+static const char *const statuses[] = { "PENDING", "IN_PROGRESS", "COMPLETED", "FAILED",
+                                        "CANCELLED" };
 
 /* ------------------------------------------------------------ fields ---- */
 
@@ -75,8 +75,9 @@ static void check_to(const json_t *v, struct call_input *out, struct problem *p)
     const char *s = json_string_value(v);
     size_t n = json_string_length(v);
     if (!is_e164(s, n)) {
-        problem_add_field(p, "to", "must be an E.164 number: '+' and 8 to 15 digits, "
-                                   "the first not 0");
+        problem_add_field(p, "to",
+                          "must be an E.164 number: '+' and 8 to 15 digits, "
+                          "the first not 0");
         return;
     }
     memcpy(out->to, s, n + 1);
@@ -112,7 +113,7 @@ static void check_metadata(const json_t *v, size_t max, int patch, struct call_i
                            struct problem *p)
 {
     if (json_is_null(v)) {
-        out->has_metadata = patch;         /* PATCH null clears; create null = absent */
+        out->has_metadata = patch; /* PATCH null clears; create null = absent */
         return;
     }
     if (!json_is_object(v)) {
@@ -157,8 +158,8 @@ static json_t *parse_body(const char *body, size_t len, struct problem *p)
     if (!root) {
         problem_set(p, 400, "malformed JSON: %s at line %d, column %d", err.text, err.line,
                     err.column);
-        problem_add_field(p, "body", "malformed JSON: %s at line %d, column %d", err.text,
-                          err.line, err.column);
+        problem_add_field(p, "body", "malformed JSON: %s at line %d, column %d", err.text, err.line,
+                          err.column);
         return NULL;
     }
     if (!json_is_object(root)) {
@@ -175,7 +176,8 @@ static void check_members(json_t *root, size_t max_meta, int patch, struct call_
 {
     const char *key;
     json_t *v;
-    json_object_foreach(root, key, v) {
+    json_object_foreach(root, key, v)
+    {
         if (strcmp(key, "to") == 0)
             check_to(v, out, p);
         else if (strcmp(key, "scriptId") == 0)
@@ -211,14 +213,14 @@ static int validate_call(const char *body, size_t len, size_t max_meta, int patc
     return -1;
 }
 
-int validate_create(const char *body, size_t len, size_t max_metadata_bytes,
-                    struct call_input *out, struct problem *p)
+int validate_create(const char *body, size_t len, size_t max_metadata_bytes, struct call_input *out,
+                    struct problem *p)
 {
     return validate_call(body, len, max_metadata_bytes, 0, out, p);
 }
 
-int validate_patch(const char *body, size_t len, size_t max_metadata_bytes,
-                   struct call_input *out, struct problem *p)
+int validate_patch(const char *body, size_t len, size_t max_metadata_bytes, struct call_input *out,
+                   struct problem *p)
 {
     return validate_call(body, len, max_metadata_bytes, 1, out, p);
 }
@@ -259,7 +261,7 @@ int cursor_encode(int64_t created_us, const char *uuid, char *out, size_t outlen
     int n = snprintf(raw, sizeof raw, "%lld:%s", (long long)created_us, uuid);
     int m = EVP_EncodeBlock(b64, (const unsigned char *)raw, n);
     while (m > 0 && b64[m - 1] == '=')
-        m--;                              /* base64url: no padding */
+        m--; /* base64url: no padding */
     if ((size_t)m >= outlen)
         return -1;
     for (int i = 0; i < m; i++)
@@ -308,7 +310,7 @@ static int cursor_split(const char *raw, int64_t *created_us, char uuid[UUID_LEN
     for (size_t i = 0; i < nd; i++) {
         if (!is_digit(raw[i]))
             return -1;
-        v = v * 10 + (unsigned)(raw[i] - '0');   /* 19 digits fit in 64 bits */
+        v = v * 10 + (unsigned)(raw[i] - '0'); /* 19 digits fit in 64 bits */
     }
     if (v > INT64_MAX)
         return -1;
@@ -391,7 +393,7 @@ static int parse_int(const char *s, int min, int max, int *out)
 }
 
 enum { Q_STATUS, Q_PAGE, Q_PAGE_SIZE, Q_CURSOR, Q_COUNT };
-static const char *const query_names[Q_COUNT] = {"status", "page", "pageSize", "cursor"};
+static const char *const query_names[Q_COUNT] = { "status", "page", "pageSize", "cursor" };
 
 /* Apply one known parameter's value to OUT. */
 static void query_value(int which, const char *value, struct list_query *out, struct problem *p)
@@ -401,8 +403,9 @@ static void query_value(int which, const char *value, struct list_query *out, st
     case Q_STATUS:
         out->status = validate_status(value);
         if (!out->status)
-            problem_add_field(p, name, "must be one of PENDING, IN_PROGRESS, COMPLETED, "
-                                       "FAILED, CANCELLED");
+            problem_add_field(p, name,
+                              "must be one of PENDING, IN_PROGRESS, COMPLETED, "
+                              "FAILED, CANCELLED");
         break;
     case Q_PAGE:
         out->has_page = 1;
@@ -438,7 +441,7 @@ static void query_pair(char *pair, int seen[Q_COUNT], struct list_query *out, st
     if (which == Q_COUNT) {
         problem_add_field(p, pair, "unknown query parameter");
     } else if (seen[which]++) {
-        if (seen[which] == 2)             /* one error however often repeated */
+        if (seen[which] == 2) /* one error however often repeated */
             problem_add_field(p, pair, "repeated parameter");
     } else if (percent_decode(value) != 0) {
         problem_add_field(p, pair, "malformed percent-encoding");
@@ -451,7 +454,7 @@ static void query_pair(char *pair, int seen[Q_COUNT], struct list_query *out, st
 
 int validate_list_query(const char *query, struct list_query *out, struct problem *p)
 {
-    int seen[Q_COUNT] = {0};
+    int seen[Q_COUNT] = { 0 };
     memset(out, 0, sizeof *out);
     out->page = 1;
     out->page_size = LIST_PAGE_SIZE_DEFAULT;

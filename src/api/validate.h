@@ -23,14 +23,14 @@
 
 #include "api/problem.h"
 
-#define CALL_TO_MAX 16           /* '+' and at most 15 digits (E.164) */
+#define CALL_TO_MAX 16 /* '+' and at most 15 digits (E.164) */
 #define CALL_SCRIPT_ID_MAX 128
-#define UUID_LEN 36              /* 8-4-4-4-12 */
+#define UUID_LEN 36 /* 8-4-4-4-12 */
 #define IDEMPOTENCY_KEY_MAX 255
 #define LIST_PAGE_SIZE_DEFAULT 20
 #define LIST_PAGE_SIZE_MAX 100
-#define CURSOR_BUF 80            /* enough for any cursor_encode() output + NUL */
-#define REQUEST_HASH_HEX 65      /* 64 hex digits + NUL */
+#define CURSOR_BUF 80       /* enough for any cursor_encode() output + NUL */
+#define REQUEST_HASH_HEX 65 /* 64 hex digits + NUL */
 
 /*
  * A validated create or PATCH body.  has_* says the field was given.
@@ -46,7 +46,7 @@ struct call_input {
     int has_script_id;
     char script_id[CALL_SCRIPT_ID_MAX + 1];
     int has_metadata;
-    char *metadata;              /* malloc'd compact JSON object, or NULL */
+    char *metadata; /* malloc'd compact JSON object, or NULL */
 };
 
 /* Free what a call_input holds (safe on a zeroed or already freed one). */
@@ -59,15 +59,15 @@ void call_input_free(struct call_input *in);
  * jansson's JSON_PARSER_MAX_DEPTH give one error on field "body" with
  * jansson's text, line and column.  On -1, *out holds nothing to free.
  */
-int validate_create(const char *body, size_t len, size_t max_metadata_bytes,
-                    struct call_input *out, struct problem *p);
+int validate_create(const char *body, size_t len, size_t max_metadata_bytes, struct call_input *out,
+                    struct problem *p);
 
 /*
  * Validate a PATCH /api/v1/calls/{id} body: the same members and rules,
  * all optional, at least one given (else "body": "no field to change").
  */
-int validate_patch(const char *body, size_t len, size_t max_metadata_bytes,
-                   struct call_input *out, struct problem *p);
+int validate_patch(const char *body, size_t len, size_t max_metadata_bytes, struct call_input *out,
+                   struct problem *p);
 
 /* 1 when S is a canonical 8-4-4-4-12 hex UUID (either case), else 0. */
 int validate_uuid(const char *s);
@@ -81,13 +81,13 @@ const char *validate_status(const char *s);
 
 /* GET /api/v1/calls query.  page and a cursor cannot be combined. */
 struct list_query {
-    const char *status;          /* NULL: every status; else validate_status() */
-    int page;                    /* 1..INT_MAX, default 1 */
-    int page_size;               /* 1..LIST_PAGE_SIZE_MAX, default 20 */
-    int has_page;                /* page= was given */
-    int has_cursor;              /* cursor= was given: keyset paging */
-    int64_t cursor_created_us;   /* createdAt of the last row seen, µs since epoch */
-    char cursor_id[UUID_LEN + 1];/* id of the last row seen */
+    const char *status;           /* NULL: every status; else validate_status() */
+    int page;                     /* 1..INT_MAX, default 1 */
+    int page_size;                /* 1..LIST_PAGE_SIZE_MAX, default 20 */
+    int has_page;                 /* page= was given */
+    int has_cursor;               /* cursor= was given: keyset paging */
+    int64_t cursor_created_us;    /* createdAt of the last row seen, µs since epoch */
+    char cursor_id[UUID_LEN + 1]; /* id of the last row seen */
 };
 
 /*

@@ -131,13 +131,13 @@ int child_run(struct child_ctx *ctx, const struct child_ops *ops)
 
     int rc = ops->start(ctx, &rt.state);
     if (rc != 0) {
-        co_error("child failed to start", "kind=%s slot=%d status=%d",
-                 child_kind_name(ctx->kind), ctx->slot, rc);
+        co_error("child failed to start", "kind=%s slot=%d status=%d", child_kind_name(ctx->kind),
+                 ctx->slot, rc);
         unwatch_signals(&rt, ctx->loop);
         return rc;
     }
-    co_info("child started", "kind=%s slot=%d generation=%u", child_kind_name(ctx->kind),
-            ctx->slot, ctx->generation);
+    co_info("child started", "kind=%s slot=%d generation=%u", child_kind_name(ctx->kind), ctx->slot,
+            ctx->generation);
     ev_run(ctx->loop, 0);
     ops->cleanup(rt.state);
     unwatch_signals(&rt, ctx->loop);

@@ -22,11 +22,11 @@ enum child_kind { CHILD_HTTP = 0, CHILD_KAFKA, CHILD_SCHED, CHILD_KIND_MAX };
 
 struct child_ctx {
     enum child_kind kind;
-    int slot;                    /* 0-based index within its kind */
-    unsigned generation;         /* bumped by every reload */
-    const int *listen_fds;       /* http children only: the sockets of its slot */
+    int slot;              /* 0-based index within its kind */
+    unsigned generation;   /* bumped by every reload */
+    const int *listen_fds; /* http children only: the sockets of its slot */
     int n_listen;
-    int ready_fd;                /* write end of the master's ready pipe */
+    int ready_fd; /* write end of the master's ready pipe */
     const struct co_config *cfg;
     struct ev_loop *loop;
 };

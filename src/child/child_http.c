@@ -45,8 +45,8 @@ static int http_start(struct child_ctx *ctx, void **state)
         free(st);
         return CHILD_EXIT_FATAL;
     }
-    st->server = http_server_new(ctx->loop, ctx->listen_fds, ctx->n_listen, &opts, api_handle,
-                                 &st->api);
+    st->server =
+        http_server_new(ctx->loop, ctx->listen_fds, ctx->n_listen, &opts, api_handle, &st->api);
     if (st->server == NULL) {
         api_free(&st->api);
         free(st);

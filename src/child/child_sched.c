@@ -7,8 +7,8 @@
 #include <stdlib.h>
 
 #include "child/child.h"
-#include "util/log.h"
 #include "dispatch/scheduler.h"
+#include "util/log.h"
 
 struct sched_state {
     struct child_ctx *ctx;

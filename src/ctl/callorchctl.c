@@ -27,23 +27,23 @@
 
 #include <jansson.h>
 
-#include "util/config.h"
 #include "master/control.h"
 #include "store/migrate.h"
+#include "util/config.h"
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_NOT_RUNNING = 3, EXIT_DENIED = 4 };
 
-#define CTL_TIMEOUT 10.0         /* seconds for connecting, sending, answering */
-#define STOP_GRACE 10.0          /* waiting for a stop: shutdown_timeout + this */
+#define CTL_TIMEOUT 10.0 /* seconds for connecting, sending, answering */
+#define STOP_GRACE 10.0  /* waiting for a stop: shutdown_timeout + this */
 #define SOCKET_PATH_MAX 4096
 
 struct ctl_options {
-    const char *config_path;     /* -c; CO_DEFAULT_CONFIG otherwise */
+    const char *config_path; /* -c; CO_DEFAULT_CONFIG otherwise */
     int config_given;
-    const char *socket_path;     /* -s; else [daemon] control_socket of the config */
-    const char *sql_dir;         /* --sql-dir, $CALLORCH_SQLDIR or CO_SQLDIR */
-    int json;                    /* --json: print the master's answer as is */
-    int no_wait;                 /* --no-wait: stop returns once accepted */
+    const char *socket_path; /* -s; else [daemon] control_socket of the config */
+    const char *sql_dir;     /* --sql-dir, $CALLORCH_SQLDIR or CO_SQLDIR */
+    int json;                /* --json: print the master's answer as is */
+    int no_wait;             /* --no-wait: stop returns once accepted */
 };
 
 struct ctl_command {
@@ -61,14 +61,14 @@ static int cmd_migrate(const struct ctl_options *o, int argc, char **argv);
 static int cmd_check_config(const struct ctl_options *o, int argc, char **argv);
 
 static const struct ctl_command commands[] = {
-    {"status", "show the master, its children, slots in use and whether dispatch is paused",
-     cmd_status},
-    {"reload", "re-read the configuration and replace the children (like SIGHUP)", cmd_reload},
-    {"stop", "stop gracefully (like SIGTERM) and wait until callorchd has exited", cmd_stop},
-    {"pause", "start no new calls (calls in flight finish)", cmd_pause},
-    {"resume", "start new calls again", cmd_resume},
-    {"migrate", "apply the SQL migrations not yet applied, in order", cmd_migrate},
-    {"check-config", "validate the configuration file", cmd_check_config},
+    { "status", "show the master, its children, slots in use and whether dispatch is paused",
+      cmd_status },
+    { "reload", "re-read the configuration and replace the children (like SIGHUP)", cmd_reload },
+    { "stop", "stop gracefully (like SIGTERM) and wait until callorchd has exited", cmd_stop },
+    { "pause", "start no new calls (calls in flight finish)", cmd_pause },
+    { "resume", "start new calls again", cmd_resume },
+    { "migrate", "apply the SQL migrations not yet applied, in order", cmd_migrate },
+    { "check-config", "validate the configuration file", cmd_check_config },
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -208,8 +208,8 @@ static void answer_free(struct answer *a)
 }
 
 /* Run a control command with no arguments; PRINT shows a success. */
-static int control_command(const struct ctl_options *o, const char *command, int argc,
-                           char **argv, void (*print)(const json_t *answer))
+static int control_command(const struct ctl_options *o, const char *command, int argc, char **argv,
+                           void (*print)(const json_t *answer))
 {
     struct answer a;
     if (no_arguments(command, argc, argv) != 0)
@@ -274,7 +274,8 @@ static void print_ready(const json_t *children, long generation)
     const json_t *ch;
     for (size_t k = 0; k < 3; k++) {
         int want = 0, ready = 0;
-        json_array_foreach(children, i, ch) {
+        json_array_foreach(children, i, ch)
+        {
             if (strcmp(jstr(ch, "kind"), kinds[k]) == 0 && jint(ch, "generation") == generation) {
                 want++;
                 ready += json_is_true(json_object_get(ch, "ready"));
@@ -294,8 +295,8 @@ static void print_status(const json_t *st)
     int paused = json_is_true(json_object_get(st, "paused"));
 
     printf("callorchd %s, pid %ld, %s, up %s\n", jstr(st, "version"), jint(st, "pid"),
-           jstr(st, "state"), duration(json_number_value(json_object_get(st, "uptime")), up,
-                                       sizeof(up)));
+           jstr(st, "state"),
+           duration(json_number_value(json_object_get(st, "uptime")), up, sizeof(up)));
     printf("config:     %s (generation %ld)\n", jstr(st, "config_file"), jint(st, "generation"));
     printf("dispatch:   %s\n", paused ? "PAUSED (no new call starts)" : "running");
     printf("slots:      %ld in use of %ld\n", jint(st, "slots_in_use"),
@@ -303,8 +304,7 @@ static void print_status(const json_t *st)
     printf("children:   ");
     print_ready(children, jint(st, "generation"));
     printf("\n" CHILD_ROW, "KIND", "SLOT", "PID", "STATE", "UPTIME", "RESTARTS", "GEN");
-    json_array_foreach(children, i, ch)
-        print_child(ch);
+    json_array_foreach(children, i, ch) print_child(ch);
 }
 
 static int cmd_status(const struct ctl_options *o, int argc, char **argv)
@@ -368,8 +368,8 @@ static int cmd_stop(const struct ctl_options *o, int argc, char **argv)
             if (!o->json)
                 printf("callorchd stopped\n");
         } else {
-            fprintf(stderr, "callorchctl: callorchd (pid %ld) has not exited after %.0f s\n",
-                    pid, wait);
+            fprintf(stderr, "callorchctl: callorchd (pid %ld) has not exited after %.0f s\n", pid,
+                    wait);
             rc = EXIT_FAIL;
         }
     }
@@ -409,8 +409,7 @@ static int cmd_migrate(const struct ctl_options *o, int argc, char **argv)
         return EXIT_USAGE;
     if ((cfg = load_config(o)) == NULL)
         return EXIT_FAIL;
-    rc = co_migrate_run(cfg->pg_conninfo, o->sql_dir, &res, print_applied, NULL, err,
-                        sizeof(err));
+    rc = co_migrate_run(cfg->pg_conninfo, o->sql_dir, &res, print_applied, NULL, err, sizeof(err));
     co_config_free(cfg);
     if (rc != 0) {
         fprintf(stderr, "callorchctl: %s\n", err);
@@ -446,14 +445,14 @@ static int parse_options(int argc, char **argv, struct ctl_options *o)
 {
     enum { OPT_SQL_DIR = 256, OPT_JSON, OPT_NO_WAIT };
     static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"socket", required_argument, NULL, 's'},
-        {"json", no_argument, NULL, OPT_JSON},
-        {"no-wait", no_argument, NULL, OPT_NO_WAIT},
-        {"sql-dir", required_argument, NULL, OPT_SQL_DIR},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
+        { "config", required_argument, NULL, 'c' },
+        { "socket", required_argument, NULL, 's' },
+        { "json", no_argument, NULL, OPT_JSON },
+        { "no-wait", no_argument, NULL, OPT_NO_WAIT },
+        { "sql-dir", required_argument, NULL, OPT_SQL_DIR },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { NULL, 0, NULL, 0 },
     };
     const char *env = getenv("CALLORCH_SQLDIR");
     int c;
@@ -467,7 +466,10 @@ static int parse_options(int argc, char **argv, struct ctl_options *o)
     argv[0] = (char *)"callorchctl";
     while ((c = getopt_long(argc, argv, "c:s:hV", longopts, NULL)) != -1) {
         switch (c) {
-        case 'c': o->config_path = optarg; o->config_given = 1; break;
+        case 'c':
+            o->config_path = optarg;
+            o->config_given = 1;
+            break;
         case 's': o->socket_path = optarg; break;
         case OPT_JSON: o->json = 1; break;
         case OPT_NO_WAIT: o->no_wait = 1; break;

@@ -19,8 +19,8 @@ struct settling {
     void *ctx;
 };
 
-void attempt_release(struct redis_slots *redis, const char *call_id, int attempt,
-                     const char *to, const char *owner, const char *why)
+void attempt_release(struct redis_slots *redis, const char *call_id, int attempt, const char *to,
+                     const char *owner, const char *why)
 {
     /* an unanswered release is not a "no": slots.c sends it again until
      * Redis answers; the scheduler's reconcile covers what a dead process
@@ -43,8 +43,8 @@ static void settled(void *arg, const struct store_err *e, const char *status)
     free(s);
 }
 
-int attempt_finished(struct pg_pool *pg, struct redis_slots *redis,
-                     const struct attempt_end *end, attempt_settled_fn done, void *ctx)
+int attempt_finished(struct pg_pool *pg, struct redis_slots *redis, const struct attempt_end *end,
+                     attempt_settled_fn done, void *ctx)
 {
     /* the signal moves before Redis hears of the release: the scheduler
      * looks one poll later, when Redis has it (scheduler.c) */

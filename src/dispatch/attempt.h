@@ -22,12 +22,12 @@ struct redis_slots;
 struct attempt_end {
     const char *call_id;
     int attempt;
-    const char *to;              /* the phone locked for it */
-    const char *owner;           /* the lease token of its slot */
-    const char *noticed_by;      /* for logs: "webhook", "reclaim", "provider answer" */
-    const char *status;          /* the call's status once settled (PENDING: a
-                                    retry is planned); NULL: settle it now */
-    const struct store_settle *settle;  /* how, when status is NULL */
+    const char *to;                    /* the phone locked for it */
+    const char *owner;                 /* the lease token of its slot */
+    const char *noticed_by;            /* for logs: "webhook", "reclaim", "provider answer" */
+    const char *status;                /* the call's status once settled (PENDING: a
+                                          retry is planned); NULL: settle it now */
+    const struct store_settle *settle; /* how, when status is NULL */
 };
 
 /* The attempt is settled (STATUS as in store_settled_fn). */
@@ -40,13 +40,13 @@ typedef void (*attempt_settled_fn)(void *ctx, const struct store_err *e, const c
  * 0 and DONE(CTX, …) runs later, exactly once; or -1 when the pool refused
  * the statement at once (DONE is not called; pg_pool_error() says why).
  */
-int attempt_finished(struct pg_pool *pg, struct redis_slots *redis,
-                     const struct attempt_end *end, attempt_settled_fn done, void *ctx);
+int attempt_finished(struct pg_pool *pg, struct redis_slots *redis, const struct attempt_end *end,
+                     attempt_settled_fn done, void *ctx);
 
 /* Release a slot and phone lock that no finished attempt holds (a job that
  * lost the race to start its call).  A release with no answer is retried
  * (slots.h, redis_slots_release_retried()); the reconcile covers the rest. */
-void attempt_release(struct redis_slots *redis, const char *call_id, int attempt,
-                     const char *to, const char *owner, const char *why);
+void attempt_release(struct redis_slots *redis, const char *call_id, int attempt, const char *to,
+                     const char *owner, const char *why);
 
 #endif

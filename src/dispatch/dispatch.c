@@ -25,24 +25,24 @@
 
 #include <jansson.h>
 
-#include "util/tunables.h"
 #include "api/validate.h"
 #include "dispatch/attempt.h"
 #include "dispatch/offsets.h"
 #include "dispatch/provider.h"
+#include "dispatch/slots.h"
 #include "net/kafka_consumer.h"
 #include "net/pg_pool.h"
-#include "dispatch/slots.h"
 #include "store/attempts.h"
 #include "util/log.h"
 #include "util/shm.h"
 #include "util/timeutil.h"
+#include "util/tunables.h"
 
 /* Where a dispatcher is in its stop (dispatcher_stop()). */
 enum dispatch_stop {
     DISPATCH_RUNNING,
-    DISPATCH_DRAINING,           /* no new messages; jobs in flight finish */
-    DISPATCH_LEAVING             /* commits sent: leaving the consumer group */
+    DISPATCH_DRAINING, /* no new messages; jobs in flight finish */
+    DISPATCH_LEAVING   /* commits sent: leaving the consumer group */
 };
 
 struct dispatcher {
@@ -53,22 +53,22 @@ struct dispatcher {
     struct provider *provider;
     struct kafka_consumer *consumer;
     struct offsets *offsets;
-    int jobs;                    /* jobs alive, provider phase included */
+    int jobs; /* jobs alive, provider phase included */
     enum dispatch_stop stopping;
-    int freeing;                 /* clients are being freed: no new requests */
-    struct job *waiting;         /* jobs whose next re-read is on a timer */
+    int freeing;         /* clients are being freed: no new requests */
+    struct job *waiting; /* jobs whose next re-read is on a timer */
     void (*stopped)(void *);
     void *stopped_arg;
 };
 
 struct job {
     struct dispatcher *d;
-    struct job *next_waiting;    /* in d->waiting while a re-read is delayed */
-    ev_timer reread;             /* the next re-read of a lost start answer */
+    struct job *next_waiting; /* in d->waiting while a re-read is delayed */
+    ev_timer reread;          /* the next re-read of a lost start answer */
     int rereads;
-    struct offset_mark *mark;    /* NULL once handled */
+    struct offset_mark *mark; /* NULL once handled */
     char id[UUID_LEN + 1];
-    char owner[64];              /* "<id>.<pid>.<n>": this job's lease token */
+    char owner[64]; /* "<id>.<pid>.<n>": this job's lease token */
     int attempt;
     char to[32];
     char *script_id;
@@ -150,11 +150,15 @@ static void settle(struct job *j, const struct provider_result *r)
     };
     /* the provider holds no call for this attempt: the slot is freed now */
     struct attempt_end end = {
-        .call_id = j->id, .attempt = j->attempt, .to = j->to, .owner = j->owner,
-        .noticed_by = "provider answer", .settle = &how,
+        .call_id = j->id,
+        .attempt = j->attempt,
+        .to = j->to,
+        .owner = j->owner,
+        .noticed_by = "provider answer",
+        .settle = &how,
     };
-    co_warn("provider did not start the call", "call=%s attempt=%d error=%s", j->id,
-            j->attempt, CO_LOG_Q(r->error));
+    co_warn("provider did not start the call", "call=%s attempt=%d error=%s", j->id, j->attempt,
+            CO_LOG_Q(r->error));
     if (attempt_finished(j->d->pg, j->d->redis, &end, settled, j) < 0) {
         co_error("cannot record the failed attempt; it will be reclaimed",
                  "call=%s attempt=%d error=%s", j->id, j->attempt,
@@ -176,8 +180,8 @@ static void marked(void *ctx, const struct store_err *e)
 {
     struct job *j = ctx;
     if (e != NULL) /* still IN_PROGRESS: the webhook or the reclaim ends it */
-        co_warn("cannot mark the attempt's outcome unknown", "call=%s attempt=%d error=%s",
-                j->id, j->attempt, CO_LOG_Q(e->msg));
+        co_warn("cannot mark the attempt's outcome unknown", "call=%s attempt=%d error=%s", j->id,
+                j->attempt, CO_LOG_Q(e->msg));
     job_end(j);
 }
 
@@ -239,8 +243,8 @@ static void parked(void *ctx, const struct store_err *e)
 {
     struct job *j = ctx;
     if (e != NULL)
-        co_warn("cannot park call; the scheduler republishes it later", "call=%s error=%s",
-                j->id, CO_LOG_Q(e->msg));
+        co_warn("cannot park call; the scheduler republishes it later", "call=%s error=%s", j->id,
+                CO_LOG_Q(e->msg));
     job_end(j);
 }
 
@@ -315,8 +319,8 @@ static void reread(void *ctx, const struct store_err *e, const struct store_rere
     }
     if (r != NULL && strcmp(r->status, "IN_PROGRESS") == 0 && r->attempts == j->attempt &&
         strcmp(r->slot_owner, j->owner) == 0) {
-        co_info("start update committed although its answer was lost", "call=%s attempt=%d",
-                j->id, j->attempt);
+        co_info("start update committed although its answer was lost", "call=%s attempt=%d", j->id,
+                j->attempt);
         proceed(j, &r->started);
         return;
     }
@@ -366,8 +370,10 @@ static void acquired(void *arg, enum slot_result r, int in_use, const char *err)
         return;
     }
     if (r != SLOT_OK) {
-        park(j, r == SLOT_NO_SLOT ? "no slot" : r == SLOT_PHONE_BUSY ? "phone busy"
-                : r == SLOT_NEEDS_REBUILD ? "slots being rebuilt" : "redis unavailable");
+        park(j, r == SLOT_NO_SLOT         ? "no slot"
+                : r == SLOT_PHONE_BUSY    ? "phone busy"
+                : r == SLOT_NEEDS_REBUILD ? "slots being rebuilt"
+                                          : "redis unavailable");
         return;
     }
     if (store_attempt_start(j->d->pg, j->id, j->attempt, j->to, j->owner, started, j) < 0) {

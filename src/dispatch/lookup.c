@@ -25,8 +25,8 @@ struct lookups {
     struct pg_pool *pg;
     struct redis_slots *redis;
     struct provider *provider;
-    int claiming;                /* a claim statement is in flight */
-    int in_flight;               /* attempts being looked up */
+    int claiming;  /* a claim statement is in flight */
+    int in_flight; /* attempts being looked up */
     int freeing;
 };
 
@@ -54,8 +54,8 @@ static void keep_lease(struct lk *k)
 {
     double lease = k->l->cfg->call_timeout + co_tunables.lease_margin;
     if (redis_slots_extend(k->l->redis, k->owner, k->attempt, k->to, lease, NULL, NULL) < 0)
-        co_warn("cannot extend the lease of a call of unknown outcome", "call=%s attempt=%d",
-                k->id, k->attempt);
+        co_warn("cannot extend the lease of a call of unknown outcome", "call=%s attempt=%d", k->id,
+                k->attempt);
 }
 
 /* ------------------------------------------------------------ outcomes */
@@ -87,8 +87,12 @@ static void give_up(struct lk *k, const char *reason, const char *error, int ret
         .backoff = { co_ms(cfg->backoff_base), co_ms(cfg->backoff_max) },
     };
     struct attempt_end end = {
-        .call_id = k->id, .attempt = k->attempt, .to = k->to, .owner = k->owner,
-        .noticed_by = "status lookup", .settle = &how,
+        .call_id = k->id,
+        .attempt = k->attempt,
+        .to = k->to,
+        .owner = k->owner,
+        .noticed_by = "status lookup",
+        .settle = &how,
     };
     if (attempt_finished(k->l->pg, k->l->redis, &end, ended, k) < 0)
         lk_free(k);
@@ -99,14 +103,17 @@ static void applied(void *ctx, const struct store_err *e, const struct store_web
     struct lk *k = ctx;
     if (e != NULL || r == NULL) {
         co_warn("cannot settle a looked-up attempt; looked up again later",
-                "call=%s attempt=%d error=%s", k->id, k->attempt,
-                CO_LOG_Q(e ? e->msg : "no row"));
+                "call=%s attempt=%d error=%s", k->id, k->attempt, CO_LOG_Q(e ? e->msg : "no row"));
     } else if (strcmp(r->result, "applied") == 0) {
         co_info("attempt of unknown outcome settled by a status lookup",
                 "call=%s attempt=%d status=%s", k->id, k->attempt, r->status);
         struct attempt_end end = {
-            .call_id = k->id, .attempt = k->attempt, .to = k->to, .owner = k->owner,
-            .noticed_by = "status lookup", .status = r->status,
+            .call_id = k->id,
+            .attempt = k->attempt,
+            .to = k->to,
+            .owner = k->owner,
+            .noticed_by = "status lookup",
+            .status = r->status,
         };
         attempt_finished(k->l->pg, k->l->redis, &end, NULL, NULL);
     }
@@ -143,8 +150,8 @@ static void found(struct lk *k, const struct provider_lookup_result *r)
     keep_lease(k);
     /* before call_timeout the webhook or the reclaim's lookup ends it;
      * past it, it stays unknown and is looked up again */
-    if (store_attempt_learnt(k->l->pg, k->id, k->attempt, r->call_id, !k->past_deadline,
-                             learnt, k) < 0)
+    if (store_attempt_learnt(k->l->pg, k->id, k->attempt, r->call_id, !k->past_deadline, learnt,
+                             k) < 0)
         lk_free(k);
 }
 
@@ -164,10 +171,10 @@ static void restarted(void *arg, const struct provider_result *r)
         return;
     case PROVIDER_RETRY:
     case PROVIDER_REJECTED:
-        co_warn("provider did not start the call", "call=%s attempt=%d error=%s", k->id,
-                k->attempt, CO_LOG_Q(r->error));
-        give_up(k, r->outcome == PROVIDER_RETRY ? "PROVIDER_ERROR" : "PROVIDER_REJECTED",
-                r->error, r->outcome == PROVIDER_RETRY, r->retry_after);
+        co_warn("provider did not start the call", "call=%s attempt=%d error=%s", k->id, k->attempt,
+                CO_LOG_Q(r->error));
+        give_up(k, r->outcome == PROVIDER_RETRY ? "PROVIDER_ERROR" : "PROVIDER_REJECTED", r->error,
+                r->outcome == PROVIDER_RETRY, r->retry_after);
         return;
     case PROVIDER_UNKNOWN:
         co_warn("answer of a repeated start unknown; looked up again later",
@@ -185,9 +192,7 @@ static void looked_up(void *arg, const struct provider_lookup_result *r)
         return;
     }
     switch (r->outcome) {
-    case LOOKUP_FOUND:
-        found(k, r);
-        return;
+    case LOOKUP_FOUND: found(k, r); return;
     case LOOKUP_NOT_FOUND:
         if (k->past_deadline) {
             co_warn("call reclaimed: the provider has no call for it after call_timeout",
@@ -199,15 +204,18 @@ static void looked_up(void *arg, const struct provider_lookup_result *r)
                 "call=%s attempt=%d", k->id, k->attempt);
         keep_lease(k);
         struct provider_call call = {
-            .call_id = k->id, .attempt = k->attempt, .to = k->to,
-            .script_id = k->script_id, .metadata = k->metadata,
+            .call_id = k->id,
+            .attempt = k->attempt,
+            .to = k->to,
+            .script_id = k->script_id,
+            .metadata = k->metadata,
         };
         if (provider_start(k->l->provider, &call, restarted, k) < 0)
             lk_free(k);
         return;
     case LOOKUP_FAILED:
-        co_warn("status lookup failed; looked up again later", "call=%s attempt=%d error=%s",
-                k->id, k->attempt, CO_LOG_Q(r->error));
+        co_warn("status lookup failed; looked up again later", "call=%s attempt=%d error=%s", k->id,
+                k->attempt, CO_LOG_Q(r->error));
         keep_lease(k);
         lk_free(k);
         return;
@@ -216,8 +224,7 @@ static void looked_up(void *arg, const struct provider_lookup_result *r)
 
 /* ---------------------------------------------------------------- claim */
 
-static void claimed(void *ctx, const struct store_err *e, const struct store_lookup *rows,
-                    int n)
+static void claimed(void *ctx, const struct store_err *e, const struct store_lookup *rows, int n)
 {
     struct lookups *l = ctx;
     l->claiming = 0;
@@ -254,8 +261,8 @@ void lookups_run(struct lookups *l)
     /* one lookup (its timeout) and a tick between two of one attempt */
     long long every = co_ms(cfg->provider_timeout + cfg->scheduler_interval);
     l->claiming = 1;
-    if (store_lookups_claim(l->pg, every, co_ms(cfg->call_timeout), LOOKUP_MAX_BATCH, claimed,
-                            l) < 0)
+    if (store_lookups_claim(l->pg, every, co_ms(cfg->call_timeout), LOOKUP_MAX_BATCH, claimed, l) <
+        0)
         l->claiming = 0;
 }
 
@@ -264,9 +271,8 @@ int lookups_enabled(const struct lookups *l)
     return l != NULL && provider_can_look_up(l->provider);
 }
 
-struct lookups *lookups_new(struct ev_loop *loop, const struct co_config *cfg,
-                            struct pg_pool *pg, struct redis_slots *redis, char *err,
-                            size_t errlen)
+struct lookups *lookups_new(struct ev_loop *loop, const struct co_config *cfg, struct pg_pool *pg,
+                            struct redis_slots *redis, char *err, size_t errlen)
 {
     struct lookups *l = calloc(1, sizeof(*l));
     if (l == NULL) {

@@ -41,9 +41,8 @@ struct lookups;
 #define LOOKUP_MAX_BATCH 100
 
 /* PG and REDIS are the scheduler's (borrowed).  NULL on failure (ERR). */
-struct lookups *lookups_new(struct ev_loop *loop, const struct co_config *cfg,
-                            struct pg_pool *pg, struct redis_slots *redis, char *err,
-                            size_t errlen);
+struct lookups *lookups_new(struct ev_loop *loop, const struct co_config *cfg, struct pg_pool *pg,
+                            struct redis_slots *redis, char *err, size_t errlen);
 
 /* 1 when [provider] status_url is set. */
 int lookups_enabled(const struct lookups *l);

@@ -39,8 +39,7 @@ struct provider *provider_new(struct ev_loop *loop, const struct co_config *cfg,
     }
     p->cfg = cfg;
     snprintf(p->auth, sizeof(p->auth), "Authorization: Bearer %s", cfg->provider_api_key);
-    snprintf(p->webhook_url, sizeof(p->webhook_url), "%s%s", cfg->public_base_url,
-             CALLBACK_PATH);
+    snprintf(p->webhook_url, sizeof(p->webhook_url), "%s%s", cfg->public_base_url, CALLBACK_PATH);
     return p;
 }
 
@@ -66,8 +65,8 @@ int provider_valid_call_id(const char *s)
 }
 
 /* A 2xx: started with a valid callId, else unknown (it may have started). */
-static void classify_2xx(const struct curl_ev_response *resp, struct provider_result *r,
-                         char *why, size_t whylen, json_t **doc)
+static void classify_2xx(const struct curl_ev_response *resp, struct provider_result *r, char *why,
+                         size_t whylen, json_t **doc)
 {
     long st = resp->status;
     *doc = json_loadb(resp->body, resp->body_len, 0, NULL);
@@ -159,8 +158,8 @@ static char *request_body(const struct provider *p, const struct provider_call *
     snprintf(reference, sizeof(reference), "%s:%d", call->call_id, call->attempt);
     json_t *meta = json_loads(call->metadata ? call->metadata : "{}", 0, NULL);
     json_t *body = json_pack("{s:s, s:s, s:o, s:s, s:s}", "to", call->to, "scriptId",
-                             call->script_id, "metadata", meta ? meta : json_object(),
-                             "webhookUrl", p->webhook_url, "reference", reference);
+                             call->script_id, "metadata", meta ? meta : json_object(), "webhookUrl",
+                             p->webhook_url, "reference", reference);
     char *txt = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     return txt;
@@ -178,8 +177,8 @@ int provider_start(struct provider *p, const struct provider_call *call, provide
     }
     char idem[128];
     snprintf(idem, sizeof(idem), "Idempotency-Key: %s:%d", call->call_id, call->attempt);
-    const char *headers[] = { p->auth, "Content-Type: application/json",
-                              "Accept: application/json", idem, NULL };
+    const char *headers[] = { p->auth, "Content-Type: application/json", "Accept: application/json",
+                              idem, NULL };
     struct curl_ev_request req = {
         .method = "POST",
         .url = p->cfg->provider_url,
@@ -272,8 +271,8 @@ int provider_can_look_up(const struct provider *p)
     return p->cfg->provider_status_url != NULL && p->cfg->provider_status_url[0] != '\0';
 }
 
-int provider_lookup(struct provider *p, const char *call_id, int attempt,
-                    provider_lookup_fn done, void *arg)
+int provider_lookup(struct provider *p, const char *call_id, int attempt, provider_lookup_fn done,
+                    void *arg)
 {
     if (!provider_can_look_up(p))
         return -1;

@@ -24,18 +24,18 @@ struct provider;
 
 enum provider_outcome {
     PROVIDER_STARTED,
-    PROVIDER_RETRY,              /* certainly not started, may be retried */
-    PROVIDER_REJECTED,           /* certainly not started, do not retry */
-    PROVIDER_UNKNOWN             /* may have started: keep slot and lock, find out */
+    PROVIDER_RETRY,    /* certainly not started, may be retried */
+    PROVIDER_REJECTED, /* certainly not started, do not retry */
+    PROVIDER_UNKNOWN   /* may have started: keep slot and lock, find out */
 };
 
 struct provider_result {
     enum provider_outcome outcome;
-    const char *call_id;         /* the provider's callId when STARTED (validated) */
-    const char *error;           /* what happened, for lastError, when not STARTED;
-                                    holds no provider text unquoted */
-    double retry_after;          /* s, from a 429/503 Retry-After; 0 when none */
-    long http_status;            /* the provider's status; 0 when no answer */
+    const char *call_id; /* the provider's callId when STARTED (validated) */
+    const char *error;   /* what happened, for lastError, when not STARTED;
+                            holds no provider text unquoted */
+    double retry_after;  /* s, from a 429/503 Retry-After; 0 when none */
+    long http_status;    /* the provider's status; 0 when no answer */
 };
 
 struct provider_call {
@@ -43,7 +43,7 @@ struct provider_call {
     int attempt;
     const char *to;
     const char *script_id;
-    const char *metadata;        /* compact JSON object text */
+    const char *metadata; /* compact JSON object text */
 };
 
 typedef void (*provider_done_fn)(void *arg, const struct provider_result *r);
@@ -58,18 +58,18 @@ int provider_start(struct provider *p, const struct provider_call *call, provide
 
 /* What a status lookup found. */
 enum provider_lookup_outcome {
-    LOOKUP_FOUND,                /* 200 with a valid callId and a known status */
-    LOOKUP_NOT_FOUND,            /* 404: the provider has no call for the reference */
-    LOOKUP_FAILED                /* anything else: nothing learnt */
+    LOOKUP_FOUND,     /* 200 with a valid callId and a known status */
+    LOOKUP_NOT_FOUND, /* 404: the provider has no call for the reference */
+    LOOKUP_FAILED     /* anything else: nothing learnt */
 };
 
 struct provider_lookup_result {
     enum provider_lookup_outcome outcome;
-    const char *call_id;         /* FOUND: the provider's callId */
-    const char *status;          /* FOUND: INITIATED, IN_PROGRESS, COMPLETED, FAILED,
-                                    BUSY or NO_ANSWER (a static string) */
-    int final;                   /* FOUND: 1 when STATUS is an end */
-    const char *error;           /* FAILED: why (provider text quoted) */
+    const char *call_id; /* FOUND: the provider's callId */
+    const char *status;  /* FOUND: INITIATED, IN_PROGRESS, COMPLETED, FAILED,
+                            BUSY or NO_ANSWER (a static string) */
+    int final;           /* FOUND: 1 when STATUS is an end */
+    const char *error;   /* FAILED: why (provider text quoted) */
 };
 
 typedef void (*provider_lookup_fn)(void *arg, const struct provider_lookup_result *r);
@@ -80,8 +80,8 @@ int provider_can_look_up(const struct provider *p);
 /* Look up the status of attempt ATTEMPT of CALL_ID (reference "<id>:<n>")
  * at [provider] status_url.  DONE runs once, from the loop; -1 when the
  * request could not be set up or no status_url is set (DONE not called). */
-int provider_lookup(struct provider *p, const char *call_id, int attempt,
-                    provider_lookup_fn done, void *arg);
+int provider_lookup(struct provider *p, const char *call_id, int attempt, provider_lookup_fn done,
+                    void *arg);
 
 /* 1 when S is a valid provider callId: 1 to 256 printable ASCII characters. */
 int provider_valid_call_id(const char *s);

@@ -68,15 +68,15 @@ struct reconcile {
     struct pg_pool *pg;
     struct redis_slots *redis;
     enum rc_step step;
-    ev_tstamp next_due;          /* ev_now() of the next pass */
+    ev_tstamp next_due; /* ev_now() of the next pass */
     struct slot_fence fence;
-    char *epoch;                 /* fence.epoch's copy */
-    char cursor[64];             /* the scan's next page */
-    char after[40];              /* the restore's keyset position */
+    char *epoch;     /* fence.epoch's copy */
+    char cursor[64]; /* the scan's next page */
+    char after[40];  /* the restore's keyset position */
     /* the scan page held between its reads and its write */
     struct store_rc_token *page;
     int n_page;
-    int dropped, restored;       /* this pass */
+    int dropped, restored; /* this pass */
 };
 
 static void pass_end(struct reconcile *rc, const char *why, const char *err);
@@ -107,8 +107,9 @@ static int write_failed(struct reconcile *rc, int value, const char *err, const 
         return 1;
     }
     if (value == SLOT_FENCE_LEADER || value == SLOT_FENCE_EPOCH) {
-        pass_end(rc, value == SLOT_FENCE_LEADER ? "another scheduler leads"
-                                                : "Redis rebuilt, restarted or failed over",
+        pass_end(rc,
+                 value == SLOT_FENCE_LEADER ? "another scheduler leads"
+                                            : "Redis rebuilt, restarted or failed over",
                  NULL);
         return 1;
     }
@@ -129,8 +130,7 @@ static void restored(void *arg, int n, const char *err)
         restore_next(rc);
 }
 
-static void page_read(void *ctx, const struct store_err *e, const struct store_rc_call *rows,
-                      int n)
+static void page_read(void *ctx, const struct store_err *e, const struct store_rc_call *rows, int n)
 {
     struct reconcile *rc = ctx;
     if (e != NULL) {
@@ -165,8 +165,8 @@ static void page_read(void *ctx, const struct store_err *e, const struct store_r
 
 static void restore_next(struct reconcile *rc)
 {
-    if (store_rc_in_progress_page(rc->pg, rc->after, RECONCILE_BATCH,
-                                  co_ms(lease_s(rc)), page_read, rc) < 0)
+    if (store_rc_in_progress_page(rc->pg, rc->after, RECONCILE_BATCH, co_ms(lease_s(rc)), page_read,
+                                  rc) < 0)
         pass_end(rc, "reading IN_PROGRESS calls refused", pg_pool_error(rc->pg));
 }
 
@@ -309,8 +309,8 @@ static void pass_end(struct reconcile *rc, const char *why, const char *err)
     if (why != NULL)
         co_warn("reconcile pass ended early", "reason=\"%s\" error=%s", why, CO_LOG_Q(err));
     else if (rc->dropped > 0 || rc->restored > 0)
-        co_warn("Redis and PostgreSQL disagreed: reconciled", "dropped=%d restored=%d",
-                rc->dropped, rc->restored);
+        co_warn("Redis and PostgreSQL disagreed: reconciled", "dropped=%d restored=%d", rc->dropped,
+                rc->restored);
     else
         co_debug("reconcile pass: Redis and PostgreSQL agree", NULL);
     rc->step = RC_IDLE;

@@ -16,8 +16,8 @@
 
 #include <ev.h>
 
-#include "net/pg_pool.h"
 #include "dispatch/slots.h"
+#include "net/pg_pool.h"
 #include "util/config.h"
 
 struct reconcile;

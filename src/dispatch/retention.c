@@ -27,9 +27,9 @@ struct retention {
     struct ev_loop *loop;
     const struct co_config *cfg;
     struct pg_pool *pg;
-    int busy;                    /* a DELETE is in flight */
-    int next;                    /* the kind to look at first */
-    ev_tstamp due[N_KINDS];      /* ev_now() when the kind is looked at again */
+    int busy;               /* a DELETE is in flight */
+    int next;               /* the kind to look at first */
+    ev_tstamp due[N_KINDS]; /* ev_now() when the kind is looked at again */
 };
 
 /* [retention] for KIND in s; 0: keep forever. */
@@ -55,17 +55,15 @@ static void pruned(void *ctx, const struct store_err *e, int deleted)
     free(j);
     rt->busy = 0;
     if (e != NULL) {
-        co_warn("retention: delete failed; tried again later", "table=%s error=%s",
-                KIND_NAME[kind], CO_LOG_Q(e->msg));
+        co_warn("retention: delete failed; tried again later", "table=%s error=%s", KIND_NAME[kind],
+                CO_LOG_Q(e->msg));
         rt->due[kind] = ev_now(rt->loop) + rt->cfg->reconcile_interval;
         return;
     }
     if (deleted > 0)
         co_info("retention: old rows deleted", "table=%s count=%d", KIND_NAME[kind], deleted);
     /* a full batch: more may be waiting, next tick; else caught up */
-    rt->due[kind] = deleted >= RETENTION_BATCH
-                        ? 0
-                        : ev_now(rt->loop) + rt->cfg->reconcile_interval;
+    rt->due[kind] = deleted >= RETENTION_BATCH ? 0 : ev_now(rt->loop) + rt->cfg->reconcile_interval;
 }
 
 void retention_kick(struct retention *rt)

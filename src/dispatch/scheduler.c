@@ -25,9 +25,9 @@
 #include "dispatch/lookup.h"
 #include "dispatch/reconcile.h"
 #include "dispatch/retention.h"
+#include "dispatch/slots.h"
 #include "net/kafka_producer.h"
 #include "net/pg_pool.h"
-#include "dispatch/slots.h"
 #include "store/sched.h"
 #include "util/log.h"
 #include "util/shm.h"
@@ -41,8 +41,8 @@
 /* Where a scheduler is in its stop (scheduler_stop()). */
 enum sched_stop {
     SCHED_RUNNING,
-    SCHED_FINISHING,             /* the tick in flight ends, then the hand-over */
-    SCHED_HANDING_OVER           /* lease given up, Kafka flushing */
+    SCHED_FINISHING,   /* the tick in flight ends, then the hand-over */
+    SCHED_HANDING_OVER /* lease given up, Kafka flushing */
 };
 
 struct scheduler {
@@ -53,16 +53,16 @@ struct scheduler {
     struct kafka_producer *producer;
     struct reconcile *reconcile;
     struct retention *retention;
-    struct lookups *lookups;     /* unknown outcomes: status lookups */
+    struct lookups *lookups; /* unknown outcomes: status lookups */
     char owner[128];
     ev_timer tick;
-    ev_timer wake;               /* watches for slots freed in this daemon */
+    ev_timer wake; /* watches for slots freed in this daemon */
     uint64_t releases_seen;
-    int wake_pending;            /* slots were freed: tick at the next poll */
-    int busy;                    /* a tick is in flight */
+    int wake_pending; /* slots were freed: tick at the next poll */
+    int busy;         /* a tick is in flight */
     int leader;
     enum sched_stop stopping;
-    int freeing;                 /* callbacks fail while clients are freed */
+    int freeing; /* callbacks fail while clients are freed */
     void (*stopped)(void *);
     void *stopped_arg;
 };
@@ -87,8 +87,7 @@ static int tick_aborted(struct scheduler *s, const char *err, const char *what)
 
 /* ------------------------------------------------------------ publish */
 
-static void published(void *ctx, const struct store_err *e, const struct store_due *rows,
-                      int n)
+static void published(void *ctx, const struct store_err *e, const struct store_due *rows, int n)
 {
     struct scheduler *s = ctx;
     if (tick_aborted(s, e ? e->msg : NULL, "publish query failed"))
@@ -145,8 +144,12 @@ static void reclaimed(void *ctx, const struct store_err *e, const struct store_r
         co_warn("call reclaimed: no webhook within call_timeout", "call=%s attempt=%d status=%s",
                 c->id, c->attempt, c->status);
         struct attempt_end end = {
-            .call_id = c->id, .attempt = c->attempt, .to = c->to, .owner = c->slot_owner,
-            .noticed_by = "reclaim", .status = c->status,
+            .call_id = c->id,
+            .attempt = c->attempt,
+            .to = c->to,
+            .owner = c->slot_owner,
+            .noticed_by = "reclaim",
+            .status = c->status,
         };
         attempt_finished(s->pg, s->redis, &end, NULL, NULL);
         shm_count(CNT_RECLAIMS);

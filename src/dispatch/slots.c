@@ -25,9 +25,9 @@
 
 /* Redis's own clock in ms.  replicate_commands() lets a script write after
  * TIME on Redis < 5; Redis >= 5 replicates scripts by effects anyway. */
-#define LUA_NOW                                                                \
-    "if redis.replicate_commands then redis.replicate_commands() end\n"        \
-    "local t = redis.call('TIME')\n"                                           \
+#define LUA_NOW                                                         \
+    "if redis.replicate_commands then redis.replicate_commands() end\n" \
+    "local t = redis.call('TIME')\n"                                    \
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 
 /* The server's run_id: it changes when Redis restarts or a replica takes
@@ -40,121 +40,109 @@
  * acquire cost ~80 us of Redis's time.  An empty one (INFO refused at the
  * handshake) makes the script ask INFO itself.  EPOCH_OK(ep) says whether
  * EP is this run's. */
-#define LUA_RUN                                                                \
-    "local run = ARGV[#ARGV]\n"                                                 \
-    "if run == '' then\n"                                                      \
+#define LUA_RUN                                                                   \
+    "local run = ARGV[#ARGV]\n"                                                   \
+    "if run == '' then\n"                                                         \
     "  run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or '?'\n" \
-    "end\n"                                                                    \
-    "local function epoch_ok(ep)\n"                                             \
-    "  return ep and string.sub(ep, -(#run + 1)) == ':' .. run\n"               \
+    "end\n"                                                                       \
+    "local function epoch_ok(ep)\n"                                               \
+    "  return ep and string.sub(ep, -(#run + 1)) == ':' .. run\n"                 \
     "end\n"
 
 /* KEYS: slots, phone, epoch.  ARGV: token, max, lease_ms, run_id.
  * Returns {code, in_use}; code as enum slot_result. */
 static const char LUA_ACQUIRE[] =
-    LUA_NOW
-    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
-    LUA_RUN
-    "if not epoch_ok(redis.call('GET', KEYS[3])) then\n"
-    "  return {-2, redis.call('ZCARD', KEYS[1])}\n"
-    "end\n"
-    "local held = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"
-    "local owner = redis.call('GET', KEYS[2])\n"
-    "local expiry = now + tonumber(ARGV[3])\n"
-    "if not held then\n"
-    "  local n = redis.call('ZCARD', KEYS[1])\n"
-    "  if n >= tonumber(ARGV[2]) then return {0, n} end\n"
-    "elseif tonumber(held) > expiry then\n"
-    "  expiry = tonumber(held)\n"
-    "end\n"
-    "if owner and owner ~= ARGV[1] then\n"
-    "  if held then redis.call('ZREM', KEYS[1], ARGV[1]) end\n"
-    "  return {-1, redis.call('ZCARD', KEYS[1])}\n"
-    "end\n"
-    "redis.call('ZADD', KEYS[1], expiry, ARGV[1])\n"
-    "redis.call('SET', KEYS[2], ARGV[1], 'PX', expiry - now)\n"
-    "return {1, redis.call('ZCARD', KEYS[1])}\n";
+    LUA_NOW "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n" LUA_RUN
+            "if not epoch_ok(redis.call('GET', KEYS[3])) then\n"
+            "  return {-2, redis.call('ZCARD', KEYS[1])}\n"
+            "end\n"
+            "local held = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"
+            "local owner = redis.call('GET', KEYS[2])\n"
+            "local expiry = now + tonumber(ARGV[3])\n"
+            "if not held then\n"
+            "  local n = redis.call('ZCARD', KEYS[1])\n"
+            "  if n >= tonumber(ARGV[2]) then return {0, n} end\n"
+            "elseif tonumber(held) > expiry then\n"
+            "  expiry = tonumber(held)\n"
+            "end\n"
+            "if owner and owner ~= ARGV[1] then\n"
+            "  if held then redis.call('ZREM', KEYS[1], ARGV[1]) end\n"
+            "  return {-1, redis.call('ZCARD', KEYS[1])}\n"
+            "end\n"
+            "redis.call('ZADD', KEYS[1], expiry, ARGV[1])\n"
+            "redis.call('SET', KEYS[2], ARGV[1], 'PX', expiry - now)\n"
+            "return {1, redis.call('ZCARD', KEYS[1])}\n";
 
 /* KEYS: slots, phone.  ARGV: token.  Returns how many of the two went. */
-static const char LUA_RELEASE[] =
-    "local n = redis.call('ZREM', KEYS[1], ARGV[1])\n"
-    "if redis.call('GET', KEYS[2]) == ARGV[1] then\n"
-    "  redis.call('DEL', KEYS[2])\n"
-    "  n = n + 1\n"
-    "end\n"
-    "return n\n";
+static const char LUA_RELEASE[] = "local n = redis.call('ZREM', KEYS[1], ARGV[1])\n"
+                                  "if redis.call('GET', KEYS[2]) == ARGV[1] then\n"
+                                  "  redis.call('DEL', KEYS[2])\n"
+                                  "  n = n + 1\n"
+                                  "end\n"
+                                  "return n\n";
 
 /* KEYS: slots, phone.  ARGV: token, lease_ms.  Returns 1 renewed, 0 lost. */
 static const char LUA_EXTEND[] =
-    LUA_NOW
-    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
-    "if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end\n"
-    "local owner = redis.call('GET', KEYS[2])\n"
-    "if owner and owner ~= ARGV[1] then return 0 end\n"
-    "redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])\n"
-    "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])\n"
-    "return 1\n";
+    LUA_NOW "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
+            "if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end\n"
+            "local owner = redis.call('GET', KEYS[2])\n"
+            "if owner and owner ~= ARGV[1] then return 0 end\n"
+            "redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])\n"
+            "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])\n"
+            "return 1\n";
 
 /* KEYS: slots.  Returns the slots in use. */
-static const char LUA_COUNT[] =
-    LUA_NOW
-    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
-    "return redis.call('ZCARD', KEYS[1])\n";
+static const char LUA_COUNT[] = LUA_NOW "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
+                                        "return redis.call('ZCARD', KEYS[1])\n";
 
 /* KEYS: slots, epoch, phone_1 … phone_n.  ARGV: token_i, lease_ms_i pairs,
  * run_id.
  * Returns 1 rebuilt, 0 when the marker is this run's (nothing changed). */
 static const char LUA_REBUILD[] =
-    LUA_NOW
-    LUA_RUN
-    "if epoch_ok(redis.call('GET', KEYS[2])) then return 0 end\n"
-    "redis.call('DEL', KEYS[1])\n"
-    "for i = 3, #KEYS do\n"
-    "  local m = ARGV[2 * (i - 3) + 1]\n"
-    "  local lease = tonumber(ARGV[2 * (i - 3) + 2])\n"
-    "  redis.call('ZADD', KEYS[1], now + lease, m)\n"
-    "  redis.call('SET', KEYS[i], m, 'PX', lease)\n"
-    "end\n"
-    "redis.call('SET', KEYS[2], now .. ':' .. run)\n"
-    "return 1\n";
+    LUA_NOW LUA_RUN "if epoch_ok(redis.call('GET', KEYS[2])) then return 0 end\n"
+                    "redis.call('DEL', KEYS[1])\n"
+                    "for i = 3, #KEYS do\n"
+                    "  local m = ARGV[2 * (i - 3) + 1]\n"
+                    "  local lease = tonumber(ARGV[2 * (i - 3) + 2])\n"
+                    "  redis.call('ZADD', KEYS[1], now + lease, m)\n"
+                    "  redis.call('SET', KEYS[i], m, 'PX', lease)\n"
+                    "end\n"
+                    "redis.call('SET', KEYS[2], now .. ':' .. run)\n"
+                    "return 1\n";
 
 /* KEYS: leader, token.  ARGV: owner, ttl_ms.  Returns {is_leader, token}. */
 static const char LUA_LEADER[] =
-    LUA_NOW
-    "local cur = redis.call('GET', KEYS[1])\n"
-    "if cur == ARGV[1] then\n"
-    "  redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
-    "  return {1, tonumber(redis.call('GET', KEYS[2]) or '0')}\n"
-    "end\n"
-    "if cur then return {0, 0} end\n"
-    "if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], now) end\n"
-    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
-    "return {1, redis.call('INCR', KEYS[2])}\n";
+    LUA_NOW "local cur = redis.call('GET', KEYS[1])\n"
+            "if cur == ARGV[1] then\n"
+            "  redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+            "  return {1, tonumber(redis.call('GET', KEYS[2]) or '0')}\n"
+            "end\n"
+            "if cur then return {0, 0} end\n"
+            "if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], now) end\n"
+            "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+            "return {1, redis.call('INCR', KEYS[2])}\n";
 
 /* KEYS: leader.  ARGV: owner.  Returns 1 released, 0 not ours. */
-static const char LUA_LEADER_RELEASE[] =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
-    "  return redis.call('DEL', KEYS[1])\n"
-    "end\n"
-    "return 0\n";
+static const char LUA_LEADER_RELEASE[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+                                         "  return redis.call('DEL', KEYS[1])\n"
+                                         "end\n"
+                                         "return 0\n";
 
 /* KEYS: epoch.  ARGV: run_id.  Returns the marker when it is this run's,
  * else nil (a rebuild is needed before anything starts). */
-static const char LUA_EPOCH[] =
-    LUA_RUN
-    "local ep = redis.call('GET', KEYS[1])\n"
-    "if epoch_ok(ep) then return ep end\n"
-    "return false\n";
+static const char LUA_EPOCH[] = LUA_RUN "local ep = redis.call('GET', KEYS[1])\n"
+                                        "if epoch_ok(ep) then return ep end\n"
+                                        "return false\n";
 
 /* The reconcile's guard, at the head of each of its writing scripts:
  * KEYS[2] epoch, KEYS[3] leader:token; ARGV[1] the fencing token of the
  * leadership that read PostgreSQL, ARGV[2] the epoch marker read before.
  * -1: another scheduler leads now; -2: Redis was rebuilt, restarted or
  * failed over since (the snapshot the caller holds may be older than it). */
-#define LUA_RC_GUARD                                                           \
-    LUA_RUN                                                                    \
-    "if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end\n"            \
-    "local ep = redis.call('GET', KEYS[2])\n"                                  \
+#define LUA_RC_GUARD                                                \
+    LUA_RUN                                                         \
+    "if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end\n" \
+    "local ep = redis.call('GET', KEYS[2])\n"                       \
     "if ep ~= ARGV[2] or not epoch_ok(ep) then return -2 end\n"
 
 /* One page of the reconcile's scan.  KEYS: slots.  ARGV: 'z' (the slot
@@ -182,9 +170,7 @@ static const char LUA_RC_SCAN[] =
  * ARGV: fence, epoch, min_age_ms, lease_ms, then kind ('z' | 'p'), token
  * pairs, run_id.  A lease's age is inferred from its expiry: taken at expiry -
  * lease_ms.  Returns how many went, or the guard's -1 / -2. */
-static const char LUA_RC_DROP[] =
-    LUA_NOW
-    LUA_RC_GUARD
+static const char LUA_RC_DROP[] = LUA_NOW LUA_RC_GUARD
     "local old = now + tonumber(ARGV[4]) - tonumber(ARGV[3])\n"
     "local n, k = 0, 4\n"
     "for i = 5, #ARGV - 1, 2 do\n"
@@ -208,49 +194,66 @@ static const char LUA_RC_DROP[] =
  * then token_i, lease_ms_i pairs, run_id.  Returns how many leases and locks were
  * written, or the guard's -1 / -2. */
 static const char LUA_RC_RESTORE[] =
-    LUA_NOW
-    LUA_RC_GUARD
-    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
-    "local n = 0\n"
-    "for i = 4, #KEYS do\n"
-    "  local tok = ARGV[2 * (i - 4) + 3]\n"
-    "  local lease = tonumber(ARGV[2 * (i - 4) + 4])\n"
-    "  if not redis.call('ZSCORE', KEYS[1], tok) then\n"
-    "    redis.call('ZADD', KEYS[1], now + lease, tok); n = n + 1\n"
-    "  end\n"
-    "  local ok, v = pcall(redis.call, 'GET', KEYS[i])\n"
-    "  if not ok or v ~= tok then\n"
-    "    redis.call('SET', KEYS[i], tok, 'PX', lease); n = n + 1\n"
-    "  end\n"
-    "end\n"
-    "return n\n";
+    LUA_NOW LUA_RC_GUARD "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
+                         "local n = 0\n"
+                         "for i = 4, #KEYS do\n"
+                         "  local tok = ARGV[2 * (i - 4) + 3]\n"
+                         "  local lease = tonumber(ARGV[2 * (i - 4) + 4])\n"
+                         "  if not redis.call('ZSCORE', KEYS[1], tok) then\n"
+                         "    redis.call('ZADD', KEYS[1], now + lease, tok); n = n + 1\n"
+                         "  end\n"
+                         "  local ok, v = pcall(redis.call, 'GET', KEYS[i])\n"
+                         "  if not ok or v ~= tok then\n"
+                         "    redis.call('SET', KEYS[i], tok, 'PX', lease); n = n + 1\n"
+                         "  end\n"
+                         "end\n"
+                         "return n\n";
 
 enum script_id {
-    S_ACQUIRE, S_RELEASE, S_EXTEND, S_COUNT, S_REBUILD, S_LEADER, S_LEADER_REL, S_EPOCH,
-    S_RC_SCAN, S_RC_DROP, S_RC_RESTORE, S_N
+    S_ACQUIRE,
+    S_RELEASE,
+    S_EXTEND,
+    S_COUNT,
+    S_REBUILD,
+    S_LEADER,
+    S_LEADER_REL,
+    S_EPOCH,
+    S_RC_SCAN,
+    S_RC_DROP,
+    S_RC_RESTORE,
+    S_N
 };
 
 /* Loaded on every connection by net/redis.c, run by their index. */
 static const struct redis_script SCRIPTS[S_N] = {
-    [S_ACQUIRE] = {"acquire", LUA_ACQUIRE},
-    [S_RELEASE] = {"release", LUA_RELEASE},
-    [S_EXTEND] = {"extend", LUA_EXTEND},
-    [S_COUNT] = {"count", LUA_COUNT},
-    [S_REBUILD] = {"rebuild", LUA_REBUILD},
-    [S_LEADER] = {"leader", LUA_LEADER},
-    [S_LEADER_REL] = {"leader_release", LUA_LEADER_RELEASE},
-    [S_EPOCH] = {"epoch", LUA_EPOCH},
-    [S_RC_SCAN] = {"reconcile_scan", LUA_RC_SCAN},
-    [S_RC_DROP] = {"reconcile_drop", LUA_RC_DROP},
-    [S_RC_RESTORE] = {"reconcile_restore", LUA_RC_RESTORE},
+    [S_ACQUIRE] = { "acquire", LUA_ACQUIRE },
+    [S_RELEASE] = { "release", LUA_RELEASE },
+    [S_EXTEND] = { "extend", LUA_EXTEND },
+    [S_COUNT] = { "count", LUA_COUNT },
+    [S_REBUILD] = { "rebuild", LUA_REBUILD },
+    [S_LEADER] = { "leader", LUA_LEADER },
+    [S_LEADER_REL] = { "leader_release", LUA_LEADER_RELEASE },
+    [S_EPOCH] = { "epoch", LUA_EPOCH },
+    [S_RC_SCAN] = { "reconcile_scan", LUA_RC_SCAN },
+    [S_RC_DROP] = { "reconcile_drop", LUA_RC_DROP },
+    [S_RC_RESTORE] = { "reconcile_restore", LUA_RC_RESTORE },
 };
 
 /* ------------------------------------------------------------- structs --- */
 
 /* What a reply means, by the request that asked. */
 enum req_kind {
-    RK_ACQUIRE, RK_RELEASE, RK_EXTEND, RK_COUNT, RK_NEEDS, RK_REBUILD, RK_LEADER, RK_LEADER_REL,
-    RK_EPOCH, RK_SCAN, RK_RC
+    RK_ACQUIRE,
+    RK_RELEASE,
+    RK_EXTEND,
+    RK_COUNT,
+    RK_NEEDS,
+    RK_REBUILD,
+    RK_LEADER,
+    RK_LEADER_REL,
+    RK_EPOCH,
+    RK_SCAN,
+    RK_RC
 };
 
 /* The caller's side of one request in flight: whom to tell, and how. */
@@ -274,13 +277,13 @@ struct pending_release {
     char *phone;
     int attempt;
     int tries;
-    const char *why;             /* a string literal */
+    const char *why; /* a string literal */
 };
 
 struct redis_slots {
     struct redis *redis;
     struct ev_loop *loop;
-    char *prefix;                /* [redis] key_prefix */
+    char *prefix; /* [redis] key_prefix */
     int freeing;
     /* releases waiting for their next try (FIFO), and the timer that sends
      * them: RELEASE_RETRY_MIN doubling to RELEASE_RETRY_MAX_DELAY while
@@ -517,8 +520,8 @@ static int bad_owner(const char *call_id, int attempt, const char *phone)
 
 /* A script with KEYS slots, phone (+ epoch when WITH_EPOCH) and ARGV the
  * lease token, NARGS more arguments to add. */
-static struct redis_cmd *cmd_token(struct redis_slots *rs, int id, const char *call_id,
-                                   int attempt, const char *phone, int with_epoch, int nargs)
+static struct redis_cmd *cmd_token(struct redis_slots *rs, int id, const char *call_id, int attempt,
+                                   const char *phone, int with_epoch, int nargs)
 {
     struct redis_cmd *cmd = redis_cmd_script(rs->redis, id, 2 + with_epoch, 1 + nargs);
 
@@ -599,8 +602,8 @@ static void pending_done(void *arg, int released, const char *err)
     }
     rs->retry_delay = RELEASE_RETRY_MIN;
     if (p->tries > 1)
-        co_info("slot release retried", "token=%s:%d tries=%d released=%d",
-                CO_LOG_Q(p->owner), p->attempt, p->tries, released);
+        co_info("slot release retried", "token=%s:%d tries=%d released=%d", CO_LOG_Q(p->owner),
+                p->attempt, p->tries, released);
     pending_free(p);
 }
 
@@ -646,8 +649,7 @@ void redis_slots_opts_init(struct redis_slots_opts *opts)
 }
 
 struct redis_slots *redis_slots_new(struct ev_loop *loop, const struct co_config *cfg,
-                                    const struct redis_slots_opts *opts, char *err,
-                                    size_t errlen)
+                                    const struct redis_slots_opts *opts, char *err, size_t errlen)
 {
     struct redis_opts o;
     struct redis_slots *rs;
@@ -662,8 +664,7 @@ struct redis_slots *redis_slots_new(struct ev_loop *loop, const struct co_config
         o.max_pending = opts->max_pending;
     }
     if ((rs = calloc(1, sizeof(*rs))) == NULL ||
-        (rs->prefix = strdup(cfg->redis_key_prefix != NULL ? cfg->redis_key_prefix : "")) ==
-            NULL) {
+        (rs->prefix = strdup(cfg->redis_key_prefix != NULL ? cfg->redis_key_prefix : "")) == NULL) {
         free(rs);
         co_seterr(err, errlen, "redis_slots: out of memory");
         return NULL;
@@ -689,8 +690,8 @@ void redis_slots_free(struct redis_slots *rs)
     redis_free(rs->redis); /* fails what is pending: "redis_slots closed" */
     ev_timer_stop(rs->loop, &rs->retry_timer);
     if (rs->n_retry > 0)
-        co_warn("slot releases not retried: stopping; the reconcile removes them",
-                "count=%d", rs->n_retry);
+        co_warn("slot releases not retried: stopping; the reconcile removes them", "count=%d",
+                rs->n_retry);
     while (rs->retry_head != NULL) {
         struct pending_release *p = rs->retry_head;
         rs->retry_head = p->next;
@@ -700,9 +701,8 @@ void redis_slots_free(struct redis_slots *rs)
     free(rs);
 }
 
-int redis_slots_acquire(struct redis_slots *rs, const char *call_id, int attempt,
-                        const char *phone, int max_slots, double lease_s, slot_acquire_cb cb,
-                        void *arg)
+int redis_slots_acquire(struct redis_slots *rs, const char *call_id, int attempt, const char *phone,
+                        int max_slots, double lease_s, slot_acquire_cb cb, void *arg)
 {
     long long ms = to_ms(lease_s);
     struct slot_req *req;
@@ -720,8 +720,8 @@ int redis_slots_acquire(struct redis_slots *rs, const char *call_id, int attempt
     return submit(rs, cmd, req);
 }
 
-int redis_slots_release(struct redis_slots *rs, const char *call_id, int attempt,
-                        const char *phone, slot_done_cb cb, void *arg)
+int redis_slots_release(struct redis_slots *rs, const char *call_id, int attempt, const char *phone,
+                        slot_done_cb cb, void *arg)
 {
     struct slot_req *req;
 
@@ -733,8 +733,8 @@ int redis_slots_release(struct redis_slots *rs, const char *call_id, int attempt
     return submit(rs, cmd_token(rs, S_RELEASE, call_id, attempt, phone, 0, 0), req);
 }
 
-int redis_slots_extend(struct redis_slots *rs, const char *call_id, int attempt,
-                       const char *phone, double lease_s, slot_done_cb cb, void *arg)
+int redis_slots_extend(struct redis_slots *rs, const char *call_id, int attempt, const char *phone,
+                       double lease_s, slot_done_cb cb, void *arg)
 {
     long long ms = to_ms(lease_s);
     struct slot_req *req;
@@ -791,8 +791,8 @@ static long long rebuild_ms(double s)
     return ms != 0 ? ms : 365LL * 86400 * 1000;
 }
 
-int redis_slots_rebuild(struct redis_slots *rs, const struct slot_entry *e, int n,
-                        slot_done_cb cb, void *arg)
+int redis_slots_rebuild(struct redis_slots *rs, const struct slot_entry *e, int n, slot_done_cb cb,
+                        void *arg)
 {
     struct slot_req *req;
     struct redis_cmd *cmd;
@@ -818,8 +818,8 @@ int redis_slots_rebuild(struct redis_slots *rs, const struct slot_entry *e, int 
     return submit(rs, cmd, req);
 }
 
-int redis_leader_acquire(struct redis_slots *rs, const char *owner, double ttl_s,
-                         slot_leader_cb cb, void *arg)
+int redis_leader_acquire(struct redis_slots *rs, const char *owner, double ttl_s, slot_leader_cb cb,
+                         void *arg)
 {
     long long ms = to_ms(ttl_s);
     struct slot_req *req;
@@ -963,9 +963,8 @@ static void add_guard(struct redis_slots *rs, struct redis_cmd *cmd)
     redis_cmd_add(cmd, "%sleader:token", rs->prefix);
 }
 
-int redis_slots_drop(struct redis_slots *rs, const struct slot_fence *f,
-                     const struct slot_seen *e, int n, double min_age_s, double lease_s,
-                     slot_done_cb cb, void *arg)
+int redis_slots_drop(struct redis_slots *rs, const struct slot_fence *f, const struct slot_seen *e,
+                     int n, double min_age_s, double lease_s, slot_done_cb cb, void *arg)
 {
     int phones = 0;
     struct slot_req *req;

@@ -77,42 +77,42 @@
 struct redis_slots;
 
 enum slot_result {
-    SLOT_OK = 1,                 /* slot and phone lock held (newly or again) */
-    SLOT_NO_SLOT = 0,            /* all max_slots slots are in use */
-    SLOT_PHONE_BUSY = -1,        /* another call holds this phone number */
-    SLOT_NEEDS_REBUILD = -2,     /* the epoch marker is missing: Redis lost its
-                                    data; the scheduler must rebuild first */
-    SLOT_ERROR = -3              /* no answer; see err */
+    SLOT_OK = 1,             /* slot and phone lock held (newly or again) */
+    SLOT_NO_SLOT = 0,        /* all max_slots slots are in use */
+    SLOT_PHONE_BUSY = -1,    /* another call holds this phone number */
+    SLOT_NEEDS_REBUILD = -2, /* the epoch marker is missing: Redis lost its
+                                data; the scheduler must rebuild first */
+    SLOT_ERROR = -3          /* no answer; see err */
 };
 
 enum redis_slots_state {
-    REDIS_SLOTS_CONNECTING,      /* first connection not made yet, none failed:
-                                    requests wait for it */
-    REDIS_SLOTS_UP,              /* connected and ready */
-    REDIS_SLOTS_DOWN             /* the last attempt failed or the connection
-                                    was lost: requests are refused until it is
-                                    back (reconnecting in the background) */
+    REDIS_SLOTS_CONNECTING, /* first connection not made yet, none failed:
+                               requests wait for it */
+    REDIS_SLOTS_UP,         /* connected and ready */
+    REDIS_SLOTS_DOWN        /* the last attempt failed or the connection
+                               was lost: requests are refused until it is
+                               back (reconnecting in the background) */
 };
 
 struct redis_slots_opts {
-    const char *name;            /* shown as redis=… in logs; default "redis" */
-    double command_timeout;      /* s from send to reply (also bounds connect,
-                                    handshake and name lookup); then the
-                                    connection is dropped; default 5 */
-    double backoff_min;          /* s before the first reconnect; default 0.1 */
-    double backoff_max;          /* s cap of the doubling; default 5 */
-    int max_pending;             /* requests queued or in flight before new
-                                    ones are refused; default 10000 */
+    const char *name;       /* shown as redis=… in logs; default "redis" */
+    double command_timeout; /* s from send to reply (also bounds connect,
+                               handshake and name lookup); then the
+                               connection is dropped; default 5 */
+    double backoff_min;     /* s before the first reconnect; default 0.1 */
+    double backoff_max;     /* s cap of the doubling; default 5 */
+    int max_pending;        /* requests queued or in flight before new
+                               ones are refused; default 10000 */
 };
 
 /* One IN_PROGRESS call for redis_slots_rebuild(). */
 struct slot_entry {
-    const char *call_id;         /* the owner of the lease token (above) */
+    const char *call_id; /* the owner of the lease token (above) */
     int attempt;
-    const char *phone;           /* E.164 */
-    double lease_s;              /* remaining lease; below 1 s counts as 1 s,
-                                    so a call past its timeout stays counted
-                                    until the scheduler reclaims it */
+    const char *phone; /* E.164 */
+    double lease_s;    /* remaining lease; below 1 s counts as 1 s,
+                          so a call past its timeout stays counted
+                          until the scheduler reclaims it */
 };
 
 /* IN_USE: slots in use after the call (expired leases dropped). */
@@ -135,8 +135,7 @@ void redis_slots_opts_init(struct redis_slots_opts *opts);
  * (getaddrinfo_a), so a slow DNS never blocks the loop either.
  */
 struct redis_slots *redis_slots_new(struct ev_loop *loop, const struct co_config *cfg,
-                                    const struct redis_slots_opts *opts, char *err,
-                                    size_t errlen);
+                                    const struct redis_slots_opts *opts, char *err, size_t errlen);
 
 /*
  * Disconnect.  Requests still queued or in flight get their callback with
@@ -152,9 +151,8 @@ void redis_slots_free(struct redis_slots *rs);
  * answer is SLOT_OK again, no second slot is taken, and the lease is extended
  * (never shortened).
  */
-int redis_slots_acquire(struct redis_slots *rs, const char *call_id, int attempt,
-                        const char *phone, int max_slots, double lease_s, slot_acquire_cb cb,
-                        void *arg);
+int redis_slots_acquire(struct redis_slots *rs, const char *call_id, int attempt, const char *phone,
+                        int max_slots, double lease_s, slot_acquire_cb cb, void *arg);
 
 /*
  * Give back the slot of the token "<CALL_ID>:<ATTEMPT>" and PHONE's lock if
@@ -162,8 +160,8 @@ int redis_slots_acquire(struct redis_slots *rs, const char *call_id, int attempt
  * released, 0 when that token held nothing (already released, expired, or
  * never acquired).
  */
-int redis_slots_release(struct redis_slots *rs, const char *call_id, int attempt,
-                        const char *phone, slot_done_cb cb, void *arg);
+int redis_slots_release(struct redis_slots *rs, const char *call_id, int attempt, const char *phone,
+                        slot_done_cb cb, void *arg);
 
 /*
  * Renew the lease of the token "<CALL_ID>:<ATTEMPT>" to LEASE_S seconds from
@@ -171,8 +169,8 @@ int redis_slots_release(struct redis_slots *rs, const char *call_id, int attempt
  * lease.  VALUE: 1 when renewed, 0 when that token no longer holds the slot
  * or another token holds the phone (the lease was lost; nothing is changed).
  */
-int redis_slots_extend(struct redis_slots *rs, const char *call_id, int attempt,
-                       const char *phone, double lease_s, slot_done_cb cb, void *arg);
+int redis_slots_extend(struct redis_slots *rs, const char *call_id, int attempt, const char *phone,
+                       double lease_s, slot_done_cb cb, void *arg);
 
 /* VALUE: slots in use, expired leases dropped first (metrics, free capacity). */
 int redis_slots_count(struct redis_slots *rs, slot_done_cb cb, void *arg);
@@ -189,20 +187,19 @@ int redis_slots_needs_rebuild(struct redis_slots *rs, slot_done_cb cb, void *arg
  * live state.  VALUE: 1 when rebuilt, 0 when the marker was present (someone
  * else rebuilt, or nothing was lost) and nothing was changed.  N may be 0.
  */
-int redis_slots_rebuild(struct redis_slots *rs, const struct slot_entry *e, int n,
-                        slot_done_cb cb, void *arg);
+int redis_slots_rebuild(struct redis_slots *rs, const struct slot_entry *e, int n, slot_done_cb cb,
+                        void *arg);
 
 /*
  * Take the scheduler's leader lease for OWNER (unique per process, e.g.
  * "host:pid") for TTL_S seconds, or renew it when OWNER holds it already.
  * Call it more often than TTL_S; a new leadership gets a new, larger token.
  */
-int redis_leader_acquire(struct redis_slots *rs, const char *owner, double ttl_s,
-                         slot_leader_cb cb, void *arg);
+int redis_leader_acquire(struct redis_slots *rs, const char *owner, double ttl_s, slot_leader_cb cb,
+                         void *arg);
 
 /* Give the lease up if OWNER holds it (graceful stop).  VALUE: 1 if released. */
-int redis_leader_release(struct redis_slots *rs, const char *owner, slot_done_cb cb,
-                         void *arg);
+int redis_leader_release(struct redis_slots *rs, const char *owner, slot_done_cb cb, void *arg);
 
 /*
  * Release like redis_slots_release(), fire and forget, but a release that
@@ -212,10 +209,10 @@ int redis_leader_release(struct redis_slots *rs, const char *owner, slot_done_cb
  * handle; what it drops, and what is queued when the handle is freed, the
  * scheduler's reconcile removes.
  */
-#define RELEASE_RETRY_MIN 0.2          /* s before the first retry */
-#define RELEASE_RETRY_MAX_DELAY 5.0    /* s cap of the doubling */
+#define RELEASE_RETRY_MIN 0.2       /* s before the first retry */
+#define RELEASE_RETRY_MAX_DELAY 5.0 /* s cap of the doubling */
 #define RELEASE_RETRY_QUEUE 10000
-#define RELEASE_RETRY_BATCH 500        /* sent per timer run */
+#define RELEASE_RETRY_BATCH 500 /* sent per timer run */
 void redis_slots_release_retried(struct redis_slots *rs, const char *call_id, int attempt,
                                  const char *phone, const char *why);
 
@@ -233,8 +230,8 @@ int redis_slots_epoch(struct redis_slots *rs, slot_text_cb cb, void *arg);
 
 /* A lease (PHONE NULL) or a phone lock seen in Redis. */
 struct slot_seen {
-    const char *token;           /* "<owner>:<attempt>", as Redis holds it */
-    const char *phone;           /* the lock's E.164 number; NULL for a slot */
+    const char *token; /* "<owner>:<attempt>", as Redis holds it */
+    const char *phone; /* the lock's E.164 number; NULL for a slot */
 };
 
 enum slot_scan_what { SLOT_SCAN_LEASES, SLOT_SCAN_PHONES };
@@ -259,8 +256,8 @@ struct slot_fence {
 
 /* VALUE of redis_slots_drop() and redis_slots_restore() when the fence
  * did not hold (nothing was changed). */
-#define SLOT_FENCE_LEADER (-1)   /* another scheduler leads now */
-#define SLOT_FENCE_EPOCH (-2)    /* rebuilt, restarted or failed over */
+#define SLOT_FENCE_LEADER (-1) /* another scheduler leads now */
+#define SLOT_FENCE_EPOCH (-2)  /* rebuilt, restarted or failed over */
 
 /* Entries per drop or restore. */
 #define RECONCILE_MAX 10000
@@ -271,9 +268,8 @@ struct slot_fence {
  * token and was taken more than MIN_AGE_S ago (inferred from its expiry:
  * taken at expiry - LEASE_S).  VALUE: how many went, or SLOT_FENCE_*.
  */
-int redis_slots_drop(struct redis_slots *rs, const struct slot_fence *f,
-                     const struct slot_seen *e, int n, double min_age_s, double lease_s,
-                     slot_done_cb cb, void *arg);
+int redis_slots_drop(struct redis_slots *rs, const struct slot_fence *f, const struct slot_seen *e,
+                     int n, double min_age_s, double lease_s, slot_done_cb cb, void *arg);
 
 /* Give the IN_PROGRESS attempts E[N] their lease and phone lock where
  * missing (leases as in redis_slots_rebuild()).  VALUE: leases and locks

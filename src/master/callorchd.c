@@ -26,16 +26,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "util/config.h"
 #include "master/control.h"
-#include "net/curl_ev.h"
 #include "master/listen.h"
-#include "util/log.h"
 #include "master/pidfile.h"
+#include "master/supervisor.h"
+#include "net/curl_ev.h"
+#include "util/config.h"
+#include "util/log.h"
 #include "util/proctitle.h"
 #include "util/shm.h"
 #include "util/strbuf.h"
-#include "master/supervisor.h"
 #include "util/tunables.h"
 
 struct options {
@@ -199,8 +199,8 @@ static int start(struct co_config *cfg, const struct options *o)
     }
     char *pid_file = strdup(cfg->pid_file);
     co_proctitle_set("callorchd: master process -c %s", o->config_path);
-    co_info("callorchd starting", "version=%s config=%s user=%s", PACKAGE_VERSION,
-            o->config_path, cfg->user);
+    co_info("callorchd starting", "version=%s config=%s user=%s", PACKAGE_VERSION, o->config_path,
+            cfg->user);
     /* owns cfg and ls now */
     int status = supervisor_run(cfg, &ls, ctl, o->config_path);
     if (pid_file != NULL)
@@ -245,7 +245,8 @@ static int test_tunables_from_env(void)
         char *end;
         double d = strtod(v, &end);
         if (*end != '\0' || !(d > 0)) {
-            fprintf(stderr, "callorchd: %s=%s: not a positive number of seconds\n", knobs[i].env, v);
+            fprintf(stderr, "callorchd: %s=%s: not a positive number of seconds\n", knobs[i].env,
+                    v);
             return -1;
         }
         *knobs[i].value = d;

@@ -36,7 +36,7 @@
 #include "util/log.h"
 #include "util/strbuf.h"
 
-#define ACCEPT_RETRY 1.0         /* seconds, after EMFILE and the like */
+#define ACCEPT_RETRY 1.0 /* seconds, after EMFILE and the like */
 #define CLIENT_MAX_ANSWER (4 * 1024 * 1024)
 
 /* A connection answers one request, then closes; after "stop" it instead
@@ -49,10 +49,10 @@ struct conn {
     ev_io io;
     ev_timer idle;
     struct ucred peer;
-    bool allowed;                /* root or the master's own user */
+    bool allowed; /* root or the master's own user */
     char in[CONTROL_MAX_REQUEST];
     size_t in_len;
-    char *out;                   /* the answer, once there is one */
+    char *out; /* the answer, once there is one */
     size_t out_len, out_off;
     enum conn_state state;
 };
@@ -60,7 +60,7 @@ struct conn {
 struct control {
     char *path;
     int fd;
-    struct ev_loop *loop;        /* NULL while not serving */
+    struct ev_loop *loop; /* NULL while not serving */
     const struct control_ops *ops;
     void *arg;
     ev_io accept_io;
@@ -131,8 +131,7 @@ static int claim_path(const struct sockaddr_un *sa, char *err, size_t errlen)
 }
 
 /* Bind and listen at SA with mode 0600 (and owner UID:GID); the fd or -1. */
-static int bind_socket(const struct sockaddr_un *sa, uid_t uid, gid_t gid, char *err,
-                       size_t errlen)
+static int bind_socket(const struct sockaddr_un *sa, uid_t uid, gid_t gid, char *err, size_t errlen)
 {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -286,10 +285,10 @@ static double msec(double seconds)
 
 static json_t *child_json(const struct control_child *ch)
 {
-    return json_pack("{s:s, s:i, s:o, s:i, s:f, s:i, s:b, s:s}", "kind", ch->kind, "slot",
-                     ch->slot, "pid", ch->pid > 0 ? json_integer(ch->pid) : json_null(),
-                     "generation", (int)ch->generation, "uptime", msec(ch->uptime), "restarts",
-                     (int)ch->restarts, "ready", ch->ready, "state", ch->state);
+    return json_pack("{s:s, s:i, s:o, s:i, s:f, s:i, s:b, s:s}", "kind", ch->kind, "slot", ch->slot,
+                     "pid", ch->pid > 0 ? json_integer(ch->pid) : json_null(), "generation",
+                     (int)ch->generation, "uptime", msec(ch->uptime), "restarts", (int)ch->restarts,
+                     "ready", ch->ready, "state", ch->state);
 }
 
 static json_t *status_json(const struct control_status *st)
@@ -300,9 +299,8 @@ static json_t *status_json(const struct control_status *st)
     return json_pack("{s:b, s:i, s:s, s:s, s:f, s:s, s:i, s:b, s:i, s:i, s:o}", "ok", 1, "pid",
                      (int)getpid(), "version", PACKAGE_VERSION, "config_file", st->config_file,
                      "uptime", msec(st->uptime), "state", st->state, "generation",
-                     (int)st->generation, "paused", st->paused, "slots_in_use",
-                     st->slots_in_use, "max_concurrent_calls", st->max_concurrent_calls,
-                     "children", children);
+                     (int)st->generation, "paused", st->paused, "slots_in_use", st->slots_in_use,
+                     "max_concurrent_calls", st->max_concurrent_calls, "children", children);
 }
 
 static json_t *cmd_status(struct conn *c)
@@ -368,7 +366,8 @@ static json_t *refusal(const struct conn *c)
             (long)c->peer.pid);
     snprintf(msg, sizeof msg,
              "permission denied: uid %ld may not give commands (root or the [daemon] user "
-             "only)", c->peer.uid == (uid_t)-1 ? -1L : (long)c->peer.uid);
+             "only)",
+             c->peer.uid == (uid_t)-1 ? -1L : (long)c->peer.uid);
     return json_pack("{s:b, s:b, s:s}", "ok", 0, "denied", 1, "error", msg);
 }
 
@@ -388,8 +387,8 @@ static json_t *answer_request(struct conn *c, size_t len)
         answer = error_answer("malformed request: no \"command\" string");
     for (size_t i = 0; answer == NULL && i < N_COMMANDS; i++) {
         if (strcmp(name, commands[i].name) == 0) {
-            co_info("control command", "command=%s peer_uid=%d peer_pid=%d", name,
-                    (int)c->peer.uid, (int)c->peer.pid);
+            co_info("control command", "command=%s peer_uid=%d peer_pid=%d", name, (int)c->peer.uid,
+                    (int)c->peer.pid);
             answer = commands[i].run(c);
         }
     }
@@ -461,8 +460,8 @@ static void conn_read(struct conn *c)
     for (;;) {
         size_t room = sizeof(c->in) - c->in_len;
         if (room == 0) {
-            send_answer(c, error_answer("request too long (at most %d bytes)",
-                                        CONTROL_MAX_REQUEST));
+            send_answer(c,
+                        error_answer("request too long (at most %d bytes)", CONTROL_MAX_REQUEST));
             return;
         }
         ssize_t n = read(c->fd, c->in + c->in_len, room);
@@ -572,14 +571,15 @@ static enum control_result connect_error(const char *path, int e, char *err, siz
         return CONTROL_NOT_RUNNING;
     }
     if (e == ECONNREFUSED) {
-        snprintf(err, errlen,
-                 "callorchd is not running (nothing listens on the control socket %s)", path);
+        snprintf(err, errlen, "callorchd is not running (nothing listens on the control socket %s)",
+                 path);
         return CONTROL_NOT_RUNNING;
     }
     if (e == EACCES || e == EPERM) {
         snprintf(err, errlen,
                  "permission denied on the control socket %s (run as root or as the "
-                 "[daemon] user)", path);
+                 "[daemon] user)",
+                 path);
         return CONTROL_DENIED;
     }
     snprintf(err, errlen, "cannot connect to the control socket %s: %s", path,
@@ -651,8 +651,8 @@ static enum control_result read_line(int fd, char **line, char *err, size_t errl
         const char *nl = memchr(chunk, '\n', (size_t)n);
         size_t take = nl != NULL ? (size_t)(nl - chunk) : (size_t)n;
         if (strbuf_add(&b, chunk, take) < 0) {
-            snprintf(err, errlen, b.len + take > b.max ? "the answer is too long"
-                                                       : "out of memory");
+            snprintf(err, errlen,
+                     b.len + take > b.max ? "the answer is too long" : "out of memory");
             break;
         }
         if (nl != NULL) {

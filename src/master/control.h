@@ -31,27 +31,27 @@
 /* Where the socket is when the config does not say (config.c's default). */
 #define CONTROL_DEFAULT_SOCKET "/run/callorch/control.sock"
 
-#define CONTROL_MAX_CLIENTS 8       /* served at once; more wait in the backlog */
-#define CONTROL_MAX_REQUEST 4096    /* bytes, newline included */
-#define CONTROL_IDLE_TIMEOUT 10.0   /* seconds without progress: closed */
+#define CONTROL_MAX_CLIENTS 8     /* served at once; more wait in the backlog */
+#define CONTROL_MAX_REQUEST 4096  /* bytes, newline included */
+#define CONTROL_IDLE_TIMEOUT 10.0 /* seconds without progress: closed */
 
 /* One child, as "status" reports it. */
 struct control_child {
-    const char *kind;            /* "http", "kafka", "sched" */
+    const char *kind; /* "http", "kafka", "sched" */
     int slot;
-    pid_t pid;                   /* 0: not running (backoff or failed) */
+    pid_t pid; /* 0: not running (backoff or failed) */
     unsigned generation;
-    double uptime;               /* seconds; 0 when not running */
+    double uptime; /* seconds; 0 when not running */
     unsigned restarts;
     int ready;
-    const char *state;           /* "starting", "ready", "exiting", "backoff", "failed" */
+    const char *state; /* "starting", "ready", "exiting", "backoff", "failed" */
 };
 
 /* What "status" reports; the status callback fills it. */
 struct control_status {
-    double uptime;               /* of the master, seconds */
+    double uptime; /* of the master, seconds */
     const char *config_file;
-    const char *state;           /* "running" or "stopping" */
+    const char *state; /* "running" or "stopping" */
     unsigned generation;
     int paused;
     int slots_in_use;
@@ -106,9 +106,9 @@ void control_close(struct control *ctl);
 
 enum control_result {
     CONTROL_OK = 0,
-    CONTROL_FAILED,              /* I/O error, timeout, malformed answer */
-    CONTROL_NOT_RUNNING,         /* no socket, or nobody listens on it */
-    CONTROL_DENIED,              /* the socket's permissions, or the master, refuse us */
+    CONTROL_FAILED,      /* I/O error, timeout, malformed answer */
+    CONTROL_NOT_RUNNING, /* no socket, or nobody listens on it */
+    CONTROL_DENIED,      /* the socket's permissions, or the master, refuse us */
 };
 
 /* Connect to PATH; socket operations then time out after TIMEOUT seconds. */

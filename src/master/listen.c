@@ -20,7 +20,8 @@
  * it the bind fails wherever anything else listens there. */
 static int bind_addr(const struct co_listen *l, int reuseport, char *err, size_t errlen)
 {
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = { .ai_family = AF_UNSPEC,
+                              .ai_socktype = SOCK_STREAM,
                               .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
     struct addrinfo *res;
     int rc = getaddrinfo(l->host, l->port, &hints, &res);
@@ -90,8 +91,8 @@ static void go_live(struct listen_addr *a, int n)
     while (a->n_live < n && a->n_live < a->n_fds) {
         if (listen(a->fds[a->n_live], LISTEN_BACKLOG) < 0) {
             co_error("cannot listen on a spare socket: fewer sockets serve this address",
-                     "address=%s:%s slot=%d error=\"%s\"", a->where.host, a->where.port,
-                     a->n_live, strerror(errno));
+                     "address=%s:%s slot=%d error=\"%s\"", a->where.host, a->where.port, a->n_live,
+                     strerror(errno));
             return;
         }
         a->n_live++;

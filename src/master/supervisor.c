@@ -24,9 +24,9 @@
 #include <ev.h>
 
 #include "child/child.h"
+#include "master/notify.h"
 #include "util/config.h"
 #include "util/log.h"
-#include "master/notify.h"
 #include "util/shm.h"
 #include "util/tunables.h"
 
@@ -47,12 +47,12 @@ struct slot {
     int index;
     unsigned generation;
     enum slot_state state;
-    pid_t pid;                   /* 0 in BACKOFF and FAILED */
+    pid_t pid; /* 0 in BACKOFF and FAILED */
     ev_tstamp started_at;
-    ev_tstamp backoff;           /* delay before the next respawn */
+    ev_tstamp backoff; /* delay before the next respawn */
     unsigned restarts;
     ev_timer respawn_timer;
-    ev_timer retire_timer;       /* retired: SIGKILL when it outlives this */
+    ev_timer retire_timer; /* retired: SIGKILL when it outlives this */
     ev_tstamp retired_at;
 };
 
@@ -61,7 +61,7 @@ struct supervisor {
     struct co_config *cfg;
     struct listen_set listen;
     const char *config_path;
-    struct control *ctl;         /* the control socket, or NULL */
+    struct control *ctl; /* the control socket, or NULL */
     ev_tstamp started_at;
     unsigned generation;
     enum master_state state;
@@ -183,9 +183,8 @@ static void announce_status(struct supervisor *sup)
     }
     notify_status("%s%s: http %d/%d, kafka %d/%d, sched %d/%d ready",
                   sup->state == MASTER_STOPPING ? "stopping" : "running",
-                  shm_paused() ? ", dispatch paused" : "", up[CHILD_HTTP],
-                  want[CHILD_HTTP], up[CHILD_KAFKA], want[CHILD_KAFKA], up[CHILD_SCHED],
-                  want[CHILD_SCHED]);
+                  shm_paused() ? ", dispatch paused" : "", up[CHILD_HTTP], want[CHILD_HTTP],
+                  up[CHILD_KAFKA], want[CHILD_KAFKA], up[CHILD_SCHED], want[CHILD_SCHED]);
 }
 
 /* READY=1 once every child of the running generation said it serves. */
@@ -269,8 +268,8 @@ static void spawn(struct slot *s)
     struct supervisor *sup = s->sup;
     pid_t pid = fork();
     if (pid < 0) {
-        co_error("fork failed", "kind=%s slot=%d error=\"%s\"", child_kind_name(s->kind),
-                 s->index, strerror(errno));
+        co_error("fork failed", "kind=%s slot=%d error=\"%s\"", child_kind_name(s->kind), s->index,
+                 strerror(errno));
         s->backoff = s->backoff > 0 ? s->backoff : co_tunables.respawn_min;
         ev_timer_set(&s->respawn_timer, s->backoff, 0.);
         ev_timer_start(sup->loop, &s->respawn_timer);
@@ -308,8 +307,8 @@ static void log_exit(const struct slot *s, pid_t pid, int status, ev_tstamp live
     if (WIFSIGNALED(status))
         co_log(slot_retired(s) || s->sup->state == MASTER_STOPPING ? CO_LOG_INFO : CO_LOG_ERROR,
                "child killed by signal",
-               "kind=%s slot=%d pid=%d signal=%d signame=%s core=%s uptime=%.1fs", kind,
-               s->index, (int)pid, WTERMSIG(status), strsignal(WTERMSIG(status)),
+               "kind=%s slot=%d pid=%d signal=%d signame=%s core=%s uptime=%.1fs", kind, s->index,
+               (int)pid, WTERMSIG(status), strsignal(WTERMSIG(status)),
                WCOREDUMP(status) ? "yes" : "no", lived);
     else
         co_log(WEXITSTATUS(status) == 0 ? CO_LOG_INFO : CO_LOG_ERROR, "child exited",
@@ -351,8 +350,8 @@ static void on_child_exit(struct ev_loop *loop, ev_child *w, int revents)
     s->restarts++;
     if (co_shm != NULL)
         atomic_fetch_add(&co_shm->child_restarts[s->kind], 1);
-    co_info("respawning child", "kind=%s slot=%d delay=%.1fs restarts=%u",
-            child_kind_name(s->kind), s->index, s->backoff, s->restarts);
+    co_info("respawning child", "kind=%s slot=%d delay=%.1fs restarts=%u", child_kind_name(s->kind),
+            s->index, s->backoff, s->restarts);
     ev_timer_set(&s->respawn_timer, s->backoff, 0.);
     ev_timer_start(loop, &s->respawn_timer);
     announce_status(sup);
@@ -602,9 +601,14 @@ static int ctl_children(struct supervisor *sup, struct control_status *st)
     for (size_t i = 0; i < n; i++) {
         const struct slot *s = sorted[i];
         st->children[i] = (struct control_child){
-            .kind = child_kind_name(s->kind), .slot = s->index, .pid = s->pid,
-            .generation = s->generation, .uptime = s->pid > 0 ? now - s->started_at : 0.,
-            .restarts = s->restarts, .ready = s->state == SLOT_READY, .state = slot_state_name(s),
+            .kind = child_kind_name(s->kind),
+            .slot = s->index,
+            .pid = s->pid,
+            .generation = s->generation,
+            .uptime = s->pid > 0 ? now - s->started_at : 0.,
+            .restarts = s->restarts,
+            .ready = s->state == SLOT_READY,
+            .state = slot_state_name(s),
         };
     }
     st->n_children = (int)n;

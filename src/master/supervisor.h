@@ -12,9 +12,9 @@
 #ifndef CO_SUPERVISOR_H
 #define CO_SUPERVISOR_H
 
-#include "util/config.h"
 #include "master/control.h"
 #include "master/listen.h"
+#include "util/config.h"
 
 /* Respawn throttle: the first respawn after a stable run is immediate, the
  * next ones wait co_tunables.respawn_min doubling up to respawn_max; a child

@@ -16,16 +16,16 @@
 #include <stdint.h>
 
 enum conn_health {
-    CONN_HEALTH_CONNECTING,      /* no connection made yet and none failed:
-                                    requests wait for the first one */
-    CONN_HEALTH_UP,              /* a connection is ready */
-    CONN_HEALTH_DOWN             /* none ready and the last attempt failed:
-                                    requests are refused until one is back */
+    CONN_HEALTH_CONNECTING, /* no connection made yet and none failed:
+                               requests wait for the first one */
+    CONN_HEALTH_UP,         /* a connection is ready */
+    CONN_HEALTH_DOWN        /* none ready and the last attempt failed:
+                               requests are refused until one is back */
 };
 
 struct conn_status {
-    enum conn_health health;     /* zero: CONNECTING */
-    bool failed;                 /* an attempt failed since the last success */
+    enum conn_health health; /* zero: CONNECTING */
+    bool failed;             /* an attempt failed since the last success */
 };
 
 /*
@@ -36,9 +36,9 @@ struct conn_status {
 bool conn_status_update(struct conn_status *s, bool ready);
 
 struct conn_backoff {
-    double min, max;             /* s: the first delay, the cap of the doubling */
-    double last;                 /* the last delay before jitter; 0 after a success */
-    uint32_t rnd;                /* jitter state (xorshift32), never 0 */
+    double min, max; /* s: the first delay, the cap of the doubling */
+    double last;     /* the last delay before jitter; 0 after a success */
+    uint32_t rnd;    /* jitter state (xorshift32), never 0 */
 };
 
 void conn_backoff_init(struct conn_backoff *b, double min, double max);

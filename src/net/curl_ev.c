@@ -29,19 +29,19 @@
  * a burst is over, and the next burst reconnects. */
 #define CE_MAX_CONNECTS 256
 
-struct ce_sock {                 /* one socket libcurl asked us to watch */
+struct ce_sock { /* one socket libcurl asked us to watch */
     ev_io io;
     struct curl_ev *ce;
     curl_socket_t fd;
     struct ce_sock *prev, *next;
 };
 
-struct xfer {                    /* one request in flight */
+struct xfer { /* one request in flight */
     struct curl_ev *ce;
     CURL *easy;
     struct curl_slist *headers;
-    char *body;                  /* copy of the request body (POSTFIELDS does not copy) */
-    struct strbuf resp;          /* response body, at most CURL_EV_MAX_BODY */
+    char *body;         /* copy of the request body (POSTFIELDS does not copy) */
+    struct strbuf resp; /* response body, at most CURL_EV_MAX_BODY */
     int truncated;
     char *retry_after;
     char errbuf[CURL_ERROR_SIZE];
@@ -57,7 +57,7 @@ struct curl_ev {
     struct ce_sock *socks;
     struct xfer *xfers;
     int in_flight;
-    int closing;                 /* inside curl_ev_free(): no new requests */
+    int closing; /* inside curl_ev_free(): no new requests */
 };
 
 static int global_done;
@@ -131,9 +131,10 @@ static void xfer_complete(struct xfer *x, CURLcode result, const char *forced_er
 
     r.result = result;
     if (result != CURLE_OK)
-        r.error = forced_error ? forced_error
-                  : x->errbuf[0] ? x->errbuf : curl_easy_strerror(result);
-    if (forced_error == NULL)    /* an aborted transfer had no answer, whatever arrived */
+        r.error = forced_error   ? forced_error
+                  : x->errbuf[0] ? x->errbuf
+                                 : curl_easy_strerror(result);
+    if (forced_error == NULL) /* an aborted transfer had no answer, whatever arrived */
         curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &r.status);
     curl_easy_getinfo(x->easy, CURLINFO_TOTAL_TIME, &r.total_time);
     r.body = x->resp.p ? x->resp.p : "";
@@ -154,7 +155,7 @@ static void check_done(struct curl_ev *ce)
         if (m->msg != CURLMSG_DONE)
             continue;
         char *priv = NULL;
-        CURLcode result = m->data.result;   /* m is invalid after remove_handle */
+        CURLcode result = m->data.result; /* m is invalid after remove_handle */
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
         struct xfer *x = (struct xfer *)priv;
         curl_multi_remove_handle(ce->multi, m->easy_handle);
@@ -171,8 +172,8 @@ static void sock_cb(struct ev_loop *loop, ev_io *w, int revents)
     struct ce_sock *s = w->data;
     struct curl_ev *ce = s->ce;
     int running;
-    int flags = ((revents & EV_READ) ? CURL_CSELECT_IN : 0) |
-                ((revents & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int flags =
+        ((revents & EV_READ) ? CURL_CSELECT_IN : 0) | ((revents & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     (void)loop;
 
     /* s may be freed inside (CURL_POLL_REMOVE): do not touch it after */
@@ -236,7 +237,7 @@ static int socket_fn(CURL *easy, curl_socket_t fd, int what, void *userp, void *
     }
     if (s == NULL && (s = sock_add(ce, fd)) == NULL) {
         co_error("curl_ev: out of memory", "fd=%d", (int)fd);
-        return -1;   /* libcurl fails the transfers on this socket */
+        return -1; /* libcurl fails the transfers on this socket */
     }
     int events = ((what & CURL_POLL_IN) ? EV_READ : 0) | ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
     ev_io_stop(ce->loop, &s->io);
@@ -273,9 +274,9 @@ static size_t write_fn(char *data, size_t size, size_t nmemb, void *userp)
         x->truncated = 1;
     }
     if (keep == 0)
-        return n;                /* accepted and discarded */
+        return n; /* accepted and discarded */
     if (strbuf_add(&x->resp, data, keep) < 0)
-        return 0;                /* out of memory: CURLE_WRITE_ERROR */
+        return 0; /* out of memory: CURLE_WRITE_ERROR */
     return n;
 }
 
@@ -287,7 +288,7 @@ static size_t header_fn(char *data, size_t size, size_t nitems, void *userp)
     size_t n = size * nitems;
 
     if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
-        free(x->retry_after);    /* a new response (after a 1xx) starts */
+        free(x->retry_after); /* a new response (after a 1xx) starts */
         x->retry_after = NULL;
         return n;
     }
@@ -409,8 +410,8 @@ int curl_ev_send(struct curl_ev *ce, const struct curl_ev_request *req, curl_ev_
     x->ce = ce;
     x->cb = cb;
     x->arg = arg;
-    if ((x->easy = curl_easy_init()) == NULL || set_common(x, req) < 0 ||
-        set_method(x, req) < 0 || set_headers(x, req) < 0)
+    if ((x->easy = curl_easy_init()) == NULL || set_common(x, req) < 0 || set_method(x, req) < 0 ||
+        set_headers(x, req) < 0)
         goto nomem;
     CURLMcode mc = curl_multi_add_handle(ce->multi, x->easy);
     if (mc != CURLM_OK) {
@@ -422,7 +423,8 @@ int curl_ev_send(struct curl_ev *ce, const struct curl_ev_request *req, curl_ev_
     xfer_link(ce, x);
     return 0;
 nomem:
-    co_error("curl_ev: cannot set up a request", "url=%s error=\"out of memory\"", CO_LOG_Q(req->url));
+    co_error("curl_ev: cannot set up a request", "url=%s error=\"out of memory\"",
+             CO_LOG_Q(req->url));
     if (x)
         xfer_free(x);
     return -1;

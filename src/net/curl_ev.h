@@ -40,23 +40,23 @@
 struct curl_ev;
 
 struct curl_ev_request {
-    const char *method;               /* "GET", "POST", "PUT", "DELETE", "HEAD", ...; NULL = GET */
+    const char *method; /* "GET", "POST", "PUT", "DELETE", "HEAD", ...; NULL = GET */
     const char *url;
-    const char *const *headers;       /* NULL-terminated "Name: value" list, or NULL */
-    const char *body;                 /* may be NULL; sent for any method if body_len > 0 */
+    const char *const *headers; /* NULL-terminated "Name: value" list, or NULL */
+    const char *body;           /* may be NULL; sent for any method if body_len > 0 */
     size_t body_len;
-    double timeout_s;                 /* whole transfer, connect included; <= 0: none */
+    double timeout_s; /* whole transfer, connect included; <= 0: none */
 };
 
 struct curl_ev_response {
-    long status;                      /* HTTP status; 0 when no HTTP answer arrived */
-    CURLcode result;                  /* CURLE_OK when an answer arrived (any status) */
-    const char *error;                /* NULL when result is CURLE_OK, else curl's message */
-    const char *body;                 /* never NULL; NUL-terminated, "" when empty */
-    size_t body_len;                  /* <= CURL_EV_MAX_BODY */
-    int body_truncated;               /* 1 when the answer was longer than the cap */
-    const char *retry_after;          /* the Retry-After header's value, or NULL */
-    double total_time;                /* s, from curl_ev_send() to completion */
+    long status;             /* HTTP status; 0 when no HTTP answer arrived */
+    CURLcode result;         /* CURLE_OK when an answer arrived (any status) */
+    const char *error;       /* NULL when result is CURLE_OK, else curl's message */
+    const char *body;        /* never NULL; NUL-terminated, "" when empty */
+    size_t body_len;         /* <= CURL_EV_MAX_BODY */
+    int body_truncated;      /* 1 when the answer was longer than the cap */
+    const char *retry_after; /* the Retry-After header's value, or NULL */
+    double total_time;       /* s, from curl_ev_send() to completion */
 };
 
 /* The pointers in RESP are valid during the call only. */

@@ -39,6 +39,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <http_parser.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
@@ -47,15 +48,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "api/problem.h"
 #include "util/log.h"
 #include "util/strbuf.h"
-#include "api/problem.h"
 
 #define IN_INITIAL 4096          /* first input buffer of a connection */
 #define IN_READ_MIN 1024         /* grow the input buffer below this much room */
@@ -90,65 +90,65 @@ enum hdr_state { HDR_NONE, HDR_NAME, HDR_VALUE };
 enum conn_phase { CONN_OPEN, CONN_CLOSING, CONN_LINGERING };
 
 struct hdr {
-    size_t name, value;          /* offsets into http_request.hbuf */
+    size_t name, value; /* offsets into http_request.hbuf */
 };
 
 struct http_request {
-    struct http_server *srv;     /* NULL once the server was freed */
-    struct http_conn *conn;      /* NULL once the client is gone */
+    struct http_server *srv;          /* NULL once the server was freed */
+    struct http_conn *conn;           /* NULL once the client is gone */
     struct http_request *prev, *next; /* srv->pending, while in the handler */
     int method;
     unsigned short http_major, http_minor;
     int keep_alive;
-    struct strbuf url;              /* request target as received */
-    struct strbuf hbuf;             /* "name\0value\0name\0value\0..." */
+    struct strbuf url;  /* request target as received */
+    struct strbuf hbuf; /* "name\0value\0name\0value\0..." */
     struct hdr *hdrs;
     size_t nhdrs, hdrs_cap;
-    enum hdr_state hstate;       /* where the parser is in the header block */
-    char *path;                  /* one allocation: path\0query\0 */
-    char *query;                 /* points into path's allocation, or NULL */
+    enum hdr_state hstate; /* where the parser is in the header block */
+    char *path;            /* one allocation: path\0query\0 */
+    char *query;           /* points into path's allocation, or NULL */
     struct strbuf body;
-    int tag;                     /* the handler's label, for the observer */
-    ev_tstamp handed_at;         /* when the handler got it */
+    int tag;             /* the handler's label, for the observer */
+    ev_tstamp handed_at; /* when the handler got it */
 };
 
 /* What the connection timer currently measures. */
 enum conn_tmode {
-    TM_NONE,                     /* request in the handler: its business */
-    TM_IDLE,                     /* waiting for the next request */
-    TM_READ,                     /* deadline for the request being received */
-    TM_WRITE,                    /* client must accept output this often */
-    TM_LINGER,                   /* closing: deadline for the client's EOF */
+    TM_NONE,   /* request in the handler: its business */
+    TM_IDLE,   /* waiting for the next request */
+    TM_READ,   /* deadline for the request being received */
+    TM_WRITE,  /* client must accept output this often */
+    TM_LINGER, /* closing: deadline for the client's EOF */
 };
 
 struct http_conn {
     struct http_server *srv;
     struct http_conn *prev, *next; /* srv->conns */
     int fd;
-    char peer[64];               /* "addr:port" for logs */
+    char peer[64]; /* "addr:port" for logs */
     ev_io rio, wio;
     ev_timer timer;
     enum conn_tmode tmode;
-    size_t undelivered_mark;     /* conn_undelivered() when the timer was armed */
+    size_t undelivered_mark; /* conn_undelivered() when the timer was armed */
     http_parser parser;
-    struct strbuf in;               /* bytes in.p[in_off..in.len) not parsed yet */
+    struct strbuf in; /* bytes in.p[in_off..in.len) not parsed yet */
     size_t in_off;
-    struct strbuf out;              /* bytes out.p[out_off..out.len) not sent yet */
+    struct strbuf out; /* bytes out.p[out_off..out.len) not sent yet */
     size_t out_off;
-    struct http_request *req;    /* being received */
+    struct http_request *req;      /* being received */
     struct http_request *inflight; /* in the handler, waiting for http_respond() */
-    size_t hdr_bytes;            /* header block size of req so far */
-    const char *exec_start;      /* the bytes http_parser_execute() is parsing now */
+    size_t hdr_bytes;              /* header block size of req so far */
+    const char *exec_start;        /* the bytes http_parser_execute() is parsing now */
     const char *exec_end;
-    char tail;                   /* last non-blank byte parsed before exec_start */
-    unsigned value_ended : 1;    /* the last header value data ended at its line end */
-    int reject_status;           /* set by a parser callback that refuses req */
+    char tail;                /* last non-blank byte parsed before exec_start */
+    unsigned value_ended : 1; /* the last header value data ended at its line end */
+    int reject_status;        /* set by a parser callback that refuses req */
     char reject_detail[160];
     enum conn_phase phase;
-    unsigned in_process : 1;     /* inside conn_process(): respond must not recurse */
-    unsigned ready : 1;          /* on srv->ready: buffered requests to parse */
+    unsigned in_process : 1; /* inside conn_process(): respond must not recurse */
+    unsigned ready : 1;      /* on srv->ready: buffered requests to parse */
     struct http_conn *ready_prev, *ready_next;
-    unsigned ready_round;        /* srv->ready_round when it got on the list */
+    unsigned ready_round; /* srv->ready_round when it got on the list */
 };
 
 struct http_server {
@@ -159,8 +159,8 @@ struct http_server {
     ev_io *accept_w;
     int n_accept;
     ev_timer accept_retry;
-    int accepting;               /* 0 after http_server_stop_accepting() */
-    int accept_paused;           /* resource shortage, see srv_accept_error() */
+    int accepting;     /* 0 after http_server_stop_accepting() */
+    int accept_paused; /* resource shortage, see srv_accept_error() */
     struct http_conn *conns;
     int n_conns;
     struct http_request *pending; /* handed to the handler, not answered yet */
@@ -170,10 +170,10 @@ struct http_server {
     int draining;
     void (*drain_done)(void *);
     void *drain_arg;
-    ev_timer drain_timer;        /* calls drain_done from the loop */
+    ev_timer drain_timer;                 /* calls drain_done from the loop */
     struct http_conn *ready, *ready_tail; /* to parse on the next iteration */
-    ev_timer ready_timer;        /* zero timer that parses them */
-    unsigned ready_round;        /* counts srv_ready_cb() runs */
+    ev_timer ready_timer;                 /* zero timer that parses them */
+    unsigned ready_round;                 /* counts srv_ready_cb() runs */
     time_t date_at;
     char date[64];
 };
@@ -181,12 +181,12 @@ struct http_server {
 /* A response about to be queued. */
 struct resp {
     int status;
-    const char *content_type;    /* NULL: no Content-Type */
-    const char *extra;           /* NULL or "Name: value\r\n..." */
+    const char *content_type; /* NULL: no Content-Type */
+    const char *extra;        /* NULL or "Name: value\r\n..." */
     const char *body;
     size_t len;
-    int head;                    /* HEAD request: headers only */
-    const char *connection;      /* "close", "keep-alive" or NULL */
+    int head;               /* HEAD request: headers only */
+    const char *connection; /* "close", "keep-alive" or NULL */
 };
 
 static void conn_process(struct http_conn *c);
@@ -258,8 +258,8 @@ static int req_finish_headers(struct http_request *r)
 }
 
 /* Copy the (offset, length) field F of U out of URL, or "" if unset. */
-static void url_field(const char *url, const struct http_parser_url *u, int f,
-                      const char **at, size_t *len)
+static void url_field(const char *url, const struct http_parser_url *u, int f, const char **at,
+                      size_t *len)
 {
     if (u->field_set & (1u << f)) {
         *at = url + u->field_data[f].off;
@@ -362,7 +362,7 @@ static int conn_queue_response(struct http_conn *c, const struct resp *rs)
     size_t before = o->len;
     int bodyless = rs->status == 204 || rs->status == 304;
     int rc = strbuf_addf(o, "HTTP/1.1 %d %s\r\nServer: callorch\r\nDate: %s\r\n", rs->status,
-                        http_status_str((enum http_status)rs->status), srv_date(c->srv));
+                         http_status_str((enum http_status)rs->status), srv_date(c->srv));
 
     if (rs->content_type)
         rc |= strbuf_addf(o, "Content-Type: %s\r\n", rs->content_type);
@@ -400,8 +400,11 @@ static void conn_error_response(struct http_conn *c, int status, const char *det
     size_t len;
     /* problem.c's body, so this layer's errors carry the handlers' types */
     char *body = problem_body(status, detail, &len);
-    struct resp rs = { .status = status, .content_type = PROBLEM_CONTENT_TYPE,
-                       .body = body, .len = len, .connection = "close" };
+    struct resp rs = { .status = status,
+                       .content_type = PROBLEM_CONTENT_TYPE,
+                       .body = body,
+                       .len = len,
+                       .connection = "close" };
 
     if (conn_queue_response(c, &rs) < 0)
         co_warn("http response dropped", "client=%s status=%d error=\"out of memory\"", c->peer,
@@ -415,12 +418,9 @@ static void conn_error_response(struct http_conn *c, int status, const char *det
 static double conn_tmode_after(const struct http_conn *c, enum conn_tmode m)
 {
     switch (m) {
-    case TM_READ:
-        return c->srv->opts.read_timeout;
-    case TM_LINGER:
-        return LINGER_TIMEOUT;
-    default:
-        return c->srv->opts.idle_timeout;
+    case TM_READ: return c->srv->opts.read_timeout;
+    case TM_LINGER: return LINGER_TIMEOUT;
+    default: return c->srv->opts.idle_timeout;
     }
 }
 
@@ -507,8 +507,7 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         co_debug("http send timeout", "client=%s unsent=%zu", c->peer, c->out.len - c->out_off);
         break;
     case TM_LINGER:
-    case TM_NONE:
-        break;
+    case TM_NONE: break;
     }
     conn_close(c);
 }
@@ -653,8 +652,9 @@ static int on_headers_complete(http_parser *p)
     if (req_split_target(r) < 0)
         return conn_refuse(c, 400, "invalid request target");
     if (http_request_header(r, "Transfer-Encoding"))
-        return conn_refuse(c, 411, "request bodies must be sent with Content-Length, "
-                                   "not Transfer-Encoding");
+        return conn_refuse(c, 411,
+                           "request bodies must be sent with Content-Length, "
+                           "not Transfer-Encoding");
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > max_body)
         return conn_refuse(c, 413, "the request body exceeds %zu bytes", max_body);
     if ((p->flags & F_CONTENTLENGTH) && strbuf_reserve(&r->body, (size_t)p->content_length) < 0)
@@ -1246,8 +1246,8 @@ static int srv_init_accept(struct http_server *s, const int *fds, int n)
 }
 
 struct http_server *http_server_new(struct ev_loop *loop, const int *listen_fds, int n_fds,
-                                    const struct http_server_opts *opts,
-                                    http_handler_fn handler, void *arg)
+                                    const struct http_server_opts *opts, http_handler_fn handler,
+                                    void *arg)
 {
     struct http_server *s = calloc(1, sizeof(*s));
 
@@ -1403,7 +1403,12 @@ void http_respond(struct http_request *r, int status, const char *content_type,
     if (body == NULL)
         len = 0;
     closing = !r->keep_alive || c->srv->draining;
-    struct resp rs = { status, content_type, extra_headers, body, len, r->method == HTTP_HEAD,
+    struct resp rs = { status,
+                       content_type,
+                       extra_headers,
+                       body,
+                       len,
+                       r->method == HTTP_HEAD,
                        resp_connection(r, closing) };
     if (conn_queue_response(c, &rs) < 0) {
         co_warn("http response dropped", "client=%s status=%d error=\"out of memory\"", c->peer,

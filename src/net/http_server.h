@@ -34,14 +34,14 @@ typedef void (*http_handler_fn)(struct http_request *req, void *arg);
 
 /* A zero field takes the default below. */
 struct http_server_opts {
-    int max_connections;         /* per process; accepting pauses at the cap */
-    size_t max_body;             /* larger Content-Length: 413 before reading it */
-    size_t max_header_bytes;     /* request target + header lines; larger: 431 */
-    double idle_timeout;         /* s; keep-alive connection with no request
-                                  * in progress is closed silently; also the
-                                  * longest a client may leave a response unread */
-    double read_timeout;         /* s; from a request's first byte until it is
-                                  * complete, else 408 and close */
+    int max_connections;     /* per process; accepting pauses at the cap */
+    size_t max_body;         /* larger Content-Length: 413 before reading it */
+    size_t max_header_bytes; /* request target + header lines; larger: 431 */
+    double idle_timeout;     /* s; keep-alive connection with no request
+                              * in progress is closed silently; also the
+                              * longest a client may leave a response unread */
+    double read_timeout;     /* s; from a request's first byte until it is
+                              * complete, else 408 and close */
 };
 
 #define HTTP_DEFAULT_MAX_CONNECTIONS 1024
@@ -57,8 +57,8 @@ struct http_server_opts {
  * bad options or no memory.
  */
 struct http_server *http_server_new(struct ev_loop *loop, const int *listen_fds, int n_fds,
-                                    const struct http_server_opts *opts,
-                                    http_handler_fn handler, void *arg);
+                                    const struct http_server_opts *opts, http_handler_fn handler,
+                                    void *arg);
 
 /* Graceful stop, step 1: stop accepting; queued connections stay in the
  * kernel's backlog for the other (or the next generation of) children. */

@@ -26,7 +26,7 @@ struct kafka_consumer {
     int wake[2];
     ev_io wake_watcher;
     ev_timer poll_timer;
-    ev_idle more;                /* drain continues next iteration */
+    ev_idle more; /* drain continues next iteration */
     kafka_message_fn on_message;
     void *arg;
     int closing;
@@ -73,8 +73,10 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 
 static void on_library_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
-    enum co_log_level l = level <= 3 ? CO_LOG_ERROR : level <= 4 ? CO_LOG_WARN
-                        : level <= 6 ? CO_LOG_INFO : CO_LOG_DEBUG;
+    enum co_log_level l = level <= 3   ? CO_LOG_ERROR
+                          : level <= 4 ? CO_LOG_WARN
+                          : level <= 6 ? CO_LOG_INFO
+                                       : CO_LOG_DEBUG;
     co_log(l, "librdkafka", "facility=%s detail=%s", CO_LOG_Q(fac), CO_LOG_Q(buf));
 }
 
@@ -85,8 +87,7 @@ static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         co_warn("offset commit failed", "error=%s", rd_kafka_err2name(err));
 }
 
-int kafka_conf_apply(rd_kafka_conf_t *conf, const struct co_config *cfg, char *err,
-                     size_t errlen)
+int kafka_conf_apply(rd_kafka_conf_t *conf, const struct co_config *cfg, char *err, size_t errlen)
 {
     const char *fixed[][2] = {
         { "bootstrap.servers", cfg->kafka_brokers },

@@ -34,8 +34,7 @@ void kafka_consumer_commit(struct kafka_consumer *kc, int32_t partition, int64_t
 void kafka_consumer_pause(struct kafka_consumer *kc, int paused);
 
 /* FN(ARG, partition) runs for each partition taken away by a rebalance. */
-void kafka_consumer_on_revoke(struct kafka_consumer *kc, void (*fn)(void *, int32_t),
-                              void *arg);
+void kafka_consumer_on_revoke(struct kafka_consumer *kc, void (*fn)(void *, int32_t), void *arg);
 
 /* Leave the group without blocking the loop; DONE runs once closed. */
 void kafka_consumer_close(struct kafka_consumer *kc, void (*done)(void *), void *arg);
@@ -43,7 +42,6 @@ void kafka_consumer_close(struct kafka_consumer *kc, void (*done)(void *), void 
 void kafka_consumer_free(struct kafka_consumer *kc);
 
 /* Apply [kafka] and rdkafka.* settings to CONF; 0 or -1 with err. */
-int kafka_conf_apply(rd_kafka_conf_t *conf, const struct co_config *cfg, char *err,
-                     size_t errlen);
+int kafka_conf_apply(rd_kafka_conf_t *conf, const struct co_config *cfg, char *err, size_t errlen);
 
 #endif

@@ -135,8 +135,8 @@ struct kafka_producer *kafka_producer_new(struct ev_loop *loop, const struct co_
     return kp;
 }
 
-int kafka_producer_send(struct kafka_producer *kp, const char *key, const char *value,
-                        size_t len, kafka_delivery_fn done, void *arg)
+int kafka_producer_send(struct kafka_producer *kp, const char *key, const char *value, size_t len,
+                        kafka_delivery_fn done, void *arg)
 {
     struct delivery *d = NULL;
     if (done != NULL) {
@@ -146,10 +146,9 @@ int kafka_producer_send(struct kafka_producer *kp, const char *key, const char *
         d->done = done;
         d->arg = arg;
     }
-    if (rd_kafka_produce(kp->topic, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY, (void *)value,
-                         len, key, key ? strlen(key) : 0, d) < 0) {
-        co_warn("kafka produce refused", "error=%s",
-                rd_kafka_err2name(rd_kafka_last_error()));
+    if (rd_kafka_produce(kp->topic, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY, (void *)value, len,
+                         key, key ? strlen(key) : 0, d) < 0) {
+        co_warn("kafka produce refused", "error=%s", rd_kafka_err2name(rd_kafka_last_error()));
         free(d);
         return -1;
     }
@@ -168,8 +167,8 @@ static void on_flush_timer(struct ev_loop *loop, ev_timer *w, int revents)
     if (rd_kafka_outq_len(kp->rk) > 0 && ev_now(loop) < kp->flush_deadline)
         return;
     if (rd_kafka_outq_len(kp->rk) > 0)
-        co_warn("kafka flush timed out; the scheduler will publish the rest",
-                "pending=%d", rd_kafka_outq_len(kp->rk));
+        co_warn("kafka flush timed out; the scheduler will publish the rest", "pending=%d",
+                rd_kafka_outq_len(kp->rk));
     ev_timer_stop(loop, w);
     kp->flush_done(kp->flush_arg);
 }

@@ -31,8 +31,8 @@ struct kafka_producer *kafka_producer_new(struct ev_loop *loop, const struct co_
  * NULL, runs once with the delivery report) or -1 when librdkafka refused it
  * at once (queue full); DONE is not called then.
  */
-int kafka_producer_send(struct kafka_producer *kp, const char *key, const char *value,
-                        size_t len, kafka_delivery_fn done, void *arg);
+int kafka_producer_send(struct kafka_producer *kp, const char *key, const char *value, size_t len,
+                        kafka_delivery_fn done, void *arg);
 
 /* Messages queued or in flight. */
 int kafka_producer_pending(const struct kafka_producer *kp);

@@ -36,7 +36,7 @@ enum conn_state { CONN_WAIT, CONN_CONNECTING, CONN_IDLE, CONN_BUSY };
 struct pg_job {
     struct pg_job *next;
     ev_tstamp queued_at;
-    pg_pool_build_cb build;      /* NULL: q was copied at submit time */
+    pg_pool_build_cb build; /* NULL: q was copied at submit time */
     pg_pool_done_cb done;
     void *arg;
     struct pg_query q;
@@ -62,14 +62,14 @@ struct pg_pool {
     struct pg_conn *conns;
     struct pg_job *head, *tail;
     int queued;
-    ev_timer qtimer;             /* expires the head of the queue */
-    ev_prepare kick;             /* dispatch the queue before the loop waits */
-    struct conn_status status;   /* failed: the latest connection attempt failed */
+    ev_timer qtimer;           /* expires the head of the queue */
+    ev_prepare kick;           /* dispatch the queue before the loop waits */
+    struct conn_status status; /* failed: the latest connection attempt failed */
     int closing;
     int pumping;
     unsigned long connects, failed_jobs;
-    char conn_error[400];        /* the latest connection failure */
-    char error[512];             /* what pg_pool_error() returns */
+    char conn_error[400]; /* the latest connection failure */
+    char error[512];      /* what pg_pool_error() returns */
 };
 
 static void conn_connect(struct pg_conn *c);
@@ -246,8 +246,8 @@ static void conn_attempt_failed(struct pg_conn *c, const char *why)
     co_seterr(pool->error, sizeof(pool->error), "cannot connect to PostgreSQL: %s", msg);
     /* Every retry fails the same way while the server is away: debug only;
      * the pool's own UP/DOWN transitions are logged at warn/info. */
-    co_debug("PostgreSQL connection attempt failed", "pool=%s conn=%d error=%s",
-             pool->opts.name, c->index, CO_LOG_Q(msg));
+    co_debug("PostgreSQL connection attempt failed", "pool=%s conn=%d error=%s", pool->opts.name,
+             c->index, CO_LOG_Q(msg));
     pool->status.failed = true;
     conn_schedule_reconnect(c);
     pool_update_state(pool);
@@ -267,8 +267,8 @@ static void conn_lost(struct pg_conn *c, const char *why, const char *job_err)
     /* The server's FATAL (e.g. "terminating connection due to administrator
      * command") says more than libpq's "server closed the connection". */
     flatten(c->fatal[0] != '\0' ? c->fatal : why, msg, sizeof(msg));
-    co_warn("PostgreSQL connection lost", "pool=%s conn=%d in_flight=%d error=%s",
-            pool->opts.name, c->index, job != NULL, CO_LOG_Q(msg));
+    co_warn("PostgreSQL connection lost", "pool=%s conn=%d in_flight=%d error=%s", pool->opts.name,
+            c->index, job != NULL, CO_LOG_Q(msg));
     snprintf(pool->conn_error, sizeof(pool->conn_error), "%s", msg);
     co_seterr(pool->error, sizeof(pool->error), "connection to PostgreSQL lost: %s", msg);
     c->job = NULL;
@@ -295,11 +295,11 @@ static void conn_on_notice(void *arg, const PGresult *res)
     if (sev != NULL && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0))
         flatten(primary, c->fatal, sizeof(c->fatal)); /* logged with the loss */
     else if (sev != NULL && strcmp(sev, "WARNING") == 0)
-        co_warn("PostgreSQL warning", "pool=%s conn=%d message=%s", c->pool->opts.name,
-                c->index, CO_LOG_Q(msg));
+        co_warn("PostgreSQL warning", "pool=%s conn=%d message=%s", c->pool->opts.name, c->index,
+                CO_LOG_Q(msg));
     else
-        co_debug("PostgreSQL notice", "pool=%s conn=%d message=%s", c->pool->opts.name,
-                 c->index, CO_LOG_Q(msg));
+        co_debug("PostgreSQL notice", "pool=%s conn=%d message=%s", c->pool->opts.name, c->index,
+                 CO_LOG_Q(msg));
 }
 
 static void conn_ready(struct pg_conn *c)
@@ -315,8 +315,8 @@ static void conn_ready(struct pg_conn *c)
     conn_backoff_reset(&c->backoff);
     pool->connects++;
     pool->status.failed = false;
-    co_debug("PostgreSQL connection ready", "pool=%s conn=%d host=%s port=%s",
-             pool->opts.name, c->index, PQhost(c->pg), PQport(c->pg));
+    co_debug("PostgreSQL connection ready", "pool=%s conn=%d host=%s port=%s", pool->opts.name,
+             c->index, PQhost(c->pg), PQport(c->pg));
     /* Idle connections still watch EV_READ, so that a server that goes away
      * is noticed now rather than by the next job. */
     conn_watch(c, EV_READ);
@@ -338,8 +338,8 @@ static void conn_poll_connect(struct pg_conn *c)
 static void conn_connect(struct pg_conn *c)
 {
     struct pg_pool *pool = c->pool;
-    const char *keys[] = {"dbname", "fallback_application_name", NULL};
-    const char *vals[] = {pool->conninfo, "callorchd", NULL};
+    const char *keys[] = { "dbname", "fallback_application_name", NULL };
+    const char *vals[] = { pool->conninfo, "callorchd", NULL };
 
     c->state = CONN_CONNECTING;
     c->fatal[0] = '\0';
@@ -364,9 +364,7 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
     char msg[128];
 
     switch (c->state) {
-    case CONN_WAIT:
-        conn_connect(c);
-        break;
+    case CONN_WAIT: conn_connect(c); break;
     case CONN_CONNECTING:
         snprintf(msg, sizeof(msg), "connection attempt timed out after %g s",
                  c->pool->opts.connect_timeout);
@@ -380,8 +378,7 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
                  c->pool->opts.query_timeout);
         conn_lost(c, "query timeout, connection reset", msg);
         break;
-    case CONN_IDLE:
-        break;
+    case CONN_IDLE: break;
     }
 }
 
@@ -524,8 +521,7 @@ static void conn_send(struct pg_conn *c, struct pg_job *job)
         job_finish(pool, job, NULL, NULL); /* nothing left to send */
         return;
     }
-    if (!PQsendQueryParams(c->pg, job->q.sql, job->q.nparams, NULL, job->q.values, NULL,
-                           NULL, 0)) {
+    if (!PQsendQueryParams(c->pg, job->q.sql, job->q.nparams, NULL, job->q.values, NULL, NULL, 0)) {
         if (PQstatus(c->pg) == CONNECTION_BAD) {
             c->job = job;
             conn_lost(c, PQerrorMessage(c->pg), NULL);
@@ -737,7 +733,8 @@ static const char *pool_refusal(struct pg_pool *pool)
     else if (pool->status.health == CONN_HEALTH_DOWN)
         co_seterr(pool->error, sizeof(pool->error), "PostgreSQL unavailable: %s", pool->conn_error);
     else if (pool->queued >= pool->opts.max_queue)
-        co_seterr(pool->error, sizeof(pool->error), "PostgreSQL queue full (%d jobs waiting)", pool->queued);
+        co_seterr(pool->error, sizeof(pool->error), "PostgreSQL queue full (%d jobs waiting)",
+                  pool->queued);
     else
         return NULL;
     return pool->error;
@@ -756,8 +753,8 @@ static int pool_enqueue(struct pg_pool *pool, struct pg_job *job)
     return 0;
 }
 
-int pg_pool_query(struct pg_pool *pool, const char *sql, int nparams,
-                  const char *const *values, pg_pool_done_cb done, void *arg)
+int pg_pool_query(struct pg_pool *pool, const char *sql, int nparams, const char *const *values,
+                  pg_pool_done_cb done, void *arg)
 {
     struct pg_job *job;
 
@@ -774,8 +771,7 @@ int pg_pool_query(struct pg_pool *pool, const char *sql, int nparams,
     return pool_enqueue(pool, job);
 }
 
-int pg_pool_submit(struct pg_pool *pool, pg_pool_build_cb build, pg_pool_done_cb done,
-                   void *arg)
+int pg_pool_submit(struct pg_pool *pool, pg_pool_build_cb build, pg_pool_done_cb done, void *arg)
 {
     struct pg_job *job = calloc(1, sizeof(*job));
 

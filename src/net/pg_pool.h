@@ -54,15 +54,15 @@
 struct pg_pool;
 
 struct pg_pool_opts {
-    int size;                    /* connections; default 4 */
-    double queue_timeout;        /* s a job may wait for a connection; default 5 */
-    double connect_timeout;      /* s one connection attempt may take; default 5 */
-    double query_timeout;        /* s from send to answer, then the connection is
-                                    dropped and the job fails; 0 = none; default 30 */
-    double backoff_min;          /* s before the first reconnect; default 0.1 */
-    double backoff_max;          /* s cap of the doubling; default 5 */
-    int max_queue;               /* queued jobs before submit refuses; default 10000 */
-    const char *name;            /* shown as pool=… in logs; default "pg" */
+    int size;               /* connections; default 4 */
+    double queue_timeout;   /* s a job may wait for a connection; default 5 */
+    double connect_timeout; /* s one connection attempt may take; default 5 */
+    double query_timeout;   /* s from send to answer, then the connection is
+                               dropped and the job fails; 0 = none; default 30 */
+    double backoff_min;     /* s before the first reconnect; default 0.1 */
+    double backoff_max;     /* s cap of the doubling; default 5 */
+    int max_queue;          /* queued jobs before submit refuses; default 10000 */
+    const char *name;       /* shown as pool=… in logs; default "pg" */
 };
 
 /* The statement a BUILD callback fills in.  The pointers must stay valid
@@ -71,7 +71,7 @@ struct pg_pool_opts {
 struct pg_query {
     const char *sql;
     int nparams;
-    const char *const *values;   /* text format; a NULL entry is SQL NULL */
+    const char *const *values; /* text format; a NULL entry is SQL NULL */
 };
 
 typedef void (*pg_pool_done_cb)(void *arg, const PGresult *res, const char *err);
@@ -86,10 +86,10 @@ typedef void (*pg_pool_done_cb)(void *arg, const PGresult *res, const char *err)
 typedef int (*pg_pool_build_cb)(void *arg, struct pg_query *q);
 
 enum pg_pool_state {
-    PG_POOL_CONNECTING,          /* no connection ready yet, none failed: jobs wait */
-    PG_POOL_UP,                  /* at least one connection ready */
-    PG_POOL_DOWN                 /* none ready and the last attempt failed: jobs
-                                    are refused until a connection is back */
+    PG_POOL_CONNECTING, /* no connection ready yet, none failed: jobs wait */
+    PG_POOL_UP,         /* at least one connection ready */
+    PG_POOL_DOWN        /* none ready and the last attempt failed: jobs
+                           are refused until a connection is back */
 };
 
 void pg_pool_opts_init(struct pg_pool_opts *opts);
@@ -109,12 +109,11 @@ struct pg_pool *pg_pool_new(struct ev_loop *loop, const char *conninfo,
 void pg_pool_free(struct pg_pool *pool);
 
 /* Queue SQL with NPARAMS text parameters.  SQL and VALUES are copied. */
-int pg_pool_query(struct pg_pool *pool, const char *sql, int nparams,
-                  const char *const *values, pg_pool_done_cb done, void *arg);
+int pg_pool_query(struct pg_pool *pool, const char *sql, int nparams, const char *const *values,
+                  pg_pool_done_cb done, void *arg);
 
 /* Queue a job whose statement BUILD supplies at send time (see above). */
-int pg_pool_submit(struct pg_pool *pool, pg_pool_build_cb build, pg_pool_done_cb done,
-                   void *arg);
+int pg_pool_submit(struct pg_pool *pool, pg_pool_build_cb build, pg_pool_done_cb done, void *arg);
 
 /* At least one connection is ready (for /readyz). */
 int pg_pool_is_up(const struct pg_pool *pool);
@@ -129,11 +128,11 @@ const char *pg_pool_error(const struct pg_pool *pool);
 
 /* Counts for metrics and tests. */
 struct pg_pool_stats {
-    int ready;                   /* connections connected (idle or busy) */
-    int busy;                    /* connections with a job in flight */
-    int queued;                  /* jobs waiting for a connection */
-    unsigned long connects;      /* successful connections since creation */
-    unsigned long failed_jobs;   /* jobs that got res == NULL, err != NULL */
+    int ready;                 /* connections connected (idle or busy) */
+    int busy;                  /* connections with a job in flight */
+    int queued;                /* jobs waiting for a connection */
+    unsigned long connects;    /* successful connections since creation */
+    unsigned long failed_jobs; /* jobs that got res == NULL, err != NULL */
 };
 
 void pg_pool_stats(const struct pg_pool *pool, struct pg_pool_stats *st);

@@ -54,9 +54,9 @@ struct redis_cmd {
     struct redis_cmd *prev, *next; /* in flight (send order) or queued */
     struct redis *r;
     enum cmd_kind kind;
-    int script;                  /* index in r->scripts, or -1 */
-    int retried;                 /* the NOSCRIPT fallback was used */
-    int counted;                 /* counts in r->pending */
+    int script;  /* index in r->scripts, or -1 */
+    int retried; /* the NOSCRIPT fallback was used */
+    int counted; /* counts in r->pending */
     redis_reply_cb cb;
     void *arg;
     ev_tstamp sent_at;
@@ -90,28 +90,28 @@ struct redis {
     int numeric_host;
     const struct redis_script *scripts;
     int nscripts;
-    char (*sha)[41];             /* of each script */
+    char (*sha)[41]; /* of each script */
 
     enum conn_phase phase;
     redisAsyncContext *ac;
     struct lookup *lookup;
     ev_tstamp attempt_started;
-    int hs_pending;              /* handshake replies still expected */
-    char run_id[48];             /* INFO server's run_id of this connection's
-                                    server ("" until the handshake read it) */
-    ev_timer retry;              /* backoff wait, or polling the name lookup */
-    ev_timer cmd_timer;          /* checks the oldest command in flight */
+    int hs_pending;     /* handshake replies still expected */
+    char run_id[48];    /* INFO server's run_id of this connection's
+                           server ("" until the handshake read it) */
+    ev_timer retry;     /* backoff wait, or polling the name lookup */
+    ev_timer cmd_timer; /* checks the oldest command in flight */
     struct conn_backoff backoff;
-    struct cmd_list inflight;    /* sent, in send order */
-    struct cmd_list queue;       /* waiting for the first connection */
-    int pending;                 /* caller commands queued or in flight */
+    struct cmd_list inflight; /* sent, in send order */
+    struct cmd_list queue;    /* waiting for the first connection */
+    int pending;              /* caller commands queued or in flight */
 
-    struct conn_status status;   /* failed: an attempt failed since READY */
+    struct conn_status status; /* failed: an attempt failed since READY */
     int closing;
     char addr[INET6_ADDRSTRLEN];
-    char conn_error[256];        /* the latest connection failure */
-    char fail_msg[320];          /* what commands dying with the connection get */
-    char error[400];             /* what redis_error() returns */
+    char conn_error[256]; /* the latest connection failure */
+    char fail_msg[320];   /* what commands dying with the connection get */
+    char error[400];      /* what redis_error() returns */
 };
 
 static void conn_start(struct redis *r);
@@ -271,8 +271,8 @@ static void queue_fail_all(struct redis *r, const char *msg)
 /* Hand C to hiredis and track it for the command timeout. */
 static int cmd_send(struct redis *r, struct redis_cmd *c)
 {
-    if (redisAsyncCommandArgv(r->ac, on_reply, c, c->argc, (const char **)c->argv,
-                              c->argvlen) != REDIS_OK)
+    if (redisAsyncCommandArgv(r->ac, on_reply, c, c->argc, (const char **)c->argv, c->argvlen) !=
+        REDIS_OK)
         return -1;
     c->sent_at = ev_now(r->loop);
     list_push(&r->inflight, c);
@@ -341,7 +341,7 @@ static void conn_break(struct redis *r, const char *why)
 
 static void handshake_reply(struct redis *r, struct redis_cmd *c, const redisReply *reply)
 {
-    static const char *const what[] = {"AUTH", "SELECT", "INFO", "SCRIPT LOAD"};
+    static const char *const what[] = { "AUTH", "SELECT", "INFO", "SCRIPT LOAD" };
     char err[256], why[300];
 
     /* INFO refused (renamed away): no run_id; the scripts ask for it */
@@ -353,8 +353,7 @@ static void handshake_reply(struct redis *r, struct redis_cmd *c, const redisRep
         return;
     }
     if (c->kind == CK_INFO) {
-        const char *p = reply->type == REDIS_REPLY_STRING ? strstr(reply->str, "run_id:")
-                            : NULL;
+        const char *p = reply->type == REDIS_REPLY_STRING ? strstr(reply->str, "run_id:") : NULL;
         size_t n = p != NULL ? strspn(p + 7, "0123456789abcdef") : 0;
         if (n > 0 && n < sizeof(r->run_id)) {
             memcpy(r->run_id, p + 7, n);
@@ -457,7 +456,11 @@ static int send_handshake(struct redis *r)
     for (int i = -3; i < r->nscripts; i++) {
         if ((i == -3 && r->password[0] == '\0') || (i == -2 && r->db == 0))
             continue;
-        c = handshake_cmd(r, i == -3 ? CK_AUTH : i == -2 ? CK_SELECT : i == -1 ? CK_INFO : CK_LOAD,
+        c = handshake_cmd(r,
+                          i == -3   ? CK_AUTH
+                          : i == -2 ? CK_SELECT
+                          : i == -1 ? CK_INFO
+                                    : CK_LOAD,
                           i);
         if (c == NULL)
             return -1;
@@ -654,7 +657,8 @@ static void conn_gone(struct redis *r, const char *why)
     co_seterr(r->error, sizeof(r->error), "%s", r->fail_msg);
     /* every retry fails the same way while Redis is away: debug only; the
      * UP/DOWN transitions are logged by update_state() */
-    co_debug("Redis connection attempt failed or lost", "redis=%s error=%s", r->name, CO_LOG_Q(msg));
+    co_debug("Redis connection attempt failed or lost", "redis=%s error=%s", r->name,
+             CO_LOG_Q(msg));
     r->status.failed = true;
     if (was_ready)
         conn_backoff_reset(&r->backoff); /* a first quick retry after a loss */
@@ -749,9 +753,8 @@ static void redis_destroy(struct redis *r)
 
 /* Copy what we need out of CFG and OPTS and hash the scripts; 0 or -1 (out
  * of memory). */
-static int copy_config(struct redis *r, const struct co_config *cfg,
-                       const struct redis_opts *opts, const struct redis_script *scripts,
-                       int n)
+static int copy_config(struct redis *r, const struct co_config *cfg, const struct redis_opts *opts,
+                       const struct redis_script *scripts, int n)
 {
     r->opts = *opts;
     r->name = strdup(opts->name != NULL ? opts->name : "redis");
@@ -774,8 +777,8 @@ static int copy_config(struct redis *r, const struct co_config *cfg,
 }
 
 struct redis *redis_new(struct ev_loop *loop, const struct co_config *cfg,
-                        const struct redis_opts *opts, const struct redis_script *scripts,
-                        int n, char *err, size_t errlen)
+                        const struct redis_opts *opts, const struct redis_script *scripts, int n,
+                        char *err, size_t errlen)
 {
     struct redis_opts defaults;
     struct redis *r;
@@ -834,8 +837,7 @@ static const char *refusal(struct redis *r)
     else if (r->status.health == CONN_HEALTH_DOWN)
         co_seterr(r->error, sizeof(r->error), "Redis unavailable: %s", r->conn_error);
     else if (r->pending >= r->opts.max_pending)
-        co_seterr(r->error, sizeof(r->error), "Redis queue full (%d requests pending)",
-                  r->pending);
+        co_seterr(r->error, sizeof(r->error), "Redis queue full (%d requests pending)", r->pending);
     else
         return NULL;
     return r->error;

@@ -43,23 +43,23 @@ struct redis;
 struct redis_cmd;
 
 struct redis_opts {
-    const char *name;            /* shown as redis=… in logs; default "redis" */
-    const char *client;          /* the module using the connection, named in
-                                    its errors ("<client> closed"); default
-                                    "redis" */
-    double command_timeout;      /* s from send to reply (also bounds connect,
-                                    handshake and name lookup); then the
-                                    connection is dropped; default 5 */
-    double backoff_min;          /* s before the first reconnect; default 0.1 */
-    double backoff_max;          /* s cap of the doubling; default 5 */
-    int max_pending;             /* commands queued or in flight before new
-                                    ones are refused; default 10000 */
+    const char *name;       /* shown as redis=… in logs; default "redis" */
+    const char *client;     /* the module using the connection, named in
+                               its errors ("<client> closed"); default
+                               "redis" */
+    double command_timeout; /* s from send to reply (also bounds connect,
+                               handshake and name lookup); then the
+                               connection is dropped; default 5 */
+    double backoff_min;     /* s before the first reconnect; default 0.1 */
+    double backoff_max;     /* s cap of the doubling; default 5 */
+    int max_pending;        /* commands queued or in flight before new
+                               ones are refused; default 10000 */
 };
 
 /* A Lua script the connection loads on connect.  Both strings must outlive
  * the handle (string literals). */
 struct redis_script {
-    const char *name;            /* for logs */
+    const char *name; /* for logs */
     const char *body;
 };
 
@@ -76,8 +76,8 @@ void redis_opts_init(struct redis_opts *opts);
  * blocks the loop either.
  */
 struct redis *redis_new(struct ev_loop *loop, const struct co_config *cfg,
-                        const struct redis_opts *opts, const struct redis_script *scripts,
-                        int n, char *err, size_t errlen);
+                        const struct redis_opts *opts, const struct redis_script *scripts, int n,
+                        char *err, size_t errlen);
 
 /*
  * Disconnect.  Commands still queued or in flight get their callback with

@@ -21,15 +21,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "util/config.h"
+#include "master/listen.h"
 #include "net/curl_ev.h"
 #include "net/http_server.h"
-#include "master/listen.h"
-#include "util/log.h"
 #include "sim/sim.h"
+#include "util/config.h"
+#include "util/log.h"
 
 #define EXIT_USAGE 2
-#define MAX_FORCED_OPTS 1000      /* --outcome options; more through /control/outcomes */
+#define MAX_FORCED_OPTS 1000 /* --outcome options; more through /control/outcomes */
 
 struct options {
     const char *listen;
@@ -42,108 +42,127 @@ struct options {
 static void usage(FILE *out)
 {
     fprintf(out,
-"Usage: callorch-provider-sim --secret SECRET [OPTION]...\n"
-"Simulates callorch's AI voice provider (callorch DESIGN section 5) over HTTP:\n"
-"POST /api/v1/calls answers 202 {\"callId\",\"status\":\"INITIATED\"}, and after a\n"
-"delay the outcome is POSTed to the call's webhookUrl, signed as Standard\n"
-"Webhooks.  GET /stats reports counters as JSON, POST /stats/reset zeroes them,\n"
-"GET /healthz answers 200.  Runs in the foreground; SIGTERM or SIGINT stops it.\n"
-"\n"
-"A start carrying \"Idempotency-Key: <reference>\" for a reference already\n"
-"started is answered 202 with the same callId and starts nothing (a key that\n"
-"differs from reference: 400).  GET /api/v1/calls?reference=REF answers 200\n"
-"{\"callId\",\"reference\",\"status\"} (INITIATED, IN_PROGRESS, then the outcome)\n"
-"or 404; callorchd's [provider] status_url is then\n"
-"http://HOST:PORT/api/v1/calls?reference={reference}.  PUT\n"
-"/control/outcomes/{e164} {\"status\":S[,\"disposition\":\"OPT_OUT\"]} forces the\n"
-"outcome of calls to a number, DELETE clears it, GET /control/outcomes lists\n"
-"them.  Lookups and /control need the --api-key bearer key when it is set.\n"
-"\n"
-"  -l, --listen HOST:PORT     address to serve on (default 127.0.0.1:9090;\n"
-"                             [::1]:PORT for IPv6)\n"
-"  -s, --secret SECRET        callorchd's [provider] callback_secret: whsec_<base64>\n"
-"                             (signs with the first of two comma-separated keys);\n"
-"                             with --callback-auth api-key, the token (required)\n"
-"  -k, --api-key KEY          require \"Authorization: Bearer KEY\" on initiations\n"
-"                             (401 otherwise; default: no check)\n"
-"      --callback-auth MODE   hmac (default): webhook-id, webhook-timestamp and\n"
-"                             webhook-signature headers; api-key: X-Api-Key: SECRET\n"
-"  -d, --delay MIN-MAX        time from initiation to webhook, uniformly random\n"
-"                             (default 10s-30s); units ms, s, m, h; MIN without a\n"
-"                             unit takes MAX's (\"0-50ms\"); one value: fixed\n"
-"      --success-rate P       share of calls that end COMPLETED (default 0.9); the\n"
-"                             others end FAILED, BUSY or NO_ANSWER, a third each\n"
-"      --fail-5xx P           share of initiations answered 503 (default 0)\n"
-"      --fail-429 P           share answered 429 with Retry-After: 1 (default 0)\n"
-"      --hang P               share never answered; the connection stays open\n"
-"                             until the client closes it (default 0)\n"
-"      --duplicate P          share of calls whose webhook is sent twice: after the\n"
-"                             first is delivered, the same request again (same\n"
-"                             webhook-id, timestamp, signature and body) (default 0)\n"
-"      --early P              share of calls whose webhook is sent at once and\n"
-"                             delivered before the 202 is answered (default 0)\n"
-"      --drop P               share of calls that never send a webhook (default 0);\n"
-"                             wins over --early and --duplicate\n"
-"                             Shares are probabilities 0..1 drawn per initiation;\n"
-"                             hang, then 5xx, then 429 decide refusals, in order.\n"
-"      --lose-answer P        share of started calls whose initiation is never\n"
-"                             answered: the call runs and sends its webhook, the\n"
-"                             connection stays open until the client gives up\n"
-"                             (default 0)\n"
-"      --slow-answer P        share of started calls answered 202 only after\n"
-"                             --slow-answer-delay (default 0)\n"
-"      --slow-answer-delay D  (default 30s, beyond callorchd's [provider] timeout)\n"
-"      --bad-call-id P        share of started calls answered 202 without a valid\n"
-"                             callId: missing, empty, 299 characters, a newline,\n"
-"                             a number, or not JSON, in turn (default 0)\n"
-"                             Lost, then slow, then bad-callId decide, in order.\n"
-"      --outcomes LIST        shares of all started calls that end VOICEMAIL,\n"
-"                             REJECTED or INVALID_NUMBER: STATUS:P[,STATUS:P]...;\n"
-"                             taken after --success-rate's COMPLETED, FAILED, BUSY\n"
-"                             and NO_ANSWER share what is left (default none)\n"
-"      --opt-out P            share of COMPLETED calls whose webhook carries\n"
-"                             \"disposition\":\"OPT_OUT\" (default 0)\n"
-"      --outcome NUMBER=STATUS[,opt-out]\n"
-"                             every call to NUMBER ends STATUS (any of the seven),\n"
-"                             with OPT_OUT if asked; repeatable (up to 1000)\n"
-"      --max-records N        references (and call ids) remembered for replays,\n"
-"                             lookups and the counters below; the oldest not in\n"
-"                             progress are forgotten beyond N (default 100000)\n"
-"      --seed N               seed of the random draws, for reproducible runs\n"
-"                             (default: from time and pid)\n"
-"      --webhook-retries N    extra attempts of a webhook after a connection\n"
-"                             error, timeout, 5xx or 429, backoff 0.25s doubling\n"
-"                             (default 3); a 4xx is not retried\n"
-"      --webhook-timeout D    timeout of one webhook request (default 10s)\n"
-"      --max-connections N    simultaneous client connections (default 4096)\n"
-"      --log-level LEVEL      error, warn, info (default) or debug\n"
-"  -h, --help                 print this help and exit\n"
-"  -V, --version              print the version and exit\n"
-"\n"
-"GET /stats: started (initiations accepted), rejected {5xx, 429, hang},\n"
-"unauthorized, badRequests, badReferences (accepted, but not \"<uuid>:<attempt>\"),\n"
-"inProgress (accepted and not yet ended: a call ends when its webhook is first\n"
-"sent, or would be for --drop), maxInProgress, maxPerPhone (most in progress at\n"
-"once for one \"to\"), webhooksSent (POSTs answered 2xx, replays included),\n"
-"webhookRetries, webhookFailures (deliveries given up), duplicateStarts\n"
-"(initiations of a reference already accepted before: a caller bug), dropped,\n"
-"early, duplicated, byStatus (calls that sent a webhook, by outcome), optOuts,\n"
-"idempotentReplays (starts answered from the reference table),\n"
-"startedWhileLive (starts of a call id, the reference before its last ':',\n"
-"while a call of it was in progress), startedAfterCompleted (starts of a\n"
-"call id after a call of it ended COMPLETED), lostAnswers, slowAnswers,\n"
-"badCallIds, statusLookups, recordsEvicted (since start).\n"
-"POST /stats/reset zeroes the counters; inProgress stays, the maxima restart\n"
-"from it, and references accepted before still count as started.\n"
-"\n"
-"Exit status: 0 after SIGTERM or SIGINT, 1 on a setup error (e.g. the address\n"
-"is in use), 2 on a usage error.\n");
+            "Usage: callorch-provider-sim --secret SECRET [OPTION]...\n"
+            "Simulates callorch's AI voice provider (callorch DESIGN section 5) over HTTP:\n"
+            "POST /api/v1/calls answers 202 {\"callId\",\"status\":\"INITIATED\"}, and after a\n"
+            "delay the outcome is POSTed to the call's webhookUrl, signed as Standard\n"
+            "Webhooks.  GET /stats reports counters as JSON, POST /stats/reset zeroes them,\n"
+            "GET /healthz answers 200.  Runs in the foreground; SIGTERM or SIGINT stops it.\n"
+            "\n"
+            "A start carrying \"Idempotency-Key: <reference>\" for a reference already\n"
+            "started is answered 202 with the same callId and starts nothing (a key that\n"
+            "differs from reference: 400).  GET /api/v1/calls?reference=REF answers 200\n"
+            "{\"callId\",\"reference\",\"status\"} (INITIATED, IN_PROGRESS, then the outcome)\n"
+            "or 404; callorchd's [provider] status_url is then\n"
+            "http://HOST:PORT/api/v1/calls?reference={reference}.  PUT\n"
+            "/control/outcomes/{e164} {\"status\":S[,\"disposition\":\"OPT_OUT\"]} forces the\n"
+            "outcome of calls to a number, DELETE clears it, GET /control/outcomes lists\n"
+            "them.  Lookups and /control need the --api-key bearer key when it is set.\n"
+            "\n"
+            "  -l, --listen HOST:PORT     address to serve on (default 127.0.0.1:9090;\n"
+            "                             [::1]:PORT for IPv6)\n"
+            "  -s, --secret SECRET        callorchd's [provider] callback_secret: whsec_<base64>\n"
+            "                             (signs with the first of two comma-separated keys);\n"
+            "                             with --callback-auth api-key, the token (required)\n"
+            "  -k, --api-key KEY          require \"Authorization: Bearer KEY\" on initiations\n"
+            "                             (401 otherwise; default: no check)\n"
+            "      --callback-auth MODE   hmac (default): webhook-id, webhook-timestamp and\n"
+            "                             webhook-signature headers; api-key: X-Api-Key: SECRET\n"
+            "  -d, --delay MIN-MAX        time from initiation to webhook, uniformly random\n"
+            "                             (default 10s-30s); units ms, s, m, h; MIN without a\n"
+            "                             unit takes MAX's (\"0-50ms\"); one value: fixed\n"
+            "      --success-rate P       share of calls that end COMPLETED (default 0.9); the\n"
+            "                             others end FAILED, BUSY or NO_ANSWER, a third each\n"
+            "      --fail-5xx P           share of initiations answered 503 (default 0)\n"
+            "      --fail-429 P           share answered 429 with Retry-After: 1 (default 0)\n"
+            "      --hang P               share never answered; the connection stays open\n"
+            "                             until the client closes it (default 0)\n"
+            "      --duplicate P          share of calls whose webhook is sent twice: after the\n"
+            "                             first is delivered, the same request again (same\n"
+            "                             webhook-id, timestamp, signature and body) (default 0)\n"
+            "      --early P              share of calls whose webhook is sent at once and\n"
+            "                             delivered before the 202 is answered (default 0)\n"
+            "      --drop P               share of calls that never send a webhook (default 0);\n"
+            "                             wins over --early and --duplicate\n"
+            "                             Shares are probabilities 0..1 drawn per initiation;\n"
+            "                             hang, then 5xx, then 429 decide refusals, in order.\n"
+            "      --lose-answer P        share of started calls whose initiation is never\n"
+            "                             answered: the call runs and sends its webhook, the\n"
+            "                             connection stays open until the client gives up\n"
+            "                             (default 0)\n"
+            "      --slow-answer P        share of started calls answered 202 only after\n"
+            "                             --slow-answer-delay (default 0)\n"
+            "      --slow-answer-delay D  (default 30s, beyond callorchd's [provider] timeout)\n"
+            "      --bad-call-id P        share of started calls answered 202 without a valid\n"
+            "                             callId: missing, empty, 299 characters, a newline,\n"
+            "                             a number, or not JSON, in turn (default 0)\n"
+            "                             Lost, then slow, then bad-callId decide, in order.\n"
+            "      --outcomes LIST        shares of all started calls that end VOICEMAIL,\n"
+            "                             REJECTED or INVALID_NUMBER: STATUS:P[,STATUS:P]...;\n"
+            "                             taken after --success-rate's COMPLETED, FAILED, BUSY\n"
+            "                             and NO_ANSWER share what is left (default none)\n"
+            "      --opt-out P            share of COMPLETED calls whose webhook carries\n"
+            "                             \"disposition\":\"OPT_OUT\" (default 0)\n"
+            "      --outcome NUMBER=STATUS[,opt-out]\n"
+            "                             every call to NUMBER ends STATUS (any of the seven),\n"
+            "                             with OPT_OUT if asked; repeatable (up to 1000)\n"
+            "      --max-records N        references (and call ids) remembered for replays,\n"
+            "                             lookups and the counters below; the oldest not in\n"
+            "                             progress are forgotten beyond N (default 100000)\n"
+            "      --seed N               seed of the random draws, for reproducible runs\n"
+            "                             (default: from time and pid)\n"
+            "      --webhook-retries N    extra attempts of a webhook after a connection\n"
+            "                             error, timeout, 5xx or 429, backoff 0.25s doubling\n"
+            "                             (default 3); a 4xx is not retried\n"
+            "      --webhook-timeout D    timeout of one webhook request (default 10s)\n"
+            "      --max-connections N    simultaneous client connections (default 4096)\n"
+            "      --log-level LEVEL      error, warn, info (default) or debug\n"
+            "  -h, --help                 print this help and exit\n"
+            "  -V, --version              print the version and exit\n"
+            "\n"
+            "GET /stats: started (initiations accepted), rejected {5xx, 429, hang},\n"
+            "unauthorized, badRequests, badReferences (accepted, but not \"<uuid>:<attempt>\"),\n"
+            "inProgress (accepted and not yet ended: a call ends when its webhook is first\n"
+            "sent, or would be for --drop), maxInProgress, maxPerPhone (most in progress at\n"
+            "once for one \"to\"), webhooksSent (POSTs answered 2xx, replays included),\n"
+            "webhookRetries, webhookFailures (deliveries given up), duplicateStarts\n"
+            "(initiations of a reference already accepted before: a caller bug), dropped,\n"
+            "early, duplicated, byStatus (calls that sent a webhook, by outcome), optOuts,\n"
+            "idempotentReplays (starts answered from the reference table),\n"
+            "startedWhileLive (starts of a call id, the reference before its last ':',\n"
+            "while a call of it was in progress), startedAfterCompleted (starts of a\n"
+            "call id after a call of it ended COMPLETED), lostAnswers, slowAnswers,\n"
+            "badCallIds, statusLookups, recordsEvicted (since start).\n"
+            "POST /stats/reset zeroes the counters; inProgress stays, the maxima restart\n"
+            "from it, and references accepted before still count as started.\n"
+            "\n"
+            "Exit status: 0 after SIGTERM or SIGINT, 1 on a setup error (e.g. the address\n"
+            "is in use), 2 on a usage error.\n");
 }
 
-enum { OPT_AUTH = 256, OPT_SUCCESS, OPT_5XX, OPT_429, OPT_HANG, OPT_DUP, OPT_EARLY,
-       OPT_DROP, OPT_SEED, OPT_RETRIES, OPT_WTIMEOUT, OPT_MAXCONN, OPT_LOGLEVEL,
-       OPT_LOSE, OPT_SLOW, OPT_SLOW_DELAY, OPT_BAD_ID, OPT_OUTCOMES, OPT_OPT_OUT, OPT_OUTCOME,
-       OPT_MAX_RECORDS };
+enum {
+    OPT_AUTH = 256,
+    OPT_SUCCESS,
+    OPT_5XX,
+    OPT_429,
+    OPT_HANG,
+    OPT_DUP,
+    OPT_EARLY,
+    OPT_DROP,
+    OPT_SEED,
+    OPT_RETRIES,
+    OPT_WTIMEOUT,
+    OPT_MAXCONN,
+    OPT_LOGLEVEL,
+    OPT_LOSE,
+    OPT_SLOW,
+    OPT_SLOW_DELAY,
+    OPT_BAD_ID,
+    OPT_OUTCOMES,
+    OPT_OPT_OUT,
+    OPT_OUTCOME,
+    OPT_MAX_RECORDS
+};
 
 static const struct option long_opts[] = {
     { "listen", required_argument, NULL, 'l' },
@@ -355,8 +374,10 @@ static int parse_options(int argc, char **argv, struct options *o)
     for (int i = SIM_VOICEMAIL; i < SIM_OUTCOME_N; i++)
         sum += o->sim.share[i];
     if (sum > 1.0 + 1e-9) {
-        fprintf(stderr, "callorch-provider-sim: --success-rate %g plus the --outcomes shares "
-                        "is %g, more than 1\n", o->sim.success_rate, sum);
+        fprintf(stderr,
+                "callorch-provider-sim: --success-rate %g plus the --outcomes shares "
+                "is %g, more than 1\n",
+                o->sim.success_rate, sum);
         return EXIT_USAGE;
     }
     if (o->sim.secret == NULL) {
@@ -372,7 +393,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 /* Bind HOST:PORT through listen.c, the daemon's own binder. */
 static int open_listener(const char *addr, int *fd, char *err, size_t errlen)
 {
-    static struct co_config cfg;          /* only listen[0] is read */
+    static struct co_config cfg; /* only listen[0] is read */
     struct listen_set ls;
     const char *colon = strrchr(addr, ':');
     const char *host = addr;
@@ -464,8 +485,8 @@ static int serve(const struct options *o, int fd)
             "bad_call_id=%g opt_out=%g forced=%zu callback_auth=%s api_key=%s",
             PACKAGE_VERSION, name, o->sim.delay_min, o->sim.delay_max, o->sim.success_rate,
             o->sim.fail_5xx, o->sim.fail_429, o->sim.hang, o->sim.duplicate, o->sim.early,
-            o->sim.drop, o->sim.lose_answer, o->sim.slow_answer, o->sim.bad_call_id,
-            o->sim.opt_out, o->sim.n_forced, o->sim.callback_auth == SIM_AUTH_HMAC ? "hmac" : "api-key",
+            o->sim.drop, o->sim.lose_answer, o->sim.slow_answer, o->sim.bad_call_id, o->sim.opt_out,
+            o->sim.n_forced, o->sim.callback_auth == SIM_AUTH_HMAC ? "hmac" : "api-key",
             o->sim.api_key ? "set" : "none");
     ev_run(loop, 0);
     ev_signal_stop(loop, &sterm);

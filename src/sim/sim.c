@@ -51,19 +51,19 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "util/config.h"
 #include "net/curl_ev.h"
+#include "util/config.h"
 #include "util/log.h"
 #include "util/webhook_sig.h"
 
-#define SWEEP_INTERVAL 1.0         /* s; frees hanging requests whose client left */
-#define RETRY_BACKOFF 0.25         /* s; first webhook retry, doubled each time */
+#define SWEEP_INTERVAL 1.0 /* s; frees hanging requests whose client left */
+#define RETRY_BACKOFF 0.25 /* s; first webhook retry, doubled each time */
 #define RETRY_BACKOFF_MAX 5.0
 #define MAX_REFERENCE 256
 #define SECRET_TOKEN_MAX 512
 
 #define DEFAULT_MAX_RECORDS 100000
-#define MAX_FORCED 100000          /* numbers with a forced outcome */
+#define MAX_FORCED 100000 /* numbers with a forced outcome */
 #define BAD_CALL_ID_VARIANTS 6
 
 static const char *const outcome_names[SIM_OUTCOME_N] = {
@@ -72,10 +72,10 @@ static const char *const outcome_names[SIM_OUTCOME_N] = {
 
 /* How a started call's initiation is answered. */
 enum answer {
-    ANS_NORMAL = 0,               /* 202 {"callId","status":"INITIATED"} */
-    ANS_LOST,                     /* --lose-answer: never answered */
-    ANS_SLOW,                     /* --slow-answer: 202 after slow_delay */
-    ANS_BAD_ID,                   /* --bad-call-id: 202 without a valid callId */
+    ANS_NORMAL = 0, /* 202 {"callId","status":"INITIATED"} */
+    ANS_LOST,       /* --lose-answer: never answered */
+    ANS_SLOW,       /* --slow-answer: 202 after slow_delay */
+    ANS_BAD_ID,     /* --bad-call-id: 202 without a valid callId */
 };
 
 /* ------------------------------------------------------ string map ----- */
@@ -95,7 +95,7 @@ struct strmap {
 
 static uint64_t str_hash(const char *s)
 {
-    uint64_t h = 1469598103934665603ULL;     /* FNV-1a */
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
     while (*s)
         h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
     return h;
@@ -195,15 +195,15 @@ static void strmap_free(struct strmap *m)
  * that one moves to the new end instead, so a call never loses its record.
  */
 struct rec {
-    struct rec *hnext;            /* hash chain */
-    struct rec *older, *newer;    /* insertion order */
-    int live;                     /* calls in progress with this key */
-    enum sim_outcome outcome;     /* of the latest call, once ENDED */
-    unsigned ended : 1;           /* references: the latest call ended */
-    unsigned opt_out : 1;         /* references: ... with disposition OPT_OUT */
-    unsigned completed : 1;       /* call ids: a call of it ended COMPLETED */
-    double started, delay;        /* references: ev_now() at the start, s to the end */
-    char call_id[48];             /* references: our callId of the latest call */
+    struct rec *hnext;         /* hash chain */
+    struct rec *older, *newer; /* insertion order */
+    int live;                  /* calls in progress with this key */
+    enum sim_outcome outcome;  /* of the latest call, once ENDED */
+    unsigned ended : 1;        /* references: the latest call ended */
+    unsigned opt_out : 1;      /* references: ... with disposition OPT_OUT */
+    unsigned completed : 1;    /* call ids: a call of it ended COMPLETED */
+    double started, delay;     /* references: ev_now() at the start, s to the end */
+    char call_id[48];          /* references: our callId of the latest call */
     char key[];
 };
 
@@ -271,7 +271,7 @@ static void rtab_evict(struct rtab *t)
     for (size_t tries = t->n; t->n >= t->cap && tries > 0; tries--) {
         struct rec *r = t->oldest;
         rtab_list_remove(t, r);
-        if (r->live > 0) {        /* in use: keep it, as if new */
+        if (r->live > 0) { /* in use: keep it, as if new */
             rtab_list_append(t, r);
             continue;
         }
@@ -325,51 +325,51 @@ static void rtab_free(struct rtab *t)
 /* ------------------------------------------------------------ state ---- */
 
 struct sim_stats {
-    long long started;            /* initiations answered (or to be answered) 2xx */
+    long long started; /* initiations answered (or to be answered) 2xx */
     long long rej_5xx, rej_429, rej_hang;
     long long unauthorized, bad_requests, bad_references;
     long long in_progress, max_in_progress, max_per_phone;
-    long long webhooks_sent;      /* webhook POSTs answered 2xx (replays included) */
-    long long webhook_retries;    /* POSTs repeated after an error, 5xx or 429 */
-    long long webhook_failures;   /* deliveries given up */
-    long long duplicate_starts;   /* initiations of an already started reference */
+    long long webhooks_sent;    /* webhook POSTs answered 2xx (replays included) */
+    long long webhook_retries;  /* POSTs repeated after an error, 5xx or 429 */
+    long long webhook_failures; /* deliveries given up */
+    long long duplicate_starts; /* initiations of an already started reference */
     long long dropped, early, duplicated;
-    long long by_status[SIM_OUTCOME_N];    /* calls that ended with a webhook, by outcome */
-    long long opt_outs;           /* ... of them with disposition OPT_OUT */
-    long long idempotent_replays; /* starts answered from the reference table */
-    long long started_while_live; /* starts of a call id with a call of it in progress */
-    long long started_after_completed; /* starts of a call id after one ended COMPLETED */
+    long long by_status[SIM_OUTCOME_N]; /* calls that ended with a webhook, by outcome */
+    long long opt_outs;                 /* ... of them with disposition OPT_OUT */
+    long long idempotent_replays;       /* starts answered from the reference table */
+    long long started_while_live;       /* starts of a call id with a call of it in progress */
+    long long started_after_completed;  /* starts of a call id after one ended COMPLETED */
     long long lost_answers, slow_answers, bad_call_ids;
-    long long status_lookups;     /* GET /api/v1/calls?reference= answered 200 or 404 */
+    long long status_lookups; /* GET /api/v1/calls?reference= answered 200 or 404 */
 };
 
 struct call {
-    ev_timer timer;               /* the delay, later the retry backoff */
+    ev_timer timer; /* the delay, later the retry backoff */
     struct sim *sim;
     struct call *prev, *next;
-    char id[48];                  /* our callId */
-    char msg_id[48];              /* webhook-id, the same for retries and the replay */
+    char id[48];     /* our callId */
+    char msg_id[48]; /* webhook-id, the same for retries and the replay */
     char *reference, *phone, *url;
     enum sim_outcome outcome;
     enum answer answer;
-    double delay;                 /* s, initiation to the end of the call */
+    double delay; /* s, initiation to the end of the call */
     long duration;
     unsigned drop : 1, dup : 1, early : 1, in_progress : 1, ended : 1, replay : 1, opt_out : 1;
-    struct rec *ref_rec, *cid_rec; /* its records while in progress (LIVE counts it) */
-    int attempts;                 /* POSTs of the current delivery */
-    struct http_request *held;    /* --early: the initiation waiting for its 202 */
-    char *body;                   /* the webhook body, once the call ended */
-    char ts[24];                  /* webhook-timestamp and -signature as last sent, */
+    struct rec *ref_rec, *cid_rec;   /* its records while in progress (LIVE counts it) */
+    int attempts;                    /* POSTs of the current delivery */
+    struct http_request *held;       /* --early: the initiation waiting for its 202 */
+    char *body;                      /* the webhook body, once the call ended */
+    char ts[24];                     /* webhook-timestamp and -signature as last sent, */
     char sig[WEBHOOK_SIGNATURE_BUF]; /* replayed verbatim by --duplicate */
 };
 
-struct hung {                     /* a --hang or --lose-answer initiation, never answered */
+struct hung { /* a --hang or --lose-answer initiation, never answered */
     struct http_request *req;
     struct hung *next;
 };
 
-struct slow {                     /* a --slow-answer initiation, answered later */
-    ev_timer timer;               /* first member */
+struct slow {       /* a --slow-answer initiation, answered later */
+    ev_timer timer; /* first member */
     struct sim *sim;
     struct slow *prev, *next;
     struct http_request *req;
@@ -383,17 +383,17 @@ struct sim {
     struct webhook_keys keys;     /* hmac: keys.key[0] signs */
     char token[SECRET_TOKEN_MAX]; /* api-key: sent as X-Api-Key */
     uint64_t rng;
-    unsigned instance;            /* makes ids unique across restarts */
+    unsigned instance; /* makes ids unique across restarts */
     unsigned long long next_id;
     struct call *calls;
     struct hung *hung;
     struct slow *slow;
     ev_timer sweep;
-    struct strmap phones;         /* phone -> calls in progress */
-    struct strmap forced;         /* phone -> outcome * 2 + opt_out (--outcome, /control) */
-    struct rtab refs;             /* reference -> its latest call (lookup, replays) */
-    struct rtab cids;             /* call id -> calls of it in progress, completed */
-    unsigned long long bad_ids;   /* --bad-call-id answers so far: picks the variant */
+    struct strmap phones;       /* phone -> calls in progress */
+    struct strmap forced;       /* phone -> outcome * 2 + opt_out (--outcome, /control) */
+    struct rtab refs;           /* reference -> its latest call (lookup, replays) */
+    struct rtab cids;           /* call id -> calls of it in progress, completed */
+    unsigned long long bad_ids; /* --bad-call-id answers so far: picks the variant */
     struct sim_stats st;
     int closing;
 };
@@ -419,7 +419,10 @@ static double rnd(struct sim *s)
 static json_t *stats_json(const struct sim *s)
 {
     const struct sim_stats *t = &s->st;
-    const struct { const char *name; long long v; } top[] = {
+    const struct {
+        const char *name;
+        long long v;
+    } top[] = {
         { "started", t->started },
         { "unauthorized", t->unauthorized },
         { "badRequests", t->bad_requests },
@@ -450,7 +453,7 @@ static json_t *stats_json(const struct sim *s)
 
     for (size_t i = 0; i < sizeof(top) / sizeof(top[0]); i++) {
         json_object_set_new(j, top[i].name, json_integer(top[i].v));
-        if (i == 0)    /* "rejected" right after "started" */
+        if (i == 0) /* "rejected" right after "started" */
             json_object_set_new(j, "rejected", rej);
     }
     for (int i = 0; i < SIM_OUTCOME_N; i++)
@@ -559,7 +562,7 @@ static void records_end(struct call *c, int ended)
 
     if (r != NULL) {
         r->live--;
-        if (ended && strcmp(r->call_id, c->id) == 0) {  /* the latest call of REF */
+        if (ended && strcmp(r->call_id, c->id) == 0) { /* the latest call of REF */
             r->ended = 1;
             r->outcome = c->outcome;
             r->opt_out = c->opt_out;
@@ -600,8 +603,7 @@ static void respond_json(struct http_request *req, int status, json_t *j, const 
 /* The provider's answer to a started call. */
 static void respond_initiated(struct http_request *req, const char *call_id)
 {
-    respond_json(req, 202, json_pack("{s:s, s:s}", "callId", call_id, "status", "INITIATED"),
-                 NULL);
+    respond_json(req, 202, json_pack("{s:s, s:s}", "callId", call_id, "status", "INITIATED"), NULL);
 }
 
 /* --bad-call-id: a 202 whose callId is not valid (DESIGN.md section 5:
@@ -612,28 +614,29 @@ static void respond_bad_call_id(struct sim *s, struct http_request *req)
     unsigned variant = (unsigned)(s->bad_ids++ % BAD_CALL_ID_VARIANTS);
 
     switch (variant) {
-    case 0:    /* no callId */
+    case 0: /* no callId */
         respond_json(req, 202, json_pack("{s:s}", "status", "INITIATED"), NULL);
         break;
-    case 1:    /* empty */
+    case 1: /* empty */
         respond_json(req, 202, json_pack("{s:s, s:s}", "callId", "", "status", "INITIATED"), NULL);
         break;
-    case 2:    /* too long */
+    case 2: /* too long */
         memset(long_id, 'x', sizeof(long_id) - 1);
         long_id[sizeof(long_id) - 1] = '\0';
         respond_json(req, 202, json_pack("{s:s, s:s}", "callId", long_id, "status", "INITIATED"),
                      NULL);
         break;
-    case 3:    /* control characters: a forged log line if logged unescaped */
-        respond_json(req, 202, json_pack("{s:s, s:s}", "callId",
-                                         "sim-bad\nlevel=error msg=\"forged\"", "status",
-                                         "INITIATED"), NULL);
+    case 3: /* control characters: a forged log line if logged unescaped */
+        respond_json(req, 202,
+                     json_pack("{s:s, s:s}", "callId", "sim-bad\nlevel=error msg=\"forged\"",
+                               "status", "INITIATED"),
+                     NULL);
         break;
-    case 4:    /* not a string */
+    case 4: /* not a string */
         respond_json(req, 202, json_pack("{s:i, s:s}", "callId", 12345, "status", "INITIATED"),
                      NULL);
         break;
-    default:   /* not JSON at all */
+    default: /* not JSON at all */
         http_respond(req, 202, "application/json", NULL, "{\"callId\":", 10);
         break;
     }
@@ -659,7 +662,7 @@ static void call_free(struct call *c)
     ev_timer_stop(s->loop, &c->timer);
     progress_end(s, c);
     records_end(c, 0);
-    if (c->held)    /* only when stopping: the client sees the connection close */
+    if (c->held) /* only when stopping: the client sees the connection close */
         http_respond(c->held, 503, NULL, NULL, NULL, 0);
     if (c->prev)
         c->prev->next = c->next;
@@ -691,9 +694,9 @@ static int webhook_body(struct call *c)
 {
     char at[32];
     rfc3339_now(at, sizeof(at));
-    json_t *j = json_pack("{s:s, s:s, s:s, s:i, s:s}", "callId", c->id, "reference",
-                          c->reference, "status", outcome_names[c->outcome], "durationSec",
-                          (int)c->duration, "completedAt", at);
+    json_t *j =
+        json_pack("{s:s, s:s, s:s, s:i, s:s}", "callId", c->id, "reference", c->reference, "status",
+                  outcome_names[c->outcome], "durationSec", (int)c->duration, "completedAt", at);
     if (j != NULL && c->opt_out)
         json_object_set_new(j, "disposition", json_string("OPT_OUT"));
     c->body = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -712,7 +715,7 @@ static void call_ended(struct call *c)
     if (c->drop) {
         s->st.dropped++;
         co_debug("webhook dropped", "call=%s reference=%s", c->id, CO_LOG_Q(c->reference));
-        if (c->held)     /* --early and --drop: nothing to wait for */
+        if (c->held) /* --early and --drop: nothing to wait for */
             respond_started(s, c->held, c);
         c->held = NULL;
         call_free(c);
@@ -733,7 +736,7 @@ static void call_ended(struct call *c)
 /* The delay is over (the call ends), or a retry's backoff is. */
 static void call_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    struct call *c = (struct call *)w;   /* timer is the first member */
+    struct call *c = (struct call *)w; /* timer is the first member */
     (void)loop;
     (void)revents;
 
@@ -754,8 +757,8 @@ static int webhook_sign_now(struct call *c)
     snprintf(c->ts, sizeof(c->ts), "%lld", now);
     if (s->o.callback_auth != SIM_AUTH_HMAC)
         return 0;
-    return webhook_sign(s->keys.key[0], s->keys.len[0], c->msg_id, now, c->body,
-                        strlen(c->body), c->sig, sizeof(c->sig));
+    return webhook_sign(s->keys.key[0], s->keys.len[0], c->msg_id, now, c->body, strlen(c->body),
+                        c->sig, sizeof(c->sig));
 }
 
 static void webhook_done(void *arg, const struct curl_ev_response *r);
@@ -765,8 +768,12 @@ static void webhook_attempt(struct call *c)
 {
     struct sim *s = c->sim;
     char h_id[80], h_ts[48], h_auth[SECRET_TOKEN_MAX + 32];
-    const char *headers[] = { "Content-Type: application/json", h_id, h_ts, h_auth,
-                              "User-Agent: callorch-provider-sim/" PACKAGE_VERSION, NULL };
+    const char *headers[] = { "Content-Type: application/json",
+                              h_id,
+                              h_ts,
+                              h_auth,
+                              "User-Agent: callorch-provider-sim/" PACKAGE_VERSION,
+                              NULL };
 
     if (!c->replay && webhook_sign_now(c) < 0) {
         co_error("cannot sign a webhook", "call=%s", c->id);
@@ -780,8 +787,11 @@ static void webhook_attempt(struct call *c)
         snprintf(h_auth, sizeof(h_auth), "webhook-signature: %s", c->sig);
     else
         snprintf(h_auth, sizeof(h_auth), "X-Api-Key: %s", s->token);
-    struct curl_ev_request rq = { .method = "POST", .url = c->url, .headers = headers,
-                                  .body = c->body, .body_len = strlen(c->body),
+    struct curl_ev_request rq = { .method = "POST",
+                                  .url = c->url,
+                                  .headers = headers,
+                                  .body = c->body,
+                                  .body_len = strlen(c->body),
                                   .timeout_s = s->o.webhook_timeout };
     c->attempts++;
     if (curl_ev_send(s->ce, &rq, webhook_done, c) < 0) {
@@ -795,7 +805,7 @@ static void delivery_over(struct call *c, int delivered)
 {
     struct sim *s = c->sim;
 
-    if (c->held) {       /* --early: the 202 comes after the webhook */
+    if (c->held) { /* --early: the 202 comes after the webhook */
         respond_started(s, c->held, c);
         c->held = NULL;
     }
@@ -827,8 +837,8 @@ static void webhook_done(void *arg, const struct curl_ev_response *r)
     }
     if (r->status >= 200 && r->status < 300) {
         s->st.webhooks_sent++;
-        co_debug("webhook delivered", "call=%s reference=%s status=%s replay=%d attempt=%d",
-                 c->id, CO_LOG_Q(c->reference), outcome_names[c->outcome], (int)c->replay, c->attempts);
+        co_debug("webhook delivered", "call=%s reference=%s status=%s replay=%d attempt=%d", c->id,
+                 CO_LOG_Q(c->reference), outcome_names[c->outcome], (int)c->replay, c->attempts);
         delivery_over(c, 1);
         return;
     }
@@ -842,17 +852,19 @@ static void webhook_done(void *arg, const struct curl_ev_response *r)
         return;
     }
     s->st.webhook_failures++;
-    co_warn("webhook delivery failed", "call=%s reference=%s url=%s http_status=%ld error=%s"
-            " attempts=%d", c->id, CO_LOG_Q(c->reference), CO_LOG_Q(c->url), r->status,
+    co_warn("webhook delivery failed",
+            "call=%s reference=%s url=%s http_status=%ld error=%s"
+            " attempts=%d",
+            c->id, CO_LOG_Q(c->reference), CO_LOG_Q(c->url), r->status,
             CO_LOG_Q(r->error ? r->error : ""), c->attempts);
     delivery_over(c, 0);
 }
 
 /* -------------------------------------------------------- initiation ---- */
 
-struct initiation {               /* a validated POST /api/v1/calls body */
+struct initiation { /* a validated POST /api/v1/calls body */
     const char *to, *reference, *url;
-    const char *idempotency_key;  /* the header, or NULL */
+    const char *idempotency_key; /* the header, or NULL */
 };
 
 /* The Idempotency-Key header: absent, or the same text as reference
@@ -913,8 +925,8 @@ static const char *validate(json_t *body, struct initiation *in)
         return "scriptId: a non-empty string is required";
     if (md != NULL && !json_is_object(md) && !json_is_null(md))
         return "metadata: must be an object";
-    if (in->url == NULL || (strncmp(in->url, "http://", 7) != 0 &&
-                            strncmp(in->url, "https://", 8) != 0))
+    if (in->url == NULL ||
+        (strncmp(in->url, "http://", 7) != 0 && strncmp(in->url, "https://", 8) != 0))
         return "webhookUrl: an http(s) URL is required";
     if (in->reference == NULL || strlen(in->reference) > MAX_REFERENCE)
         return "reference: a string of 1..256 characters is required";
@@ -928,7 +940,7 @@ static const char *validate(json_t *body, struct initiation *in)
  * those knobs existed. */
 struct draws {
     double hang, fail_5xx, fail_429, success, kind, delay, dup, early, drop;
-    double lose, slow, bad_id, opt_out;   /* 1.0 when their knob is 0 */
+    double lose, slow, bad_id, opt_out; /* 1.0 when their knob is 0 */
 };
 
 /* A draw for a knob of share P: never below P when P is 0. */
@@ -1007,8 +1019,8 @@ static struct call *call_new(struct sim *s, const struct initiation *in, const s
     c->outcome = pick_outcome(s, in->to, d, &opt_out);
     c->opt_out = opt_out;
     c->duration = c->outcome == SIM_COMPLETED || c->outcome == SIM_VOICEMAIL ? lround(delay) : 0;
-    c->answer = d->lose < s->o.lose_answer   ? ANS_LOST
-                : d->slow < s->o.slow_answer ? ANS_SLOW
+    c->answer = d->lose < s->o.lose_answer     ? ANS_LOST
+                : d->slow < s->o.slow_answer   ? ANS_SLOW
                 : d->bad_id < s->o.bad_call_id ? ANS_BAD_ID
                                                : ANS_NORMAL;
     c->drop = d->drop < s->o.drop;
@@ -1043,18 +1055,18 @@ static void accept_call(struct sim *s, struct http_request *req, const struct in
     reference_started(s, in->reference);
     records_begin(s, c);
     progress_begin(s, c);
-    co_debug("call started", "call=%s reference=%s to=%s outcome=%s opt_out=%d delay_s=%.3f"
-             " drop=%d dup=%d early=%d answer=%d", c->id, CO_LOG_Q(c->reference),
-             CO_LOG_Q(c->phone), outcome_names[c->outcome], (int)c->opt_out, c->delay,
-             (int)c->drop, (int)c->dup, (int)c->early, (int)c->answer);
+    co_debug("call started",
+             "call=%s reference=%s to=%s outcome=%s opt_out=%d delay_s=%.3f"
+             " drop=%d dup=%d early=%d answer=%d",
+             c->id, CO_LOG_Q(c->reference), CO_LOG_Q(c->phone), outcome_names[c->outcome],
+             (int)c->opt_out, c->delay, (int)c->drop, (int)c->dup, (int)c->early, (int)c->answer);
     ev_timer_start(s->loop, &c->timer);
     if (c->early)
         s->st.early++;
     switch (c->answer) {
     case ANS_LOST:
         s->st.lost_answers++;
-        co_debug("answer lost on purpose", "call=%s reference=%s", c->id,
-                 CO_LOG_Q(c->reference));
+        co_debug("answer lost on purpose", "call=%s reference=%s", c->id, CO_LOG_Q(c->reference));
         hold_forever(s, req);
         break;
     case ANS_SLOW:
@@ -1076,7 +1088,7 @@ static void accept_call(struct sim *s, struct http_request *req, const struct in
 /* The --slow-answer delay is over: answer (a client gone only frees it). */
 static void slow_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    struct slow *w_slow = (struct slow *)w;    /* timer is the first member */
+    struct slow *w_slow = (struct slow *)w; /* timer is the first member */
     struct sim *s = w_slow->sim;
     (void)loop;
     (void)revents;
@@ -1162,7 +1174,7 @@ static void handle_initiate(struct sim *s, struct http_request *req)
         return;
     }
     struct rec *r = in.idempotency_key ? rtab_find(&s->refs, in.reference) : NULL;
-    if (r != NULL) {    /* a replay: the same answer, nothing new started */
+    if (r != NULL) { /* a replay: the same answer, nothing new started */
         s->st.idempotent_replays++;
         co_info("idempotent replay", "reference=%s call=%s", CO_LOG_Q(in.reference), r->call_id);
         respond_initiated(req, r->call_id);
@@ -1252,8 +1264,10 @@ static void handle_lookup(struct sim *s, struct http_request *req, const char *q
     int found = query_param(query, "reference", ref, sizeof(ref));
     if (found <= 0 || ref[0] == '\0') {
         s->st.bad_requests++;
-        http_respond_problem(req, 400, "reference: a query parameter of 1..256 characters is "
-                             "required", NULL);
+        http_respond_problem(req, 400,
+                             "reference: a query parameter of 1..256 characters is "
+                             "required",
+                             NULL);
         return;
     }
     s->st.status_lookups++;
@@ -1262,8 +1276,8 @@ static void handle_lookup(struct sim *s, struct http_request *req, const char *q
         http_respond_problem(req, 404, "no call for this reference", NULL);
         return;
     }
-    json_t *j = json_pack("{s:s, s:s, s:s}", "callId", r->call_id, "reference", r->key,
-                          "status", rec_status(s, r));
+    json_t *j = json_pack("{s:s, s:s, s:s}", "callId", r->call_id, "reference", r->key, "status",
+                          rec_status(s, r));
     if (j != NULL && r->ended && r->opt_out)
         json_object_set_new(j, "disposition", json_string("OPT_OUT"));
     respond_json(req, 200, j, NULL);
@@ -1349,8 +1363,7 @@ static void control_one(struct sim *s, struct http_request *req, const char *seg
         }
         int created = cur == NULL;
         if (created && s->forced.n >= MAX_FORCED) {
-            http_respond_problem(req, 409, "too many forced outcomes (100000); DELETE some",
-                                 NULL);
+            http_respond_problem(req, 409, "too many forced outcomes (100000); DELETE some", NULL);
             return;
         }
         if (cur == NULL && (cur = strmap_get(&s->forced, number, 1)) == NULL) {
@@ -1358,8 +1371,8 @@ static void control_one(struct sim *s, struct http_request *req, const char *seg
             return;
         }
         *cur = val;
-        co_info("forced outcome set", "to=%s status=%s opt_out=%d", number,
-                outcome_names[val >> 1], (int)(val & 1));
+        co_info("forced outcome set", "to=%s status=%s opt_out=%d", number, outcome_names[val >> 1],
+                (int)(val & 1));
         respond_json(req, created ? 201 : 200, forced_json(number, val), NULL);
     } else {
         http_respond_problem(req, 405, NULL, "Allow: GET, HEAD, PUT, DELETE\r\n");
@@ -1411,7 +1424,7 @@ void sim_handle(struct http_request *req, void *arg)
             handle_initiate(s, req);
         else if (get && query != NULL)
             handle_lookup(s, req, query);
-        else    /* no listing: GET needs ?reference= */
+        else /* no listing: GET needs ?reference= */
             http_respond_problem(req, 405, NULL, "Allow: POST\r\n");
     } else if (strncmp(path, "/control/outcomes", 17) == 0) {
         handle_control(s, req, path + 17);
@@ -1449,7 +1462,7 @@ static void sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
         struct hung *h = *p;
         if (http_request_is_gone(h->req)) {
             *p = h->next;
-            http_respond(h->req, 503, NULL, NULL, NULL, 0);   /* only frees it */
+            http_respond(h->req, 503, NULL, NULL, NULL, 0); /* only frees it */
             free(h);
         } else {
             p = &h->next;
@@ -1476,8 +1489,10 @@ static int setup_secret(struct sim *s, char *err, size_t errlen)
     while (n > 0 && (sec[n - 1] == ' ' || sec[n - 1] == '\t'))
         n--;
     if (n == 0 || n >= sizeof(s->token) || memchr(sec, '\r', n) || memchr(sec, '\n', n)) {
-        snprintf(err, errlen, "--secret: a token of 1..%zu characters is required with "
-                 "--callback-auth api-key", sizeof(s->token) - 1);
+        snprintf(err, errlen,
+                 "--secret: a token of 1..%zu characters is required with "
+                 "--callback-auth api-key",
+                 sizeof(s->token) - 1);
         return -1;
     }
     memcpy(s->token, sec, n);
@@ -1542,7 +1557,7 @@ void sim_free(struct sim *s)
         http_respond(w->req, 503, NULL, NULL, NULL, 0);
         free(w);
     }
-    curl_ev_free(s->ce);         /* webhooks in flight: webhook_done frees their calls */
+    curl_ev_free(s->ce); /* webhooks in flight: webhook_done frees their calls */
     while (s->calls)
         call_free(s->calls);
     strmap_free(&s->phones);
@@ -1623,7 +1638,8 @@ int sim_parse_forced(const char *str, struct sim_forced *out, char *err, size_t 
         o = sim_outcome_from_name(status);
     }
     if (o < 0) {
-        snprintf(err, errlen, "STATUS must be one of COMPLETED, FAILED, BUSY, NO_ANSWER, "
+        snprintf(err, errlen,
+                 "STATUS must be one of COMPLETED, FAILED, BUSY, NO_ANSWER, "
                  "VOICEMAIL, REJECTED, INVALID_NUMBER");
         return -1;
     }
@@ -1664,7 +1680,8 @@ int sim_parse_shares(const char *str, double share[SIM_OUTCOME_N], char *err, si
         *colon = '\0';
         int o = sim_outcome_from_name(item);
         if (o < SIM_VOICEMAIL) {
-            snprintf(err, errlen, "\"%s\": STATUS must be VOICEMAIL, REJECTED or INVALID_NUMBER"
+            snprintf(err, errlen,
+                     "\"%s\": STATUS must be VOICEMAIL, REJECTED or INVALID_NUMBER"
                      " (COMPLETED is --success-rate; FAILED, BUSY and NO_ANSWER share the rest)",
                      item);
             return -1;

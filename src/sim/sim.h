@@ -37,37 +37,37 @@ enum sim_outcome {
     SIM_OUTCOME_N
 };
 
-#define SIM_E164_MAX 16           /* "+" and 15 digits */
+#define SIM_E164_MAX 16 /* "+" and 15 digits */
 
 /* --outcome NUMBER=STATUS[,opt-out]: the outcome of every call to NUMBER. */
 struct sim_forced {
     char number[SIM_E164_MAX + 1];
     enum sim_outcome outcome;
-    int opt_out;                  /* 1: "disposition":"OPT_OUT" */
+    int opt_out; /* 1: "disposition":"OPT_OUT" */
 };
 
 struct sim_opts {
-    const char *api_key;          /* required bearer key of POST /api/v1/calls; NULL: none */
+    const char *api_key; /* required bearer key of POST /api/v1/calls; NULL: none */
     enum sim_callback_auth callback_auth;
-    const char *secret;           /* whsec_… (hmac: signs with the first) or
-                                   * token[,token] (api-key: sends the first) */
-    double delay_min, delay_max;  /* s, initiation to webhook */
-    double success_rate;          /* share of COMPLETED among started calls */
+    const char *secret;              /* whsec_… (hmac: signs with the first) or
+                                      * token[,token] (api-key: sends the first) */
+    double delay_min, delay_max;     /* s, initiation to webhook */
+    double success_rate;             /* share of COMPLETED among started calls */
     double fail_5xx, fail_429, hang; /* shares of initiations refused or never answered */
     double duplicate, early, drop;   /* shares of started calls */
     unsigned long long seed;
-    int have_seed;                /* 0: seeded from time and pid */
-    int webhook_retries;          /* extra attempts of one delivery */
-    double webhook_timeout;       /* s, per webhook request */
-    double lose_answer;           /* share of started calls whose answer is never sent */
-    double slow_answer;           /* share of started calls answered after slow_delay */
-    double slow_delay;            /* s */
-    double bad_call_id;           /* share of started calls answered 202 without a valid callId */
-    double share[SIM_OUTCOME_N];  /* --outcomes: VOICEMAIL, REJECTED, INVALID_NUMBER only */
-    double opt_out;               /* share of COMPLETED calls with disposition OPT_OUT */
+    int have_seed;               /* 0: seeded from time and pid */
+    int webhook_retries;         /* extra attempts of one delivery */
+    double webhook_timeout;      /* s, per webhook request */
+    double lose_answer;          /* share of started calls whose answer is never sent */
+    double slow_answer;          /* share of started calls answered after slow_delay */
+    double slow_delay;           /* s */
+    double bad_call_id;          /* share of started calls answered 202 without a valid callId */
+    double share[SIM_OUTCOME_N]; /* --outcomes: VOICEMAIL, REJECTED, INVALID_NUMBER only */
+    double opt_out;              /* share of COMPLETED calls with disposition OPT_OUT */
     const struct sim_forced *forced; /* --outcome, N_FORCED of them */
     size_t n_forced;
-    size_t max_records;           /* cap of the reference and call-id tables */
+    size_t max_records; /* cap of the reference and call-id tables */
 };
 
 struct sim;

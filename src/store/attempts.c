@@ -34,7 +34,9 @@ static void deliver_state(store_cb cb, void *ctx, const struct store_err *e, con
 }
 
 static const struct store_rows state_rows = {
-    sizeof(struct store_call_state), state_row, deliver_state,
+    sizeof(struct store_call_state),
+    state_row,
+    deliver_state,
 };
 
 int store_call_load(struct pg_pool *pg, const char *id, store_call_state_fn cb, void *ctx)
@@ -66,14 +68,16 @@ static void started_row(const PGresult *res, int r, void *out)
     s->metadata = PQgetvalue(res, r, 1);
 }
 
-static void deliver_started(store_cb cb, void *ctx, const struct store_err *e,
-                            const void *rows, int n)
+static void deliver_started(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
+                            int n)
 {
     ((store_started_fn)cb)(ctx, e, n > 0 ? rows : NULL);
 }
 
 static const struct store_rows started_rows = {
-    sizeof(struct store_started), started_row, deliver_started,
+    sizeof(struct store_started),
+    started_row,
+    deliver_started,
 };
 
 int store_attempt_start(struct pg_pool *pg, const char *id, int attempt, const char *to,
@@ -111,7 +115,9 @@ static void deliver_reread(store_cb cb, void *ctx, const struct store_err *e, co
 }
 
 static const struct store_rows reread_rows = {
-    sizeof(struct store_reread), reread_row, deliver_reread,
+    sizeof(struct store_reread),
+    reread_row,
+    deliver_reread,
 };
 
 int store_call_reread(struct pg_pool *pg, const char *id, store_reread_fn cb, void *ctx)
@@ -132,17 +138,16 @@ int store_call_park(struct pg_pool *pg, const char *id, store_done_fn cb, void *
 }
 
 /* calls, then call_attempts: the lock order of settle_attempt() */
-static const char RECORD_SQL[] =
-    "SELECT record_attempt_call_id($1, $2::int, $3, $4::bool)";
+static const char RECORD_SQL[] = "SELECT record_attempt_call_id($1, $2::int, $3, $4::bool)";
 
-int store_attempt_record(struct pg_pool *pg, const char *id, int attempt,
-                         const char *external_id, store_done_fn cb, void *ctx)
+int store_attempt_record(struct pg_pool *pg, const char *id, int attempt, const char *external_id,
+                         store_done_fn cb, void *ctx)
 {
     return store_attempt_learnt(pg, id, attempt, external_id, true, cb, ctx);
 }
 
-int store_attempt_learnt(struct pg_pool *pg, const char *id, int attempt,
-                         const char *external_id, bool known, store_done_fn cb, void *ctx)
+int store_attempt_learnt(struct pg_pool *pg, const char *id, int attempt, const char *external_id,
+                         bool known, store_done_fn cb, void *ctx)
 {
     struct store_num att;
     const char *values[] = { id, store_int(&att, attempt), external_id, known ? "t" : "f" };
@@ -200,7 +205,9 @@ static void deliver_lookups(store_cb cb, void *ctx, const struct store_err *e, c
 }
 
 static const struct store_rows lookup_rows = {
-    sizeof(struct store_lookup), lookup_row, deliver_lookups,
+    sizeof(struct store_lookup),
+    lookup_row,
+    deliver_lookups,
 };
 
 int store_lookups_claim(struct pg_pool *pg, long long every_ms, long long timeout_ms, int limit,
@@ -229,15 +236,17 @@ static void settled_row(const PGresult *res, int r, void *out)
     s->status = PQgetvalue(res, r, 0);
 }
 
-static void deliver_settled(store_cb cb, void *ctx, const struct store_err *e,
-                            const void *rows, int n)
+static void deliver_settled(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
+                            int n)
 {
     const struct settled_row *s = rows;
     ((store_settled_fn)cb)(ctx, e, n == 1 ? s->status : NULL);
 }
 
 static const struct store_rows settled_rows = {
-    sizeof(struct settled_row), settled_row, deliver_settled,
+    sizeof(struct settled_row),
+    settled_row,
+    deliver_settled,
 };
 
 int store_attempt_settle(struct pg_pool *pg, const struct store_settle *s, store_settled_fn cb,
@@ -245,8 +254,13 @@ int store_attempt_settle(struct pg_pool *pg, const struct store_settle *s, store
 {
     struct store_num att, base, max, min_delay;
     const char *values[] = {
-        s->id, store_int(&att, s->attempt), s->reason, s->error, s->retry ? "t" : "f",
-        store_int(&base, s->backoff.base_ms), store_int(&max, s->backoff.max_ms),
+        s->id,
+        store_int(&att, s->attempt),
+        s->reason,
+        s->error,
+        s->retry ? "t" : "f",
+        store_int(&base, s->backoff.base_ms),
+        store_int(&max, s->backoff.max_ms),
         store_int(&min_delay, s->min_delay_ms),
     };
     return store_query_rows(pg, SETTLE_SQL, 8, values, &settled_rows, (store_cb)cb, ctx);
@@ -270,14 +284,16 @@ static void applied_row(const PGresult *res, int r, void *out)
     w->slot_owner = PQgetvalue(res, r, 5);
 }
 
-static void deliver_applied(store_cb cb, void *ctx, const struct store_err *e,
-                            const void *rows, int n)
+static void deliver_applied(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
+                            int n)
 {
     ((store_webhook_fn)cb)(ctx, e, n > 0 ? rows : NULL);
 }
 
 static const struct store_rows applied_rows = {
-    sizeof(struct store_webhook_result), applied_row, deliver_applied,
+    sizeof(struct store_webhook_result),
+    applied_row,
+    deliver_applied,
 };
 
 int store_webhook_apply(struct pg_pool *pg, const struct store_webhook *w, store_webhook_fn cb,
@@ -288,8 +304,10 @@ int store_webhook_apply(struct pg_pool *pg, const struct store_webhook *w, store
         w->webhook_id,
         w->ref_id,
         w->ref_id != NULL ? store_int(&att, w->ref_attempt) : NULL,
-        w->call_id, w->outcome,
-        store_int(&base, w->backoff.base_ms), store_int(&max, w->backoff.max_ms),
+        w->call_id,
+        w->outcome,
+        store_int(&base, w->backoff.base_ms),
+        store_int(&max, w->backoff.max_ms),
     };
     return store_query_rows(pg, APPLY_SQL, 7, values, &applied_rows, (store_cb)cb, ctx);
 }

@@ -22,9 +22,9 @@
 /* What a dispatch job needs to know of its call. */
 struct store_call_state {
     const char *status;
-    int attempts;                /* attempts started so far */
+    int attempts; /* attempts started so far */
     const char *to;
-    bool due;                    /* due_at has come */
+    bool due; /* due_at has come */
 };
 
 /* STATE is NULL when E != NULL or no call has that id. */
@@ -35,7 +35,7 @@ int store_call_load(struct pg_pool *pg, const char *id, store_call_state_fn cb, 
 /* The call as the provider needs it, once it is IN_PROGRESS. */
 struct store_started {
     const char *script_id;
-    const char *metadata;        /* JSON text */
+    const char *metadata; /* JSON text */
 };
 
 /*
@@ -54,26 +54,25 @@ int store_attempt_start(struct pg_pool *pg, const char *id, int attempt, const c
 struct store_reread {
     const char *status;
     int attempts;
-    const char *slot_owner;      /* "" when none */
+    const char *slot_owner; /* "" when none */
     struct store_started started;
 };
 
 /* R is NULL when E != NULL or no call has that id. */
-typedef void (*store_reread_fn)(void *ctx, const struct store_err *e,
-                                const struct store_reread *r);
+typedef void (*store_reread_fn)(void *ctx, const struct store_err *e, const struct store_reread *r);
 int store_call_reread(struct pg_pool *pg, const char *id, store_reread_fn cb, void *ctx);
 
 /* Hand a PENDING call back to the scheduler (published_at cleared). */
 int store_call_park(struct pg_pool *pg, const char *id, store_done_fn cb, void *ctx);
 
 /* Record the provider's call id for attempt ATTEMPT. */
-int store_attempt_record(struct pg_pool *pg, const char *id, int attempt,
-                         const char *external_id, store_done_fn cb, void *ctx);
+int store_attempt_record(struct pg_pool *pg, const char *id, int attempt, const char *external_id,
+                         store_done_fn cb, void *ctx);
 
 /* Record the provider's callId for the open attempt ATTEMPT; KNOWN: its
  * outcome is known from now on (no more status lookups). */
-int store_attempt_learnt(struct pg_pool *pg, const char *id, int attempt,
-                         const char *external_id, bool known, store_done_fn cb, void *ctx);
+int store_attempt_learnt(struct pg_pool *pg, const char *id, int attempt, const char *external_id,
+                         bool known, store_done_fn cb, void *ctx);
 
 /* The start request of open attempt ATTEMPT got no answer to trust (WHY):
  * the call stays IN_PROGRESS; the scheduler looks its status up. */
@@ -86,9 +85,9 @@ struct store_lookup {
     int attempt;
     const char *to;
     const char *script_id;
-    const char *metadata;        /* JSON text */
-    const char *slot_owner;      /* the lease token of its slot */
-    bool past_deadline;          /* started more than call_timeout ago */
+    const char *metadata;   /* JSON text */
+    const char *slot_owner; /* the lease token of its slot */
+    bool past_deadline;     /* started more than call_timeout ago */
 };
 
 typedef void (*store_lookups_fn)(void *ctx, const struct store_err *e,
@@ -109,10 +108,10 @@ struct store_backoff {
 struct store_settle {
     const char *id;
     int attempt;
-    const char *reason;          /* PROVIDER_ERROR, PROVIDER_REJECTED */
+    const char *reason; /* PROVIDER_ERROR, PROVIDER_REJECTED */
     const char *error;
-    bool retry;                  /* may be retried (max_attempts permitting) */
-    long long min_delay_ms;      /* the provider's Retry-After */
+    bool retry;             /* may be retried (max_attempts permitting) */
+    long long min_delay_ms; /* the provider's Retry-After */
     struct store_backoff backoff;
 };
 
@@ -124,22 +123,22 @@ int store_attempt_settle(struct pg_pool *pg, const struct store_settle *s, store
 
 /* A webhook, validated. */
 struct store_webhook {
-    const char *webhook_id;      /* the webhook-id header (dedupe), or NULL */
-    const char *ref_id;          /* reference "<call id>:<attempt>", or NULL */
+    const char *webhook_id; /* the webhook-id header (dedupe), or NULL */
+    const char *ref_id;     /* reference "<call id>:<attempt>", or NULL */
     int ref_attempt;
-    const char *call_id;         /* the provider's callId */
-    const char *outcome;         /* COMPLETED, FAILED, BUSY, NO_ANSWER */
+    const char *call_id; /* the provider's callId */
+    const char *outcome; /* COMPLETED, FAILED, BUSY, NO_ANSWER */
     struct store_backoff backoff;
 };
 
 /* What apply_webhook() did. */
 struct store_webhook_result {
-    const char *result;          /* "applied", "unknown", or why nothing changed */
+    const char *result; /* "applied", "unknown", or why nothing changed */
     const char *call_id;
     int attempt;
-    const char *status;          /* the call's status now */
+    const char *status; /* the call's status now */
     const char *to;
-    const char *slot_owner;      /* the lease token of the attempt's slot */
+    const char *slot_owner; /* the lease token of the attempt's slot */
 };
 
 /* R is NULL when E != NULL (and, against apply_webhook()'s contract of one

@@ -36,8 +36,7 @@ static void call_row(const PGresult *res, int r, void *out)
     *(struct store_json *)out = json_at(res, r, 0);
 }
 
-static void deliver_call(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
-                         int n)
+static void deliver_call(store_cb cb, void *ctx, const struct store_err *e, const void *rows, int n)
 {
     ((store_call_fn)cb)(ctx, e, n > 0 ? rows : NULL);
 }
@@ -54,15 +53,14 @@ int store_call_get(struct pg_pool *pg, const char *id, store_call_fn cb, void *c
 
 /* A conditional update of a PENDING call: SET is the change.  Rows: ('U',
  * call) when updated, else ('X', call) when the call exists. */
-#define UPDATE_PENDING_SQL(set)                                                                \
-    "WITH upd AS ("                                                                            \
-    "  UPDATE calls SET " set                                                                  \
-    "  WHERE id = $1 AND status = 'PENDING'"                                                   \
-    "  RETURNING call_json(calls) AS body, status"                                             \
-    ") "                                                                                       \
-    "SELECT 'U', body, status FROM upd "                                                       \
-    "UNION ALL "                                                                               \
-    "SELECT 'X', call_json(c), c.status FROM calls c "                                         \
+#define UPDATE_PENDING_SQL(set)                                        \
+    "WITH upd AS ("                                                    \
+    "  UPDATE calls SET " set "  WHERE id = $1 AND status = 'PENDING'" \
+    "  RETURNING call_json(calls) AS body, status"                     \
+    ") "                                                               \
+    "SELECT 'U', body, status FROM upd "                               \
+    "UNION ALL "                                                       \
+    "SELECT 'X', call_json(c), c.status FROM calls c "                 \
     "WHERE c.id = $1 AND NOT EXISTS (SELECT 1 FROM upd)"
 
 /* PATCH is the same update, but a new `to` on the do-not-call list
@@ -85,8 +83,8 @@ static const char PATCH_SQL[] =
     " call_json(c), c.status FROM calls c "
     "WHERE c.id = $1 AND NOT EXISTS (SELECT 1 FROM upd)";
 
-static const char CANCEL_SQL[] = UPDATE_PENDING_SQL(
-    "status = 'CANCELLED', ended_at = now(), next_attempt_at = NULL");
+static const char CANCEL_SQL[] =
+    UPDATE_PENDING_SQL("status = 'CANCELLED', ended_at = now(), next_attempt_at = NULL");
 
 static void update_row(const PGresult *res, int r, void *out)
 {
@@ -105,7 +103,9 @@ static void deliver_update(store_cb cb, void *ctx, const struct store_err *e, co
 }
 
 static const struct store_rows update_rows = {
-    sizeof(struct store_update), update_row, deliver_update,
+    sizeof(struct store_update),
+    update_row,
+    deliver_update,
 };
 
 int store_call_patch(struct pg_pool *pg, const char *id, const struct call_input *in,
@@ -113,9 +113,12 @@ int store_call_patch(struct pg_pool *pg, const char *id, const struct call_input
 {
     const char *values[] = {
         id,
-        in->has_to ? "t" : "f", in->has_to ? in->to : NULL,
-        in->has_script_id ? "t" : "f", in->has_script_id ? in->script_id : NULL,
-        in->has_metadata ? "t" : "f", in->metadata,
+        in->has_to ? "t" : "f",
+        in->has_to ? in->to : NULL,
+        in->has_script_id ? "t" : "f",
+        in->has_script_id ? in->script_id : NULL,
+        in->has_metadata ? "t" : "f",
+        in->metadata,
     };
     return store_query_rows(pg, PATCH_SQL, 7, values, &update_rows, (store_cb)cb, ctx);
 }
@@ -186,8 +189,7 @@ static void decode_page(const PGresult *res, const struct store_err *e, store_cb
     free(lj);
 }
 
-int store_calls_list(struct pg_pool *pg, const struct list_query *q, store_page_fn cb,
-                     void *ctx)
+int store_calls_list(struct pg_pool *pg, const struct list_query *q, store_page_fn cb, void *ctx)
 {
     struct store_num limit, offset, us;
     struct list_job *lj = malloc(sizeof(*lj));
@@ -214,14 +216,12 @@ int store_calls_list(struct pg_pool *pg, const struct list_query *q, store_page_
 
 /* The counters the triggers on calls keep (sql/005_status_counts.sql): a
  * few rows per status, however many calls are stored. */
-static const char COUNTS_SQL[] =
-    "SELECT status, sum(n) FROM call_status_counts GROUP BY status";
+static const char COUNTS_SQL[] = "SELECT status, sum(n) FROM call_status_counts GROUP BY status";
 
 static const char *const statuses[STORE_STATUSES] = { "PENDING", "IN_PROGRESS", "COMPLETED",
                                                       "FAILED", "CANCELLED" };
 
-static void decode_counts(const PGresult *res, const struct store_err *e, store_cb cb,
-                          void *ctx)
+static void decode_counts(const PGresult *res, const struct store_err *e, store_cb cb, void *ctx)
 {
     store_counts_fn fn = (store_counts_fn)cb;
     long long counts[STORE_STATUSES] = { 0 };
@@ -253,7 +253,7 @@ struct intake_job {
     store_intake_build_fn build;
     store_intake_done_fn done;
     void *ctx;
-    int built;                   /* build ran: the pool had a connection */
+    int built; /* build ran: the pool had a connection */
     struct store_num max_attempts;
     const char *values[2];
 };
@@ -274,7 +274,7 @@ static int intake_build(void *arg, struct pg_query *q)
 
 static enum store_intake_outcome intake_outcome(const char *s)
 {
-    return s[0] == 'C' ? STORE_INTAKE_CREATED
+    return s[0] == 'C'   ? STORE_INTAKE_CREATED
            : s[0] == 'R' ? STORE_INTAKE_REPLAYED
            : s[0] == 'D' ? STORE_INTAKE_LISTED
                          : STORE_INTAKE_KEY_CONFLICT;

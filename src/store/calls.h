@@ -33,21 +33,20 @@ int store_call_get(struct pg_pool *pg, const char *id, store_call_fn cb, void *c
 
 /* What a conditional update (PATCH, cancel) found. */
 enum store_update_result {
-    STORE_UPDATE_NOT_FOUND,      /* no call with that id */
-    STORE_UPDATED,               /* doc is the call after the change */
-    STORE_NOT_PENDING,           /* the call exists but was not PENDING */
-    STORE_TO_LISTED              /* the new `to` is on the do-not-call list: unchanged */
+    STORE_UPDATE_NOT_FOUND, /* no call with that id */
+    STORE_UPDATED,          /* doc is the call after the change */
+    STORE_NOT_PENDING,      /* the call exists but was not PENDING */
+    STORE_TO_LISTED         /* the new `to` is on the do-not-call list: unchanged */
 };
 
 struct store_update {
     enum store_update_result result;
-    struct store_json doc;       /* the call (after the change when UPDATED) */
-    const char *status;          /* its status as read */
+    struct store_json doc; /* the call (after the change when UPDATED) */
+    const char *status;    /* its status as read */
 };
 
 /* U is NULL when E != NULL. */
-typedef void (*store_update_fn)(void *ctx, const struct store_err *e,
-                                const struct store_update *u);
+typedef void (*store_update_fn)(void *ctx, const struct store_err *e, const struct store_update *u);
 
 /* Change the fields IN has of a PENDING call. */
 int store_call_patch(struct pg_pool *pg, const char *id, const struct call_input *in,
@@ -59,23 +58,21 @@ int store_call_cancel(struct pg_pool *pg, const char *id, store_update_fn cb, vo
 /* One page of GET /api/v1/calls, newest first. */
 struct store_list_row {
     struct store_json doc;
-    int64_t created_us;          /* createdAt, µs since the epoch (the cursor) */
+    int64_t created_us; /* createdAt, µs since the epoch (the cursor) */
     const char *id;
 };
 
 struct store_page {
-    long long total;             /* calls matching the status filter (the
-                                  * status counters, not a count(*)) */
-    int n;                       /* rows on this page, at most the page size */
+    long long total; /* calls matching the status filter (the
+                      * status counters, not a count(*)) */
+    int n;           /* rows on this page, at most the page size */
     const struct store_list_row *rows;
-    int more;                    /* a row exists after this page */
+    int more; /* a row exists after this page */
 };
 
 /* PAGE is NULL when E != NULL. */
-typedef void (*store_page_fn)(void *ctx, const struct store_err *e,
-                              const struct store_page *page);
-int store_calls_list(struct pg_pool *pg, const struct list_query *q, store_page_fn cb,
-                     void *ctx);
+typedef void (*store_page_fn)(void *ctx, const struct store_err *e, const struct store_page *page);
+int store_calls_list(struct pg_pool *pg, const struct list_query *q, store_page_fn cb, void *ctx);
 
 /* Calls by status, in this order: PENDING, IN_PROGRESS, COMPLETED, FAILED,
  * CANCELLED.  COUNTS is NULL when E != NULL.  Exact, and cheap however many
@@ -89,16 +86,16 @@ int store_calls_count(struct pg_pool *pg, store_counts_fn cb, void *ctx);
 
 /* One answer row of a batch: the request at ORD in the batch JSON. */
 enum store_intake_outcome {
-    STORE_INTAKE_CREATED,        /* stored now: 201 with BODY */
-    STORE_INTAKE_REPLAYED,       /* same key, same body: 200 with the stored BODY */
-    STORE_INTAKE_KEY_CONFLICT,   /* same key, another body */
-    STORE_INTAKE_LISTED          /* `to` is on the do-not-call list: nothing stored */
+    STORE_INTAKE_CREATED,      /* stored now: 201 with BODY */
+    STORE_INTAKE_REPLAYED,     /* same key, same body: 200 with the stored BODY */
+    STORE_INTAKE_KEY_CONFLICT, /* same key, another body */
+    STORE_INTAKE_LISTED        /* `to` is on the do-not-call list: nothing stored */
 };
 
 struct store_intake_row {
     int ord;
     enum store_intake_outcome outcome;
-    const char *body;            /* NUL-terminated JSON */
+    const char *body; /* NUL-terminated JSON */
 };
 
 /*

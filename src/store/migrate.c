@@ -83,7 +83,7 @@ void co_migrations_free(struct co_migration *list, int n)
 static int add_migration(struct co_migration **list, int *n, int *cap, const char *dir,
                          const char *name, size_t digits)
 {
-    struct co_migration m = {0};
+    struct co_migration m = { 0 };
     struct stat st;
     size_t plen = strlen(dir) + strlen(name) + 2;
 
@@ -114,8 +114,7 @@ static int add_migration(struct co_migration **list, int *n, int *cap, const cha
     return 0;
 }
 
-int co_migrations_list(const char *dir, struct co_migration **out, int *n, char *err,
-                       size_t errlen)
+int co_migrations_list(const char *dir, struct co_migration **out, int *n, char *err, size_t errlen)
 {
     struct co_migration *list = NULL;
     int count = 0, cap = 0;
@@ -141,7 +140,7 @@ int co_migrations_list(const char *dir, struct co_migration **out, int *n, char 
     for (int i = 1; i < count; i++) {
         if (strtoull(list[i].version, NULL, 10) == strtoull(list[i - 1].version, NULL, 10)) {
             co_seterr(err, errlen, "%s: %s and %s have the same number", dir, list[i - 1].file,
-                   list[i].file);
+                      list[i].file);
             co_migrations_free(list, count);
             return -1;
         }
@@ -211,8 +210,8 @@ static PGconn *connect_db(const char *conninfo, char *err, size_t errlen)
 {
     /* expand_dbname: CONNINFO is a whole conninfo string or URI; the
      * fallback name shows up in pg_stat_activity unless the user set one. */
-    const char *keys[] = {"dbname", "fallback_application_name", NULL};
-    const char *vals[] = {conninfo, "callorchctl", NULL};
+    const char *keys[] = { "dbname", "fallback_application_name", NULL };
+    const char *vals[] = { conninfo, "callorchctl", NULL };
     PGconn *pg = PQconnectdbParams(keys, vals, 1);
     char masked[512], msg[512];
 
@@ -226,8 +225,7 @@ static PGconn *connect_db(const char *conninfo, char *err, size_t errlen)
 }
 
 /* Describe a failed result R (or the connection's error) as "WHAT: message". */
-static void result_err(PGconn *pg, const PGresult *r, const char *what, char *err,
-                       size_t errlen)
+static void result_err(PGconn *pg, const PGresult *r, const char *what, char *err, size_t errlen)
 {
     char msg[512];
 
@@ -307,13 +305,14 @@ static void describe_failure(const struct co_migration *m, const char *sql, PGco
     if (pos != NULL)
         snprintf(line, sizeof(line), ":%d", line_of(sql, atol(pos)));
     co_seterr(err, errlen, "%s%s: %s%s%s%s%s%s", m->path, line, msg, state ? " (" : "",
-           state ? state : "", state ? ")" : "", detail ? " DETAIL: " : "", detail ? detail : "");
+              state ? state : "", state ? ")" : "", detail ? " DETAIL: " : "",
+              detail ? detail : "");
 }
 
 /* Apply one migration and record it, in one transaction. */
 static int apply_one(PGconn *pg, const struct co_migration *m, char *err, size_t errlen)
 {
-    const char *params[2] = {m->version, m->file};
+    const char *params[2] = { m->version, m->file };
     char *sql = read_file(m->path, err, errlen);
     PGresult *r;
     int rc = -1;
@@ -329,8 +328,8 @@ static int apply_one(PGconn *pg, const struct co_migration *m, char *err, size_t
         goto rollback;
     }
     PQclear(r);
-    r = PQexecParams(pg, "INSERT INTO schema_migrations (version, file) VALUES ($1, $2)", 2,
-                     NULL, params, NULL, NULL, 0);
+    r = PQexecParams(pg, "INSERT INTO schema_migrations (version, file) VALUES ($1, $2)", 2, NULL,
+                     params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         describe_failure(m, "", pg, r, err, errlen);
         PQclear(r);
@@ -349,18 +348,17 @@ out:
 /* Lock, create the bookkeeping table, and learn which versions are applied. */
 static PGresult *prepare_run(PGconn *pg, char *err, size_t errlen)
 {
-    static const char create[] =
-        "CREATE TABLE IF NOT EXISTS schema_migrations ("
-        " version text PRIMARY KEY,"
-        " file text NOT NULL,"
-        " applied_at timestamptz NOT NULL DEFAULT now())";
+    static const char create[] = "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                                 " version text PRIMARY KEY,"
+                                 " file text NOT NULL,"
+                                 " applied_at timestamptz NOT NULL DEFAULT now())";
     char lock[96];
     PGresult *r;
 
     /* NOTICEs such as "relation already exists, skipping" are noise here;
      * warnings and errors still show. */
-    if (exec_ok(pg, "SET client_min_messages = warning", "set client_min_messages", err,
-                errlen) != 0)
+    if (exec_ok(pg, "SET client_min_messages = warning", "set client_min_messages", err, errlen) !=
+        0)
         return NULL;
     /* Session lock, released when the connection closes: a second run waits
      * here, then sees the first run's versions as present. */

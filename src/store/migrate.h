@@ -22,14 +22,14 @@
 #define CO_MIGRATE_LOCK_KEY 0x63616c6c6f7263LL /* "callorc" */
 
 struct co_migration {
-    char *version;               /* the NNN prefix as written, e.g. "001" */
-    char *file;                  /* the file name, e.g. "001_schema.sql" */
-    char *path;                  /* dir + "/" + file */
+    char *version; /* the NNN prefix as written, e.g. "001" */
+    char *file;    /* the file name, e.g. "001_schema.sql" */
+    char *path;    /* dir + "/" + file */
 };
 
 struct co_migrate_result {
-    int applied;                 /* files applied by this run */
-    int present;                 /* files already recorded before this run */
+    int applied; /* files applied by this run */
+    int present; /* files already recorded before this run */
 };
 
 /* Called after each file was applied and committed (for progress output). */
@@ -41,8 +41,8 @@ typedef void (*co_migrate_progress_fn)(const struct co_migration *m, void *arg);
  * an error.  Returns 0 with *out (free with co_migrations_free) and *n set, or
  * -1 with a message in err.
  */
-int co_migrations_list(const char *dir, struct co_migration **out, int *n,
-                       char *err, size_t errlen);
+int co_migrations_list(const char *dir, struct co_migration **out, int *n, char *err,
+                       size_t errlen);
 
 void co_migrations_free(struct co_migration *list, int n);
 

@@ -18,10 +18,10 @@
  * its start, or from now while the outcome of its attempt is unknown (the
  * status lookups keep extending such a lease past call_timeout, and a
  * rebuilt one must not have expired already). */
-#define LEASE_LEFT_SQL                                                                     \
-    "extract(epoch FROM CASE WHEN EXISTS (SELECT 1 FROM call_attempts a"                    \
-    "   WHERE a.call_id = calls.id AND a.attempt = calls.attempts"                          \
-    "     AND a.outcome_unknown_since IS NOT NULL) THEN greatest(started_at, now())"        \
+#define LEASE_LEFT_SQL                                                               \
+    "extract(epoch FROM CASE WHEN EXISTS (SELECT 1 FROM call_attempts a"             \
+    "   WHERE a.call_id = calls.id AND a.attempt = calls.attempts"                   \
+    "     AND a.outcome_unknown_since IS NOT NULL) THEN greatest(started_at, now())" \
     "  ELSE started_at END + $1::bigint * interval '1 ms' - now())"
 
 static const char REBUILD_SQL[] =
@@ -67,18 +67,19 @@ static void in_progress_row(const PGresult *res, int r, void *out)
     p->lease_s = atof(PQgetvalue(res, r, 3));
 }
 
-static void deliver_in_progress(store_cb cb, void *ctx, const struct store_err *e,
-                                const void *rows, int n)
+static void deliver_in_progress(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
+                                int n)
 {
     ((store_in_progress_fn)cb)(ctx, e, rows, n);
 }
 
 static const struct store_rows in_progress_rows = {
-    sizeof(struct store_in_progress), in_progress_row, deliver_in_progress,
+    sizeof(struct store_in_progress),
+    in_progress_row,
+    deliver_in_progress,
 };
 
-int store_in_progress(struct pg_pool *pg, long long lease_ms, store_in_progress_fn cb,
-                      void *ctx)
+int store_in_progress(struct pg_pool *pg, long long lease_ms, store_in_progress_fn cb, void *ctx)
 {
     struct store_num lease;
     const char *values[] = { store_int(&lease, lease_ms) };
@@ -95,14 +96,16 @@ static void reclaimed_row(const PGresult *res, int r, void *out)
     p->slot_owner = PQgetvalue(res, r, 4);
 }
 
-static void deliver_reclaimed(store_cb cb, void *ctx, const struct store_err *e,
-                              const void *rows, int n)
+static void deliver_reclaimed(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
+                              int n)
 {
     ((store_reclaimed_fn)cb)(ctx, e, rows, n);
 }
 
 static const struct store_rows reclaimed_rows = {
-    sizeof(struct store_reclaimed), reclaimed_row, deliver_reclaimed,
+    sizeof(struct store_reclaimed),
+    reclaimed_row,
+    deliver_reclaimed,
 };
 
 int store_reclaim(struct pg_pool *pg, long long timeout_ms, const struct store_backoff *b,
@@ -110,8 +113,10 @@ int store_reclaim(struct pg_pool *pg, long long timeout_ms, const struct store_b
 {
     struct store_num timeout, base, max, lim;
     const char *values[] = {
-        store_int(&timeout, timeout_ms), store_int(&base, b->base_ms),
-        store_int(&max, b->max_ms), store_int(&lim, limit),
+        store_int(&timeout, timeout_ms),
+        store_int(&base, b->base_ms),
+        store_int(&max, b->max_ms),
+        store_int(&lim, limit),
     };
     return store_query_rows(pg, RECLAIM_SQL, 4, values, &reclaimed_rows, (store_cb)cb, ctx);
 }
@@ -147,16 +152,14 @@ static void due_row(const PGresult *res, int r, void *out)
     p->to = PQgetvalue(res, r, 2);
 }
 
-static void deliver_due(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
-                        int n)
+static void deliver_due(store_cb cb, void *ctx, const struct store_err *e, const void *rows, int n)
 {
     ((store_due_fn)cb)(ctx, e, rows, n);
 }
 
 static const struct store_rows due_rows = { sizeof(struct store_due), due_row, deliver_due };
 
-int store_publish_due(struct pg_pool *pg, int limit, long long grace_ms, store_due_fn cb,
-                      void *ctx)
+int store_publish_due(struct pg_pool *pg, int limit, long long grace_ms, store_due_fn cb, void *ctx)
 {
     struct store_num lim, grace;
     const char *values[] = { store_int(&lim, limit), store_int(&grace, grace_ms) };
@@ -237,7 +240,9 @@ static void deliver_rc_page(store_cb cb, void *ctx, const struct store_err *e, c
 }
 
 static const struct store_rows rc_page_rows = {
-    sizeof(struct store_rc_call), rc_page_row, deliver_rc_page,
+    sizeof(struct store_rc_call),
+    rc_page_row,
+    deliver_rc_page,
 };
 
 int store_rc_in_progress_page(struct pg_pool *pg, const char *after_id, int limit,
@@ -256,18 +261,16 @@ int store_rc_in_progress_page(struct pg_pool *pg, const char *after_id, int limi
 
 /* One batch each: the oldest rows first, by the index on their time. */
 static const char *const PRUNE_SQL[] = {
-    [STORE_PRUNE_WEBHOOK_EVENTS] =
-        "WITH d AS (DELETE FROM webhook_events WHERE id IN ("
-        "  SELECT id FROM webhook_events"
-        "   WHERE received_at < now() - $1::bigint * interval '1 ms'"
-        "   ORDER BY received_at LIMIT $2::int) RETURNING 1)"
-        " SELECT count(*)::int FROM d",
-    [STORE_PRUNE_IDEMPOTENCY_KEYS] =
-        "WITH d AS (DELETE FROM idempotency_keys WHERE key IN ("
-        "  SELECT key FROM idempotency_keys"
-        "   WHERE created_at < now() - $1::bigint * interval '1 ms'"
-        "   ORDER BY created_at LIMIT $2::int) RETURNING 1)"
-        " SELECT count(*)::int FROM d",
+    [STORE_PRUNE_WEBHOOK_EVENTS] = "WITH d AS (DELETE FROM webhook_events WHERE id IN ("
+                                   "  SELECT id FROM webhook_events"
+                                   "   WHERE received_at < now() - $1::bigint * interval '1 ms'"
+                                   "   ORDER BY received_at LIMIT $2::int) RETURNING 1)"
+                                   " SELECT count(*)::int FROM d",
+    [STORE_PRUNE_IDEMPOTENCY_KEYS] = "WITH d AS (DELETE FROM idempotency_keys WHERE key IN ("
+                                     "  SELECT key FROM idempotency_keys"
+                                     "   WHERE created_at < now() - $1::bigint * interval '1 ms'"
+                                     "   ORDER BY created_at LIMIT $2::int) RETURNING 1)"
+                                     " SELECT count(*)::int FROM d",
     /* terminal calls only (a terminal call never changes again); their
      * attempts and idempotency keys go with them (ON DELETE CASCADE) */
     [STORE_PRUNE_FINISHED_CALLS] =
@@ -293,8 +296,8 @@ static void deliver_pruned(store_cb cb, void *ctx, const struct store_err *e, co
 
 static const struct store_rows pruned_rows = { sizeof(int), count_row, deliver_pruned };
 
-int store_prune(struct pg_pool *pg, enum store_prune_what what, long long older_than_ms,
-                int limit, store_pruned_fn cb, void *ctx)
+int store_prune(struct pg_pool *pg, enum store_prune_what what, long long older_than_ms, int limit,
+                store_pruned_fn cb, void *ctx)
 {
     struct store_num age, lim;
     const char *values[] = { store_int(&age, older_than_ms), store_int(&lim, limit) };

@@ -20,24 +20,23 @@
 
 /* An IN_PROGRESS call, as the slot set holds it. */
 struct store_in_progress {
-    const char *slot_owner;      /* lease token */
+    const char *slot_owner; /* lease token */
     int attempt;
     const char *to;
-    double lease_s;              /* lease left: LEASE_MS after the start, less
-                                    the time since */
+    double lease_s; /* lease left: LEASE_MS after the start, less
+                       the time since */
 };
 
 /* ROWS is NULL when E != NULL. */
 typedef void (*store_in_progress_fn)(void *ctx, const struct store_err *e,
                                      const struct store_in_progress *rows, int n);
-int store_in_progress(struct pg_pool *pg, long long lease_ms, store_in_progress_fn cb,
-                      void *ctx);
+int store_in_progress(struct pg_pool *pg, long long lease_ms, store_in_progress_fn cb, void *ctx);
 
 /* An IN_PROGRESS call reclaimed: its attempt timed out. */
 struct store_reclaimed {
     const char *id;
     int attempt;
-    const char *status;          /* after settling: PENDING when retried */
+    const char *status; /* after settling: PENDING when retried */
     const char *to;
     const char *slot_owner;
 };
@@ -58,7 +57,7 @@ int store_reclaim_mark(struct pg_pool *pg, long long timeout_ms, int limit, stor
 /* A due call marked as published: send it to Kafka. */
 struct store_due {
     const char *id;
-    int attempt;                 /* the attempt the message starts */
+    int attempt; /* the attempt the message starts */
     const char *to;
 };
 
@@ -74,24 +73,23 @@ int store_publish_due(struct pg_pool *pg, int limit, long long grace_ms, store_d
 
 /* A lease token seen in Redis: a slot (PHONE NULL) or a phone lock. */
 struct store_rc_token {
-    const char *token;           /* "<owner>:<attempt>" */
+    const char *token; /* "<owner>:<attempt>" */
     const char *phone;
 };
 
 /* STRAYS[N]: the indexes (ascending) of the tokens no IN_PROGRESS attempt
  * owns (for a phone lock: not on that number). */
-typedef void (*store_rc_strays_fn)(void *ctx, const struct store_err *e, const int *strays,
-                                   int n);
+typedef void (*store_rc_strays_fn)(void *ctx, const struct store_err *e, const int *strays, int n);
 int store_rc_strays(struct pg_pool *pg, const struct store_rc_token *t, int n,
                     store_rc_strays_fn cb, void *ctx);
 
 /* An IN_PROGRESS call, as its lease should be. */
 struct store_rc_call {
-    const char *id;              /* the page's keyset position */
+    const char *id; /* the page's keyset position */
     const char *slot_owner;
     int attempt;
     const char *to;
-    double lease_s;              /* as struct store_in_progress */
+    double lease_s; /* as struct store_in_progress */
 };
 
 typedef void (*store_rc_page_fn)(void *ctx, const struct store_err *e,
@@ -105,17 +103,17 @@ int store_rc_in_progress_page(struct pg_pool *pg, const char *after_id, int limi
 /* ------------------------------------------------------------ retention --- */
 
 enum store_prune_what {
-    STORE_PRUNE_WEBHOOK_EVENTS,  /* processed webhook ids, by received_at */
-    STORE_PRUNE_IDEMPOTENCY_KEYS,/* by created_at */
-    STORE_PRUNE_FINISHED_CALLS   /* terminal calls by ended_at, with their
-                                    attempts and idempotency keys */
+    STORE_PRUNE_WEBHOOK_EVENTS,   /* processed webhook ids, by received_at */
+    STORE_PRUNE_IDEMPOTENCY_KEYS, /* by created_at */
+    STORE_PRUNE_FINISHED_CALLS    /* terminal calls by ended_at, with their
+                                     attempts and idempotency keys */
 };
 
 /* DELETED: rows deleted by this batch. */
 typedef void (*store_pruned_fn)(void *ctx, const struct store_err *e, int deleted);
 
 /* Delete up to LIMIT rows of WHAT older than OLDER_THAN_MS, oldest first. */
-int store_prune(struct pg_pool *pg, enum store_prune_what what, long long older_than_ms,
-                int limit, store_pruned_fn cb, void *ctx);
+int store_prune(struct pg_pool *pg, enum store_prune_what what, long long older_than_ms, int limit,
+                store_pruned_fn cb, void *ctx);
 
 #endif

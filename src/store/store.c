@@ -14,7 +14,7 @@
 #include "store/store_job.h"
 
 struct store_job {
-    store_decode_fn decode;      /* NULL: ROWS decodes */
+    store_decode_fn decode; /* NULL: ROWS decodes */
     const struct store_rows *rows;
     store_cb cb;
     void *ctx;
@@ -35,8 +35,7 @@ const char *store_int(struct store_num *b, long long v)
     return b->s;
 }
 
-const struct store_err *store_err_from(struct store_err *e, const PGresult *res,
-                                       const char *err)
+const struct store_err *store_err_from(struct store_err *e, const PGresult *res, const char *err)
 {
     if (err == NULL && res != NULL)
         return NULL;
@@ -98,9 +97,8 @@ int store_query(struct pg_pool *pg, const char *sql, int nparams, const char *co
     return queue(pg, sql, nparams, values, &j);
 }
 
-int store_query_rows(struct pg_pool *pg, const char *sql, int nparams,
-                     const char *const *values, const struct store_rows *how, store_cb cb,
-                     void *ctx)
+int store_query_rows(struct pg_pool *pg, const char *sql, int nparams, const char *const *values,
+                     const struct store_rows *how, store_cb cb, void *ctx)
 {
     struct store_job j = { .rows = how, .cb = cb, .ctx = ctx };
     return queue(pg, sql, nparams, values, &j);

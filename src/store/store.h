@@ -22,11 +22,11 @@
 
 /* Why a statement failed; NULL is passed instead when it succeeded. */
 struct store_err {
-    const char *msg;             /* the pool's or the server's message */
-    bool answered;               /* false: no answer came (connection lost,
-                                    queue or query timeout, pool closed); the
-                                    statement may or may not have committed */
-    const char *sqlstate;        /* when answered: e.g. "23505"; may be NULL */
+    const char *msg;      /* the pool's or the server's message */
+    bool answered;        /* false: no answer came (connection lost,
+                             queue or query timeout, pool closed); the
+                             statement may or may not have committed */
+    const char *sqlstate; /* when answered: e.g. "23505"; may be NULL */
 };
 
 /* 1 when E means the database is unavailable rather than a bug: no answer,

@@ -34,20 +34,18 @@ typedef void (*store_row_fn)(const PGresult *res, int r, void *out);
 typedef void (*store_deliver_fn)(store_cb cb, void *ctx, const struct store_err *e,
                                  const void *rows, int n);
 struct store_rows {
-    size_t size;                 /* bytes of one element */
+    size_t size; /* bytes of one element */
     store_row_fn row;
     store_deliver_fn deliver;
 };
 
 /* Queue SQL whose rows HOW decodes; see store.h for the 0 / -1 rule.  Out
  * of memory for the array reaches CB as an (answered) error. */
-int store_query_rows(struct pg_pool *pg, const char *sql, int nparams,
-                     const char *const *values, const struct store_rows *how, store_cb cb,
-                     void *ctx);
+int store_query_rows(struct pg_pool *pg, const char *sql, int nparams, const char *const *values,
+                     const struct store_rows *how, store_cb cb, void *ctx);
 
 /* The pool's answer as a store error: NULL when it succeeded. */
-const struct store_err *store_err_from(struct store_err *e, const PGresult *res,
-                                       const char *err);
+const struct store_err *store_err_from(struct store_err *e, const PGresult *res, const char *err);
 
 /* Decoder for statements whose rows nobody reads: CB is a store_done_fn. */
 void store_decode_none(const PGresult *res, const struct store_err *e, store_cb cb, void *ctx);

@@ -69,23 +69,31 @@ static int check_url(const char *v, char *err, size_t n);
 static int check_topic(const char *v, char *err, size_t n);
 static int check_status_url(const char *v, char *err, size_t n);
 
-static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
-static const char *const auth_names[] = {"hmac", "api-key", NULL};
+static const char *const log_level_names[] = { "error", "warn", "info", "debug", NULL };
+static const char *const auth_names[] = { "hmac", "api-key", NULL };
 
 /* Enums are stored through an int pointer. */
 _Static_assert(sizeof(enum co_log_level) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum co_callback_auth) == sizeof(int), "enum size");
 
 #define OFF(f) offsetof(struct co_config, f)
-#define STR(s, k, d, f, chk, fl)                                                                   \
-    { .section = s, .name = k, .type = KT_STRING, .def = d, .off = OFF(f), .check = chk,          \
-      .flags = fl }
-#define NUM(t, s, k, d, lo, hi, f)                                                                 \
-    { .section = s, .name = k, .type = t, .def = d, .min = lo, .max = hi, .off = OFF(f) }
-#define ENUM(s, k, d, f, names)                                                                    \
-    { .section = s, .name = k, .type = KT_ENUM, .def = d, .off = OFF(f), .choices = names }
+#define STR(s, k, d, f, chk, fl)                                                           \
+    {                                                                                      \
+        .section = s, .name = k, .type = KT_STRING, .def = d, .off = OFF(f), .check = chk, \
+        .flags = fl                                                                        \
+    }
+#define NUM(t, s, k, d, lo, hi, f)                                                        \
+    {                                                                                     \
+        .section = s, .name = k, .type = t, .def = d, .min = lo, .max = hi, .off = OFF(f) \
+    }
+#define ENUM(s, k, d, f, names)                                                             \
+    {                                                                                       \
+        .section = s, .name = k, .type = KT_ENUM, .def = d, .off = OFF(f), .choices = names \
+    }
 #define LIST(t, s, k, d, f, fn, fl)                                                                \
-    { .section = s, .name = k, .type = t, .def = d, .off = OFF(f), .off_n = OFF(fn), .flags = fl }
+    {                                                                                              \
+        .section = s, .name = k, .type = t, .def = d, .off = OFF(f), .off_n = OFF(fn), .flags = fl \
+    }
 
 /*
  * The contract of DESIGN.md section 6; ranges are documented in
@@ -96,8 +104,8 @@ _Static_assert(sizeof(enum co_callback_auth) == sizeof(int), "enum size");
 static const struct key keys[] = {
     STR("daemon", "user", "callorch", user, check_nonempty, KF_RESTART),
     STR("daemon", "pid_file", "/run/callorch/callorchd.pid", pid_file, check_abs_path, KF_RESTART),
-    STR("daemon", "control_socket", "/run/callorch/control.sock", control_socket,
-        check_socket_path, KF_RESTART),
+    STR("daemon", "control_socket", "/run/callorch/control.sock", control_socket, check_socket_path,
+        KF_RESTART),
     ENUM("daemon", "log_level", "info", log_level, log_level_names),
     STR("daemon", "log_target", "stderr", log_target, check_log_target, 0),
     NUM(KT_DURATION, "daemon", "shutdown_timeout", "30s", "1ms", "1h", shutdown_timeout),
@@ -142,7 +150,8 @@ static const struct key keys[] = {
     NUM(KT_DURATION, "provider", "signature_tolerance", "5m", "1s", "24h", signature_tolerance),
 
     NUM(KT_DURATION, "retention", "webhook_events", "7d", "1s", "3650d", retain_webhook_events),
-    NUM(KT_DURATION, "retention", "idempotency_keys", "24h", "1s", "3650d", retain_idempotency_keys),
+    NUM(KT_DURATION, "retention", "idempotency_keys", "24h", "1s", "3650d",
+        retain_idempotency_keys),
     NUM(KT_DURATION, "retention", "finished_calls", "0", "0", "3650d", retain_finished_calls),
 };
 #define N_KEYS (sizeof keys / sizeof keys[0])
@@ -152,17 +161,17 @@ static const struct key keys[] = {
 /* State of one load: the input, the line counter, the first error. */
 struct load {
     const char *name;
-    FILE *fp;            /* file input, or */
-    const char *text;    /* string input */
+    FILE *fp;         /* file input, or */
+    const char *text; /* string input */
     size_t pos;
-    char buf[4096];      /* current line of a file, cut at its size */
-    size_t total;        /* bytes of the file read so far */
-    int line;            /* physical line the parser is on */
-    int read_errno;      /* set when reading the file failed */
-    int err_line;        /* line of the first error; 0 with failed: no line */
+    char buf[4096]; /* current line of a file, cut at its size */
+    size_t total;   /* bytes of the file read so far */
+    int line;       /* physical line the parser is on */
+    int read_errno; /* set when reading the file failed */
+    int err_line;   /* line of the first error; 0 with failed: no line */
     bool failed;
-    char err[512];       /* first error, without the "file:line: " prefix */
-    int seen[N_KEYS];    /* line each key was set on, 0: default */
+    char err[512];    /* first error, without the "file:line: " prefix */
+    int seen[N_KEYS]; /* line each key was set on, 0: default */
     struct co_config *cfg;
     rd_kafka_conf_t *rdconf; /* scratch conf to validate rdkafka.* early */
 };
@@ -270,8 +279,12 @@ static void unit_suffix(const char *s, char *u, size_t usize)
 int co_parse_duration(const char *s, double *seconds, char *err, size_t errlen)
 {
     /* divisor for ms, so "100ms" is exactly the double nearest 0.1 */
-    static const struct { const char *name; double mult, div; } units[] = {
-        {"", 1, 1}, {"ms", 1, 1000}, {"s", 1, 1}, {"m", 60, 1}, {"h", 3600, 1}, {"d", 86400, 1},
+    static const struct {
+        const char *name;
+        double mult, div;
+    } units[] = {
+        { "", 1, 1 },   { "ms", 1, 1000 }, { "s", 1, 1 },
+        { "m", 60, 1 }, { "h", 3600, 1 },  { "d", 86400, 1 },
     };
     char u[24];
     double v;
@@ -296,9 +309,15 @@ int co_parse_duration(const char *s, double *seconds, char *err, size_t errlen)
 
 int co_parse_size(const char *s, size_t *bytes, char *err, size_t errlen)
 {
-    static const struct { const char *name; size_t mult; } units[] = {
-        {"", 1}, {"B", 1}, {"KiB", (size_t)1 << 10}, {"MiB", (size_t)1 << 20},
-        {"GiB", (size_t)1 << 30},
+    static const struct {
+        const char *name;
+        size_t mult;
+    } units[] = {
+        { "", 1 },
+        { "B", 1 },
+        { "KiB", (size_t)1 << 10 },
+        { "MiB", (size_t)1 << 20 },
+        { "GiB", (size_t)1 << 30 },
     };
     char u[24];
     double v;
@@ -372,7 +391,7 @@ static int check_socket_path(const char *v, char *err, size_t n)
     if (strlen(v) < sizeof(((struct sockaddr_un *)0)->sun_path))
         return 0;
     co_seterr(err, n, "\"%s\" is too long for a unix socket (at most %zu bytes)", v,
-           sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+              sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
     return -1;
 }
 
@@ -484,8 +503,7 @@ static int parse_number(const struct key *k, const char *v, double *out, char *e
             return -1;
         *out = (double)z;
         return 0;
-    default:
-        return co_parse_duration(v, out, err, n);
+    default: return co_parse_duration(v, out, err, n);
     }
 }
 
@@ -637,7 +655,7 @@ static int set_listen(struct co_config *cfg, const struct key *k, const char *v,
     while (more) {
         if ((len = next_item(&v, item, sizeof item, &more)) <= 0) {
             co_seterr(err, n, "address %d is %s (host:port, comma-separated)", count + 1,
-                   len == 0 ? "empty" : "too long");
+                      len == 0 ? "empty" : "too long");
             return -1;
         }
         if (count == CO_MAX_LISTEN) {
@@ -683,7 +701,9 @@ static char **split_tokens(const char *v, int *count, char *err, size_t n)
         len = next_item(&v, item, sizeof item, &more);
         if (len <= 0 || strpbrk(item, " \t") != NULL) {
             co_seterr(err, n, "item %d is %s", *count + 1,
-                   len == 0 ? "empty" : len < 0 ? "too long" : "not a single token");
+                      len == 0  ? "empty"
+                      : len < 0 ? "too long"
+                                : "not a single token");
             failed = true;
         } else if (list_push(&list, count, item) < 0) {
             co_seterr(err, n, "out of memory");
@@ -716,16 +736,11 @@ static int set_keylist(struct co_config *cfg, const struct key *k, const char *v
 static int set_key(struct co_config *cfg, const struct key *k, const char *v, char *err, size_t n)
 {
     switch (k->type) {
-    case KT_STRING:
-        return set_string(cfg, k, v, err, n);
-    case KT_ENUM:
-        return set_enum(cfg, k, v, err, n);
-    case KT_LISTEN:
-        return set_listen(cfg, k, v, err, n);
-    case KT_KEYLIST:
-        return set_keylist(cfg, k, v, err, n);
-    default:
-        return set_number(cfg, k, v, err, n);
+    case KT_STRING: return set_string(cfg, k, v, err, n);
+    case KT_ENUM: return set_enum(cfg, k, v, err, n);
+    case KT_LISTEN: return set_listen(cfg, k, v, err, n);
+    case KT_KEYLIST: return set_keylist(cfg, k, v, err, n);
+    default: return set_number(cfg, k, v, err, n);
     }
 }
 
@@ -959,7 +974,7 @@ static int store_callback_key(struct co_config *cfg, const char *item, int i, ch
         if ((len = webhook_secret_decode(item, strlen(item), cfg->callback_keys[i],
                                          CO_MAX_CALLBACK_KEY_BYTES)) < 0) {
             co_seterr(err, n, "secret %d is not valid base64 after \"whsec_\" (or over %d bytes)",
-                   i + 1, CO_MAX_CALLBACK_KEY_BYTES);
+                      i + 1, CO_MAX_CALLBACK_KEY_BYTES);
             return -1;
         }
     } else {
@@ -970,16 +985,16 @@ static int store_callback_key(struct co_config *cfg, const char *item, int i, ch
         }
         if (len > CO_MAX_CALLBACK_KEY_BYTES) {
             co_seterr(err, n, "token %d is longer than %d characters", i + 1,
-                   CO_MAX_CALLBACK_KEY_BYTES);
+                      CO_MAX_CALLBACK_KEY_BYTES);
             return -1;
         }
         memcpy(cfg->callback_keys[i], item, (size_t)len);
     }
     if (len < CO_MIN_CALLBACK_KEY_BYTES) {
         co_seterr(err, n, "%s %d is %d %s, at least %d are needed",
-               cfg->callback_auth == CO_AUTH_HMAC ? "secret" : "token", i + 1, len,
-               cfg->callback_auth == CO_AUTH_HMAC ? "bytes once decoded" : "characters",
-               CO_MIN_CALLBACK_KEY_BYTES);
+                  cfg->callback_auth == CO_AUTH_HMAC ? "secret" : "token", i + 1, len,
+                  cfg->callback_auth == CO_AUTH_HMAC ? "bytes once decoded" : "characters",
+                  CO_MIN_CALLBACK_KEY_BYTES);
         return -1;
     }
     cfg->callback_key_len[i] = (size_t)len;
@@ -1066,22 +1081,25 @@ static int check_whole(struct load *ld)
         }
         if (found)
             return fail_at(ld, ld->seen[k - keys],
-                           "[%s] %s: still the shipped placeholder; set your own %s",
-                           k->section, k->name, placeholders[i].what);
+                           "[%s] %s: still the shipped placeholder; set your own %s", k->section,
+                           k->name, placeholders[i].what);
     }
     if (parse_callback_secret(cfg, why, sizeof why) < 0)
-        return fail_at(ld, max_line(key_line(ld, "provider", "callback_secret"),
-                                    key_line(ld, "provider", "callback_auth")),
+        return fail_at(ld,
+                       max_line(key_line(ld, "provider", "callback_secret"),
+                                key_line(ld, "provider", "callback_auth")),
                        "[provider] callback_secret (callback_auth = %s): %s",
                        auth_names[cfg->callback_auth], why);
     if (cfg->max_metadata_bytes > cfg->max_body)
-        return fail_at(ld, max_line(key_line(ld, "http", "max_metadata_bytes"),
-                                    key_line(ld, "http", "max_body")),
-                       "[http] max_metadata_bytes (%zu) is larger than max_body (%zu)",
-                       cfg->max_metadata_bytes, cfg->max_body);
+        return fail_at(
+            ld,
+            max_line(key_line(ld, "http", "max_metadata_bytes"), key_line(ld, "http", "max_body")),
+            "[http] max_metadata_bytes (%zu) is larger than max_body (%zu)",
+            cfg->max_metadata_bytes, cfg->max_body);
     if (cfg->backoff_max < cfg->backoff_base)
-        return fail_at(ld, max_line(key_line(ld, "dispatch", "backoff_max"),
-                                    key_line(ld, "dispatch", "backoff_base")),
+        return fail_at(ld,
+                       max_line(key_line(ld, "dispatch", "backoff_max"),
+                                key_line(ld, "dispatch", "backoff_base")),
                        "[dispatch] backoff_max (%gs) is smaller than backoff_base (%gs)",
                        cfg->backoff_max, cfg->backoff_base);
     /* webhookUrl is public_base_url + "/api/v1/...": no doubled slash */
@@ -1151,7 +1169,7 @@ static int load(struct load *ld, struct co_config **out, char *err, size_t errle
 
 int co_config_load(const char *path, struct co_config **out, char *err, size_t errlen)
 {
-    struct load ld = {.name = path};
+    struct load ld = { .name = path };
     int rc;
 
     if ((ld.fp = fopen(path, "re")) == NULL) {
@@ -1166,7 +1184,7 @@ int co_config_load(const char *path, struct co_config **out, char *err, size_t e
 int co_config_load_string(const char *name, const char *text, struct co_config **out, char *err,
                           size_t errlen)
 {
-    struct load ld = {.name = name, .text = text};
+    struct load ld = { .name = name, .text = text };
     return load(&ld, out, err, errlen);
 }
 
@@ -1209,8 +1227,13 @@ int co_config_restart_changes(const struct co_config *running, const struct co_c
             char name[64];
             snprintf(name, sizeof name, "%s.%s", k->section, k->name);
             bool hide = k->flags & KF_SECRET;
-            fn(arg, name, hide ? "(secret)" : was.p ? was.p : "",
-               hide ? "(secret)" : now.p ? now.p : "");
+            fn(arg, name,
+               hide    ? "(secret)"
+               : was.p ? was.p
+                       : "",
+               hide    ? "(secret)"
+               : now.p ? now.p
+                       : "");
             changed++;
         }
         strbuf_free(&was);

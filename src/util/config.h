@@ -21,36 +21,36 @@
 enum co_callback_auth { CO_AUTH_HMAC = 0, CO_AUTH_API_KEY };
 
 struct co_listen {
-    char host[256];              /* numeric or name; "[::1]" is stored as "::1" */
+    char host[256]; /* numeric or name; "[::1]" is stored as "::1" */
     char port[8];
 };
 
-struct co_kv {                   /* an "rdkafka.<property>" pass-through */
-    char *name;                  /* <property>, without the "rdkafka." prefix */
+struct co_kv {  /* an "rdkafka.<property>" pass-through */
+    char *name; /* <property>, without the "rdkafka." prefix */
     char *value;
 };
 
 struct co_config {
-    char *file;                  /* path it was loaded from */
+    char *file; /* path it was loaded from */
 
     /* [daemon] */
     char *user;
     char *pid_file;
     char *control_socket;
     enum co_log_level log_level;
-    char *log_target;            /* "stderr", "syslog" or a file path */
-    double shutdown_timeout;     /* seconds */
+    char *log_target;        /* "stderr", "syslog" or a file path */
+    double shutdown_timeout; /* seconds */
 
     /* [http] */
     struct co_listen listen[CO_MAX_LISTEN];
     int n_listen;
     int workers;
     int max_connections;
-    size_t max_body;             /* bytes */
-    size_t max_metadata_bytes;   /* bytes */
-    double idle_timeout;         /* seconds */
+    size_t max_body;           /* bytes */
+    size_t max_metadata_bytes; /* bytes */
+    double idle_timeout;       /* seconds */
     char *public_base_url;
-    char **api_keys;             /* NULL-terminated; n_api_keys == 0: no auth */
+    char **api_keys; /* NULL-terminated; n_api_keys == 0: no auth */
     int n_api_keys;
 
     /* [postgres] */
@@ -60,7 +60,7 @@ struct co_config {
     /* [redis] */
     char *redis_host;
     int redis_port;
-    char *redis_password;        /* "" = none */
+    char *redis_password; /* "" = none */
     int redis_db;
     char *redis_key_prefix;
 
@@ -75,17 +75,17 @@ struct co_config {
     /* [dispatch] */
     int max_concurrent_calls;
     int max_attempts;
-    double backoff_base;         /* seconds */
+    double backoff_base; /* seconds */
     double backoff_max;
     double call_timeout;
     double scheduler_interval;
-    double reconcile_interval;   /* Redis leases checked against PostgreSQL */
+    double reconcile_interval; /* Redis leases checked against PostgreSQL */
 
     /* [provider] */
     char *provider_url;
     char *provider_api_key;
     double provider_timeout;
-    char *provider_status_url;   /* "" = no status lookups; else holds {reference} */
+    char *provider_status_url; /* "" = no status lookups; else holds {reference} */
     enum co_callback_auth callback_auth;
     char *callback_secret;
     double signature_tolerance;
@@ -115,8 +115,8 @@ struct co_config {
 int co_config_load(const char *path, struct co_config **out, char *err, size_t errlen);
 
 /* Load from an in-memory string; NAME is used in messages.  For tests. */
-int co_config_load_string(const char *name, const char *text, struct co_config **out,
-                          char *err, size_t errlen);
+int co_config_load_string(const char *name, const char *text, struct co_config **out, char *err,
+                          size_t errlen);
 
 void co_config_free(struct co_config *cfg);
 

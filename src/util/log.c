@@ -235,8 +235,7 @@ static size_t format_prefix(char *buf, size_t cap, enum co_log_level level)
     gmtime_r(&tv.tv_sec, &tm);
     strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
     int n = snprintf(buf, cap, "ts=%s.%03ldZ level=%s role=%s pid=%ld msg=", ts,
-                     (long)(tv.tv_usec / 1000), level_names[level], logst.role,
-                     (long)getpid());
+                     (long)(tv.tv_usec / 1000), level_names[level], logst.role, (long)getpid());
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
@@ -262,10 +261,10 @@ void co_log(enum co_log_level level, const char *msg, const char *fmt, ...)
     if (!co_log_enabled(level))
         return;
     /* syslog adds its own timestamp and pid; keep only level/role there */
-    size_t off = logst.kind == LOG_TO_SYSLOG
-                     ? (size_t)snprintf(line, cap, "level=%s role=%s msg=",
-                                        level_names[level], logst.role)
-                     : format_prefix(line, cap, level);
+    size_t off =
+        logst.kind == LOG_TO_SYSLOG
+            ? (size_t)snprintf(line, cap, "level=%s role=%s msg=", level_names[level], logst.role)
+            : format_prefix(line, cap, level);
     off = append_quoted(line, off, cap, msg);
     if (fmt != NULL && fmt[0] != '\0' && off + 1 < cap) {
         char tail[sizeof line];

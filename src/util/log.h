@@ -71,10 +71,10 @@ const char *co_log_quote(char *buf, size_t size, const char *s);
 #define co_error(msg, ...) co_log(CO_LOG_ERROR, msg, __VA_ARGS__)
 #define co_warn(msg, ...) co_log(CO_LOG_WARN, msg, __VA_ARGS__)
 #define co_info(msg, ...) co_log(CO_LOG_INFO, msg, __VA_ARGS__)
-#define co_debug(msg, ...)                                                     \
-    do {                                                                       \
-        if (co_log_enabled(CO_LOG_DEBUG))                                      \
-            co_log(CO_LOG_DEBUG, msg, __VA_ARGS__);                            \
+#define co_debug(msg, ...)                          \
+    do {                                            \
+        if (co_log_enabled(CO_LOG_DEBUG))           \
+            co_log(CO_LOG_DEBUG, msg, __VA_ARGS__); \
     } while (0)
 
 #endif

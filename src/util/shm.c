@@ -21,8 +21,8 @@ const double shm_duration_bounds[SHM_DURATION_BUCKETS] = {
 
 int shm_init(void)
 {
-    void *p = mmap(NULL, sizeof(struct co_shm), PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    void *p = mmap(NULL, sizeof(struct co_shm), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                   -1, 0);
     if (p == MAP_FAILED)
         return -1;
     memset(p, 0, sizeof(struct co_shm)); /* atomics of all-zero bits are 0 */
@@ -58,7 +58,7 @@ static void labelled(struct strbuf *o, const char *name, const char *label,
 {
     for (int i = 0; i < n; i++)
         strbuf_addf(o, "%s{%s=\"%s\"} %llu\n", name, label, values[i],
-             (unsigned long long)shm_get(counters[i]));
+                    (unsigned long long)shm_get(counters[i]));
 }
 
 static void counters_section(struct strbuf *o)
@@ -97,7 +97,8 @@ static void counters_section(struct strbuf *o)
     static const enum co_counter rc[] = { CNT_WEBHOOK_REJ_MISSING_HEADER, CNT_WEBHOOK_REJ_MALFORMED,
                                           CNT_WEBHOOK_REJ_STALE, CNT_WEBHOOK_REJ_SIGNATURE,
                                           CNT_WEBHOOK_REJ_API_KEY };
-    family(o, "callorch_webhook_rejections_total", "counter", "Webhooks refused with 401, by reason.");
+    family(o, "callorch_webhook_rejections_total", "counter",
+           "Webhooks refused with 401, by reason.");
     labelled(o, "callorch_webhook_rejections_total", "reason", reasons, rc, 5);
 
     family(o, "callorch_reclaims_total", "counter",
@@ -106,22 +107,23 @@ static void counters_section(struct strbuf *o)
     family(o, "callorch_scheduler_published_total", "counter",
            "Due calls the scheduler handed to Kafka.");
     strbuf_addf(o, "callorch_scheduler_published_total %llu\n",
-         (unsigned long long)shm_get(CNT_SCHED_PUBLISHED));
+                (unsigned long long)shm_get(CNT_SCHED_PUBLISHED));
 }
 
 static const char *const route_names[RT_MAX] = {
     "calls_create", "calls_list", "call_get", "call_patch", "call_cancel", "webhook",
-    "metrics_json", "metrics", "healthz", "readyz", "other",
+    "metrics_json", "metrics",    "healthz",  "readyz",     "other",
 };
 
 static void http_section(struct strbuf *o)
 {
-    family(o, "callorch_http_requests_total", "counter", "HTTP requests, by route and status class.");
+    family(o, "callorch_http_requests_total", "counter",
+           "HTTP requests, by route and status class.");
     for (int r = 0; r < RT_MAX; r++)
         for (int c = 0; c < SHM_STATUS_CLASSES; c++)
             strbuf_addf(o, "callorch_http_requests_total{route=\"%s\",code=\"%dxx\"} %llu\n",
-                 route_names[r], c + 1,
-                 (unsigned long long)atomic_load(&co_shm->http_requests[r][c]));
+                        route_names[r], c + 1,
+                        (unsigned long long)atomic_load(&co_shm->http_requests[r][c]));
     family(o, "callorch_http_request_duration_seconds", "histogram",
            "Time from a complete request to its answer.");
     unsigned long long cum = 0;
@@ -129,13 +131,13 @@ static void http_section(struct strbuf *o)
         cum += atomic_load(&co_shm->http_duration[b]);
         if (b < SHM_DURATION_BUCKETS)
             strbuf_addf(o, "callorch_http_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
-                 shm_duration_bounds[b], cum);
+                        shm_duration_bounds[b], cum);
         else
             strbuf_addf(o, "callorch_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
                         cum);
     }
     strbuf_addf(o, "callorch_http_request_duration_seconds_sum %.6f\n",
-         (double)atomic_load(&co_shm->http_duration_sum_us) / 1e6);
+                (double)atomic_load(&co_shm->http_duration_sum_us) / 1e6);
     strbuf_addf(o, "callorch_http_request_duration_seconds_count %llu\n", cum);
     /* only the slots that answered something: the count of workers is
      * the config's, which this segment does not know */
@@ -151,10 +153,11 @@ static void http_section(struct strbuf *o)
 static void gauges_section(struct strbuf *o, const struct shm_gauges *g)
 {
     static const char *const kinds[SHM_CHILD_KINDS] = { "http", "kafka", "sched" };
-    family(o, "callorch_child_restarts_total", "counter", "Children respawned by the master, by kind.");
+    family(o, "callorch_child_restarts_total", "counter",
+           "Children respawned by the master, by kind.");
     for (int k = 0; k < SHM_CHILD_KINDS; k++)
         strbuf_addf(o, "callorch_child_restarts_total{kind=\"%s\"} %llu\n", kinds[k],
-             (unsigned long long)atomic_load(&co_shm->child_restarts[k]));
+                    (unsigned long long)atomic_load(&co_shm->child_restarts[k]));
 
     static const char *const st[] = { "PENDING", "IN_PROGRESS", "COMPLETED", "FAILED",
                                       "CANCELLED" };

@@ -21,19 +21,19 @@
 /* Monotonic counters, exposed by GET /metrics. */
 enum co_counter {
     CNT_CALLS_CREATED,
-    CNT_DISPATCH_STARTED,          /* provider accepted the call (2xx) */
-    CNT_DISPATCH_PARKED,           /* no slot / lock: back to the scheduler */
-    CNT_DISPATCH_SKIPPED,          /* message for a call not due / not PENDING */
-    CNT_PROVIDER_ERR_CONNECT,      /* connection error or timeout */
+    CNT_DISPATCH_STARTED,     /* provider accepted the call (2xx) */
+    CNT_DISPATCH_PARKED,      /* no slot / lock: back to the scheduler */
+    CNT_DISPATCH_SKIPPED,     /* message for a call not due / not PENDING */
+    CNT_PROVIDER_ERR_CONNECT, /* connection error or timeout */
     CNT_PROVIDER_ERR_5XX,
     CNT_PROVIDER_ERR_429,
-    CNT_PROVIDER_ERR_4XX,          /* rejected: the call fails at once */
-    CNT_RETRIES_SCHEDULED,         /* an attempt ended and a retry was planned */
+    CNT_PROVIDER_ERR_4XX,  /* rejected: the call fails at once */
+    CNT_RETRIES_SCHEDULED, /* an attempt ended and a retry was planned */
     CNT_WEBHOOKS_COMPLETED,
     CNT_WEBHOOKS_FAILED,
     CNT_WEBHOOKS_BUSY,
     CNT_WEBHOOKS_NO_ANSWER,
-    CNT_WEBHOOKS_DUPLICATE,        /* webhook-id seen before, or attempt already ended */
+    CNT_WEBHOOKS_DUPLICATE, /* webhook-id seen before, or attempt already ended */
     CNT_WEBHOOK_REJ_MISSING_HEADER,
     CNT_WEBHOOK_REJ_MALFORMED,
     CNT_WEBHOOK_REJ_STALE,
@@ -46,21 +46,31 @@ enum co_counter {
 
 /* HTTP requests by route and status class. */
 enum co_route {
-    RT_CALLS_CREATE, RT_CALLS_LIST, RT_CALL_GET, RT_CALL_PATCH, RT_CALL_CANCEL,
-    RT_WEBHOOK, RT_METRICS_JSON, RT_METRICS, RT_HEALTHZ, RT_READYZ, RT_OTHER, RT_MAX
+    RT_CALLS_CREATE,
+    RT_CALLS_LIST,
+    RT_CALL_GET,
+    RT_CALL_PATCH,
+    RT_CALL_CANCEL,
+    RT_WEBHOOK,
+    RT_METRICS_JSON,
+    RT_METRICS,
+    RT_HEALTHZ,
+    RT_READYZ,
+    RT_OTHER,
+    RT_MAX
 };
-#define SHM_STATUS_CLASSES 5       /* 1xx..5xx */
+#define SHM_STATUS_CLASSES 5 /* 1xx..5xx */
 
 /* Request duration buckets, upper bounds in seconds (Prometheus "le"). */
 #define SHM_DURATION_BUCKETS 12
 extern const double shm_duration_bounds[SHM_DURATION_BUCKETS];
 
-#define SHM_CHILD_KINDS 3          /* http, kafka, sched (child.h) */
-#define SHM_HTTP_WORKERS 64        /* CO_MAX_HTTP_WORKERS (asserted in shm.c) */
+#define SHM_CHILD_KINDS 3   /* http, kafka, sched (child.h) */
+#define SHM_HTTP_WORKERS 64 /* CO_MAX_HTTP_WORKERS (asserted in shm.c) */
 
 struct co_shm {
-    atomic_int paused;             /* 1: no new call starts anywhere */
-    atomic_int slots_in_use;       /* last value a child read from Redis */
+    atomic_int paused;                /* 1: no new call starts anywhere */
+    atomic_int slots_in_use;          /* last value a child read from Redis */
     atomic_uint_fast64_t slots_freed; /* attempts finished (attempt.c): each freed a slot */
     atomic_uint_fast64_t counters[CNT_MAX];
     atomic_uint_fast64_t http_requests[RT_MAX][SHM_STATUS_CLASSES];
@@ -119,8 +129,8 @@ static inline void shm_http_worker_request(int slot)
 /* The Prometheus text exposition of everything above plus the gauges the
  * caller read (calls by status, max slots).  Returns a malloc'd string. */
 struct shm_gauges {
-    long long by_status[5];        /* PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED; -1 unknown */
-    int slots_in_use;              /* -1 unknown */
+    long long by_status[5]; /* PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED; -1 unknown */
+    int slots_in_use;       /* -1 unknown */
     int max_slots;
 };
 char *shm_prometheus(const struct shm_gauges *g, size_t *len);

@@ -18,11 +18,11 @@
 #include <stddef.h>
 
 struct strbuf {
-    char *p;                     /* NULL until the first append */
-    size_t len;                  /* bytes held, without the trailing NUL */
-    size_t cap;                  /* bytes allocated */
-    size_t max;                  /* 0 = no limit; else len never exceeds it */
-    bool failed;                 /* out of memory or over max: appends stopped */
+    char *p;     /* NULL until the first append */
+    size_t len;  /* bytes held, without the trailing NUL */
+    size_t cap;  /* bytes allocated */
+    size_t max;  /* 0 = no limit; else len never exceeds it */
+    bool failed; /* out of memory or over max: appends stopped */
 };
 
 /* Make room for MORE bytes after len (plus the NUL).  0, or -1 and failed. */

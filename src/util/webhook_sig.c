@@ -24,9 +24,9 @@
 #include "util/config.h"
 #include "util/err.h"
 
-#define MAC_BYTES 32              /* SHA-256 */
-#define MAC_B64 44                /* base64 of 32 bytes, padded */
-#define TS_MAX_DIGITS 18          /* any 18-digit number fits in long long */
+#define MAC_BYTES 32     /* SHA-256 */
+#define MAC_B64 44       /* base64 of 32 bytes, padded */
+#define TS_MAX_DIGITS 18 /* any 18-digit number fits in long long */
 #define B64_MAX_CHARS ((WEBHOOK_MAX_KEY_BYTES + 2) / 3 * 4)
 
 _Static_assert(WEBHOOK_MAX_KEYS == CO_MAX_CALLBACK_KEYS, "key count differs from config.h");
@@ -73,8 +73,7 @@ static int b64_decode(const char *s, size_t n, unsigned char *out, size_t max)
     while (data < n && is_b64(s[data]))
         data++;
     pad = n - data;
-    if (data == 0 || data % 4 == 1 || pad > 2 || (pad > 0 && n % 4 != 0) ||
-        data > B64_MAX_CHARS)
+    if (data == 0 || data % 4 == 1 || pad > 2 || (pad > 0 && n % 4 != 0) || data > B64_MAX_CHARS)
         return -1;
     for (size_t i = data; i < n; i++)
         if (s[i] != '=')
@@ -189,8 +188,8 @@ int webhook_secret_decode(const char *s, size_t n, unsigned char *out, size_t ma
 }
 
 /* Decode the I-th (0-based) secret ITEM/LEN into OUT's slot I. */
-static int parse_one_key(const char *item, size_t len, int i, struct webhook_keys *out,
-                         char *err, size_t errlen)
+static int parse_one_key(const char *item, size_t len, int i, struct webhook_keys *out, char *err,
+                         size_t errlen)
 {
     int got;
     if (len == 0) {
@@ -209,7 +208,7 @@ static int parse_one_key(const char *item, size_t len, int i, struct webhook_key
     }
     if (got < WEBHOOK_MIN_KEY_BYTES) {
         co_seterr(err, errlen, "secret %d is %d bytes once decoded, at least %d are needed", i + 1,
-               got, WEBHOOK_MIN_KEY_BYTES);
+                  got, WEBHOOK_MIN_KEY_BYTES);
         return -1;
     }
     out->len[i] = (size_t)got;
@@ -261,9 +260,9 @@ void webhook_keys_clear(struct webhook_keys *k)
 /* The v1 entries of a webhook-signature header, decoded. */
 struct sig_list {
     unsigned char sig[WEBHOOK_MAX_SIGNATURES][MAC_BYTES];
-    int n;          /* well-formed v1 entries */
-    int bad;        /* entries without a comma, v1 entries that are not 32 bytes */
-    int seen;       /* entries looked at, v1 or not */
+    int n;    /* well-formed v1 entries */
+    int bad;  /* entries without a comma, v1 entries that are not 32 bytes */
+    int seen; /* entries looked at, v1 or not */
 };
 
 /* Classify one "<version>,<payload>" entry of length N into L. */
@@ -277,7 +276,7 @@ static void add_entry(const char *e, size_t n, struct sig_list *l)
         return;
     }
     if (comma - e != 2 || memcmp(e, "v1", 2) != 0)
-        return;  /* another scheme (v1a: ed25519, …): not ours, ignored */
+        return; /* another scheme (v1a: ed25519, …): not ours, ignored */
     plen = n - 3;
     if (plen > MAC_B64 || b64_decode(comma + 1, plen, l->sig[l->n], MAC_BYTES) != MAC_BYTES)
         l->bad++;
@@ -305,8 +304,8 @@ static void parse_signatures(const char *h, struct sig_list *l)
 
 /* 1 when any entry of L equals the MAC under any key of K, -1 on OpenSSL
  * failure, else 0.  All pairs are compared: no exit on the first match. */
-static int match_any(const struct webhook_keys *k, const char *id, const char *ts,
-                     const char *body, size_t len, const struct sig_list *l)
+static int match_any(const struct webhook_keys *k, const char *id, const char *ts, const char *body,
+                     size_t len, const struct sig_list *l)
 {
     unsigned char md[MAC_BYTES];
     EVP_MAC *mac = fetch_hmac();
@@ -333,8 +332,8 @@ static enum webhook_verdict verdict(enum webhook_verdict v, const char **why, co
 
 /* The header checks that come before any HMAC work. */
 static enum webhook_verdict check_headers(const char *id, const char *timestamp,
-                                          const char *signature, long long now,
-                                          double tolerance_s, const char **why)
+                                          const char *signature, long long now, double tolerance_s,
+                                          const char **why)
 {
     long long ts;
     if (id == NULL)
@@ -359,9 +358,8 @@ static enum webhook_verdict check_headers(const char *id, const char *timestamp,
 }
 
 enum webhook_verdict webhook_verify(const struct webhook_keys *k, const char *id,
-                                    const char *timestamp, const char *signature,
-                                    const char *body, size_t len, long long now,
-                                    double tolerance_s, const char **why)
+                                    const char *timestamp, const char *signature, const char *body,
+                                    size_t len, long long now, double tolerance_s, const char **why)
 {
     const char *dummy;
     struct sig_list l;
@@ -461,7 +459,7 @@ int webhook_apikey_ok(const char *header_value, const char *secrets)
         return 0;
     while (next_item(&s, &item, &len)) {
         if (++n > WEBHOOK_MAX_KEYS)
-            return 0;  /* config rejects this; fail closed rather than guess */
+            return 0; /* config rejects this; fail closed rather than guess */
         if (len == 0 || sha256(item, len, want) != 0)
             continue;
         match |= CRYPTO_memcmp(want, got, sizeof got) == 0;

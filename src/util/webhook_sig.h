@@ -19,17 +19,17 @@
 
 #include <stddef.h>
 
-#define WEBHOOK_MAX_KEYS 2          /* current + previous, for rotation */
-#define WEBHOOK_MIN_KEY_BYTES 16    /* decoded; same floor as the config loader */
-#define WEBHOOK_MAX_KEY_BYTES 128   /* decoded; = CO_MAX_CALLBACK_KEY_BYTES */
-#define WEBHOOK_MAX_ID 256          /* longest webhook-id accepted */
-#define WEBHOOK_MAX_SIGNATURES 10   /* entries of webhook-signature looked at */
-#define WEBHOOK_SIGNATURE_BUF 48    /* "v1," + 44 base64 characters + NUL */
+#define WEBHOOK_MAX_KEYS 2        /* current + previous, for rotation */
+#define WEBHOOK_MIN_KEY_BYTES 16  /* decoded; same floor as the config loader */
+#define WEBHOOK_MAX_KEY_BYTES 128 /* decoded; = CO_MAX_CALLBACK_KEY_BYTES */
+#define WEBHOOK_MAX_ID 256        /* longest webhook-id accepted */
+#define WEBHOOK_MAX_SIGNATURES 10 /* entries of webhook-signature looked at */
+#define WEBHOOK_SIGNATURE_BUF 48  /* "v1," + 44 base64 characters + NUL */
 
 /* The HMAC keys of [provider] callback_secret, decoded.  Secret material:
  * webhook_keys_clear() it when done. */
 struct webhook_keys {
-    int n;                                                   /* 0..WEBHOOK_MAX_KEYS */
+    int n; /* 0..WEBHOOK_MAX_KEYS */
     unsigned char key[WEBHOOK_MAX_KEYS][WEBHOOK_MAX_KEY_BYTES];
     size_t len[WEBHOOK_MAX_KEYS];
 };
@@ -100,9 +100,9 @@ enum webhook_verdict {
  * log line or a problem+json detail; it never contains header values.
  */
 enum webhook_verdict webhook_verify(const struct webhook_keys *k, const char *id,
-                                    const char *timestamp, const char *signature,
-                                    const char *body, size_t len, long long now,
-                                    double tolerance_s, const char **why);
+                                    const char *timestamp, const char *signature, const char *body,
+                                    size_t len, long long now, double tolerance_s,
+                                    const char **why);
 
 /* Stable snake_case name of V ("ok", "missing_header", "malformed",
  * "stale_timestamp", "bad_signature", "error") for logs and metric labels;
