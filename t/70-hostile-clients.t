@@ -231,13 +231,16 @@ SKIP: {
     cmp_ok(max(@lat), '<', $FAST, sprintf('20 fresh requests beside them: all 200, slowest %.3fs',
         max(@lat)));
 
-    # 250 more: over the 2 x 1100 cap.  Both workers fill up to the cap
-    # exactly; the rest wait in the kernel's accept queue.
-    for (1 .. 250) {
+    # 600 more: over the 2 x 1100 cap.  Each worker accepts on its own
+    # SO_REUSEPORT socket, which the kernel picks by a hash of the client's
+    # port: of 2 600 clients each worker gets about 1 300 (binomial, sd 25),
+    # fewer than 1 100 with a probability below 1e-14.  So both fill up to
+    # the cap exactly; the rest wait in their accept queues.
+    for (1 .. 600) {
         my $c = $s->raw_connect(port => $port, soft => 1) or last;
         push @idle, $c;
     }
-    is(scalar @idle, 2250, '250 more idle connections opened (2250)');
+    is(scalar @idle, 2600, '600 more idle connections opened (2600)');
     ok($s->wait_for(sub { $total->() == 2 * $MAXCONN }, timeout => 30, soft => 1),
         "at the cap both workers hold $MAXCONN") or diag 'accepted: ' . $total->();
     my ($most_conns, $most_fds) = (0, 0);
@@ -257,8 +260,10 @@ SKIP: {
     print {$late} req(GET => '/healthz');
     my ($r) = IO::Select->new($late)->can_read(1);
     ok(!$r, 'at the cap a further client waits in the accept queue');
-    close $_ for splice @idle, 0, 400;
-    ok(IO::Select->new($late)->can_read($FAST), '400 idle clients leave: the waiting one is served');
+    # about 200 wait before it in its worker's queue: 1 200 leaving (about
+    # 600 of each worker's) make room for all of them
+    close $_ for splice @idle, 0, 1200;
+    ok(IO::Select->new($late)->can_read($FAST), '1200 idle clients leave: the waiting one is served');
     sysread($late, my $got, 4096);
     like($got // '', qr{^HTTP/1\.1 200 }, '... with 200');
     close $late;
@@ -267,7 +272,7 @@ SKIP: {
     @idle = ();
     ok($s->wait_for(sub { $total->() == 0 }, timeout => 30, soft => 1),
         'all idle clients closed: the workers closed their ends') or diag 'left: ' . $total->();
-    # A few descriptors may come and go (database, Kafka); 2 250 may not.
+    # A few descriptors may come and go (database, Kafka); 2 600 may not.
     my $leaked = 0;
     $s->wait_for(sub {
         $leaked = max map { (worker_sockets($_))[1] - $fds0{$_} } @workers;

@@ -105,24 +105,34 @@ static void counts_send(struct pg_pool *pg);
 
 /* The shared query returned: answer every request that waited for it,
  * then send the next one if requests arrived meanwhile. */
-static void statuses_counted(void *ctx, const struct store_err *e,
-                             const long long counts[STORE_STATUSES])
+/* Answer every request of the query that was out (detached first: an
+ * answer may start another metrics request, which joins the waiting list
+ * or sends a query of its own): with COUNTS, else the error E, else 503. */
+static void answer_running(const struct store_err *e, const long long *counts)
 {
-    struct pg_pool *pg = ctx;
-    /* detached first: an answer may start another metrics request, which
-     * joins the waiting list (or sends a query of its own) */
     struct metrics_req *list = counts_queue.running;
     counts_queue.running = NULL;
     counts_queue.sent = false;
     while (list != NULL) {
         struct metrics_req *m = list;
         list = m->next;
-        if (e != NULL)
+        if (counts != NULL)
+            m->render(m, counts);
+        else if (e != NULL)
             api_store_failed(m->req, e, "query");
         else
-            m->render(m, counts);
+            api_unavailable(m->req, API_DB_UNREACHABLE);
         free(m);
     }
+}
+
+/* The shared query returned: answer every request that waited for it,
+ * then send the next one if requests arrived meanwhile. */
+static void statuses_counted(void *ctx, const struct store_err *e,
+                             const long long counts[STORE_STATUSES])
+{
+    struct pg_pool *pg = ctx;
+    answer_running(e, e != NULL ? NULL : counts);
     if (counts_queue.waiting != NULL && !counts_queue.sent)
         counts_send(pg);
 }
@@ -133,17 +143,8 @@ static void counts_send(struct pg_pool *pg)
     counts_queue.running = counts_queue.waiting;
     counts_queue.waiting = NULL;
     counts_queue.sent = true;
-    if (store_calls_count(pg, statuses_counted, pg) == 0)
-        return;
-    struct metrics_req *list = counts_queue.running;
-    counts_queue.running = NULL;
-    counts_queue.sent = false;
-    while (list != NULL) {
-        struct metrics_req *m = list;
-        list = m->next;
-        api_unavailable(m->req, API_DB_UNREACHABLE);
-        free(m);
-    }
+    if (store_calls_count(pg, statuses_counted, pg) < 0)
+        answer_running(NULL, NULL);
 }
 
 static void slots_counted(void *arg, int in_use, const char *err)

@@ -33,12 +33,11 @@
 #include "util/timeutil.h"
 #include "util/webhook_sig.h"
 
-#define WEBHOOK_CALL_ID_MAX 256
 
 static const char *const outcomes[] = { "COMPLETED", "FAILED", "BUSY", "NO_ANSWER" };
 
 struct webhook {
-    char call_id[WEBHOOK_CALL_ID_MAX + 1]; /* the provider's callId */
+    char call_id[CALL_ID_MAX + 1]; /* the provider's callId */
     int has_reference;
     char ref_id[UUID_LEN + 1];
     int ref_attempt;
@@ -109,19 +108,6 @@ static void check_outcome(json_t *doc, struct webhook *w, struct problem *p)
         problem_add_field(p, "status", "must be one of COMPLETED, FAILED, BUSY, NO_ANSWER");
 }
 
-/* DESIGN.md section 5: 1 to 256 printable ASCII characters (the rule of
- * provider_valid_call_id(), which the fuzz build of this file cannot link). */
-static int call_id_ok(const char *s)
-{
-    size_t n = s != NULL ? strlen(s) : 0;
-    if (n < 1 || n > WEBHOOK_CALL_ID_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
-            return 0;
-    return 1;
-}
-
 /* Providers add fields over time: unknown ones are ignored, known ones must
  * have the documented types. */
 static int parse_body(const char *body, size_t len, struct webhook *w, struct problem *p)
@@ -135,9 +121,9 @@ static int parse_body(const char *body, size_t len, struct webhook *w, struct pr
         return -1;
     }
     const char *cid = json_string_value(json_object_get(doc, "callId"));
-    if (!call_id_ok(cid))
+    if (!validate_call_id(cid))
         problem_add_field(p, "callId", "must be a string of 1 to %d printable characters",
-                          WEBHOOK_CALL_ID_MAX);
+                          CALL_ID_MAX);
     else
         snprintf(w->call_id, sizeof(w->call_id), "%s", cid);
     json_t *ref = json_object_get(doc, "reference");

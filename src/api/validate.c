@@ -143,6 +143,17 @@ int validate_e164(const char *s)
     return s != NULL && is_e164(s, strlen(s));
 }
 
+int validate_call_id(const char *s)
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+    if (n < 1 || n > CALL_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+            return 0;
+    return 1;
+}
+
 void call_input_free(struct call_input *in)
 {
     free(in->metadata);

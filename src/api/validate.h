@@ -75,6 +75,13 @@ int validate_uuid(const char *s);
 /* 1 when S is an E.164 number as `to` takes it: ^\+[1-9][0-9]{7,14}$. */
 int validate_e164(const char *s);
 
+/* The longest provider callId (DESIGN.md section 5). */
+#define CALL_ID_MAX 256
+
+/* 1 when S is a valid provider callId: 1 to CALL_ID_MAX printable ASCII
+ * characters (the start answer, the status lookup and the webhook). */
+int validate_call_id(const char *s);
+
 /* The canonical static name when S is exactly one of the five call
  * statuses (PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED), else NULL. */
 const char *validate_status(const char *s);

@@ -7,6 +7,7 @@
  */
 #include "dispatch/lookup.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,13 +156,20 @@ static void found(struct lk *k, const struct provider_lookup_result *r)
         lk_free(k);
 }
 
+/* The lookups are being freed: K's answer is dropped (freed), true. */
+static bool dropped(struct lk *k)
+{
+    if (!k->l->freeing)
+        return false;
+    lk_free(k);
+    return true;
+}
+
 static void restarted(void *arg, const struct provider_result *r)
 {
     struct lk *k = arg;
-    if (k->l->freeing) {
-        lk_free(k);
+    if (dropped(k))
         return;
-    }
     switch (r->outcome) {
     case PROVIDER_STARTED:
         co_info("call started again after a lost answer", "call=%s attempt=%d externalCallId=%s",
@@ -187,10 +195,8 @@ static void restarted(void *arg, const struct provider_result *r)
 static void looked_up(void *arg, const struct provider_lookup_result *r)
 {
     struct lk *k = arg;
-    if (k->l->freeing) {
-        lk_free(k);
+    if (dropped(k))
         return;
-    }
     switch (r->outcome) {
     case LOOKUP_FOUND: found(k, r); return;
     case LOOKUP_NOT_FOUND:

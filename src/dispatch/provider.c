@@ -9,12 +9,12 @@
 
 #include <jansson.h>
 
+#include "api/validate.h"
 #include "net/curl_ev.h"
 #include "util/log.h"
 #include "util/strbuf.h"
 
 #define CALLBACK_PATH "/api/v1/callbacks/call-status"
-#define PROVIDER_CALL_ID_MAX 256
 
 struct provider {
     struct curl_ev *ce;
@@ -53,17 +53,6 @@ static double parse_retry_after(const char *v)
     return end != v && s > 0 && s < 86400 ? s : 0.;
 }
 
-int provider_valid_call_id(const char *s)
-{
-    size_t n = s != NULL ? strlen(s) : 0;
-    if (n < 1 || n > PROVIDER_CALL_ID_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
-            return 0;
-    return 1;
-}
-
 /* A 2xx: started with a valid callId, else unknown (it may have started). */
 static void classify_2xx(const struct curl_ev_response *resp, struct provider_result *r, char *why,
                          size_t whylen, json_t **doc)
@@ -76,7 +65,7 @@ static void classify_2xx(const struct curl_ev_response *resp, struct provider_re
     }
     json_t *idv = json_object_get(*doc, "callId");
     const char *id = json_string_value(idv);
-    if (provider_valid_call_id(id)) {
+    if (validate_call_id(id)) {
         r->outcome = PROVIDER_STARTED;
         r->call_id = id;
         return;
@@ -224,7 +213,7 @@ static void lookup_found(const struct curl_ev_response *resp, struct provider_lo
         snprintf(why, whylen, "status lookup answered 200 with a body that is not JSON");
         return;
     }
-    if (!provider_valid_call_id(id)) {
+    if (!validate_call_id(id)) {
         snprintf(why, whylen, "status lookup answered an invalid callId %s",
                  id != NULL ? CO_LOG_Q(id) : "(none)");
         return;

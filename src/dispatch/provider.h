@@ -10,7 +10,7 @@
  * lost connection after the request may have been sent, a 2xx without a
  * valid callId or not JSON, an answer not read in full).  Also the status
  * lookup ([provider] status_url) and the validation of its answer, and the
- * rule for a provider callId (provider_valid_call_id()).  Requests go
+ * rule for a provider callId (validate_call_id(), api/validate.h).  Requests go
  * through curl_ev, many in flight at once; nothing blocks.
  */
 #ifndef CO_PROVIDER_H
@@ -83,8 +83,6 @@ int provider_can_look_up(const struct provider *p);
 int provider_lookup(struct provider *p, const char *call_id, int attempt, provider_lookup_fn done,
                     void *arg);
 
-/* 1 when S is a valid provider callId: 1 to 256 printable ASCII characters. */
-int provider_valid_call_id(const char *s);
 
 /* Fails what is in flight (starts: DONE with an UNKNOWN outcome; lookups:
  * FAILED). */
