@@ -442,11 +442,6 @@ void intake_free(struct intake *in)
     free(in);
 }
 
-int intake_idle(const struct intake *in)
-{
-    return in->queued == 0 && in->in_flight == 0 && !in->job_open;
-}
-
 void intake_on_created(struct intake *in, intake_created_fn fn, void *arg)
 {
     in->created_fn = fn;

@@ -37,9 +37,6 @@ void intake_free(struct intake *in);
 /* Handle a POST /api/v1/calls (route, auth and content type checked). */
 void intake_create(struct intake *in, struct http_request *req);
 
-/* No request waiting or in flight. */
-int intake_idle(const struct intake *in);
-
 /* Called after a call was committed: the dispatch path hooks in here to
  * publish it.  ID and TO are the call's; may be NULL (nothing to do). */
 typedef void (*intake_created_fn)(void *arg, const char *id, const char *to);
