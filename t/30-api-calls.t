@@ -83,7 +83,7 @@ sub call_shape_ok {
         for my $k (qw(nextAttemptAt startedAt endedAt)) {
             like($c->{$k}, $TS_RE, "$k, when set, has the same format") if defined $c->{$k};
         }
-        like($c->{status}, qr/^(?:PENDING|IN_PROGRESS|COMPLETED|FAILED|CANCELLED)$/,
+        like($c->{status}, qr/^(?:PENDING|IN_PROGRESS|COMPLETED|FAILED|CANCELLED|SUPPRESSED)$/,
             'status is one of the five');
     };
 }
@@ -462,15 +462,15 @@ sub walk {
     is($st, 200, 'metrics: 200');
     like($mh->{'content-type'}, qr{^application/json\b}, 'metrics: application/json');
     is_deeply([ sort keys %$m ],
-        [ sort qw(PENDING IN_PROGRESS COMPLETED FAILED CANCELLED inFlight maxConcurrent) ],
+        [ sort qw(PENDING IN_PROGRESS COMPLETED FAILED CANCELLED SUPPRESSED inFlight maxConcurrent) ],
         'metrics: exactly the documented keys');
     is(json_type($m->{$_}), 'number', "metrics: $_ is a number") for sort keys %$m;
-    is_deeply({ map { $_ => $m->{$_} } qw(PENDING IN_PROGRESS COMPLETED FAILED CANCELLED) },
-        { PENDING => 37, IN_PROGRESS => 1, COMPLETED => 3, FAILED => 2, CANCELLED => 5 },
+    is_deeply({ map { $_ => $m->{$_} } qw(PENDING IN_PROGRESS COMPLETED FAILED CANCELLED SUPPRESSED) },
+        { PENDING => 37, IN_PROGRESS => 1, COMPLETED => 3, FAILED => 2, CANCELLED => 5, SUPPRESSED => 0 },
         'metrics: counts by status');
     my %db = map { split /\|/ } split /\n/, $s->psql('SELECT status, count(*) FROM calls GROUP BY 1');
     is($m->{$_}, $db{$_} // 0, "metrics: $_ agrees with PostgreSQL")
-        for qw(PENDING IN_PROGRESS COMPLETED FAILED CANCELLED);
+        for qw(PENDING IN_PROGRESS COMPLETED FAILED CANCELLED SUPPRESSED);
     # Slots held in Redis: none is taken without dispatch (the scheduler's
     # rebuild from PostgreSQL may count an IN_PROGRESS row made above).
     ok($m->{inFlight} >= 0 && $m->{inFlight} <= $MAX_CONCURRENT, "metrics: inFlight $m->{inFlight}");

@@ -73,6 +73,8 @@ static struct {
     struct metrics_req *waiting; /* answered by the next query */
 } counts_queue;
 
+_Static_assert(SHM_STATUSES == STORE_STATUSES, "the /metrics gauges list every status");
+
 static void counted(struct metrics_req *m, const long long counts[STORE_STATUSES])
 {
     char body[512], in_flight[16] = "null";
@@ -80,8 +82,9 @@ static void counted(struct metrics_req *m, const long long counts[STORE_STATUSES
         snprintf(in_flight, sizeof(in_flight), "%d", m->in_flight);
     int n = snprintf(body, sizeof(body),
                      "{\"PENDING\":%lld,\"IN_PROGRESS\":%lld,\"COMPLETED\":%lld,"
-                     "\"FAILED\":%lld,\"CANCELLED\":%lld,\"inFlight\":%s,\"maxConcurrent\":%d}",
-                     counts[0], counts[1], counts[2], counts[3], counts[4], in_flight,
+                     "\"FAILED\":%lld,\"CANCELLED\":%lld,\"SUPPRESSED\":%lld,"
+                     "\"inFlight\":%s,\"maxConcurrent\":%d}",
+                     counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], in_flight,
                      m->api->cfg->max_concurrent_calls);
     api_json(m->req, 200, body, (size_t)n, NULL);
 }

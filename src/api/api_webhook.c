@@ -16,6 +16,13 @@
  * that arrives before the provider's answer to the start request finds the
  * attempt already IN_PROGRESS (the dispatcher commits that before it calls
  * the provider) and is applied like any other.
+ *
+ * "disposition" is optional: null, or "OPT_OUT" (DESIGN.md section 9),
+ * which lists the call's number on the do-not-call list and suppresses its
+ * PENDING calls in the statement that applies the webhook
+ * (sql/008_suppressed.sql), also when the webhook is late; any other value
+ * is a 400 naming "disposition", as for "status": the provider's opt-out
+ * must not be lost to a misspelling.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +48,8 @@ struct webhook {
     int has_reference;
     char ref_id[UUID_LEN + 1];
     int ref_attempt;
-    const char *outcome; /* one of outcomes[] */
+    const char *outcome;     /* one of outcomes[] */
+    const char *disposition; /* "OPT_OUT" or NULL */
 };
 
 /* 1 when the request carries valid credentials; else answers 401. */
@@ -106,6 +114,13 @@ static void check_outcome(json_t *doc, struct webhook *w, struct problem *p)
             w->outcome = outcomes[i];
     if (w->outcome == NULL)
         problem_add_field(p, "status", "must be one of COMPLETED, FAILED, BUSY, NO_ANSWER");
+    json_t *disp = json_object_get(doc, "disposition");
+    if (disp == NULL || json_is_null(disp))
+        return;
+    if (json_is_string(disp) && strcmp(json_string_value(disp), "OPT_OUT") == 0)
+        w->disposition = "OPT_OUT";
+    else
+        problem_add_field(p, "disposition", "must be \"OPT_OUT\" or null");
 }
 
 /* Providers add fields over time: unknown ones are ignored, known ones must
@@ -156,6 +171,14 @@ struct webhook_req {
     const char *outcome; /* one of outcomes[] */
 };
 
+/* An OPT_OUT was applied (listed, pending calls suppressed): say so. */
+static void log_opt_out(const struct store_webhook_result *r)
+{
+    if (r->opted_out >= 0)
+        co_info("number opted out: on the do-not-call list", "call=%s suppressed=%d", r->call_id,
+                r->opted_out);
+}
+
 static void applied(void *ctx, const struct store_err *e, const struct store_webhook_result *r)
 {
     struct webhook_req *w = ctx;
@@ -174,6 +197,7 @@ static void applied(void *ctx, const struct store_err *e, const struct store_web
         if (strcmp(r->result, "applied") == 0) {
             co_info("webhook applied", "call=%s attempt=%d status=%s", r->call_id, r->attempt,
                     r->status);
+            log_opt_out(r);
             count_outcome(w->outcome);
             /* the lease belongs to the dispatch job that took it */
             struct attempt_end end = {
@@ -187,6 +211,7 @@ static void applied(void *ctx, const struct store_err *e, const struct store_web
             attempt_finished(w->api->pg, w->api->redis, &end, NULL, NULL);
         } else {
             co_info("webhook changes nothing", "result=%s call=%s", r->result, r->call_id);
+            log_opt_out(r); /* a late OPT_OUT still counts */
             shm_count(CNT_WEBHOOKS_DUPLICATE);
         }
         char body[64];
@@ -225,6 +250,7 @@ void api_webhook(struct api *api, struct http_request *req)
         .ref_attempt = w.ref_attempt,
         .call_id = w.call_id,
         .outcome = w.outcome,
+        .disposition = w.disposition,
         .backoff = { co_ms(api->cfg->backoff_base), co_ms(api->cfg->backoff_max) },
     };
     if (store_webhook_apply(api->pg, &sw, applied, wr) < 0) {

@@ -19,8 +19,8 @@
 #include <string.h>
 #include <strings.h>
 
-static const char *const statuses[] = { "PENDING", "IN_PROGRESS", "COMPLETED", "FAILED",
-                                        "CANCELLED" };
+static const char *const statuses[] = { "PENDING", "IN_PROGRESS", "COMPLETED",
+                                        "FAILED",  "CANCELLED",   "SUPPRESSED" };
 
 /* ------------------------------------------------------------ fields ---- */
 
@@ -416,7 +416,7 @@ static void query_value(int which, const char *value, struct list_query *out, st
         if (!out->status)
             problem_add_field(p, name,
                               "must be one of PENDING, IN_PROGRESS, COMPLETED, "
-                              "FAILED, CANCELLED");
+                              "FAILED, CANCELLED, SUPPRESSED");
         break;
     case Q_PAGE:
         out->has_page = 1;

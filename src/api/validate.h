@@ -82,8 +82,9 @@ int validate_e164(const char *s);
  * characters (the start answer, the status lookup and the webhook). */
 int validate_call_id(const char *s);
 
-/* The canonical static name when S is exactly one of the five call
- * statuses (PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED), else NULL. */
+/* The canonical static name when S is exactly one of the call statuses
+ * (PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED, SUPPRESSED), else
+ * NULL. */
 const char *validate_status(const char *s);
 
 /* GET /api/v1/calls query.  page and a cursor cannot be combined. */

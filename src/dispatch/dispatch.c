@@ -4,8 +4,12 @@
  * callback of the non-blocking pool, Redis client or HTTP client:
  *
  *   load ─ skip (not a due PENDING call of this attempt)         → handled
+ *        ├ number listed: suppress ─ SUPPRESSED, no slot taken    → handled
+ *        │                         └ no longer qualifies: go on ↓
  *        └ acquire slot+lock ─ none free / Redis down ─ park      → handled
  *                            └ mark IN_PROGRESS ─ lost the race   → handled
+ *                                               ├ listed since the load: SUPPRESSED,
+ *                                               │ slot and lock released  → handled
  *                                               └ no answer: re-read the call
  *                                               └ started         → handled
  *                                                 └ provider ─ 2xx + valid callId: record id
@@ -107,11 +111,22 @@ static void job_end(struct job *j)
     maybe_stopped(d);
 }
 
-static void job_release(struct job *j)
+/* Release the slot and lock this job took for a call that did not start;
+ * WHY is a string literal (see attempt_release()). */
+static void job_release(struct job *j, const char *why)
 {
     if (j->d->freeing)
         return; /* the lease expires; the scheduler reconciles */
-    attempt_release(j->d->redis, j->id, j->attempt, j->to, j->owner, "call not started");
+    attempt_release(j->d->redis, j->id, j->attempt, j->to, j->owner, why);
+}
+
+/* The call ended SUPPRESSED: its number is on the do-not-call list.
+ * Nothing was dialled and no attempt is recorded. */
+static void count_suppressed(struct job *j, const char *when)
+{
+    co_info("call suppressed: number on the do-not-call list", "call=%s attempt=%d checked=%s",
+            j->id, j->attempt, when);
+    shm_count(CNT_DISPATCH_SUPPRESSED);
 }
 
 /* ---------------------------------------------------- provider outcome */
@@ -326,7 +341,7 @@ static void reread(void *ctx, const struct store_err *e, const struct store_rere
     }
     co_info("start update not committed (its answer was lost); slot released",
             "call=%s attempt=%d status=%s", j->id, j->attempt, r ? r->status : "(gone)");
-    job_release(j);
+    job_release(j, "call not started");
     job_end(j);
 }
 
@@ -352,11 +367,18 @@ static void started(void *ctx, const struct store_err *e, const struct store_sta
          * expired), or the phone is in progress already (23505), or the
          * database failed.  The lease is this job's own token (see
          * calls.slot_owner), so releasing it never frees another job's. */
-        job_release(j);
+        job_release(j, "call not started");
         if (e != NULL && e->answered)
             park(j, "update refused");
         else
             job_end(j);
+        return;
+    }
+    if (s->outcome == STORE_START_SUPPRESSED) {
+        /* listed between the load and the start: the provider is not called */
+        count_suppressed(j, "start");
+        job_release(j, "call suppressed");
+        job_end(j);
         return;
     }
     proceed(j, s);
@@ -377,9 +399,44 @@ static void acquired(void *arg, enum slot_result r, int in_use, const char *err)
         return;
     }
     if (store_attempt_start(j->d->pg, j->id, j->attempt, j->to, j->owner, started, j) < 0) {
-        job_release(j);
+        job_release(j, "call not started");
         job_end(j);
     }
+}
+
+/* Take a slot and the phone's lock for the call, then start it. */
+static void acquire(struct job *j)
+{
+    struct dispatcher *d = j->d;
+    double lease = d->cfg->call_timeout + co_tunables.lease_margin;
+    if (redis_slots_acquire(d->redis, j->owner, j->attempt, j->to, d->cfg->max_concurrent_calls,
+                            lease, acquired, j) < 0)
+        park(j, "redis unavailable");
+}
+
+/* The load found the number listed; SUPPRESSED says whether the call ended
+ * so.  When it did not (taken off the list, cancelled or changed since
+ * the load), the usual path decides: the start re-checks the list. */
+static void suppressed_at_load(void *ctx, const struct store_err *e, bool suppressed)
+{
+    struct job *j = ctx;
+    if (j->d->freeing) {
+        job_end(j);
+        return;
+    }
+    if (e != NULL) {
+        /* PostgreSQL holds the call: the scheduler republishes it */
+        co_warn("cannot suppress call; skipped for now", "call=%s error=%s", j->id,
+                CO_LOG_Q(e->msg));
+        job_end(j);
+        return;
+    }
+    if (suppressed) {
+        count_suppressed(j, "load");
+        job_end(j);
+        return;
+    }
+    acquire(j);
 }
 
 static void loaded(void *ctx, const struct store_err *e, const struct store_call_state *c)
@@ -405,10 +462,12 @@ static void loaded(void *ctx, const struct store_err *e, const struct store_call
         return;
     }
     snprintf(j->to, sizeof(j->to), "%s", c->to);
-    double lease = d->cfg->call_timeout + co_tunables.lease_margin;
-    if (redis_slots_acquire(d->redis, j->owner, j->attempt, j->to, d->cfg->max_concurrent_calls,
-                            lease, acquired, j) < 0)
-        park(j, "redis unavailable");
+    if (c->listed) { /* no slot for a call that will not be dialled */
+        if (store_call_suppress(d->pg, j->id, j->attempt, j->to, suppressed_at_load, j) < 0)
+            job_end(j); /* database down: the scheduler republishes it later */
+        return;
+    }
+    acquire(j);
 }
 
 /* ------------------------------------------------------------ messages */

@@ -1,7 +1,7 @@
 /*
  * attempts.c — the statements of a dispatch attempt's life (attempts.h).
  *
- * Owns: the SQL text of load, start, park, record, settle, the webhook's
+ * Owns: the SQL text of load, start (or suppress), park, record, settle, the webhook's
  * apply_webhook(), the unknown-outcome statements (mark unknown, record a
  * callId learnt later, claim the attempts due for a status lookup), their
  * parameters, and the decoding of their rows.
@@ -16,7 +16,9 @@
 /* ------------------------------------------------------------- load */
 
 static const char LOAD_SQL[] =
-    "SELECT status, attempts, to_number, due_at <= now() FROM calls WHERE id = $1";
+    "SELECT status, attempts, to_number, due_at <= now(),"
+    "       EXISTS (SELECT 1 FROM dnc d WHERE d.number = calls.to_number)"
+    " FROM calls WHERE id = $1";
 
 static void state_row(const PGresult *res, int r, void *out)
 {
@@ -25,6 +27,7 @@ static void state_row(const PGresult *res, int r, void *out)
     s->attempts = atoi(PQgetvalue(res, r, 1));
     s->to = PQgetvalue(res, r, 2);
     s->due = PQgetvalue(res, r, 3)[0] == 't';
+    s->listed = PQgetvalue(res, r, 4)[0] == 't';
 }
 
 static void deliver_state(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
@@ -48,24 +51,19 @@ int store_call_load(struct pg_pool *pg, const char *id, store_call_state_fn cb, 
 /* ------------------------------------------------------------ start */
 
 /* Only a due PENDING call of exactly this attempt, still for the number we
- * locked (a PATCH may have changed it since we loaded it), moves. */
+ * locked (a PATCH may have changed it since we loaded it), moves: to
+ * IN_PROGRESS, or to SUPPRESSED when that number is on the do-not-call
+ * list (start_attempt(), sql/008_suppressed.sql). */
 static const char START_SQL[] =
-    "WITH upd AS ("
-    "  UPDATE calls SET status = 'IN_PROGRESS', attempts = attempts + 1, started_at = now(),"
-    "         ended_at = NULL, next_attempt_at = NULL, published_at = NULL, slot_owner = $4"
-    "  WHERE id = $1 AND status = 'PENDING' AND attempts = $2::int - 1"
-    "    AND due_at <= now() AND to_number = $3"
-    "  RETURNING id, attempts, script_id, metadata"
-    "), att AS ("
-    "  INSERT INTO call_attempts (call_id, attempt) SELECT id, attempts FROM upd"
-    ") "
-    "SELECT script_id, metadata::text FROM upd";
+    "SELECT status, script_id, metadata FROM start_attempt($1, $2::int, $3, $4)";
 
 static void started_row(const PGresult *res, int r, void *out)
 {
     struct store_started *s = out;
-    s->script_id = PQgetvalue(res, r, 0);
-    s->metadata = PQgetvalue(res, r, 1);
+    bool started = strcmp(PQgetvalue(res, r, 0), "IN_PROGRESS") == 0;
+    s->outcome = started ? STORE_START_STARTED : STORE_START_SUPPRESSED;
+    s->script_id = started ? PQgetvalue(res, r, 1) : NULL;
+    s->metadata = started ? PQgetvalue(res, r, 2) : NULL;
 }
 
 static void deliver_started(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
@@ -104,6 +102,7 @@ static void reread_row(const PGresult *res, int r, void *out)
     s->status = PQgetvalue(res, r, 0);
     s->attempts = atoi(PQgetvalue(res, r, 1));
     s->slot_owner = PQgetvalue(res, r, 2);
+    s->started.outcome = STORE_START_STARTED; /* used only when IN_PROGRESS */
     s->started.script_id = PQgetvalue(res, r, 3);
     s->started.metadata = PQgetvalue(res, r, 4);
 }
@@ -124,6 +123,35 @@ int store_call_reread(struct pg_pool *pg, const char *id, store_reread_fn cb, vo
 {
     const char *values[] = { id };
     return store_query_rows(pg, REREAD_SQL, 1, values, &reread_rows, (store_cb)cb, ctx);
+}
+
+/* --------------------------------------------------------- suppress */
+
+static const char SUPPRESS_SQL[] = "SELECT suppress_if_listed($1, $2::int, $3)";
+
+static void suppressed_row(const PGresult *res, int r, void *out)
+{
+    *(bool *)out = PQgetvalue(res, r, 0)[0] == 't';
+}
+
+static void deliver_suppressed(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
+                               int n)
+{
+    ((store_suppressed_fn)cb)(ctx, e, e == NULL && n > 0 && *(const bool *)rows);
+}
+
+static const struct store_rows suppressed_rows = {
+    sizeof(bool),
+    suppressed_row,
+    deliver_suppressed,
+};
+
+int store_call_suppress(struct pg_pool *pg, const char *id, int attempt, const char *to,
+                        store_suppressed_fn cb, void *ctx)
+{
+    struct store_num att;
+    const char *values[] = { id, store_int(&att, attempt), to };
+    return store_query_rows(pg, SUPPRESS_SQL, 3, values, &suppressed_rows, (store_cb)cb, ctx);
 }
 
 /* ------------------------------------------------------ park, record */
@@ -270,8 +298,8 @@ int store_attempt_settle(struct pg_pool *pg, const struct store_settle *s, store
 
 static const char APPLY_SQL[] =
     "SELECT result, call_id::text, attempt, status, to_number,"
-    "       COALESCE(slot_owner, call_id::text)"
-    " FROM apply_webhook($1, $2::uuid, $3::int, $4, $5, $6::bigint, $7::bigint)";
+    "       COALESCE(slot_owner, call_id::text), COALESCE(opted_out, -1)"
+    " FROM apply_webhook($1, $2::uuid, $3::int, $4, $5, $6::bigint, $7::bigint, $8)";
 
 static void applied_row(const PGresult *res, int r, void *out)
 {
@@ -282,6 +310,7 @@ static void applied_row(const PGresult *res, int r, void *out)
     w->status = PQgetvalue(res, r, 3);
     w->to = PQgetvalue(res, r, 4);
     w->slot_owner = PQgetvalue(res, r, 5);
+    w->opted_out = atoi(PQgetvalue(res, r, 6));
 }
 
 static void deliver_applied(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
@@ -308,6 +337,7 @@ int store_webhook_apply(struct pg_pool *pg, const struct store_webhook *w, store
         w->outcome,
         store_int(&base, w->backoff.base_ms),
         store_int(&max, w->backoff.max_ms),
+        w->disposition,
     };
-    return store_query_rows(pg, APPLY_SQL, 7, values, &applied_rows, (store_cb)cb, ctx);
+    return store_query_rows(pg, APPLY_SQL, 8, values, &applied_rows, (store_cb)cb, ctx);
 }

@@ -4,7 +4,8 @@
  *
  * Owns: the statements that load a call for a Kafka message, move it to
  * IN_PROGRESS (the conditional update that makes a redelivered message
- * harmless), re-read it when that update's answer was lost, park it for
+ * harmless) or to SUPPRESSED when its number is on the do-not-call list,
+ * re-read it when that update's answer was lost, park it for
  * the scheduler, record the provider's call id, and end an attempt — settle_attempt() for a provider that did not start the
  * call, apply_webhook() for the provider's webhook (sql/002_dispatch.sql and
  * later migrations) — and the unknown outcomes of sql/004_unknown_outcomes.sql:
@@ -24,7 +25,8 @@ struct store_call_state {
     const char *status;
     int attempts; /* attempts started so far */
     const char *to;
-    bool due; /* due_at has come */
+    bool due;    /* due_at has come */
+    bool listed; /* TO is on the do-not-call list */
 };
 
 /* STATE is NULL when E != NULL or no call has that id. */
@@ -32,17 +34,26 @@ typedef void (*store_call_state_fn)(void *ctx, const struct store_err *e,
                                     const struct store_call_state *state);
 int store_call_load(struct pg_pool *pg, const char *id, store_call_state_fn cb, void *ctx);
 
+/* What the start update did to a call that qualified. */
+enum store_start_outcome {
+    STORE_START_STARTED,   /* IN_PROGRESS, attempt recorded: dial it */
+    STORE_START_SUPPRESSED /* TO is on the do-not-call list: SUPPRESSED,
+                                  * no attempt recorded, nothing to dial */
+};
+
 /* The call as the provider needs it, once it is IN_PROGRESS. */
 struct store_started {
-    const char *script_id;
-    const char *metadata; /* JSON text */
+    enum store_start_outcome outcome;
+    const char *script_id; /* NULL when SUPPRESSED */
+    const char *metadata;  /* JSON text; NULL when SUPPRESSED */
 };
 
 /*
  * Move a due PENDING call to IN_PROGRESS as attempt ATTEMPT, for phone TO
  * (a PATCH since may have changed it), with OWNER as the lease token of the
- * slot.  S is NULL when E != NULL or when the call did not qualify (lost a
- * race).
+ * slot — or to SUPPRESSED when TO is on the do-not-call list
+ * (start_attempt(), sql/008_suppressed.sql).  S is NULL when E != NULL or
+ * when the call did not qualify (lost a race).
  */
 typedef void (*store_started_fn)(void *ctx, const struct store_err *e,
                                  const struct store_started *s);
@@ -61,6 +72,13 @@ struct store_reread {
 /* R is NULL when E != NULL or no call has that id. */
 typedef void (*store_reread_fn)(void *ctx, const struct store_err *e, const struct store_reread *r);
 int store_call_reread(struct pg_pool *pg, const char *id, store_reread_fn cb, void *ctx);
+
+/* The load found TO listed: suppress the call before any slot is taken
+ * (suppress_if_listed(), sql/008_suppressed.sql), if it could start
+ * attempt ATTEMPT now and TO is still listed.  SUPPRESSED: whether it did. */
+typedef void (*store_suppressed_fn)(void *ctx, const struct store_err *e, bool suppressed);
+int store_call_suppress(struct pg_pool *pg, const char *id, int attempt, const char *to,
+                        store_suppressed_fn cb, void *ctx);
 
 /* Hand a PENDING call back to the scheduler (published_at cleared). */
 int store_call_park(struct pg_pool *pg, const char *id, store_done_fn cb, void *ctx);
@@ -126,8 +144,9 @@ struct store_webhook {
     const char *webhook_id; /* the webhook-id header (dedupe), or NULL */
     const char *ref_id;     /* reference "<call id>:<attempt>", or NULL */
     int ref_attempt;
-    const char *call_id; /* the provider's callId */
-    const char *outcome; /* COMPLETED, FAILED, BUSY, NO_ANSWER */
+    const char *call_id;     /* the provider's callId */
+    const char *outcome;     /* COMPLETED, FAILED, BUSY, NO_ANSWER */
+    const char *disposition; /* "OPT_OUT" or NULL */
     struct store_backoff backoff;
 };
 
@@ -139,6 +158,8 @@ struct store_webhook_result {
     const char *status; /* the call's status now */
     const char *to;
     const char *slot_owner; /* the lease token of the attempt's slot */
+    int opted_out;          /* OPT_OUT: the number's other PENDING calls
+                                  * suppressed; -1 without an opt-out */
 };
 
 /* R is NULL when E != NULL (and, against apply_webhook()'s contract of one

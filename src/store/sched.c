@@ -276,10 +276,10 @@ static const char *const PRUNE_SQL[] = {
     [STORE_PRUNE_FINISHED_CALLS] =
         "WITH d AS (DELETE FROM calls WHERE id IN ("
         "  SELECT id FROM calls"
-        "   WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED')"
+        "   WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED', 'SUPPRESSED')"
         "     AND ended_at < now() - $1::bigint * interval '1 ms'"
         "   ORDER BY ended_at LIMIT $2::int FOR UPDATE SKIP LOCKED)"
-        "   AND status IN ('COMPLETED', 'FAILED', 'CANCELLED') RETURNING 1)"
+        "   AND status IN ('COMPLETED', 'FAILED', 'CANCELLED', 'SUPPRESSED') RETURNING 1)"
         " SELECT count(*)::int FROM d",
 };
 

@@ -67,11 +67,11 @@ static void counters_section(struct strbuf *o)
     strbuf_addf(o, "callorch_calls_created_total %llu\n",
                 (unsigned long long)shm_get(CNT_CALLS_CREATED));
 
-    static const char *const outcomes[] = { "started", "parked", "skipped" };
+    static const char *const outcomes[] = { "started", "parked", "skipped", "suppressed" };
     static const enum co_counter oc[] = { CNT_DISPATCH_STARTED, CNT_DISPATCH_PARKED,
-                                          CNT_DISPATCH_SKIPPED };
+                                          CNT_DISPATCH_SKIPPED, CNT_DISPATCH_SUPPRESSED };
     family(o, "callorch_dispatch_total", "counter", "Kafka messages handled, by outcome.");
-    labelled(o, "callorch_dispatch_total", "outcome", outcomes, oc, 3);
+    labelled(o, "callorch_dispatch_total", "outcome", outcomes, oc, 4);
 
     static const char *const classes[] = { "connect", "5xx", "429", "4xx" };
     static const enum co_counter pc[] = { CNT_PROVIDER_ERR_CONNECT, CNT_PROVIDER_ERR_5XX,
@@ -159,10 +159,10 @@ static void gauges_section(struct strbuf *o, const struct shm_gauges *g)
         strbuf_addf(o, "callorch_child_restarts_total{kind=\"%s\"} %llu\n", kinds[k],
                     (unsigned long long)atomic_load(&co_shm->child_restarts[k]));
 
-    static const char *const st[] = { "PENDING", "IN_PROGRESS", "COMPLETED", "FAILED",
-                                      "CANCELLED" };
+    static const char *const st[SHM_STATUSES] = { "PENDING", "IN_PROGRESS", "COMPLETED",
+                                                  "FAILED",  "CANCELLED",   "SUPPRESSED" };
     family(o, "callorch_calls", "gauge", "Calls in PostgreSQL, by status.");
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < SHM_STATUSES; i++)
         if (g->by_status[i] >= 0)
             strbuf_addf(o, "callorch_calls{status=\"%s\"} %lld\n", st[i], g->by_status[i]);
     family(o, "callorch_slots_in_use", "gauge", "Global call slots held in Redis.");

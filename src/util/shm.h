@@ -24,6 +24,7 @@ enum co_counter {
     CNT_DISPATCH_STARTED,     /* provider accepted the call (2xx) */
     CNT_DISPATCH_PARKED,      /* no slot / lock: back to the scheduler */
     CNT_DISPATCH_SKIPPED,     /* message for a call not due / not PENDING */
+    CNT_DISPATCH_SUPPRESSED,  /* number on the do-not-call list: SUPPRESSED */
     CNT_PROVIDER_ERR_CONNECT, /* connection error or timeout */
     CNT_PROVIDER_ERR_5XX,
     CNT_PROVIDER_ERR_429,
@@ -128,9 +129,11 @@ static inline void shm_http_worker_request(int slot)
 
 /* The Prometheus text exposition of everything above plus the gauges the
  * caller read (calls by status, max slots).  Returns a malloc'd string. */
+#define SHM_STATUSES 6 /* STORE_STATUSES (asserted in api_ops.c) */
 struct shm_gauges {
-    long long by_status[5]; /* PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED; -1 unknown */
-    int slots_in_use;       /* -1 unknown */
+    long long by_status[SHM_STATUSES]; /* PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED,
+                                        * SUPPRESSED; -1 unknown */
+    int slots_in_use;                  /* -1 unknown */
     int max_slots;
 };
 char *shm_prometheus(const struct shm_gauges *g, size_t *len);
