@@ -14,7 +14,8 @@
  *    and every row answered as PostgreSQL would — created, or, for an
  *    Idempotency-Key already used in this input, replayed (same body hash)
  *    or refused (another hash);
- *  - redis_slots_count(): 3 slots in use; redis_slots_release(): refused;
+ *  - redis_slots_count(): 3 slots in use; redis_slots_release(): refused,
+ *    redis_slots_release_retried(): dropped;
  *  - kafka_producer_send(): accepted and forgotten.
  * fuzz_stubs_reset() forgets the keys between inputs; fuzz_stubs_idle()
  * tells the harness that nothing is waiting for an answer.
@@ -318,6 +319,11 @@ int redis_slots_release(struct redis_slots *rs, const char *call_id, int attempt
                         const char *phone, slot_done_cb cb, void *arg)
 {
     return -1;
+}
+
+void redis_slots_release_retried(struct redis_slots *rs, const char *call_id, int attempt,
+                                 const char *phone, const char *why)
+{
 }
 
 int redis_slots_is_up(const struct redis_slots *rs)
