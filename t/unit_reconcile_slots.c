@@ -21,11 +21,11 @@
 #include "dispatch/slots.h"
 #include "tap.h"
 #include "tap_ev.h"
+#include "tap_redis.h"
 #include "util/config.h"
 #include "util/log.h"
 
 static struct ev_loop *loop;
-static redisContext *admin;
 
 struct outcome {
     int done;
@@ -86,41 +86,6 @@ static int finish(int submitted, struct outcome *o)
     if (submitted != 0)
         return -100;
     return run_loop_until(loop, outcome_done, o, 10) ? o->value : -101;
-}
-
-static long long admin_int(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static long long admin_int(const char *fmt, ...)
-{
-    va_list ap;
-    long long v = -1;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(admin, fmt, ap);
-    va_end(ap);
-    if (r == NULL)
-        bail("admin connection: %s", admin->errstr);
-    if (r->type == REDIS_REPLY_INTEGER)
-        v = r->integer;
-    freeReplyObject(r);
-    return v;
-}
-
-static const char *admin_str(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static const char *admin_str(const char *fmt, ...)
-{
-    static char buf[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(admin, fmt, ap);
-    va_end(ap);
-    if (r == NULL)
-        bail("admin connection: %s", admin->errstr);
-    snprintf(buf, sizeof(buf), "%s",
-             r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS ||
-                     r->type == REDIS_REPLY_ERROR
-                 ? r->str
-                 : "");
-    freeReplyObject(r);
-    return buf;
 }
 
 /* The server's run_id, from INFO server. */
@@ -341,7 +306,6 @@ static void test_release_retry(int port)
 int main(void)
 {
     const char *p = getenv("CALLORCH_TEST_REDIS_PORT");
-    struct timeval tv = { 5, 0 };
     struct redis_slots *rs;
 
     if (p == NULL || atoi(p) <= 0) {
@@ -350,9 +314,7 @@ int main(void)
     }
     co_log_set_level(getenv("TEST_VERBOSE") ? CO_LOG_DEBUG : CO_LOG_ERROR);
     loop = ev_default_loop(0);
-    admin = redisConnectWithTimeout("127.0.0.1", atoi(p), tv);
-    if (admin == NULL || admin->err)
-        bail("cannot connect to Redis");
+    admin_connect(atoi(p));
     rs = make(atoi(p), 5);
     test_run_id(rs);
     test_scan(rs);

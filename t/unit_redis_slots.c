@@ -25,12 +25,12 @@
 #include "dispatch/slots.h"
 #include "tap.h"
 #include "tap_ev.h"
+#include "tap_redis.h"
 #include "util/config.h"
 #include "util/log.h"
 
 static struct ev_loop *loop;
 static int port;
-static redisContext *admin;  /* a plain blocking client to look inside */
 static int in_submit;        /* set while a request function runs */
 static int cb_inside_submit; /* a callback came from inside a submit */
 
@@ -192,58 +192,6 @@ static int leader_release(struct redis_slots *rs, const char *owner)
     struct outcome o = { 0 };
 
     return finish(redis_leader_release(rs, owner, on_done, &o), &o);
-}
-
-/* An admin command whose reply is an integer (or -1). */
-static long long admin_int(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static long long admin_int(const char *fmt, ...)
-{
-    va_list ap;
-    redisReply *r;
-    long long v = -1;
-
-    va_start(ap, fmt);
-    r = redisvCommand(admin, fmt, ap);
-    va_end(ap);
-    if (r == NULL)
-        bail("admin connection: %s", admin->errstr);
-    if (r->type == REDIS_REPLY_INTEGER)
-        v = r->integer;
-    freeReplyObject(r);
-    return v;
-}
-
-/* An admin command whose reply is a string ("" for nil). */
-static const char *admin_str(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static const char *admin_str(const char *fmt, ...)
-{
-    static char buf[256];
-    va_list ap;
-    redisReply *r;
-
-    va_start(ap, fmt);
-    r = redisvCommand(admin, fmt, ap);
-    va_end(ap);
-    if (r == NULL)
-        bail("admin connection: %s", admin->errstr);
-    snprintf(buf, sizeof(buf), "%s",
-             r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS ||
-                     r->type == REDIS_REPLY_ERROR
-                 ? r->str
-                 : "");
-    freeReplyObject(r);
-    return buf;
-}
-
-static void admin_connect(void)
-{
-    struct timeval tv = { 5, 0 };
-
-    if (admin != NULL)
-        redisFree(admin);
-    admin = redisConnectWithTimeout("127.0.0.1", port, tv);
-    if (admin == NULL || admin->err)
-        bail("cannot connect to Redis on port %d: %s", port, admin ? admin->errstr : "oom");
 }
 
 /* A config for HOST:PORT with PASSWORD and DB; prefix "t:". */
@@ -781,7 +729,7 @@ static void test_restart(void)
     if (ctl("start") != 0)
         bail("lost the harness");
     ok(run_until(is_up, rs, 10), "reconnected after Redis came back");
-    admin_connect();
+    admin_connect(port);
     is_int(SLOT_NEEDS_REBUILD, acquire(rs, "p2", 1, "+15550000082", 5, 30, &o),
            "the empty Redis wants a rebuild");
     is_int(1, rebuild(rs, NULL, 0), "rebuild");
@@ -802,7 +750,7 @@ int main(void)
     port = atoi(p);
     co_log_set_level(getenv("TEST_VERBOSE") ? CO_LOG_DEBUG : CO_LOG_ERROR);
     loop = ev_default_loop(0);
-    admin_connect();
+    admin_connect(port);
 
     test_queue_while_connecting();
     rs = make("127.0.0.1", port, "", 0, 5);
