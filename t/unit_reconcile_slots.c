@@ -124,7 +124,7 @@ static int queue_empty_and_released(void *arg)
 static struct redis_slots *make(int port, double timeout)
 {
     struct co_config cfg;
-    struct redis_slots_opts opts;
+    struct redis_opts opts;
     struct redis_slots *rs;
     char err[256];
 
@@ -133,7 +133,7 @@ static struct redis_slots *make(int port, double timeout)
     cfg.redis_port = port;
     cfg.redis_password = (char *)"";
     cfg.redis_key_prefix = (char *)"t:";
-    redis_slots_opts_init(&opts);
+    redis_opts_init(&opts);
     opts.name = "test";
     opts.command_timeout = timeout;
     opts.backoff_min = 0.05;

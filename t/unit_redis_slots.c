@@ -213,11 +213,11 @@ static struct redis_slots *make(const char *host, int p, const char *password, i
                                 double timeout)
 {
     struct co_config cfg = make_cfg(host, p, password, db);
-    struct redis_slots_opts opts;
+    struct redis_opts opts;
     struct redis_slots *rs;
     char err[256];
 
-    redis_slots_opts_init(&opts);
+    redis_opts_init(&opts);
     opts.name = "test";
     opts.command_timeout = timeout;
     if ((rs = redis_slots_new(loop, &cfg, &opts, err, sizeof(err))) == NULL)
@@ -630,14 +630,14 @@ static void test_connection_killed(void)
 static void test_max_pending(void)
 {
     struct co_config cfg = make_cfg("127.0.0.1", port, "", 0);
-    struct redis_slots_opts opts;
+    struct redis_opts opts;
     struct outcome o[6];
     struct redis_slots *rs;
     int accepted = 0;
     char err[256];
 
     memset(o, 0, sizeof(o));
-    redis_slots_opts_init(&opts);
+    redis_opts_init(&opts);
     opts.max_pending = 5;
     if ((rs = redis_slots_new(loop, &cfg, &opts, err, sizeof(err))) == NULL)
         bail("redis_slots_new: %s", err);

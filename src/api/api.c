@@ -316,11 +316,11 @@ int api_init(struct api *api, struct ev_loop *loop, const struct co_config *cfg,
              size_t errlen)
 {
     struct pg_pool_opts opts;
-    struct redis_slots_opts ropts;
+    struct redis_opts ropts;
     pg_pool_opts_init(&opts);
     opts.size = cfg->pg_pool_size;
     opts.name = "api";
-    redis_slots_opts_init(&ropts);
+    redis_opts_init(&ropts);
     ropts.name = "api";
     memset(api, 0, sizeof(*api));
     api->loop = loop;

@@ -527,7 +527,7 @@ struct dispatcher *dispatcher_new(struct ev_loop *loop, const struct co_config *
                                   size_t errlen)
 {
     struct pg_pool_opts opts;
-    struct redis_slots_opts ropts;
+    struct redis_opts ropts;
     struct dispatcher *d = calloc(1, sizeof(*d));
     if (d == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -538,7 +538,7 @@ struct dispatcher *dispatcher_new(struct ev_loop *loop, const struct co_config *
     pg_pool_opts_init(&opts);
     opts.size = cfg->pg_pool_size;
     opts.name = "dispatch";
-    redis_slots_opts_init(&ropts);
+    redis_opts_init(&ropts);
     ropts.name = "dispatch";
     if ((d->offsets = offsets_new()) == NULL ||
         (d->pg = pg_pool_new(loop, cfg->pg_conninfo, &opts, err, errlen)) == NULL ||

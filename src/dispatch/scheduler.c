@@ -318,7 +318,7 @@ struct scheduler *scheduler_new(struct ev_loop *loop, const struct co_config *cf
                                 size_t errlen)
 {
     struct pg_pool_opts opts;
-    struct redis_slots_opts ropts;
+    struct redis_opts ropts;
     char host[64] = "localhost";
     struct scheduler *s = calloc(1, sizeof(*s));
     if (s == NULL) {
@@ -332,7 +332,7 @@ struct scheduler *scheduler_new(struct ev_loop *loop, const struct co_config *cf
     pg_pool_opts_init(&opts);
     opts.size = 2;
     opts.name = "sched";
-    redis_slots_opts_init(&ropts);
+    redis_opts_init(&ropts);
     ropts.name = "sched";
     if ((s->pg = pg_pool_new(loop, cfg->pg_conninfo, &opts, err, errlen)) == NULL ||
         (s->redis = redis_slots_new(loop, cfg, &ropts, err, errlen)) == NULL ||

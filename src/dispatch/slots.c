@@ -636,33 +636,17 @@ static void retry_due(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* -------------------------------------------------------------- public --- */
 
-void redis_slots_opts_init(struct redis_slots_opts *opts)
-{
-    struct redis_opts o;
-
-    redis_opts_init(&o);
-    opts->name = o.name;
-    opts->command_timeout = o.command_timeout;
-    opts->backoff_min = o.backoff_min;
-    opts->backoff_max = o.backoff_max;
-    opts->max_pending = o.max_pending;
-}
-
 struct redis_slots *redis_slots_new(struct ev_loop *loop, const struct co_config *cfg,
-                                    const struct redis_slots_opts *opts, char *err, size_t errlen)
+                                    const struct redis_opts *opts, char *err, size_t errlen)
 {
     struct redis_opts o;
     struct redis_slots *rs;
 
-    redis_opts_init(&o);
+    if (opts != NULL)
+        o = *opts;
+    else
+        redis_opts_init(&o);
     o.client = "redis_slots";
-    if (opts != NULL) {
-        o.name = opts->name;
-        o.command_timeout = opts->command_timeout;
-        o.backoff_min = opts->backoff_min;
-        o.backoff_max = opts->backoff_max;
-        o.max_pending = opts->max_pending;
-    }
     if ((rs = calloc(1, sizeof(*rs))) == NULL ||
         (rs->prefix = strdup(cfg->redis_key_prefix != NULL ? cfg->redis_key_prefix : "")) == NULL) {
         free(rs);
@@ -674,7 +658,6 @@ struct redis_slots *redis_slots_new(struct ev_loop *loop, const struct co_config
         free(rs);
         return NULL;
     }
-    rs->loop = loop;
     rs->loop = loop;
     rs->retry_delay = RELEASE_RETRY_MIN;
     ev_timer_init(&rs->retry_timer, retry_due, 0., 0.);

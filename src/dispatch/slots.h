@@ -72,6 +72,7 @@
 
 #include <ev.h>
 
+#include "net/redis.h"
 #include "util/config.h"
 
 struct redis_slots;
@@ -94,17 +95,6 @@ enum redis_slots_state {
                                back (reconnecting in the background) */
 };
 
-struct redis_slots_opts {
-    const char *name;       /* shown as redis=… in logs; default "redis" */
-    double command_timeout; /* s from send to reply (also bounds connect,
-                               handshake and name lookup); then the
-                               connection is dropped; default 5 */
-    double backoff_min;     /* s before the first reconnect; default 0.1 */
-    double backoff_max;     /* s cap of the doubling; default 5 */
-    int max_pending;        /* requests queued or in flight before new
-                               ones are refused; default 10000 */
-};
-
 /* One IN_PROGRESS call for redis_slots_rebuild(). */
 struct slot_entry {
     const char *call_id; /* the owner of the lease token (above) */
@@ -125,17 +115,17 @@ typedef void (*slot_done_cb)(void *arg, int value, const char *err);
  * the current leadership (0 when not leader). */
 typedef void (*slot_leader_cb)(void *arg, int is_leader, long long token, const char *err);
 
-void redis_slots_opts_init(struct redis_slots_opts *opts);
-
 /*
  * Create the handle and start connecting to [redis] host:port of CFG (the
- * values are copied; CFG may go away).  OPTS may be NULL for the defaults.
+ * values are copied; CFG may go away).  OPTS are the connection's
+ * (redis_opts_init(), net/redis.h; its errors name this module whatever
+ * OPTS->client says); NULL for the defaults.
  * Fails only for invalid options; an unreachable Redis is not an error here
  * (the handle keeps retrying).  A host name is resolved asynchronously
  * (getaddrinfo_a), so a slow DNS never blocks the loop either.
  */
 struct redis_slots *redis_slots_new(struct ev_loop *loop, const struct co_config *cfg,
-                                    const struct redis_slots_opts *opts, char *err, size_t errlen);
+                                    const struct redis_opts *opts, char *err, size_t errlen);
 
 /*
  * Disconnect.  Requests still queued or in flight get their callback with

@@ -286,13 +286,13 @@ int pg_pool_idle(const struct pg_pool *pool)
 
 /* ---------------------------------------------------------- redis_slots -- */
 
-void redis_slots_opts_init(struct redis_slots_opts *opts)
+void redis_opts_init(struct redis_opts *opts)
 {
     memset(opts, 0, sizeof(*opts));
 }
 
 struct redis_slots *redis_slots_new(struct ev_loop *loop, const struct co_config *cfg,
-                                    const struct redis_slots_opts *opts, char *err,
+                                    const struct redis_opts *opts, char *err,
                                     size_t errlen)
 {
     struct redis_slots *rs = calloc(1, sizeof(*rs));
