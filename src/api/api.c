@@ -115,14 +115,12 @@ static int method_allowed(const char *allow, int method)
     return 0;
 }
 
-/* application/json, any case, optionally with parameters (charset=…). */
-static int is_json_content_type(const char *ct)
+int api_content_type_is(const char *ct, const char *want)
 {
-    static const char json[] = "application/json";
-    if (ct == NULL || strncasecmp(ct, json, sizeof(json) - 1) != 0)
+    size_t n = strlen(want);
+    if (ct == NULL || strncasecmp(ct, want, n) != 0)
         return 0;
-    char next = ct[sizeof(json) - 1];
-    return next == '\0' || next == ';' || next == ' ' || next == '\t';
+    return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t';
 }
 
 void api_json(struct http_request *req, int status, const char *body, size_t len,
@@ -270,7 +268,7 @@ void api_handle(struct http_request *req, void *arg)
     if (routes[r].needs_auth && !authorized(api, req))
         return;
     if ((method == HTTP_POST && (r == ROUTE_CALLS || r == ROUTE_WEBHOOK)) || method == HTTP_PATCH) {
-        if (!is_json_content_type(http_request_header(req, "Content-Type"))) {
+        if (!api_content_type_is(http_request_header(req, "Content-Type"), "application/json")) {
             answer_status(req, 415, "Content-Type must be application/json", NULL);
             return;
         }

@@ -51,6 +51,10 @@ void api_handle(struct http_request *req, void *arg);
 
 /* --- helpers for the handler modules ------------------------------------ */
 
+/* 1 when the media type of Content-Type CT is WANT: any case, optionally
+ * with parameters (charset=…); 0 for NULL. */
+int api_content_type_is(const char *ct, const char *want);
+
 /* Answer with JSON text BODY. */
 void api_json(struct http_request *req, int status, const char *body, size_t len,
               const char *extra_headers);

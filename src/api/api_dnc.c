@@ -73,15 +73,6 @@ static void refused(struct dnc_req *r)
     free(r);
 }
 
-/* The media type of CT is WANT (any case, parameters allowed). */
-static int content_type_is(const char *ct, const char *want)
-{
-    size_t n = strlen(want);
-    if (ct == NULL || strncasecmp(ct, want, n) != 0)
-        return 0;
-    return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t';
-}
-
 /* The path segment RAW as an E.164 number in OUT ('+' or %2B first);
  * answers 400 itself and returns -1 when it is none. */
 static int path_number(struct http_request *req, const char *raw, char out[DNC_NUMBER_BUF])
@@ -182,7 +173,7 @@ static int put_body(struct http_request *req, char **reason)
     *reason = NULL;
     if (body == NULL || len == 0)
         return 0;
-    if (!content_type_is(http_request_header(req, "Content-Type"), "application/json")) {
+    if (!api_content_type_is(http_request_header(req, "Content-Type"), "application/json")) {
         answer_simple(req, 415, NULL, "Content-Type must be application/json");
         return -1;
     }
@@ -583,7 +574,7 @@ void api_dnc_import(struct api *api, struct http_request *req)
     struct import_req *ir;
     char *buf;
 
-    if (!content_type_is(http_request_header(req, "Content-Type"), "text/csv")) {
+    if (!api_content_type_is(http_request_header(req, "Content-Type"), "text/csv")) {
         answer_simple(req, 415, NULL, "Content-Type must be text/csv");
         return;
     }
