@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/un.h>
 
+#include "compliance/tzprefix.h"
 #include "util/err.h"
 #include "util/strbuf.h"
 #include "util/webhook_sig.h"
@@ -68,13 +69,19 @@ static int check_log_target(const char *v, char *err, size_t n);
 static int check_url(const char *v, char *err, size_t n);
 static int check_topic(const char *v, char *err, size_t n);
 static int check_status_url(const char *v, char *err, size_t n);
+static int check_hours(const char *v, char *err, size_t n);
+static int check_days(const char *v, char *err, size_t n);
+static int check_retry_rule(const char *v, char *err, size_t n);
+static void derive_rules(struct co_config *cfg);
 
 static const char *const log_level_names[] = { "error", "warn", "info", "debug", NULL };
 static const char *const auth_names[] = { "hmac", "api-key", NULL };
+static const char *const unknown_tz_names[] = { "utc", "skip", NULL };
 
 /* Enums are stored through an int pointer. */
 _Static_assert(sizeof(enum co_log_level) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum co_callback_auth) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum co_unknown_tz) == sizeof(int), "enum size");
 
 #define OFF(f) offsetof(struct co_config, f)
 #define STR(s, k, d, f, chk, fl)                                                           \
@@ -148,6 +155,24 @@ static const struct key keys[] = {
     ENUM("provider", "callback_auth", "hmac", callback_auth, auth_names),
     STR("provider", "callback_secret", NULL, callback_secret, NULL, KF_SECRET),
     NUM(KT_DURATION, "provider", "signature_tolerance", "5m", "1s", "24h", signature_tolerance),
+
+    STR("compliance", "calling_hours", "08:00-21:00", calling_hours, check_hours, 0),
+    STR("compliance", "calling_days", "mon-sun", calling_days, check_days, 0),
+    ENUM("compliance", "unknown_timezone", "utc", unknown_timezone, unknown_tz_names),
+    NUM(KT_INT, "compliance", "max_attempts_per_number", "0", "0", "1000",
+        max_attempts_per_number),
+    NUM(KT_DURATION, "compliance", "attempts_period", "24h", "1s", "3650d", attempts_period),
+    STR("compliance", "timezone_prefixes", CO_TZPREFIX_FILE, timezone_prefixes, check_abs_path,
+        KF_RESTART),
+
+    STR("retry", "failed", "backoff", retry_rule[CO_OUTCOME_FAILED], check_retry_rule, 0),
+    STR("retry", "busy", "10m", retry_rule[CO_OUTCOME_BUSY], check_retry_rule, 0),
+    STR("retry", "no_answer", "2h", retry_rule[CO_OUTCOME_NO_ANSWER], check_retry_rule, 0),
+    STR("retry", "voicemail", "24h", retry_rule[CO_OUTCOME_VOICEMAIL], check_retry_rule, 0),
+    STR("retry", "rejected", "never", retry_rule[CO_OUTCOME_REJECTED], check_retry_rule, 0),
+    STR("retry", "invalid_number", "never", retry_rule[CO_OUTCOME_INVALID_NUMBER],
+        check_retry_rule, 0),
+    STR("retry", "timeout", "backoff", retry_rule[CO_OUTCOME_TIMEOUT], check_retry_rule, 0),
 
     NUM(KT_DURATION, "retention", "webhook_events", "7d", "1s", "3650d", retain_webhook_events),
     NUM(KT_DURATION, "retention", "idempotency_keys", "24h", "1s", "3650d",
@@ -1102,11 +1127,82 @@ static int check_whole(struct load *ld)
                                 key_line(ld, "dispatch", "backoff_base")),
                        "[dispatch] backoff_max (%gs) is smaller than backoff_base (%gs)",
                        cfg->backoff_max, cfg->backoff_base);
+    derive_rules(cfg);
     /* webhookUrl is public_base_url + "/api/v1/...": no doubled slash */
     size_t len = strlen(cfg->public_base_url);
     while (len > 0 && cfg->public_base_url[len - 1] == '/')
         cfg->public_base_url[--len] = '\0';
     return 0;
+}
+
+/* ------------------------------------------------ compliance and retry -- */
+
+static int check_hours(const char *v, char *err, size_t n)
+{
+    struct window w;
+    return window_parse_hours(v, &w, err, n);
+}
+
+static int check_days(const char *v, char *err, size_t n)
+{
+    unsigned days;
+    return window_parse_days(v, &days, err, n);
+}
+
+/* "never", "backoff" or a duration of at least 1 s: *seconds as in
+ * co_retry_rule(). */
+static int parse_retry_rule(const char *v, double *seconds, char *err, size_t n)
+{
+    if (strcmp(v, "never") == 0) {
+        *seconds = CO_RETRY_NEVER;
+        return 0;
+    }
+    if (strcmp(v, "backoff") == 0) {
+        *seconds = CO_RETRY_BACKOFF;
+        return 0;
+    }
+    if (co_parse_duration(v, seconds, err, n) < 0 || *seconds < 1 || *seconds > 3650 * 86400.) {
+        co_seterr(err, n, "\"%s\" is not \"never\", \"backoff\" or a duration from 1s to 3650d",
+                  v);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_retry_rule(const char *v, char *err, size_t n)
+{
+    double s;
+    return parse_retry_rule(v, &s, err, n);
+}
+
+static const char *const outcome_statuses[CO_OUTCOME_N] = {
+    "FAILED", "BUSY", "NO_ANSWER", "VOICEMAIL", "REJECTED", "INVALID_NUMBER", "TIMEOUT",
+};
+
+int co_outcome_from_status(const char *status)
+{
+    for (int i = 0; status != NULL && i < CO_OUTCOME_N; i++)
+        if (strcmp(status, outcome_statuses[i]) == 0)
+            return i;
+    return -1;
+}
+
+double co_retry_rule(const struct co_config *cfg, enum co_outcome outcome)
+{
+    return cfg->retry_delay[outcome];
+}
+
+/* The parsed forms of [compliance] and [retry]: their checks passed, so
+ * these parse. */
+static void derive_rules(struct co_config *cfg)
+{
+    char why[256];
+    if (window_parse(cfg->calling_hours, cfg->calling_days, &cfg->calling_window, why,
+                     sizeof why) < 0)
+        window_always(&cfg->calling_window);
+    for (int i = 0; i < CO_OUTCOME_N; i++)
+        if (parse_retry_rule(cfg->retry_rule[i], &cfg->retry_delay[i], why, sizeof why) < 0)
+            cfg->retry_delay[i] = CO_RETRY_BACKOFF;
 }
 
 /* ----------------------------------------------------------- loading -- */

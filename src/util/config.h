@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 
+#include "compliance/window.h"
 #include "util/log.h"
 
 #define CO_MAX_LISTEN 16
@@ -19,6 +20,24 @@
 #define CO_MAX_CALLBACK_KEY_BYTES 128 /* decoded HMAC key or api-key token */
 
 enum co_callback_auth { CO_AUTH_HMAC = 0, CO_AUTH_API_KEY };
+
+/* [compliance] unknown_timezone: what a number without zone data gets. */
+enum co_unknown_tz { CO_UNKNOWN_TZ_UTC = 0, CO_UNKNOWN_TZ_SKIP };
+
+/* The outcomes that [retry] has a rule for (DESIGN.md section 9), in the
+ * order of co_outcome_names. */
+enum co_outcome {
+    CO_OUTCOME_FAILED,
+    CO_OUTCOME_BUSY,
+    CO_OUTCOME_NO_ANSWER,
+    CO_OUTCOME_VOICEMAIL,
+    CO_OUTCOME_REJECTED,
+    CO_OUTCOME_INVALID_NUMBER,
+    CO_OUTCOME_TIMEOUT, /* no webhook within call_timeout */
+    CO_OUTCOME_N
+};
+#define CO_RETRY_NEVER (-1.0)  /* retry rule "never" */
+#define CO_RETRY_BACKOFF (0.0) /* retry rule "backoff": the exponential rule */
 
 struct co_listen {
     char host[256]; /* numeric or name; "[::1]" is stored as "::1" */
@@ -90,6 +109,20 @@ struct co_config {
     char *callback_secret;
     double signature_tolerance;
 
+    /* [compliance] */
+    char *calling_hours; /* as written; "" = any time of day */
+    char *calling_days;
+    struct window calling_window; /* both parsed, at load time */
+    enum co_unknown_tz unknown_timezone;
+    int max_attempts_per_number; /* 0 = no cap */
+    double attempts_period;      /* seconds */
+    char *timezone_prefixes;     /* the tzprefix data file */
+
+    /* [retry]: each outcome's rule as written, and parsed at load time into
+     * seconds: CO_RETRY_NEVER, CO_RETRY_BACKOFF or a fixed delay > 0 */
+    char *retry_rule[CO_OUTCOME_N];
+    double retry_delay[CO_OUTCOME_N];
+
     /* [retention], seconds; finished_calls 0 = keep forever */
     double retain_webhook_events;
     double retain_idempotency_keys;
@@ -137,5 +170,13 @@ int co_parse_duration(const char *s, double *seconds, char *err, size_t errlen);
 int co_parse_size(const char *s, size_t *bytes, char *err, size_t errlen);
 
 const char *co_log_level_name(enum co_log_level level);
+
+/* "FAILED", "BUSY", ... (the webhook status of each enum co_outcome; TIMEOUT
+ * for the reclaim) to its outcome; -1 for any other text. */
+int co_outcome_from_status(const char *status);
+
+/* The [retry] rule of an outcome: CO_RETRY_NEVER, CO_RETRY_BACKOFF or a
+ * delay in seconds. */
+double co_retry_rule(const struct co_config *cfg, enum co_outcome outcome);
 
 #endif
