@@ -56,10 +56,14 @@ sub config_keys {
     my $s = qr/"([^"]*)"/;
     my @keys;
     my $macros = () = $table =~ /\b(?:STR|NUM|ENUM|LIST)\(/g;
-    while ($table =~ /\bSTR\(\s*$s,\s*$s,\s*("[^"]*"|NULL)/g) {
+    # CO_TZPREFIX_FILE: the installed data file, $(pkgdatadir)/tzprefix.tsv,
+    # as the package installs it.
+    while ($table =~ /\bSTR\(\s*$s,\s*$s,\s*("[^"]*"|NULL|CO_TZPREFIX_FILE)/g) {
         my ($sec, $name, $def) = ($1, $2, $3);
         push @keys, { section => $sec, name => $name,
-                      default => $def eq 'NULL' ? undef : substr($def, 1, -1) };
+                      default => $def eq 'NULL' ? undef
+                               : $def eq 'CO_TZPREFIX_FILE' ? '/usr/share/callorch/tzprefix.tsv'
+                               : substr($def, 1, -1) };
     }
     while ($table =~ /\bNUM\(\s*KT_\w+,\s*$s,\s*$s,\s*$s,\s*$s,\s*$s/g) {
         push @keys, { section => $1, name => $2, default => $3, min => $4, max => $5 };
