@@ -47,13 +47,20 @@ ok(defined $dir && -d $dir, 'it names its temporary directory');
 like($text, qr/posting $CALLS sample calls \(a third of them to numbers used twice\)/,
      "it posts $CALLS calls, some to repeated numbers");
 
-# the last progress line: nothing left, every call COMPLETED or FAILED
-my @lines = grep { /PENDING/ } split /[\r\n]+/, $text;
-my ($pend, $inp, $done, $failed) = ($lines[-1] // '')
-    =~ /PENDING\s+(\d+)\s+IN_PROGRESS\s+(\d+)\s+COMPLETED\s+(\d+)\s+FAILED\s+(\d+)/;
+# the last progress line: only the held call left, every sample call
+# COMPLETED or FAILED, the listed number's call SUPPRESSED
+my @lines = grep { /PENDING\s+\d/ } split /[\r\n]+/, $text;
+my ($pend, $inp, $done, $failed, $supp) = ($lines[-1] // '')
+    =~ /PENDING\s+(\d+)\s+IN_PROGRESS\s+(\d+)\s+COMPLETED\s+(\d+)\s+FAILED\s+(\d+)\s+SUPPRESSED\s+(\d+)/;
 ok(@lines > 1, 'it shows the progress as it goes (' . scalar(@lines) . ' lines)');
-is(($pend // -1) + ($inp // -1), 0, 'the last progress line: nothing PENDING or IN_PROGRESS');
-is(($done // 0) + ($failed // 0), $CALLS, "the last progress line: all $CALLS calls ended");
+is($pend, 1, 'the last progress line: only the held call is PENDING');
+is($inp, 0, 'the last progress line: nothing IN_PROGRESS');
+is(($done // 0) + ($failed // 0), $CALLS, "the last progress line: all $CALLS sample calls ended");
+is($supp, 1, 'the last progress line: one call SUPPRESSED');
+like($text, qr/a call outside its calling hours \(\d\d:00-\d\d:00 UTC\) is held: holdReason window, nextAttemptAt \d{4}-/,
+     'it shows a call held outside its calling hours');
+like($text, qr/the held call is still PENDING \(holdReason window\); the listed number's call ended SUPPRESSED/,
+     'the held call stays held and the listed number\'s call ends SUPPRESSED');
 
 my ($max, $per_phone) = $text =~ /at most (\d+) calls at once and (\d+) at once for one number/;
 ok(defined $max && $max >= 1 && $max <= 5, 'the provider saw at most the cap of 5 at once ('
@@ -67,6 +74,7 @@ my $r = HTTP::Tiny->new(timeout => 5)->get("$base/api/v1/metrics");
 is($r->{status}, 200, 'the API still answers after the calls settled');
 my $m = eval { decode_json($r->{content}) } || {};
 is(($m->{COMPLETED} // 0) + ($m->{FAILED} // 0), $CALLS, '... and counts the same calls');
+is($m->{SUPPRESSED}, 1, '... and the suppressed one');
 
 # Ctrl-C: everything stops, the directory goes
 my ($master) = defined $dir && -f "$dir/callorchd.pid"

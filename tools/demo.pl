@@ -56,18 +56,39 @@ for my $i (1 .. $CALLS) {
           metadata => { campaign => 'demo', n => $i } });
 }
 
+# Who may be called, and when (README): one call outside its calling hours
+# (its own window, in UTC, opens in three hours) is held; one to a number
+# listed on the do-not-call list after it was created ends SUPPRESSED.
+my @now = gmtime(time + 3 * 3600);
+my $open = sprintf '%02d:00', $now[2];
+my $close = sprintf '%02d:00', ($now[2] + 1) % 24;
+my (undef, $held) = $s->api(POST => '/api/v1/calls',
+    { to => '+15550190001', scriptId => 'demo-welcome', timezone => 'UTC',
+      callingWindow => { start => $open, end => $close } });
+my $soon = CallorchTest::rfc3339(time + 3);
+my (undef, $late) = $s->api(POST => '/api/v1/calls',
+    { to => '+15550190002', scriptId => 'demo-welcome', notBefore => $soon });
+$s->api(PUT => '/api/v1/dnc/+15550190002', { reason => 'asked not to be called' });
+printf "a call outside its calling hours (%s-%s UTC) is held: holdReason %s, nextAttemptAt %s\n",
+    $open, $close, $held->{holdReason} // '?', $held->{nextAttemptAt} // '?';
+print "a call to +15550190002, listed on the do-not-call list after it was created, waits for its notBefore...\n";
+
 my $t0 = time;
 until ($stop) {
     my (undef, $m) = $s->api(GET => '/api/v1/metrics');
     last unless ref $m;
-    printf "\r  %5.1fs  PENDING %3d  IN_PROGRESS %2d  COMPLETED %3d  FAILED %3d  slots %d/%d   ",
-        time - $t0, @$m{qw(PENDING IN_PROGRESS COMPLETED FAILED)}, $m->{inFlight} // 0,
+    printf "\r  %5.1fs  PENDING %3d  IN_PROGRESS %2d  COMPLETED %3d  FAILED %3d  SUPPRESSED %d  slots %d/%d   ",
+        time - $t0, @$m{qw(PENDING IN_PROGRESS COMPLETED FAILED SUPPRESSED)}, $m->{inFlight} // 0,
         $m->{maxConcurrent};
-    last if $m->{PENDING} + $m->{IN_PROGRESS} == 0;
+    last if $m->{PENDING} == 1 && $m->{IN_PROGRESS} == 0 && $m->{SUPPRESSED} == 1;
     sleep 0.5;
 }
+my (undef, $h) = $s->api(GET => "/api/v1/calls/$held->{id}");
+my (undef, $x) = $s->api(GET => "/api/v1/calls/$late->{id}");
+printf "\n\nthe held call is still %s (holdReason %s); the listed number's call ended %s (%s).\n",
+    $h->{status} // '?', $h->{holdReason} // '?', $x->{status} // '?', $x->{lastError} // '?';
 my $sim = eval { $s->sim_stats } || {};
-printf "\n\nsettled; the provider saw at most %s calls at once and %s at once for one number.\n",
+printf "settled; the provider saw at most %s calls at once and %s at once for one number.\n",
     $sim->{maxInProgress} // '?', $sim->{maxPerPhone} // '?';
 
 print <<"EOT" unless $stop;

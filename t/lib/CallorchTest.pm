@@ -253,6 +253,14 @@ sub epoch {
     return Time::Local::timegm($sec, $mi, $h, $d, $mo - 1, $y) + ($frac // 0);
 }
 
+# Epoch seconds -> RFC 3339 "2026-01-01T12:00:00.123Z" (the inverse of epoch).
+sub rfc3339 {
+    my ($t) = @_;
+    my @g = gmtime(int $t);
+    return sprintf '%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', $g[5] + 1900, $g[4] + 1, @g[3, 2, 1, 0],
+        int(($t - int $t) * 1000);
+}
+
 sub _tail {
     my ($path, $n) = @_;
     my @lines = split /\n/, _slurp($path);
