@@ -1,7 +1,8 @@
 /*
  * unit_window.c — TAP tests for src/compliance/window.c (calling windows in
  * the recipient's local time) and src/compliance/tzprefix.c (the zones of
- * a number, by longest prefix).
+ * a number, by longest prefix) and src/compliance/rules.c (which zones and
+ * window apply to a call, and the verdict "dial now" or "hold until").
  *
  * Every instant is fixed, in unix seconds computed with
  * `date -u -d '2026-03-08 07:00 UTC' +%s`; the current time is never read.
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "compliance/rules.h"
 #include "compliance/tzprefix.h"
 #include "compliance/window.h"
 #include "tap.h"
@@ -467,6 +469,140 @@ static void test_cross_check(void)
            checks, opened, never);
 }
 
+
+/* The prefix table of test_prefix(), loaded again. */
+static struct tzprefix *load_prefixes(void)
+{
+    const char *path = getenv("CALLORCH_TZPREFIX");
+    char buf[4096];
+    if (path == NULL || path[0] == '\0') {
+        const char *bd = getenv("CALLORCH_BUILDDIR");
+        snprintf(buf, sizeof buf, "%s/data/tzprefix.tsv", bd && bd[0] ? bd : ".");
+        path = buf;
+    }
+    struct tzprefix *t = NULL;
+    if (tzprefix_load(path, &t, err, sizeof err) != 0)
+        bail("tzprefix_load: %s", err);
+    return t;
+}
+
+/* A config with [compliance] from INI_TAIL (the secret is required). */
+static struct co_config *rules_config(const char *compliance)
+{
+    char text[1024];
+    struct co_config *cfg = NULL;
+    snprintf(text, sizeof text,
+             "[provider]\ncallback_secret = whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n"
+             "[compliance]\n%s",
+             compliance);
+    if (co_config_load_string("rules.ini", text, &cfg, err, sizeof err) != 0)
+        bail("config: %s", err);
+    return cfg;
+}
+
+static void test_rules_zones(void)
+{
+    struct tzprefix *t = load_prefixes();
+    const char *z[RULES_MAX_ZONES];
+    is_int(0, rules_number_zones(t, "+15551234567", z, RULES_MAX_ZONES),
+           "rules: +1 555 (only the country code, many zones): no zone data");
+    is_int(2, rules_number_zones(t, "+19075551234", z, RULES_MAX_ZONES), "rules: +1 907: 2 zones");
+    ok(strcmp(z[0], "America/Adak") == 0 && strcmp(z[1], "America/Anchorage") == 0,
+       "  Adak and Anchorage");
+    is_int(1, rules_number_zones(t, "+919876543210", z, RULES_MAX_ZONES),
+           "rules: +91 (country level, one zone) counts");
+    is_int(0, rules_number_zones(t, "+80012345678", z, RULES_MAX_ZONES), "rules: +800: none");
+    is_int(0, rules_number_zones(NULL, "+12015551234", z, RULES_MAX_ZONES),
+           "rules: no table: none");
+    is_int(-1, rules_number_zones(t, "12015551234", z, RULES_MAX_ZONES), "rules: not E.164: -1");
+    tzprefix_free(t);
+}
+
+static void window_json_case(const char *json, const char *want_err)
+{
+    json_error_t je;
+    json_t *v = json_loads(json, JSON_DECODE_ANY, &je);
+    struct window w;
+    int rc = rules_window_from_json(v, &w, err, sizeof err);
+    if (want_err == NULL) {
+        json_t *back = rules_window_to_json(&w);
+        char *txt = json_dumps(back, JSON_COMPACT);
+        ok(rc == 0, "callingWindow %s accepted (as %s)", json, txt ? txt : "?");
+        free(txt);
+        json_decref(back);
+    } else {
+        is_int(-1, rc, "callingWindow %s refused", json);
+        like(err, want_err, "  with the message");
+    }
+    json_decref(v);
+}
+
+static void test_rules_window_json(void)
+{
+    window_json_case("{\"start\":\"09:00\",\"end\":\"20:00\",\"days\":[\"mon\",\"fri\"]}", NULL);
+    window_json_case("{\"start\":\"22:00\",\"end\":\"06:00\"}", NULL);
+    window_json_case("{\"days\":[\"sat\"]}", NULL);
+    window_json_case("{\"start\":\"25:00\",\"end\":\"06:00\"}", "not a time of day");
+    window_json_case("{\"start\":\"09:00\"}", "must both be");
+    window_json_case("{\"start\":9,\"end\":10}", "must both be");
+    window_json_case("{\"start\":\"09:00\",\"end\":\"10:00\",\"days\":[\"funday\"]}",
+                     "is not a day name");
+    window_json_case("{\"start\":\"09:00\",\"end\":\"10:00\",\"days\":[]}", "non-empty array");
+    window_json_case("{\"start\":\"09:00\",\"end\":\"10:00\",\"hours\":1}", "unknown member");
+    window_json_case("[1]", "must be an object");
+    window_json_case("{\"start\":\"09:00:00\",\"end\":\"10:00\"}", "HH:MM");
+
+    struct window w;
+    json_t *v =
+        json_loads("{\"start\":\"09:30\",\"end\":\"24:00\",\"days\":[\"sun\",\"mon\"]}", 0, NULL);
+    rules_window_from_json(v, &w, err, sizeof err);
+    json_t *back = rules_window_to_json(&w);
+    char *txt = json_dumps(back, JSON_COMPACT);
+    is_string("{\"start\":\"09:30\",\"end\":\"24:00\",\"days\":[\"mon\",\"sun\"]}", txt,
+              "the normal form: monday first, 24:00 kept");
+    free(txt);
+    json_decref(back);
+    json_decref(v);
+}
+
+static void test_rules_check(void)
+{
+    time_t until = 0;
+    /* 2026-01-15 12:00Z, a Thursday */
+    const time_t noon = 1768478400;
+    struct co_config *cfg = rules_config("calling_hours = 08:00-21:00\n");
+    const char *ny[] = { "America/New_York" }; /* 07:00 EST: closed until 13:00Z */
+    is_int(RULES_HOLD, rules_check(cfg, NULL, ny, 1, noon, &until, err, sizeof err),
+           "New York at 07:00: hold");
+    is_int(noon + 3600, until, "  until 08:00 EST (13:00Z)");
+    const char *none[1] = { NULL };
+    is_int(RULES_DIAL, rules_check(cfg, NULL, none, 0, noon, &until, err, sizeof err),
+           "no zone data, unknown_timezone utc: the window in UTC, open at 12:00Z");
+    struct window own = win("13:00-14:00", "mon-sun");
+    is_int(RULES_HOLD, rules_check(cfg, &own, none, 0, noon, &until, err, sizeof err),
+           "the call's own window overrides the config's");
+    is_int(noon + 3600, until, "  until 13:00Z");
+    const char *bad[] = { "Mars/Olympus" };
+    is_int(RULES_ERROR, rules_check(cfg, NULL, bad, 1, noon, &until, err, sizeof err),
+           "a zone the tzdata lacks: error");
+    co_config_free(cfg);
+
+    cfg = rules_config("calling_hours =\nunknown_timezone = skip\n");
+    is_int(RULES_HOLD, rules_check(cfg, NULL, none, 0, noon, &until, err, sizeof err),
+           "no zone data, unknown_timezone skip: hold even at any hour");
+    is_int(noon + RULES_SKIP_RECHECK, until, "  looked at again later");
+    is_int(RULES_DIAL, rules_check(cfg, NULL, ny, 1, noon, &until, err, sizeof err),
+           "empty calling_hours with a zone: any time");
+    co_config_free(cfg);
+
+    cfg = rules_config("calling_hours = 09:00-10:00\n");
+    const char *far[] = { "Pacific/Honolulu", "Asia/Kolkata" };
+    is_int(RULES_HOLD, rules_check(cfg, NULL, far, 2, noon, &until, err, sizeof err),
+           "zones whose windows never meet: hold");
+    is_int(noon + WINDOW_HORIZON, until, "  for the horizon, then looked at again");
+    co_config_free(cfg);
+}
+
 int main(void)
 {
     test_parse();
@@ -477,6 +613,9 @@ int main(void)
     test_multi_zone();
     test_prefix();
     test_cross_check();
+    test_rules_zones();
+    test_rules_window_json();
+    test_rules_check();
     window_cache_clear();
     return done_testing();
 }

@@ -8,8 +8,7 @@
 
 #include "util/err.h"
 
-int rules_number_zones(const struct tzprefix *t, const char *e164, const char **zones,
-                       size_t max)
+int rules_number_zones(const struct tzprefix *t, const char *e164, const char **zones, size_t max)
 {
     struct tzprefix_match m;
     char why[128];
@@ -55,7 +54,8 @@ static int window_days_from_json(const json_t *days, struct window *w, char *err
         co_seterr(err, errlen, "\"days\" must be a non-empty array of day names");
         return -1;
     }
-    json_array_foreach (days, i, d) {
+    json_array_foreach(days, i, d)
+    {
         int day = json_is_string(d) ? window_day_index(json_string_value(d)) : -1;
         if (day < 0) {
             co_seterr(err, errlen, "\"days\"[%zu] is not a day name (\"mon\" ... \"sun\")", i);
@@ -74,7 +74,8 @@ int rules_window_from_json(const json_t *obj, struct window *w, char *err, size_
         co_seterr(err, errlen, "must be an object {\"start\",\"end\",\"days\"}");
         return -1;
     }
-    json_object_foreach ((json_t *)obj, key, v) {
+    json_object_foreach((json_t *)obj, key, v)
+    {
         if (strcmp(key, "start") != 0 && strcmp(key, "end") != 0 && strcmp(key, "days") != 0) {
             co_seterr(err, errlen, "unknown member (only \"start\", \"end\" and \"days\")");
             return -1;
@@ -99,8 +100,8 @@ json_t *rules_window_to_json(const struct window *w)
 }
 
 enum rules_verdict rules_check(const struct co_config *cfg, const struct window *w,
-                               const char *const *zones, size_t nzones, time_t now,
-                               time_t *until, char *err, size_t errlen)
+                               const char *const *zones, size_t nzones, time_t now, time_t *until,
+                               char *err, size_t errlen)
 {
     static const char *const utc[] = { "UTC" };
     time_t at;

@@ -25,14 +25,13 @@
 #include "compliance/window.h"
 #include "util/config.h"
 
-#define RULES_MAX_ZONES 64          /* more than any prefix in the data has */
+#define RULES_MAX_ZONES 64           /* more than any prefix in the data has */
 #define RULES_SKIP_RECHECK (60 * 60) /* unknown_timezone = skip: look again after */
 
 /* The zones the prefix data gives E164, into ZONES (at most MAX; they point
  * into the table).  Returns how many: 0 for no zone data (no prefix, or a
  * country-level prefix with more than one zone), -1 for a malformed E164. */
-int rules_number_zones(const struct tzprefix *t, const char *e164, const char **zones,
-                       size_t max);
+int rules_number_zones(const struct tzprefix *t, const char *e164, const char **zones, size_t max);
 
 /* Parse a callingWindow object {"start":"09:00","end":"20:00","days":["mon",
  * ...]} ("days" optional: every day; "start"/"end" both or neither: the
@@ -56,7 +55,7 @@ enum rules_verdict {
  * RULES_SKIP_RECHECK).  A window that never opens in all zones at once
  * within WINDOW_HORIZON holds until NOW + WINDOW_HORIZON. */
 enum rules_verdict rules_check(const struct co_config *cfg, const struct window *w,
-                               const char *const *zones, size_t nzones, time_t now,
-                               time_t *until, char *err, size_t errlen);
+                               const char *const *zones, size_t nzones, time_t now, time_t *until,
+                               char *err, size_t errlen);
 
 #endif

@@ -159,8 +159,7 @@ static const struct key keys[] = {
     STR("compliance", "calling_hours", "08:00-21:00", calling_hours, check_hours, 0),
     STR("compliance", "calling_days", "mon-sun", calling_days, check_days, 0),
     ENUM("compliance", "unknown_timezone", "utc", unknown_timezone, unknown_tz_names),
-    NUM(KT_INT, "compliance", "max_attempts_per_number", "0", "0", "1000",
-        max_attempts_per_number),
+    NUM(KT_INT, "compliance", "max_attempts_per_number", "0", "0", "1000", max_attempts_per_number),
     NUM(KT_DURATION, "compliance", "attempts_period", "24h", "1s", "3650d", attempts_period),
     STR("compliance", "timezone_prefixes", CO_TZPREFIX_FILE, timezone_prefixes, check_abs_path,
         KF_RESTART),
@@ -170,8 +169,8 @@ static const struct key keys[] = {
     STR("retry", "no_answer", "2h", retry_rule[CO_OUTCOME_NO_ANSWER], check_retry_rule, 0),
     STR("retry", "voicemail", "24h", retry_rule[CO_OUTCOME_VOICEMAIL], check_retry_rule, 0),
     STR("retry", "rejected", "never", retry_rule[CO_OUTCOME_REJECTED], check_retry_rule, 0),
-    STR("retry", "invalid_number", "never", retry_rule[CO_OUTCOME_INVALID_NUMBER],
-        check_retry_rule, 0),
+    STR("retry", "invalid_number", "never", retry_rule[CO_OUTCOME_INVALID_NUMBER], check_retry_rule,
+        0),
     STR("retry", "timeout", "backoff", retry_rule[CO_OUTCOME_TIMEOUT], check_retry_rule, 0),
 
     NUM(KT_DURATION, "retention", "webhook_events", "7d", "1s", "3650d", retain_webhook_events),
@@ -1162,8 +1161,7 @@ static int parse_retry_rule(const char *v, double *seconds, char *err, size_t n)
         return 0;
     }
     if (co_parse_duration(v, seconds, err, n) < 0 || *seconds < 1 || *seconds > 3650 * 86400.) {
-        co_seterr(err, n, "\"%s\" is not \"never\", \"backoff\" or a duration from 1s to 3650d",
-                  v);
+        co_seterr(err, n, "\"%s\" is not \"never\", \"backoff\" or a duration from 1s to 3650d", v);
         return -1;
     }
     return 0;
@@ -1197,8 +1195,8 @@ double co_retry_rule(const struct co_config *cfg, enum co_outcome outcome)
 static void derive_rules(struct co_config *cfg)
 {
     char why[256];
-    if (window_parse(cfg->calling_hours, cfg->calling_days, &cfg->calling_window, why,
-                     sizeof why) < 0)
+    if (window_parse(cfg->calling_hours, cfg->calling_days, &cfg->calling_window, why, sizeof why) <
+        0)
         window_always(&cfg->calling_window);
     for (int i = 0; i < CO_OUTCOME_N; i++)
         if (parse_retry_rule(cfg->retry_rule[i], &cfg->retry_delay[i], why, sizeof why) < 0)
