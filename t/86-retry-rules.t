@@ -15,7 +15,9 @@
 #  c) after a reload (SIGHUP) to [retry] timeout = never and a short
 #     call_timeout, a call whose webhook never comes (the simulator drops
 #     it) is reclaimed once and ends FAILED after one attempt, its attempt's
-#     outcome TIMEOUT: the rule is read from the running configuration.
+#     outcome TIMEOUT: the rule is read from the running configuration;
+#  d) with [provider] status_url, answers lost and webhooks dropped, the
+#     status lookup's final VOICEMAIL and BUSY settle by the same rules.
 use strict;
 use warnings;
 use Digest::SHA qw(hmac_sha256);
@@ -165,5 +167,33 @@ ok(!defined $tc->{nextAttemptAt}, 'TIMEOUT: no retry planned');
 is($s->sim_stats->{started}, 1, 'the simulator started it once');
 like($s->log_text, qr/call reclaimed: no webhook within call_timeout.*call=\Q$t->{id}\E.*status=FAILED/,
     'the reclaim logged it FAILED');
+
+# ======================================= d) a status lookup's final status ===
+# The answers to the start requests are lost and the webhooks dropped: only
+# the status lookup learns how the calls ended, and settles them by the
+# same rules (lookup.c).
+my %LK = (VOICEMAIL => '+15558600301', BUSY => '+15558600302');
+$s->stop_daemon;
+$s->restart_sim('--delay', '0', '--drop', '1', '--lose-answer', '1', '--seed', '88',
+    map { ('--outcome', "$LK{$_}=$_") } sort keys %LK);
+$s->write_config(%config,
+    'provider.status_url'   => 'http://127.0.0.1:' . $s->provider_port . '/api/v1/calls?reference={reference}',
+    'provider.timeout'      => '2s',
+    'dispatch.call_timeout' => '60s');
+$s->start_daemon;
+my %lk = map { $_ => post($LK{$_}, 'retry-lookup-' . lc $_) } sort keys %LK;
+my $lv = wait_call($lk{VOICEMAIL}{id}, 'lookup VOICEMAIL: ended', sub { $_[0]{status} eq 'FAILED' }, 60);
+is($lv->{attempts}, 1, 'lookup VOICEMAIL (never): FAILED after one attempt');
+is_deeply([ map { $_->{outcome} } @{ $lv->{attemptLog} } ], ['VOICEMAIL'], 'lookup VOICEMAIL: attemptLog outcome');
+is($lv->{lastError}, 'provider reported VOICEMAIL', 'lookup VOICEMAIL: lastError');
+my $lb = wait_call($lk{BUSY}{id}, 'lookup BUSY: PENDING after attempt 1',
+    sub { $_[0]{status} eq 'PENDING' && $_[0]{attempts} == 1 }, 60);
+{
+    my $d = gap($lb->{nextAttemptAt}, $lb->{attemptLog}[0]{endedAt});
+    ok($d >= 2 && $d < 3, "lookup BUSY: nextAttemptAt - endedAt in [2 s, 3 s) ($d s)");
+    is($lb->{attemptLog}[0]{outcome}, 'BUSY', 'lookup BUSY: attemptLog outcome');
+}
+like($s->log_text, qr/settled by a status lookup.*call=\Q$lv->{id}\E.*status=FAILED/,
+    'the lookup logged the VOICEMAIL call FAILED');
 
 done_testing();
