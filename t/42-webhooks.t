@@ -5,7 +5,8 @@
 # X-Api-Key mode, webhook-id dedupe, late webhooks, unknown calls, malformed
 # bodies, matching by reference or by the provider's callId, the effect of
 # each outcome (COMPLETED final, FAILED/BUSY/NO_ANSWER retried or FAILED at
-# max_attempts), slot release, concurrent deliveries for one attempt
+# max_attempts, VOICEMAIL/REJECTED/INVALID_NUMBER by their default [retry]
+# rules), slot release, concurrent deliveries for one attempt
 # (exactly one applied); then the real flow with a simulator that
 # sends its webhooks before its 202 (--early) or twice (--duplicate).
 #
@@ -253,6 +254,7 @@ my @bad = (
     [ 'bad status value',    { %$body1, status => 'DONE' },                               'status' ],
     [ 'lower-case status',   { %$body1, status => 'completed' },                          'status' ],
     [ 'status not a string', { %$body1, status => 1 },                                    'status' ],
+    [ 'status ANSWERING_MACHINE', { %$body1, status => 'ANSWERING_MACHINE' },             'status' ],
     [ 'reference "abc"',     { %$body1, reference => 'abc' },                             'reference' ],
     [ 'reference without attempt', { %$body1, reference => $c1->{id} },                   'reference' ],
     [ 'reference attempt "x"', { %$body1, reference => "$c1->{id}:x" },                   'reference' ],
@@ -273,6 +275,13 @@ for my $b (@bad) {
         or diag explain $c;
 }
 unchanged($done1, 'no malformed webhook changed the call');
+{
+    my ($st400, $c400) = webhook(body => { %$body1, status => 'ANSWERING_MACHINE' });
+    my ($e) = grep { ($_->{field} // '') eq 'status' } @{ ref $c400 && $c400->{errors} || [] };
+    is($e && $e->{message},
+        'must be one of COMPLETED, FAILED, BUSY, NO_ANSWER, VOICEMAIL, REJECTED, INVALID_NUMBER',
+        'an unknown status: the message lists the allowed ones') or diag explain $c400;
+}
 ($st, $res) = webhook(body => wh_body($c1, 'FAILED'), id => $bad_id);
 result_is(undef, $st, $res, 200, 'late', 'the webhook-id of a 400 was not recorded');
 
@@ -338,6 +347,30 @@ is($p3->{lastError}, 'provider reported FAILED', 'FAILED: lastError');
 is($p3->{attemptLog}[0]{outcome}, 'FAILED', 'FAILED: attemptLog outcome');
 in_flight_is(0, 'FAILED released the slot');
 is(($s->api(POST => "/api/v1/calls/$c3->{id}/cancel"))[0], 200, 'the waiting retry is cancelled');
+
+# The outcomes of DESIGN.md section 9: accepted, recorded in the attempt log
+# as sent, and retried by their [retry] rules, here the defaults (VOICEMAIL
+# after 24 h; REJECTED and INVALID_NUMBER never, attempts left or not).
+# t/86-retry-rules.t tests other rules on the real flow.
+for my $case ([ VOICEMAIL => 'PENDING' ], [ REJECTED => 'FAILED' ], [ INVALID_NUMBER => 'FAILED' ]) {
+    my ($status, $want) = @$case;
+    my $c = in_progress_call(lc $status);
+    ($st, $res) = webhook(body => wh_body($c, $status));
+    result_is(undef, $st, $res, 200, 'applied', $status);
+    my $g = get_call($c->{id});
+    is($g->{status}, $want, "$status on attempt 1 of 2: $want");
+    is($g->{lastError}, "provider reported $status", "$status: lastError");
+    is($g->{attemptLog}[0]{outcome}, $status, "$status: attemptLog outcome");
+    in_flight_is(0, "$status released the slot");
+    if ($want eq 'PENDING') {
+        my $d = CallorchTest::epoch($g->{nextAttemptAt}) - CallorchTest::epoch($g->{attemptLog}[0]{endedAt});
+        ok(abs($d - 86400) < 0.01, "$status: nextAttemptAt = end + 24h ($d s)");
+        is(($s->api(POST => "/api/v1/calls/$c->{id}/cancel"))[0], 200, "$status: the waiting retry is cancelled");
+    } else {
+        ok(!defined $g->{nextAttemptAt}, "$status: no retry planned");
+        ok(defined $g->{endedAt}, "$status: endedAt set");
+    }
+}
 
 # Concurrent deliveries for one attempt, each with its own webhook-id and
 # another outcome: exactly one is applied, the others are late.

@@ -301,6 +301,53 @@ static void test_bad_values(void)
     bad_kv("postgres", "conninfo", "", "[postgres] conninfo: must not be empty");
 }
 
+/* [compliance] and [retry] (DESIGN.md section 9): each bad value names
+ * the key and why; the rules parse to co_retry_rule()'s seconds. */
+static void test_compliance_retry(void)
+{
+    bad_kv("compliance", "calling_hours", "25:00-10:00",
+           "t.ini:4: [compliance] calling_hours: hours \"25:00-10:00\": the start \"25:00\" is "
+           "not a time of day from 00:00 to 23:59");
+    bad_kv("compliance", "calling_days", "funday",
+           "t.ini:4: [compliance] calling_days: days \"funday\": \"funday\" is not a day (sun, "
+           "mon, tue, wed, thu, fri, sat)");
+    bad_kv("compliance", "unknown_timezone", "maybe",
+           "t.ini:4: [compliance] unknown_timezone: \"maybe\" is not one of utc | skip");
+    bad_kv("compliance", "max_attempts_per_number", "-1",
+           "t.ini:4: [compliance] max_attempts_per_number: \"-1\" is out of range (0..1000)");
+    bad_kv("compliance", "attempts_period", "0s",
+           "t.ini:4: [compliance] attempts_period: \"0s\" is out of range (1s..3650d)");
+    bad_kv("retry", "busy", "sometimes",
+           "t.ini:4: [retry] busy: \"sometimes\" is not \"never\", \"backoff\" or a "
+           "duration from 1s to 3650d");
+    bad_kv("retry", "failed", "0s",
+           "t.ini:4: [retry] failed: \"0s\" is not \"never\", \"backoff\" or a duration "
+           "from 1s to 3650d");
+    good_kv("retry", "voicemail", "never");
+    good_kv("retry", "timeout", "1s");
+
+    struct co_config *cfg = load(REQUIRED "[retry]\nbusy = 2s\nvoicemail = never\n"
+                                          "no_answer = backoff\n");
+    ok(cfg != NULL, "retry rules: loaded");
+    if (cfg == NULL)
+        return;
+    ok(co_retry_rule(cfg, CO_OUTCOME_BUSY) == 2.0, "retry rules: busy = 2s is 2 s");
+    ok(co_retry_rule(cfg, CO_OUTCOME_VOICEMAIL) == CO_RETRY_NEVER, "retry rules: voicemail never");
+    ok(co_retry_rule(cfg, CO_OUTCOME_NO_ANSWER) == CO_RETRY_BACKOFF,
+       "retry rules: no_answer backoff");
+    ok(co_retry_rule(cfg, CO_OUTCOME_REJECTED) == CO_RETRY_NEVER,
+       "retry rules: rejected defaults to never");
+    ok(co_retry_rule(cfg, CO_OUTCOME_INVALID_NUMBER) == CO_RETRY_NEVER,
+       "retry rules: invalid_number defaults to never");
+    ok(co_retry_rule(cfg, CO_OUTCOME_TIMEOUT) == CO_RETRY_BACKOFF,
+       "retry rules: timeout defaults to backoff");
+    is_int(CO_OUTCOME_INVALID_NUMBER, co_outcome_from_status("INVALID_NUMBER"),
+           "outcome of status INVALID_NUMBER");
+    is_int(CO_OUTCOME_TIMEOUT, co_outcome_from_status("TIMEOUT"), "outcome of TIMEOUT");
+    is_int(-1, co_outcome_from_status("COMPLETED"), "COMPLETED has no retry rule");
+    co_config_free(cfg);
+}
+
 static void test_listen(void)
 {
     struct co_config *c =
@@ -624,6 +671,7 @@ int main(void)
     test_defaults();
     test_shipped_file();
     test_bad_values();
+    test_compliance_retry();
     test_listen();
     test_api_keys();
     test_secrets();

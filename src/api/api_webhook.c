@@ -17,6 +17,10 @@
  * attempt already IN_PROGRESS (the dispatcher commits that before it calls
  * the provider) and is applied like any other.
  *
+ * "status" is one of outcomes[]; each but COMPLETED is retried by its
+ * [retry] rule (attempt_retry_ms(), sql/010_retry_rules.sql): a fixed
+ * delay, the exponential backoff, or never (the call ends FAILED).
+ *
  * "disposition" is optional: null, or "OPT_OUT" (DESIGN.md section 9),
  * which lists the call's number on the do-not-call list and suppresses its
  * PENDING calls in the statement that applies the webhook
@@ -41,7 +45,10 @@
 #include "util/webhook_sig.h"
 
 
-static const char *const outcomes[] = { "COMPLETED", "FAILED", "BUSY", "NO_ANSWER" };
+/* DESIGN.md section 9, "Outcomes"; the retry rule of each is [retry]'s */
+static const char *const outcomes[] = { "COMPLETED", "FAILED",   "BUSY",          "NO_ANSWER",
+                                        "VOICEMAIL", "REJECTED", "INVALID_NUMBER" };
+#define N_OUTCOMES (sizeof(outcomes) / sizeof(outcomes[0]))
 
 struct webhook {
     char call_id[CALL_ID_MAX + 1]; /* the provider's callId */
@@ -109,11 +116,13 @@ static int parse_reference(const char *ref, struct webhook *w)
 static void check_outcome(json_t *doc, struct webhook *w, struct problem *p)
 {
     const char *st = json_string_value(json_object_get(doc, "status"));
-    for (size_t i = 0; st != NULL && i < sizeof(outcomes) / sizeof(outcomes[0]); i++)
+    for (size_t i = 0; st != NULL && i < N_OUTCOMES; i++)
         if (strcmp(st, outcomes[i]) == 0)
             w->outcome = outcomes[i];
     if (w->outcome == NULL)
-        problem_add_field(p, "status", "must be one of COMPLETED, FAILED, BUSY, NO_ANSWER");
+        problem_add_field(p, "status",
+                          "must be one of COMPLETED, FAILED, BUSY, NO_ANSWER, VOICEMAIL, "
+                          "REJECTED, INVALID_NUMBER");
     json_t *disp = json_object_get(doc, "disposition");
     if (disp == NULL || json_is_null(disp))
         return;
@@ -155,11 +164,13 @@ static int parse_body(const char *body, size_t len, struct webhook *w, struct pr
     return problem_failed(p) ? -1 : 0;
 }
 
+/* The outcomes that have a counter (util/shm.h), in the order of
+ * outcomes[]; VOICEMAIL, REJECTED and INVALID_NUMBER have none yet. */
 static void count_outcome(const char *outcome)
 {
     static const enum co_counter c[] = { CNT_WEBHOOKS_COMPLETED, CNT_WEBHOOKS_FAILED,
                                          CNT_WEBHOOKS_BUSY, CNT_WEBHOOKS_NO_ANSWER };
-    for (size_t i = 0; i < sizeof(outcomes) / sizeof(outcomes[0]); i++)
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++)
         if (strcmp(outcome, outcomes[i]) == 0)
             shm_count(c[i]);
 }
@@ -252,6 +263,7 @@ void api_webhook(struct api *api, struct http_request *req)
         .outcome = w.outcome,
         .disposition = w.disposition,
         .backoff = { co_ms(api->cfg->backoff_base), co_ms(api->cfg->backoff_max) },
+        .retry_ms = attempt_retry_ms(api->cfg, w.outcome),
     };
     if (store_webhook_apply(api->pg, &sw, applied, wr) < 0) {
         api_unavailable(req, API_DB_UNREACHABLE);

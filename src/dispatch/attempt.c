@@ -11,8 +11,10 @@
 #include <string.h>
 
 #include "dispatch/slots.h"
+#include "util/config.h"
 #include "util/log.h"
 #include "util/shm.h"
+#include "util/timeutil.h"
 
 struct settling {
     attempt_settled_fn done;
@@ -27,6 +29,19 @@ void attempt_release(struct redis_slots *redis, const char *call_id, int attempt
      * held.  WHY is a string literal: it outlives the asynchronous release */
     (void)call_id;
     redis_slots_release_retried(redis, owner, attempt, to, why);
+}
+
+long long attempt_retry_ms(const struct co_config *cfg, const char *outcome)
+{
+    int o = co_outcome_from_status(outcome);
+    if (o < 0)
+        return STORE_RETRY_BACKOFF;
+    double rule = co_retry_rule(cfg, (enum co_outcome)o);
+    if (rule < 0) /* CO_RETRY_NEVER */
+        return STORE_RETRY_NEVER;
+    if (rule <= 0) /* CO_RETRY_BACKOFF; a fixed delay is at least 1 s (config.c) */
+        return STORE_RETRY_BACKOFF;
+    return co_ms(rule);
 }
 
 static void count_status(const char *status)

@@ -8,7 +8,7 @@
  * that already), release its slot and phone lock in Redis, and count it:
  * a planned retry in the metrics, the freed slot in the signal the
  * scheduler watches (shm_slot_freed()).  Also owns how long a slot's lease
- * outlives the call's timeout.
+ * outlives the call's timeout, and which [retry] rule an outcome gets.
  */
 #ifndef CO_ATTEMPT_H
 #define CO_ATTEMPT_H
@@ -17,6 +17,7 @@
 #include "store/attempts.h"
 
 struct redis_slots;
+struct co_config;
 
 /* An attempt that is over. */
 struct attempt_end {
@@ -42,6 +43,16 @@ typedef void (*attempt_settled_fn)(void *ctx, const struct store_err *e, const c
  */
 int attempt_finished(struct pg_pool *pg, struct redis_slots *redis, const struct attempt_end *end,
                      attempt_settled_fn done, void *ctx);
+
+/*
+ * The [retry] rule of CFG for an attempt that ended with OUTCOME (a webhook
+ * or status lookup status, or "TIMEOUT"), as settle_attempt() takes it:
+ * STORE_RETRY_NEVER, STORE_RETRY_BACKOFF or a delay in ms.  COMPLETED and
+ * anything [retry] has no rule for: STORE_RETRY_BACKOFF.  Read at settle
+ * time from the running config (a reload respawns the children with the
+ * new one), never from a copy.
+ */
+long long attempt_retry_ms(const struct co_config *cfg, const char *outcome);
 
 /* Release a slot and phone lock that no finished attempt holds (a job that
  * lost the race to start its call).  A release with no answer is retried

@@ -86,6 +86,8 @@ static void give_up(struct lk *k, const char *reason, const char *error, int ret
         .retry = retry,
         .min_delay_ms = co_ms(retry_after),
         .backoff = { co_ms(cfg->backoff_base), co_ms(cfg->backoff_max) },
+        /* TIMEOUT has a [retry] rule; a refused start keeps the backoff */
+        .retry_ms = attempt_retry_ms(cfg, reason),
     };
     struct attempt_end end = {
         .call_id = k->id,
@@ -140,6 +142,7 @@ static void found(struct lk *k, const struct provider_lookup_result *r)
             .call_id = r->call_id,
             .outcome = r->status,
             .backoff = { co_ms(k->l->cfg->backoff_base), co_ms(k->l->cfg->backoff_max) },
+            .retry_ms = attempt_retry_ms(k->l->cfg, r->status),
         };
         if (store_webhook_apply(k->l->pg, &w, applied, k) < 0)
             lk_free(k);

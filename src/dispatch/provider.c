@@ -201,6 +201,7 @@ static const struct {
 } lookup_statuses[] = {
     { "INITIATED", 0 }, { "IN_PROGRESS", 0 }, { "COMPLETED", 1 },
     { "FAILED", 1 },    { "BUSY", 1 },        { "NO_ANSWER", 1 },
+    { "VOICEMAIL", 1 }, { "REJECTED", 1 },    { "INVALID_NUMBER", 1 },
 };
 
 static void lookup_found(const struct curl_ev_response *resp, struct provider_lookup_result *r,

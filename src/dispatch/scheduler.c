@@ -178,7 +178,8 @@ static void reclaim(struct scheduler *s)
             tick_end(s);
         return;
     }
-    if (store_reclaim(s->pg, co_ms(cfg->call_timeout), &b, SCHED_MAX_BATCH, reclaimed, s) < 0)
+    if (store_reclaim(s->pg, co_ms(cfg->call_timeout), &b, attempt_retry_ms(cfg, "TIMEOUT"),
+                      SCHED_MAX_BATCH, reclaimed, s) < 0)
         tick_end(s);
 }
 

@@ -251,7 +251,7 @@ int store_lookups_claim(struct pg_pool *pg, long long every_ms, long long timeou
 
 static const char SETTLE_SQL[] =
     "SELECT status FROM settle_attempt($1, $2::int, $3, $4, NULL, $5::bool,"
-    " $6::bigint, $7::bigint, $8::bigint)";
+    " $6::bigint, $7::bigint, $8::bigint, $9::bigint)";
 
 /* The row settle_attempt() returns when this call ended the attempt. */
 struct settled_row {
@@ -280,7 +280,7 @@ static const struct store_rows settled_rows = {
 int store_attempt_settle(struct pg_pool *pg, const struct store_settle *s, store_settled_fn cb,
                          void *ctx)
 {
-    struct store_num att, base, max, min_delay;
+    struct store_num att, base, max, min_delay, rule;
     const char *values[] = {
         s->id,
         store_int(&att, s->attempt),
@@ -290,8 +290,9 @@ int store_attempt_settle(struct pg_pool *pg, const struct store_settle *s, store
         store_int(&base, s->backoff.base_ms),
         store_int(&max, s->backoff.max_ms),
         store_int(&min_delay, s->min_delay_ms),
+        store_int(&rule, s->retry_ms),
     };
-    return store_query_rows(pg, SETTLE_SQL, 8, values, &settled_rows, (store_cb)cb, ctx);
+    return store_query_rows(pg, SETTLE_SQL, 9, values, &settled_rows, (store_cb)cb, ctx);
 }
 
 /* ---------------------------------------------------------- webhook */
@@ -299,7 +300,8 @@ int store_attempt_settle(struct pg_pool *pg, const struct store_settle *s, store
 static const char APPLY_SQL[] =
     "SELECT result, call_id::text, attempt, status, to_number,"
     "       COALESCE(slot_owner, call_id::text), COALESCE(opted_out, -1)"
-    " FROM apply_webhook($1, $2::uuid, $3::int, $4, $5, $6::bigint, $7::bigint, $8)";
+    " FROM apply_webhook($1, $2::uuid, $3::int, $4, $5, $6::bigint, $7::bigint, $8,"
+    "                    $9::bigint)";
 
 static void applied_row(const PGresult *res, int r, void *out)
 {
@@ -328,7 +330,7 @@ static const struct store_rows applied_rows = {
 int store_webhook_apply(struct pg_pool *pg, const struct store_webhook *w, store_webhook_fn cb,
                         void *ctx)
 {
-    struct store_num att, base, max;
+    struct store_num att, base, max, rule;
     const char *values[] = {
         w->webhook_id,
         w->ref_id,
@@ -338,6 +340,7 @@ int store_webhook_apply(struct pg_pool *pg, const struct store_webhook *w, store
         store_int(&base, w->backoff.base_ms),
         store_int(&max, w->backoff.max_ms),
         w->disposition,
+        store_int(&rule, w->retry_ms),
     };
-    return store_query_rows(pg, APPLY_SQL, 8, values, &applied_rows, (store_cb)cb, ctx);
+    return store_query_rows(pg, APPLY_SQL, 9, values, &applied_rows, (store_cb)cb, ctx);
 }

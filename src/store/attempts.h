@@ -122,15 +122,24 @@ struct store_backoff {
     long long max_ms;
 };
 
-/* Why the provider did not start attempt ATTEMPT of call ID. */
+/* The retry rule of an outcome, as settle_attempt() takes it
+ * (sql/010_retry_rules.sql): STORE_RETRY_NEVER ends the call FAILED,
+ * STORE_RETRY_BACKOFF retries by store_backoff, a positive value retries
+ * after that many ms. */
+#define STORE_RETRY_NEVER (-1LL)
+#define STORE_RETRY_BACKOFF 0LL
+
+/* Why attempt ATTEMPT of call ID ended without a webhook: the provider did
+ * not start it, or it timed out. */
 struct store_settle {
     const char *id;
     int attempt;
-    const char *reason; /* PROVIDER_ERROR, PROVIDER_REJECTED */
+    const char *reason; /* PROVIDER_ERROR, PROVIDER_REJECTED, TIMEOUT */
     const char *error;
     bool retry;             /* may be retried (max_attempts permitting) */
     long long min_delay_ms; /* the provider's Retry-After */
     struct store_backoff backoff;
+    long long retry_ms; /* the rule when RETRY; 0 (backoff) unless set */
 };
 
 /* STATUS: the call's status after settling (PENDING when a retry was
@@ -145,9 +154,11 @@ struct store_webhook {
     const char *ref_id;     /* reference "<call id>:<attempt>", or NULL */
     int ref_attempt;
     const char *call_id;     /* the provider's callId */
-    const char *outcome;     /* COMPLETED, FAILED, BUSY, NO_ANSWER */
+    const char *outcome;     /* COMPLETED, FAILED, BUSY, NO_ANSWER, VOICEMAIL,
+                                REJECTED, INVALID_NUMBER */
     const char *disposition; /* "OPT_OUT" or NULL */
     struct store_backoff backoff;
+    long long retry_ms; /* OUTCOME's rule (STORE_RETRY_*, or ms) */
 };
 
 /* What apply_webhook() did. */

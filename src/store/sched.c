@@ -37,7 +37,7 @@ static const char RECLAIM_SQL[] =
     "        ORDER BY started_at LIMIT $4::int FOR UPDATE SKIP LOCKED) c,"
     "      LATERAL settle_attempt(c.id, c.attempts, 'TIMEOUT',"
     "                             'timed out: no webhook within call_timeout', NULL, true,"
-    "                             $2::bigint, $3::bigint, 0) s";
+    "                             $2::bigint, $3::bigint, 0, $5::bigint) s";
 
 /* Up to the free slots, less the calls already on their way to a consumer
  * (handed to Kafka within the grace, not yet started or parked): those take
@@ -109,16 +109,14 @@ static const struct store_rows reclaimed_rows = {
 };
 
 int store_reclaim(struct pg_pool *pg, long long timeout_ms, const struct store_backoff *b,
-                  int limit, store_reclaimed_fn cb, void *ctx)
+                  long long retry_ms, int limit, store_reclaimed_fn cb, void *ctx)
 {
-    struct store_num timeout, base, max, lim;
+    struct store_num timeout, base, max, lim, rule;
     const char *values[] = {
-        store_int(&timeout, timeout_ms),
-        store_int(&base, b->base_ms),
-        store_int(&max, b->max_ms),
-        store_int(&lim, limit),
+        store_int(&timeout, timeout_ms), store_int(&base, b->base_ms), store_int(&max, b->max_ms),
+        store_int(&lim, limit),          store_int(&rule, retry_ms),
     };
-    return store_query_rows(pg, RECLAIM_SQL, 4, values, &reclaimed_rows, (store_cb)cb, ctx);
+    return store_query_rows(pg, RECLAIM_SQL, 5, values, &reclaimed_rows, (store_cb)cb, ctx);
 }
 
 /* With status lookups the reclaim does not end a timed-out attempt: it

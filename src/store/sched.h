@@ -44,9 +44,11 @@ struct store_reclaimed {
 typedef void (*store_reclaimed_fn)(void *ctx, const struct store_err *e,
                                    const struct store_reclaimed *rows, int n);
 
-/* End up to LIMIT attempts that started more than TIMEOUT_MS ago. */
+/* End up to LIMIT attempts that started more than TIMEOUT_MS ago, with
+ * outcome TIMEOUT, retried by RETRY_MS ([retry] timeout: STORE_RETRY_NEVER,
+ * STORE_RETRY_BACKOFF by B, or a delay in ms). */
 int store_reclaim(struct pg_pool *pg, long long timeout_ms, const struct store_backoff *b,
-                  int limit, store_reclaimed_fn cb, void *ctx);
+                  long long retry_ms, int limit, store_reclaimed_fn cb, void *ctx);
 
 /* With [provider] status_url: mark up to LIMIT attempts that started more
  * than TIMEOUT_MS ago as of unknown outcome, for a status lookup before

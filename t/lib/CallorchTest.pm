@@ -851,6 +851,13 @@ sub _base_config {
             [ calling_days      => 'mon-sun' ],
             [ timezone_prefixes => builddir() . '/data/tzprefix.tsv' ],
         ] ],
+        # BUSY and NO_ANSWER retry by the backoff of [dispatch], as they did
+        # before [retry] (whose defaults wait 10 min and 2 h); t/86 tests
+        # the rules themselves.
+        [ retry => [
+            [ busy      => 'backoff' ],
+            [ no_answer => 'backoff' ],
+        ] ],
         [ provider => [
             [ url             => 'http://127.0.0.1:' . $self->provider_port . '/api/v1/calls' ],
             [ timeout         => '10s' ],
