@@ -219,7 +219,8 @@ int store_calls_list(struct pg_pool *pg, const struct list_query *q, store_page_
 static const char COUNTS_SQL[] = "SELECT status, sum(n) FROM call_status_counts GROUP BY status";
 
 static const char *const statuses[STORE_STATUSES] = { "PENDING", "IN_PROGRESS", "COMPLETED",
-                                                      "FAILED",  "CANCELLED",   "SUPPRESSED" };
+                                                      "FAILED",  "CANCELLED",   "SUPPRESSED",
+                                                      "EXPIRED" };
 
 static void decode_counts(const PGresult *res, const struct store_err *e, store_cb cb, void *ctx)
 {

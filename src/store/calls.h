@@ -75,9 +75,10 @@ typedef void (*store_page_fn)(void *ctx, const struct store_err *e, const struct
 int store_calls_list(struct pg_pool *pg, const struct list_query *q, store_page_fn cb, void *ctx);
 
 /* Calls by status, in this order: PENDING, IN_PROGRESS, COMPLETED, FAILED,
- * CANCELLED, SUPPRESSED.  COUNTS is NULL when E != NULL.  Exact, and cheap however many
- * calls are stored: the sums of the counters of sql/005_status_counts.sql. */
-#define STORE_STATUSES 6
+ * CANCELLED, SUPPRESSED, EXPIRED.  COUNTS is NULL when E != NULL.  Exact,
+ * and cheap however many calls are stored: the sums of the counters of
+ * sql/005_status_counts.sql. */
+#define STORE_STATUSES 7
 typedef void (*store_counts_fn)(void *ctx, const struct store_err *e,
                                 const long long counts[STORE_STATUSES]);
 int store_calls_count(struct pg_pool *pg, store_counts_fn cb, void *ctx);
