@@ -241,9 +241,12 @@ for my $z ([ 'UTC', 0 ], [ 'Etc/GMT-3', 3 ]) {
     is($st, 400, 'PATCH unknown zone: 400');
     is($p->{errors}[0]{field}, 'timezone', '... naming timezone');
 
-    ($st, $p) = patch($id, { expiresAt => undef, notBefore => undef, to => '+15550009999' });
-    is($st, 200, 'PATCH notBefore null: 200') or diag explain $p;
-    is($p->{$_}, undef, "$_ cleared") for qw(notBefore expiresAt holdReason nextAttemptAt);
+    ($st, $p) = patch($id, { to => '+15550009999' });
+    is_deeply($p->{timezones}, ['UTC'], 'PATCH to with a timezone set: timezones stay [timezone]');
+    ($st, $p) = patch($id,
+        { expiresAt => undef, notBefore => undef, timezone => undef, to => '+15550009998' });
+    is($st, 200, 'PATCH notBefore, expiresAt, timezone null: 200') or diag explain $p;
+    is($p->{$_}, undef, "$_ cleared") for qw(notBefore expiresAt timezone holdReason nextAttemptAt);
     is_deeply($p->{timezones}, [], 'to +1555...: timezones []');
 }
 
