@@ -275,4 +275,30 @@ for my $z ([ 'UTC', 0 ], [ 'Etc/GMT-3', 3 ]) {
 }
 
 is($s->stop_daemon, 0, 'callorchd stops cleanly');
+
+# The prefix table is loaded by the master at start: a missing or malformed
+# file is a configuration error, which -t reports too.
+{
+    my $bin = CallorchTest::builddir() . '/src/callorchd';
+    my $path = $s->write_config;
+    my ($out, $rc) = CallorchTest::run_command($bin, '-t', '-c', $path);
+    is($rc, 0, '-t with the build\'s prefix data: 0') or diag($out);
+    my $missing = $s->tmpdir . '/no-such-tzprefix.tsv';
+    $path = $s->write_config('compliance.timezone_prefixes' => $missing);
+    ($out, $rc) = CallorchTest::run_command($bin, '-t', '-c', $path);
+    is($rc, 1, '-t with a missing prefix file: 1');
+    like($out, qr/^callorchd: \[compliance\] timezone_prefixes: \Q$missing\E: No such file/m,
+        '... naming the key, the file and the reason') or diag($out);
+    ($out, $rc) = CallorchTest::run_command($bin, '-f', '-c', $path);
+    is($rc, 1, 'callorchd -f with a missing prefix file exits 1');
+    like($out, qr/timezone_prefixes: \Q$missing\E/, '... saying why');
+    my $bad = $s->tmpdir . '/bad-tzprefix.tsv';
+    open my $fh, '>', $bad or die "$bad: $!";
+    print $fh "1907\tAmerica/Anchorage\nnot a line\n";
+    close $fh;
+    $path = $s->write_config('compliance.timezone_prefixes' => $bad);
+    ($out, $rc) = CallorchTest::run_command($bin, '-t', '-c', $path);
+    is($rc, 1, '-t with a malformed prefix file: 1');
+    like($out, qr/timezone_prefixes: \Q$bad\E:2/, '... naming the file and line') or diag($out);
+}
 done_testing;

@@ -151,24 +151,24 @@ static const struct window *merged_window(const struct call_input *in,
 }
 
 /* The hold after the change, never earlier than a retry wait the call
- * already has (no hold reason, next attempt ahead): the later one wins. */
-static int decide_hold(struct patch_req *pr, const struct store_call_rules *cr,
-                       const struct call_instant *nb, int64_t now, struct api_hold *h,
-                       struct problem *p)
+ * already has (no hold reason, next attempt ahead): the later one wins.
+ * A 500 in P when a zone is missing from the tzdata. */
+static void decide_hold(struct patch_req *pr, const struct store_call_rules *cr,
+                        const struct call_instant *nb, int64_t now, struct api_hold *h,
+                        struct problem *p)
 {
     char why[512];
     struct window w;
     const struct window *wp = merged_window(&pr->in, cr, &w);
     if (api_call_hold(pr->api, wp, nb, now, h, why, sizeof why) < 0) {
         problem_set(p, 500, "the time zone data of this server is incomplete");
-        return -1;
+        return;
     }
     int retry_wait = cr->hold_reason == NULL && cr->next_attempt_us > now;
     if (retry_wait && cr->next_attempt_us > (h->until_us != 0 ? h->until_us : now)) {
         h->until_us = cr->next_attempt_us;
         h->reason = NULL;
     }
-    return 0;
 }
 
 /* The rules on the call CR as the PATCH leaves it, then the update. */
