@@ -136,6 +136,8 @@ is($c->{$_}, undef, "$_ null") for qw(timezone callingWindow notBefore expiresAt
 
 $c = created_ok('+1555 number');
 is_deeply($c->{timezones}, [], '+1555...: no zone data, timezones []');
+is($s->psql("SELECT timezones IS NULL FROM calls WHERE id = '$c->{id}'"), 't',
+    '... stored as NULL (no zone data), as sql/009 says');
 $c = created_ok('+1907 number', to => '+19075551234');
 is_deeply($c->{timezones}, [qw(America/Adak America/Anchorage)],
     '+1907...: the zones of prefix 1907 in the data');
@@ -248,6 +250,8 @@ for my $z ([ 'UTC', 0 ], [ 'Etc/GMT-3', 3 ]) {
     is($st, 200, 'PATCH notBefore, expiresAt, timezone null: 200') or diag explain $p;
     is($p->{$_}, undef, "$_ cleared") for qw(notBefore expiresAt timezone holdReason nextAttemptAt);
     is_deeply($p->{timezones}, [], 'to +1555...: timezones []');
+    is($s->psql("SELECT timezones IS NULL FROM calls WHERE id = '$id'"), 't',
+        '... stored as NULL');
 }
 
 # A retry wait (no hold reason, a next attempt ahead) is never shortened.

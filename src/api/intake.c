@@ -153,10 +153,10 @@ static void add_rules(struct strbuf *b, const struct pending *p)
 {
     if (p->call.has_timezone)
         strbuf_addf(b, ",\"timezone\":\"%s\"", p->call.timezone);
-    strbuf_adds(b, ",\"timezones\":[");
-    for (size_t z = 0; z < p->hold.nzones; z++)
-        strbuf_addf(b, "%s\"%s\"", z ? "," : "", p->hold.zones[z]);
-    strbuf_addc(b, ']');
+    for (size_t z = 0; z < p->hold.nzones; z++) /* none: NULL, "no zone data" */
+        strbuf_addf(b, "%s\"%s\"", z ? "," : ",\"timezones\":[", p->hold.zones[z]);
+    if (p->hold.nzones > 0)
+        strbuf_addc(b, ']');
     if (p->call.window_json != NULL) {
         strbuf_adds(b, ",\"calling_window\":");
         strbuf_adds(b, p->call.window_json);

@@ -307,12 +307,13 @@ int main(int argc, char **argv)
     }
     struct tzprefix *tzp = load_tzprefix(cfg);
     if (tzp == NULL || o.test_only) {
-        if (tzp != NULL)
+        rc = tzp != NULL ? 0 : 1;
+        if (rc == 0)
             printf("callorchd: configuration file %s test is successful\n", o.config_path);
         tzprefix_free(tzp);
         co_config_free(cfg);
         free(config_path);
-        return tzp != NULL ? 0 : 1;
+        return rc;
     }
     api_tzprefix_set(tzp);
     /* once, before any fork or thread (libcurl's rule) */

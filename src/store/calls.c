@@ -176,10 +176,13 @@ int store_call_read_rules(struct pg_pool *pg, const char *id, store_rules_fn cb,
 }
 
 /* ZONES as a text[] literal ("{"A/B","C/D"}"): zone names are checked to
- * letters, digits and "_+-/." (compliance/window.h), nothing to escape. */
+ * letters, digits and "_+-/." (compliance/window.h), nothing to escape.
+ * No zones is NULL, as intake stores it (sql/009: NULL = no zone data). */
 static char *zones_literal(const struct store_patch_rules *r)
 {
     struct strbuf b = { 0 };
+    if (r->nzones == 0)
+        return NULL;
     strbuf_addc(&b, '{');
     for (size_t i = 0; i < r->nzones; i++)
         strbuf_addf(&b, "%s\"%s\"", i ? "," : "", r->zones[i]);
@@ -212,7 +215,7 @@ int store_call_patch(struct pg_pool *pg, const char *id, const struct call_input
     const struct store_patch_rules *r = rules != NULL ? rules : &none;
     char nb[INSTANT_TEXT_MAX], ex[INSTANT_TEXT_MAX], hold[INSTANT_TEXT_MAX];
     char *zones = r->set_zones ? zones_literal(r) : NULL;
-    if (r->set_zones && zones == NULL)
+    if (r->set_zones && r->nzones > 0 && zones == NULL)
         return -1;
     if (r->hold_until_us != 0)
         instant_format(r->hold_until_us, hold);
