@@ -265,9 +265,28 @@ for my $z ([ 'UTC', 0 ], [ 'Etc/GMT-3', 3 ]) {
     is($st, 200, 'PATCH notBefore of a call waiting for a retry: 200') or diag explain $p;
     is($p->{nextAttemptAt}, $wait, 'the later retry wait is kept');
     is($p->{holdReason}, undef, 'no hold reason: a retry wait');
-    ($st, $p) = patch($id, { notBefore => iso(floor(time) + 3 * 3600) });
-    is($p->{nextAttemptAt}, iso(floor(time) + 3 * 3600), 'a notBefore after it wins');
+    my $later = iso(floor(time) + 3 * 3600);
+    ($st, $p) = patch($id, { notBefore => $later });
+    is($p->{nextAttemptAt}, $later, 'a notBefore after it wins');
     is($p->{holdReason}, 'schedule', '... as a schedule hold');
+}
+
+# The dispatcher's attempt budget hold ("frequency") is kept too, unless
+# `to` changes (the budget is the old number's).
+{
+    my $c = created_ok('frequency hold', notBefore => iso(floor(time) + 3600));
+    my $id = $c->{id};
+    $s->psql("UPDATE calls SET next_attempt_at = now() + interval '2 hours',"
+        . " hold_reason = 'frequency', not_before = NULL WHERE id = '$id'");
+    my $wait = $s->psql("SELECT callorch_ts(next_attempt_at) FROM calls WHERE id = '$id'");
+    my $nb = iso(floor(time) + 600);
+    my ($st, $p) = patch($id, { notBefore => $nb });
+    is($st, 200, 'PATCH notBefore of a call held for its number\'s attempts: 200');
+    is($p->{nextAttemptAt}, $wait, 'the later frequency hold is kept');
+    is($p->{holdReason}, 'frequency', '... with its reason');
+    ($st, $p) = patch($id, { to => $s->next_phone });
+    is($p->{holdReason}, 'schedule', 'a new number: the frequency hold no longer applies');
+    is($p->{nextAttemptAt}, $nb, '... held until notBefore');
 }
 
 # EXPIRED is a status the list filter takes.

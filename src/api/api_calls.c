@@ -150,9 +150,11 @@ static const struct window *merged_window(const struct call_input *in,
     return rc == 0 ? w : NULL; /* stored by us, so it parses */
 }
 
-/* The hold after the change, never earlier than a retry wait the call
- * already has (no hold reason, next attempt ahead): the later one wins.
- * A 500 in P when a zone is missing from the tzdata. */
+/* The hold after the change, never earlier than a wait the rules here do
+ * not decide: a retry wait (no hold reason, next attempt ahead) or the
+ * dispatcher's attempt budget of the number ("frequency", while `to` stays):
+ * the later one wins, with its reason.  A 500 in P when a zone is missing
+ * from the tzdata. */
 static void decide_hold(struct patch_req *pr, const struct store_call_rules *cr,
                         const struct call_instant *nb, int64_t now, struct api_hold *h,
                         struct problem *p)
@@ -164,10 +166,11 @@ static void decide_hold(struct patch_req *pr, const struct store_call_rules *cr,
         problem_set(p, 500, "the time zone data of this server is incomplete");
         return;
     }
-    int retry_wait = cr->hold_reason == NULL && cr->next_attempt_us > now;
-    if (retry_wait && cr->next_attempt_us > (h->until_us != 0 ? h->until_us : now)) {
+    int other_wait =
+        cr->hold_reason == NULL || (strcmp(cr->hold_reason, "frequency") == 0 && !pr->in.has_to);
+    if (other_wait && cr->next_attempt_us > (h->until_us != 0 ? h->until_us : now)) {
         h->until_us = cr->next_attempt_us;
-        h->reason = NULL;
+        h->reason = cr->hold_reason;
     }
 }
 
