@@ -29,6 +29,10 @@ my $shipped = do {
     local $/;
     <$fh>;
 };
+# the build's prefix data: the shipped path exists only once installed
+my $tzp = "[compliance]\ntimezone_prefixes = " . CallorchTest::builddir() . "/data/tzprefix.tsv\n";
+$shipped =~ s{^timezone_prefixes = .*$}{"timezone_prefixes = " . CallorchTest::builddir() . "/data/tzprefix.tsv"}me
+    or die 'the shipped etc/callorch.ini sets no [compliance] timezone_prefixes';
 my $copy = write_file('shipped.ini', $shipped);
 my ($rc, $out) = run($bin, '-t', '-c', $copy);
 is($rc, 1, '-t refuses a copy of the shipped etc/callorch.ini');
@@ -57,7 +61,7 @@ $copy = write_file('shipped.ini', $half);
 isnt($rc, 0, 'callorchd -f refuses to start with the shipped callback_secret');
 like($out, qr/\[provider\] callback_secret: still the shipped placeholder/, '  naming the key');
 
-my $ok = write_file('ok.ini', "[provider]\ncallback_secret = whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n");
+my $ok = write_file('ok.ini', "[provider]\ncallback_secret = whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n$tzp");
 ($rc, $out) = run($bin, '-t', '-c', $ok);
 is($rc, 0, 'minimal config with only the required key passes -t');
 

@@ -113,8 +113,11 @@ my $call = sql($db, q{INSERT INTO calls (to_number, script_id, max_attempts, met
 my $json = sql($db, "SELECT call_json(c) FROM calls c WHERE id = '$call'");
 my @keys = $json =~ /"(\w+)":/g;
 is(join(',', @keys), 'id,to,scriptId,metadata,campaign,status,attempts,maxAttempts,lastError,'
-    . 'externalCallId,nextAttemptAt,createdAt,updatedAt,startedAt,endedAt',
-    'call_json: the keys of DESIGN section 4, in order');
+    . 'externalCallId,nextAttemptAt,createdAt,updatedAt,startedAt,endedAt,'
+    . 'timezone,timezones,callingWindow,notBefore,expiresAt,holdReason',
+    'call_json: the keys of DESIGN section 4, then those of section 9, in order');
+like($json, qr/"endedAt":null,"timezone":null,"timezones":\[\],"callingWindow":null,"notBefore":null,"expiresAt":null,"holdReason":null\}$/,
+    'section 9 fields of a plain call: no zone, no zones ([]), no window, schedule, expiry or hold');
 like($json, qr/"createdAt":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"/, 'RFC 3339 UTC with milliseconds');
 like($json, qr/"lastError":null,"externalCallId":null,"nextAttemptAt":null/, 'NULLs are JSON null');
 like($json, qr/"status":"PENDING","attempts":0,"maxAttempts":3/, 'defaults: PENDING, 0 attempts');

@@ -36,7 +36,8 @@ $s->start_daemon;
 my $UUID_RE = qr/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 my $TS_RE   = qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 my @CALL_KEYS = qw(id to scriptId metadata status attempts maxAttempts lastError externalCallId
-    nextAttemptAt createdAt updatedAt startedAt endedAt);
+    nextAttemptAt createdAt updatedAt startedAt endedAt
+    timezone timezones callingWindow notBefore expiresAt holdReason);
 
 # ------------------------------------------------------------- helpers ---
 
@@ -70,21 +71,23 @@ sub call_shape_ok {
         is_deeply([ sort keys %$c ], \@want, 'exactly the documented keys');
         my %types = (id => 'string', to => 'string', scriptId => 'string', metadata => 'object',
             status => 'string', attempts => 'number', maxAttempts => 'number',
-            createdAt => 'string', updatedAt => 'string',
+            createdAt => 'string', updatedAt => 'string', timezones => 'array',
             $o{detail} ? (attemptLog => 'array') : ());
         for my $k (sort keys %types) {
             is(json_type($c->{$k}), $types{$k}, "$k is a JSON $types{$k}");
         }
-        for my $k (qw(lastError externalCallId nextAttemptAt startedAt endedAt)) {
+        for my $k (qw(lastError externalCallId nextAttemptAt startedAt endedAt
+            timezone notBefore expiresAt holdReason)) {
             like(json_type($c->{$k}), qr/^(?:null|string)$/, "$k is null or a string");
         }
+        like(json_type($c->{callingWindow}), qr/^(?:null|object)$/, 'callingWindow is null or an object');
         like($c->{id}, $UUID_RE, 'id is a lowercase UUID');
         like($c->{$_}, $TS_RE, "$_ is RFC 3339 UTC with milliseconds") for qw(createdAt updatedAt);
         for my $k (qw(nextAttemptAt startedAt endedAt)) {
             like($c->{$k}, $TS_RE, "$k, when set, has the same format") if defined $c->{$k};
         }
-        like($c->{status}, qr/^(?:PENDING|IN_PROGRESS|COMPLETED|FAILED|CANCELLED|SUPPRESSED)$/,
-            'status is one of the five');
+        like($c->{status}, qr/^(?:PENDING|IN_PROGRESS|COMPLETED|FAILED|CANCELLED|SUPPRESSED|EXPIRED)$/,
+            'status is one of the seven');
     };
 }
 
@@ -145,6 +148,9 @@ is($call->{status}, 'PENDING', 'status PENDING');
 is($call->{attempts}, 0, 'attempts 0');
 is($call->{maxAttempts}, $MAX_ATTEMPTS, 'maxAttempts = [dispatch] max_attempts');
 is($call->{$_}, undef, "$_ null") for qw(lastError externalCallId nextAttemptAt startedAt endedAt);
+is($call->{$_}, undef, "$_ null (section 9, none given)")
+    for qw(timezone callingWindow notBefore expiresAt holdReason);
+is_deeply($call->{timezones}, [], 'timezones [] (+1555 has no zone data)');
 is($call->{updatedAt}, $call->{createdAt}, 'updatedAt = createdAt on creation');
 my $created = ts_epoch($call->{createdAt});
 ok($created >= $t_before - 120 && $created <= time + 120, 'createdAt is now (UTC)')
@@ -451,6 +457,9 @@ sub walk {
         'status=PENDING keyset walk: every PENDING call once, newest first');
     is(scalar(grep { $added{$_} } @$got), 3, '... and the 3 added ones');
     is(scalar(grep { $added{$_} } @$got[ 0 .. 2 ]), 3, '... which come first (newest)');
+    $b = list_page('?status=EXPIRED', 'status=EXPIRED');
+    is($b->{total}, 0, 'status=EXPIRED: accepted, total 0');
+    is_deeply($b->{data}, [], 'status=EXPIRED: no call');
     $b = list_page('?status=IN_PROGRESS', 'status=IN_PROGRESS');
     is_deeply(ids_of($b), [ $ids[6] ], 'status=IN_PROGRESS: the one');
     $b = list_page('?status=COMPLETED&pageSize=2', 'status=COMPLETED pageSize 2');
@@ -462,15 +471,16 @@ sub walk {
     is($st, 200, 'metrics: 200');
     like($mh->{'content-type'}, qr{^application/json\b}, 'metrics: application/json');
     is_deeply([ sort keys %$m ],
-        [ sort qw(PENDING IN_PROGRESS COMPLETED FAILED CANCELLED SUPPRESSED inFlight maxConcurrent) ],
+        [ sort qw(PENDING IN_PROGRESS COMPLETED FAILED CANCELLED SUPPRESSED EXPIRED inFlight maxConcurrent) ],
         'metrics: exactly the documented keys');
     is(json_type($m->{$_}), 'number', "metrics: $_ is a number") for sort keys %$m;
-    is_deeply({ map { $_ => $m->{$_} } qw(PENDING IN_PROGRESS COMPLETED FAILED CANCELLED SUPPRESSED) },
-        { PENDING => 37, IN_PROGRESS => 1, COMPLETED => 3, FAILED => 2, CANCELLED => 5, SUPPRESSED => 0 },
+    is_deeply({ map { $_ => $m->{$_} } qw(PENDING IN_PROGRESS COMPLETED FAILED CANCELLED SUPPRESSED EXPIRED) },
+        { PENDING => 37, IN_PROGRESS => 1, COMPLETED => 3, FAILED => 2, CANCELLED => 5, SUPPRESSED => 0,
+          EXPIRED => 0 },
         'metrics: counts by status');
     my %db = map { split /\|/ } split /\n/, $s->psql('SELECT status, count(*) FROM calls GROUP BY 1');
     is($m->{$_}, $db{$_} // 0, "metrics: $_ agrees with PostgreSQL")
-        for qw(PENDING IN_PROGRESS COMPLETED FAILED CANCELLED SUPPRESSED);
+        for qw(PENDING IN_PROGRESS COMPLETED FAILED CANCELLED SUPPRESSED EXPIRED);
     # Slots held in Redis: none is taken without dispatch (the scheduler's
     # rebuild from PostgreSQL may count an IN_PROGRESS row made above).
     ok($m->{inFlight} >= 0 && $m->{inFlight} <= $MAX_CONCURRENT, "metrics: inFlight $m->{inFlight}");

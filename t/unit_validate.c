@@ -298,6 +298,7 @@ static void test_uuid_status(void)
     ok(!validate_uuid("{5f0c2a9e-1b2c-4d3e-8f40-0123456789a}"), "uuid braces");
     ok(!validate_uuid("") && !validate_uuid(NULL), "uuid empty and NULL");
     is_string("IN_PROGRESS", validate_status("IN_PROGRESS"), "status exact");
+    is_string("EXPIRED", validate_status("EXPIRED"), "status EXPIRED (section 9)");
     ok(validate_status("pending") == NULL, "status is case-sensitive");
 }
 
@@ -449,6 +450,149 @@ static void test_auth(void)
     ok(auth_bearer_ok("Bearer anything", NULL, 0), "auth: no keys configured");
 }
 
+
+/* ---------------------------------------------------- section 9 fields -- */
+
+/* validate_instant's µs for S, or -1 (as a sentinel: no test uses it). */
+static long long instant(const char *s)
+{
+    int64_t us;
+    return validate_instant(s, &us) == 0 ? (long long)us : -1;
+}
+
+static void test_instant(void)
+{
+    char t[INSTANT_TEXT_MAX];
+    is_int(0, instant("1970-01-01T00:00:00Z"), "instant: the epoch");
+    is_int(1767268800000000LL, instant("2026-01-01T12:00:00Z"), "instant: Z");
+    is_int(1767268800000000LL, instant("2026-01-01t12:00:00z"), "instant: lowercase t and z");
+    is_int(1767268800000000LL, instant("2026-01-01T14:30:00+02:30"), "instant: + offset");
+    is_int(1767268800000000LL, instant("2026-01-01T09:00:00-03:00"), "instant: - offset");
+    is_int(1767268800000000LL, instant("2026-01-01T12:00:00-00:00"), "instant: -00:00");
+    is_int(1767268800500000LL, instant("2026-01-01T12:00:00.5Z"), "instant: .5");
+    is_int(1767268800123456LL, instant("2026-01-01T12:00:00.123456Z"), "instant: microseconds");
+    is_int(1767268800123456LL, instant("2026-01-01T12:00:00.1234569999Z"),
+           "instant: digits past the microsecond are cut");
+    is_int(951782400000000LL, instant("2000-02-29T00:00:00Z"), "instant: 2000-02-29 (leap)");
+    is_int(-1, instant("1900-02-29T00:00:00Z"), "instant: 1900-02-29 (not leap)");
+    is_int(-1, instant("2025-02-29T00:00:00Z"), "instant: 2025-02-29");
+    is_int(-1, instant("2026-04-31T00:00:00Z"), "instant: April 31");
+    is_int(1483228800000000LL, instant("2016-12-31T23:59:60Z"), "instant: leap second 60");
+    is_int(-1, instant("2026-01-01T12:00:61Z"), "instant: second 61");
+    is_int(-1, instant("2026-01-01T24:00:00Z"), "instant: hour 24");
+    is_int(-1, instant("2026-13-01T00:00:00Z"), "instant: month 13");
+    is_int(-1, instant("2026-00-01T00:00:00Z"), "instant: month 0");
+    is_int(-1, instant("2026-01-00T00:00:00Z"), "instant: day 0");
+    is_int(-1, instant("0000-01-01T00:00:00Z"), "instant: year 0");
+    is_int(-1, instant("2026-01-01T12:00:00"), "instant: no offset");
+    is_int(-1, instant("2026-01-01 12:00:00Z"), "instant: space for T");
+    is_int(-1, instant("2026-01-01"), "instant: a date");
+    is_int(-1, instant("2026-01-01T12:00Z"), "instant: no seconds");
+    is_int(-1, instant("2026-01-01T12:00:00.Z"), "instant: empty fraction");
+    is_int(-1, instant("2026-01-01T12:00:00,5Z"), "instant: comma fraction");
+    is_int(-1, instant("2026-01-01T12:00:00+0200"), "instant: offset without colon");
+    is_int(-1, instant("2026-01-01T12:00:00+24:00"), "instant: offset hour 24");
+    is_int(-1, instant("2026-01-01T12:00:00+02:60"), "instant: offset minute 60");
+    is_int(-1, instant("2026-01-01T12:00:00Zjunk"), "instant: trailing text");
+    is_int(-1, instant("2026-1-01T12:00:00Z"), "instant: one-digit month");
+    is_int(-1, instant("+2026-01-01T12:00:00Z"), "instant: signed year");
+    is_int(-1, instant(""), "instant: empty");
+    is_int(-1, instant(NULL), "instant: NULL");
+    instant_format(1767268800123456LL, t);
+    is_string("2026-01-01T12:00:00.123456Z", t, "instant_format: µs, Z");
+    instant_format(0, t);
+    is_string("1970-01-01T00:00:00.000000Z", t, "instant_format: the epoch");
+    instant_format(-1, t);
+    is_string("1969-12-31T23:59:59.999999Z", t, "instant_format: before the epoch");
+    instant_format(instant("9999-12-31T23:59:59.999999Z"), t);
+    is_string("9999-12-31T23:59:59.999999Z", t, "instant_format: the last instant, round trip");
+    instant_format(instant("2000-02-29T12:34:56+05:00"), t);
+    is_string("2000-02-29T07:34:56.000000Z", t, "instant_format: leap day, in UTC");
+}
+
+static const char *create_with(const char *member)
+{
+    char body[1024];
+    snprintf(body, sizeof body, "{\"to\":\"+15551234567\",\"scriptId\":\"s\",%s}", member);
+    return create(body);
+}
+
+static void test_section9_fields(void)
+{
+    is_string("", create_with("\"timezone\":\"America/Chicago\""), "timezone: a zone");
+    ok(IN.has_timezone && strcmp(IN.timezone, "America/Chicago") == 0, "timezone kept");
+    is_string("timezone", create_with("\"timezone\":\"Mars/Base\""), "timezone: unknown zone");
+    is_string("timezone", create_with("\"timezone\":\"../../etc/passwd\""), "timezone: a path");
+    is_string("timezone", create_with("\"timezone\":\"\""), "timezone: empty");
+    is_string("timezone", create_with("\"timezone\":[]"), "timezone: not a string");
+    is_string("", create_with("\"timezone\":null"), "timezone: null on create");
+    ok(!IN.has_timezone, "timezone null on create: not given");
+
+    is_string("",
+              create_with("\"callingWindow\":{\"start\":\"09:00\",\"end\":\"20:00\","
+                          "\"days\":[\"sun\",\"mon\"]}"),
+              "callingWindow: valid");
+    is_string("{\"start\":\"09:00\",\"end\":\"20:00\",\"days\":[\"mon\",\"sun\"]}", IN.window_json,
+              "callingWindow: its normal form");
+    is_int(9 * 3600, IN.window.start, "callingWindow: parsed start");
+    is_string("callingWindow",
+              create_with("\"callingWindow\":{\"start\":\"9am\",\"end\":\"20:00\"}"),
+              "callingWindow: bad time");
+    is_string(
+        "callingWindow",
+        create_with("\"callingWindow\":{\"start\":\"09:00\",\"end\":\"20:00\",\"days\":[\"xyz\"]}"),
+        "callingWindow: unknown day");
+    is_string("callingWindow",
+              create_with("\"callingWindow\":{\"start\":\"09:00\",\"tz\":\"UTC\"}"),
+              "callingWindow: unknown member");
+    is_string("callingWindow", create_with("\"callingWindow\":[]"), "callingWindow: not an object");
+    is_string("", create_with("\"callingWindow\":null"), "callingWindow: null on create");
+    ok(!IN.has_window && IN.window_json == NULL, "callingWindow null on create: not given");
+
+    is_string("", create_with("\"notBefore\":\"2026-01-01T12:00:00Z\""), "notBefore: valid");
+    ok(IN.not_before.given && IN.not_before.set && IN.not_before.us == 1767268800000000LL,
+       "notBefore parsed");
+    is_string("notBefore", create_with("\"notBefore\":\"tomorrow\""), "notBefore: malformed");
+    is_string("expiresAt", create_with("\"expiresAt\":12"), "expiresAt: a number");
+    is_string("", create_with("\"expiresAt\":null"), "expiresAt: null on create");
+    ok(!IN.expires_at.given, "expiresAt null on create: not given");
+    is_string("notBefore,expiresAt,timezone",
+              create_with("\"notBefore\":\"x\",\"expiresAt\":\"y\",\"timezone\":\"z\""),
+              "every malformed field named");
+
+    is_string("",
+              patch("{\"timezone\":null,\"callingWindow\":null,\"notBefore\":null,"
+                    "\"expiresAt\":null}"),
+              "patch: every section 9 field null");
+    ok(IN.has_timezone && IN.timezone[0] == '\0', "patch: timezone null clears");
+    ok(IN.has_window && IN.window_json == NULL, "patch: callingWindow null clears");
+    ok(IN.not_before.given && !IN.not_before.set, "patch: notBefore null clears");
+    ok(IN.expires_at.given && !IN.expires_at.set, "patch: expiresAt null clears");
+}
+
+static const char *schedule(long long nb, long long ex, int nb_given, int ex_given, long long now)
+{
+    struct call_instant b = { nb_given, nb != 0, nb }, e = { ex_given, ex != 0, ex };
+    problem_reset(&P);
+    if (validate_schedule(&b, &e, ex_given, now, &P) == 0)
+        return problem_failed(&P) ? "(rc 0 with a problem)" : "";
+    return render(&P);
+}
+
+static void test_schedule(void)
+{
+    is_string("", schedule(0, 0, 0, 0, 100), "schedule: nothing set");
+    is_string("", schedule(200, 300, 1, 1, 100), "schedule: notBefore < expiresAt, both ahead");
+    is_string("expiresAt", schedule(300, 200, 1, 1, 100), "schedule: expiresAt before notBefore");
+    is_string("expiresAt", schedule(300, 300, 1, 1, 100), "schedule: expiresAt = notBefore");
+    is_string("expiresAt", schedule(0, 50, 0, 1, 100), "schedule: expiresAt in the past");
+    is_string("expiresAt", schedule(0, 100, 0, 1, 100), "schedule: expiresAt now");
+    is_string("", schedule(0, 50, 0, 0, 100), "schedule: a stored expiresAt that passed");
+    is_string("notBefore", schedule(300, 200, 1, 0, 100),
+              "schedule: a new notBefore after the stored expiresAt names notBefore");
+    is_string("", schedule(50, 0, 1, 0, 100), "schedule: a notBefore in the past is fine");
+}
+
 int main(void)
 {
     problem_init(&P);
@@ -466,6 +610,9 @@ int main(void)
     test_hash();
     test_idempotency_key();
     test_auth();
+    test_instant();
+    test_section9_fields();
+    test_schedule();
     problem_reset(&P);
     call_input_free(&IN);
     json_decref(doc);

@@ -11,11 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <http_parser.h>
 
 #include "api/intake.h"
 #include "api/validate.h"
+#include "compliance/tzprefix.h"
 #include "dispatch/slots.h"
 #include "net/kafka_producer.h"
 #include "util/log.h"
@@ -310,6 +312,74 @@ static void publish_created(void *arg, const char *id, const char *to)
         kafka_producer_send(api->producer, to, msg, (size_t)n, NULL, NULL);
 }
 
+/* ------------------------------------------------------ compliance -- */
+
+void api_call_zones(const struct api *api, const char *to, const char *timezone, struct api_hold *h)
+{
+    if (timezone != NULL && timezone[0] != '\0') {
+        h->zones[0] = timezone;
+        h->nzones = 1;
+        return;
+    }
+    int n = rules_number_zones(api->tzprefix, to, h->zones, RULES_MAX_ZONES);
+    h->nzones = n > 0 ? (size_t)n : 0;
+}
+
+int api_call_hold(const struct api *api, const struct window *w,
+                  const struct call_instant *not_before, int64_t now_us, struct api_hold *h,
+                  char *err, size_t errlen)
+{
+    int64_t from_us = not_before->set && not_before->us > now_us ? not_before->us : now_us;
+    time_t until;
+    h->until_us = 0;
+    h->reason = NULL;
+    /* the rules count whole seconds: the second FROM_US falls in */
+    time_t from = (time_t)(from_us >= 0 ? from_us / 1000000 : (from_us - 999999) / 1000000);
+    enum rules_verdict v = rules_check(api->cfg, w, h->zones, h->nzones, from, &until, err, errlen);
+    if (v == RULES_ERROR)
+        return -1;
+    if (v == RULES_HOLD && (int64_t)until * 1000000 > from_us) {
+        h->until_us = (int64_t)until * 1000000;
+        h->reason = "window";
+    } else if (from_us > now_us) {
+        h->until_us = from_us;
+        h->reason = "schedule";
+    }
+    return 0;
+}
+
+int64_t api_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* ---------------------------------------------------------------- init -- */
+
+/* Set by the master before it forks; read-only after. */
+static const struct tzprefix *tzprefix_table;
+
+void api_tzprefix_set(const struct tzprefix *t)
+{
+    tzprefix_table = t;
+}
+
+/* The master's table, else one of our own (api_free frees it). */
+static int api_tzprefix_init(struct api *api, char *err, size_t errlen)
+{
+    char why[512];
+    api->tzprefix = tzprefix_table;
+    if (api->tzprefix != NULL)
+        return 0;
+    if (tzprefix_load(api->cfg->timezone_prefixes, &api->own_tzprefix, why, sizeof why) < 0) {
+        snprintf(err, errlen, "[compliance] timezone_prefixes: %s", why);
+        return -1;
+    }
+    api->tzprefix = api->own_tzprefix;
+    return 0;
+}
+
 int api_init(struct api *api, struct ev_loop *loop, const struct co_config *cfg, char *err,
              size_t errlen)
 {
@@ -328,6 +398,8 @@ int api_init(struct api *api, struct ev_loop *loop, const struct co_config *cfg,
         snprintf(err, errlen, "[provider] callback_secret: no usable key");
         return -1;
     }
+    if (api_tzprefix_init(api, err, errlen) < 0)
+        return -1;
     if ((api->pg = pg_pool_new(loop, cfg->pg_conninfo, &opts, err, errlen)) == NULL ||
         (api->intake = intake_new(api, err, errlen)) == NULL ||
         (api->redis = redis_slots_new(loop, cfg, &ropts, err, errlen)) == NULL ||
@@ -360,5 +432,6 @@ void api_free(struct api *api)
     if (api->producer != NULL)
         kafka_producer_free(api->producer);
     webhook_keys_clear(&api->webhook_keys);
+    tzprefix_free(api->own_tzprefix);
     memset(api, 0, sizeof(*api));
 }

@@ -16,6 +16,7 @@
 
 #include "api/problem.h"
 #include "api/validate.h"
+#include "compliance/rules.h"
 #include "net/http_server.h"
 #include "net/pg_pool.h"
 #include "store/store.h"
@@ -25,6 +26,7 @@
 struct intake;
 struct kafka_producer;
 struct redis_slots;
+struct tzprefix;
 
 struct api {
     struct ev_loop *loop;
@@ -34,8 +36,17 @@ struct api {
     struct redis_slots *redis;       /* webhooks release slots; metrics */
     struct kafka_producer *producer; /* publishes created calls */
     struct webhook_keys webhook_keys;
-    int closing; /* api_free() runs: start nothing new */
+    const struct tzprefix *tzprefix; /* the zone data (api_tzprefix_set) */
+    struct tzprefix *own_tzprefix;   /* loaded by api_init: none was set */
+    int closing;                     /* api_free() runs: start nothing new */
 };
+
+/* The time-zone prefix table (DESIGN.md section 9) the API uses.  The
+ * master loads it once, before it forks, and sets it here: the http
+ * children inherit it, and a reload keeps it ([compliance]
+ * timezone_prefixes needs a restart).  When none was set (a process
+ * without the master), api_init() loads cfg->timezone_prefixes itself. */
+void api_tzprefix_set(const struct tzprefix *t);
 
 /* Seconds a client is told to wait when the database is unreachable. */
 #define API_RETRY_AFTER 5
@@ -50,6 +61,31 @@ void api_free(struct api *api);
 void api_handle(struct http_request *req, void *arg);
 
 /* --- helpers for the handler modules ------------------------------------ */
+
+/* What the rules of DESIGN.md section 9 say about a call at create or
+ * PATCH time: its zones, and when it may first be dialled. */
+struct api_hold {
+    const char *zones[RULES_MAX_ZONES]; /* into the table or the caller's timezone */
+    size_t nzones;                      /* 0: no zone data */
+    int64_t until_us;                   /* 0: due now; else µs since the epoch */
+    const char *reason;                 /* NULL (due now), "window" or "schedule" */
+};
+
+/* H's zones: TIMEZONE alone when the call has one (NULL or "": none),
+ * else what the prefix data says for TO. */
+void api_call_zones(const struct api *api, const char *to, const char *timezone,
+                    struct api_hold *h);
+
+/* H's hold at NOW_US for a call with window W (NULL: [compliance]) and
+ * NOT_BEFORE: the window's next opening at or after max(now, notBefore)
+ * ("window"), else notBefore when still ahead ("schedule"), else due now.
+ * 0, or -1 with err when a zone is not in the system tzdata. */
+int api_call_hold(const struct api *api, const struct window *w,
+                  const struct call_instant *not_before, int64_t now_us, struct api_hold *h,
+                  char *err, size_t errlen);
+
+/* The wall clock in µs since the epoch. */
+int64_t api_now_us(void);
 
 /* 1 when the media type of Content-Type CT is WANT: any case, optionally
  * with parameters (charset=…); 0 for NULL. */

@@ -73,7 +73,9 @@ static struct {
     struct metrics_req *waiting; /* answered by the next query */
 } counts_queue;
 
-_Static_assert(SHM_STATUSES == STORE_STATUSES, "the /metrics gauges list every status");
+/* The Prometheus gauges take the first SHM_STATUSES of the counts: EXPIRED
+ * joins them when util/shm.h lists it. */
+_Static_assert(SHM_STATUSES <= STORE_STATUSES, "the /metrics gauges are statuses we count");
 
 static void counted(struct metrics_req *m, const long long counts[STORE_STATUSES])
 {
@@ -83,9 +85,9 @@ static void counted(struct metrics_req *m, const long long counts[STORE_STATUSES
     int n = snprintf(body, sizeof(body),
                      "{\"PENDING\":%lld,\"IN_PROGRESS\":%lld,\"COMPLETED\":%lld,"
                      "\"FAILED\":%lld,\"CANCELLED\":%lld,\"SUPPRESSED\":%lld,"
-                     "\"inFlight\":%s,\"maxConcurrent\":%d}",
-                     counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], in_flight,
-                     m->api->cfg->max_concurrent_calls);
+                     "\"EXPIRED\":%lld,\"inFlight\":%s,\"maxConcurrent\":%d}",
+                     counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6],
+                     in_flight, m->api->cfg->max_concurrent_calls);
     api_json(m->req, 200, body, (size_t)n, NULL);
 }
 
@@ -93,7 +95,7 @@ static void prometheus_counted(struct metrics_req *m, const long long counts[STO
 {
     struct shm_gauges g = { .slots_in_use = m->in_flight,
                             .max_slots = m->api->cfg->max_concurrent_calls };
-    memcpy(g.by_status, counts, sizeof(g.by_status));
+    memcpy(g.by_status, counts, sizeof(g.by_status)); /* the first SHM_STATUSES */
     size_t len;
     char *text = shm_prometheus(&g, &len);
     if (text == NULL) {

@@ -9,6 +9,13 @@
  * as arrived during the previous one, and with an idle database a request
  * goes out alone at once.
  *
+ * The rules of DESIGN.md section 9 are applied here, per request, before it
+ * queues: its zones (its timezone, else its number's) and whether it may
+ * be dialled at once.  A call held (its window is closed, or its
+ * notBefore is ahead) is stored with next_attempt_at and hold_reason and
+ * not published: the scheduler publishes it when it is due.  That costs
+ * no allocation (the zones point into the prefix table) and no round trip.
+ *
  * Idempotency races: two requests with one key in one batch cannot both be
  * resolved by one statement (a statement does not see its own inserts), so a
  * batch takes one request per key and leaves the rest for the next batch.
@@ -49,6 +56,7 @@ struct pending {
     char *key; /* Idempotency-Key, or NULL */
     char hash[REQUEST_HASH_HEX];
     int retries;
+    struct api_hold hold; /* zones and the first hold, decided at accept */
 };
 
 struct batch {
@@ -130,8 +138,41 @@ static void add_json_string(struct strbuf *b, const char *s)
     json_decref(j);
 }
 
+/* Append an instant as a JSON string member ",\"NAME\":\"…Z\"". */
+static void add_instant(struct strbuf *b, const char *name, int64_t us)
+{
+    char t[INSTANT_TEXT_MAX];
+    instant_format(us, t);
+    strbuf_addf(b, ",\"%s\":\"%s\"", name, t);
+}
+
+/* The section 9 members of one input row (sql/009_compliance.sql).  Zone
+ * names need no escaping: the rules checked each against the tzdata name
+ * rules (letters, digits, "_+-/."), the client's as well as the data's. */
+static void add_rules(struct strbuf *b, const struct pending *p)
+{
+    if (p->call.has_timezone)
+        strbuf_addf(b, ",\"timezone\":\"%s\"", p->call.timezone);
+    for (size_t z = 0; z < p->hold.nzones; z++) /* none: NULL, "no zone data" */
+        strbuf_addf(b, "%s\"%s\"", z ? "," : ",\"timezones\":[", p->hold.zones[z]);
+    if (p->hold.nzones > 0)
+        strbuf_addc(b, ']');
+    if (p->call.window_json != NULL) {
+        strbuf_adds(b, ",\"calling_window\":");
+        strbuf_adds(b, p->call.window_json);
+    }
+    if (p->call.not_before.set)
+        add_instant(b, "not_before", p->call.not_before.us);
+    if (p->call.expires_at.set)
+        add_instant(b, "expires_at", p->call.expires_at.us);
+    if (p->hold.reason != NULL) {
+        add_instant(b, "next_attempt_at", p->hold.until_us);
+        strbuf_addf(b, ",\"hold_reason\":\"%s\"", p->hold.reason);
+    }
+}
+
 /* The input rows as one JSON array (see intake_calls() in
- * sql/003_intake.sql).  to, scriptId and the id are validated to
+ * sql/009_compliance.sql).  to, scriptId and the id are validated to
  * characters that need no escaping; metadata is already compact JSON. */
 static char *batch_json(struct batch *b)
 {
@@ -143,6 +184,7 @@ static char *batch_json(struct batch *b)
                     "%s{\"ord\":%d,\"id\":\"%s\",\"to_number\":\"%s\","
                     "\"script_id\":\"%s\",\"req_hash\":\"%s\"",
                     i ? "," : "", i, p->id, p->call.to, p->call.script_id, p->hash);
+        add_rules(&buf, p);
         if (p->call.metadata != NULL) {
             strbuf_adds(&buf, ",\"metadata\":");
             strbuf_adds(&buf, p->call.metadata);
@@ -218,7 +260,8 @@ static void answer_created(struct intake *in, struct pending *p, const char *bod
     snprintf(loc, sizeof(loc), "Location: /api/v1/calls/%s\r\n", p->id);
     api_json(p->req, 201, body, strlen(body), loc);
     shm_count(CNT_CALLS_CREATED);
-    if (in->created_fn != NULL)
+    /* a held call is published by the scheduler when it is due */
+    if (in->created_fn != NULL && p->hold.reason == NULL)
         in->created_fn(in->created_arg, p->id, p->call.to);
 }
 
@@ -375,6 +418,26 @@ static int new_uuid(char out[UUID_LEN + 1])
     return 0;
 }
 
+/* The section 9 rules for a validated call: its instants, zones and
+ * first hold (see api_call_hold). */
+static void decide_rules(struct intake *in, struct pending *p, struct problem *pr)
+{
+    char why[512];
+    const struct call_input *c = &p->call;
+    int64_t now = api_now_us();
+    if (validate_schedule(&c->not_before, &c->expires_at, 1, now, pr) < 0)
+        return;
+    api_call_zones(in->api, c->to, c->timezone, &p->hold);
+    if (api_call_hold(in->api, c->window_json != NULL ? &c->window : NULL, &c->not_before, now,
+                      &p->hold, why, sizeof why) < 0) {
+        /* the client's zone passed validation: a zone of the prefix data
+         * that this system's tzdata lacks */
+        co_error("a time zone of the prefix data is not in the system tzdata", "error=%s",
+                 CO_LOG_Q(why));
+        problem_set(pr, 500, "the time zone data of this server is incomplete");
+    }
+}
+
 /* Validate REQ into a pending entry; answers 400 itself and returns NULL. */
 static struct pending *accept_request(struct intake *in, struct http_request *req)
 {
@@ -397,6 +460,8 @@ static struct pending *accept_request(struct intake *in, struct http_request *re
             problem_set(&pr, 400, "body is not JSON");
         else if (new_uuid(p->id) < 0)
             problem_set(&pr, 500, "no random numbers for a call id");
+        else
+            decide_rules(in, p, &pr);
     }
     if (problem_failed(&pr)) {
         api_problem(req, &pr);

@@ -1,14 +1,17 @@
 /*
  * validate.c — request validation for the call API (DESIGN.md section 4).
  *
- * Owns: the field rules for calls, the create/PATCH body checks, call ids,
- * list query parsing and the keyset cursor format, Idempotency-Key and the
- * canonical body hash, and the Bearer API-key check.  Pure: no I/O.
+ * Owns: the field rules for calls, the create/PATCH body checks, RFC 3339
+ * instants, call ids, list query parsing and the keyset cursor format,
+ * Idempotency-Key and the canonical body hash, and the Bearer API-key
+ * check.  No clock and no global state; the zone check reads tzdata.
  */
 /* strdup, strtok_r, strncasecmp under -std=c11 */
 #define _POSIX_C_SOURCE 200809L
 
 #include "api/validate.h"
+
+#include "compliance/rules.h"
 
 #include <jansson.h>
 #include <limits.h>
@@ -19,8 +22,8 @@
 #include <string.h>
 #include <strings.h>
 
-static const char *const statuses[] = { "PENDING", "IN_PROGRESS", "COMPLETED",
-                                        "FAILED",  "CANCELLED",   "SUPPRESSED" };
+static const char *const statuses[] = { "PENDING",   "IN_PROGRESS", "COMPLETED", "FAILED",
+                                        "CANCELLED", "SUPPRESSED",  "EXPIRED" };
 
 /* ------------------------------------------------------------ fields ---- */
 
@@ -136,6 +139,75 @@ static void check_metadata(const json_t *v, size_t max, int patch, struct call_i
     out->has_metadata = 1;
 }
 
+
+/* A zone of the system tzdata.  window_zone_valid's message quotes the
+ * name back to the client (JSON-escaped by the problem renderer), which
+ * is where it belongs; it is never logged. */
+static void check_timezone(const json_t *v, int patch, struct call_input *out, struct problem *p)
+{
+    char why[WINDOW_ZONE_MAX + 128];
+    if (json_is_null(v)) {
+        out->has_timezone = patch;
+        return;
+    }
+    if (!json_is_string(v)) {
+        problem_add_field(p, "timezone", "must be an IANA time zone name, not %s", json_kind(v));
+        return;
+    }
+    const char *s = json_string_value(v);
+    size_t n = json_string_length(v);
+    if (n == 0 || n > WINDOW_ZONE_MAX || strlen(s) != n) {
+        problem_add_field(p, "timezone", "must be an IANA time zone name of 1 to %d characters",
+                          WINDOW_ZONE_MAX);
+        return;
+    }
+    if (window_zone_valid(s, why, sizeof why) < 0) {
+        problem_add_field(p, "timezone", "%s", why);
+        return;
+    }
+    memcpy(out->timezone, s, n + 1);
+    out->has_timezone = 1;
+}
+
+/* The window is kept parsed (for the rules) and in its normal form (to
+ * store); only calls that have one pay for the JSON text. */
+static void check_window(const json_t *v, int patch, struct call_input *out, struct problem *p)
+{
+    char why[256];
+    if (json_is_null(v)) {
+        out->has_window = patch;
+        return;
+    }
+    if (rules_window_from_json(v, &out->window, why, sizeof why) < 0) {
+        problem_add_field(p, "callingWindow", "%s", why);
+        return;
+    }
+    json_t *norm = rules_window_to_json(&out->window);
+    out->window_json = norm != NULL ? json_dumps(norm, JSON_COMPACT) : NULL;
+    json_decref(norm);
+    if (out->window_json == NULL) {
+        p->oom = 1;
+        return;
+    }
+    out->has_window = 1;
+}
+
+static void check_instant(const json_t *v, const char *field, struct call_instant *out,
+                          struct problem *p)
+{
+    out->given = 1;
+    if (json_is_null(v))
+        return;
+    if (!json_is_string(v) || validate_instant(json_string_value(v), &out->us) < 0 ||
+        strlen(json_string_value(v)) != json_string_length(v)) {
+        problem_add_field(p, field,
+                          "must be an RFC 3339 date-time with an offset, such as "
+                          "\"2026-01-01T12:00:00Z\" or \"2026-01-01T09:00:00.5-03:00\"");
+        return;
+    }
+    out->set = 1;
+}
+
 /* ----------------------------------------------------------- bodies ---- */
 
 int validate_e164(const char *s)
@@ -157,6 +229,7 @@ int validate_call_id(const char *s)
 void call_input_free(struct call_input *in)
 {
     free(in->metadata);
+    free(in->window_json);
     memset(in, 0, sizeof *in);
 }
 
@@ -195,6 +268,14 @@ static void check_members(json_t *root, size_t max_meta, int patch, struct call_
             check_script_id(v, out, p);
         else if (strcmp(key, "metadata") == 0)
             check_metadata(v, max_meta, patch, out, p);
+        else if (strcmp(key, "timezone") == 0)
+            check_timezone(v, patch, out, p);
+        else if (strcmp(key, "callingWindow") == 0)
+            check_window(v, patch, out, p);
+        else if (strcmp(key, "notBefore") == 0)
+            check_instant(v, key, &out->not_before, p);
+        else if (strcmp(key, "expiresAt") == 0)
+            check_instant(v, key, &out->expires_at, p);
         else
             problem_add_field(p, key, "unknown field");
     }
@@ -215,6 +296,9 @@ static int validate_call(const char *body, size_t len, size_t max_meta, int patc
         problem_add_field(p, "scriptId", "is required");
     if (patch && !problem_failed(p) && json_object_size(root) == 0)
         problem_add_field(p, "body", "no field to change");
+    /* on create, null is "not given": only a PATCH clears */
+    out->not_before.given &= patch | out->not_before.set;
+    out->expires_at.given &= patch | out->expires_at.set;
     json_decref(root);
     if (p->oom && p->status != 500)
         problem_set(p, 500, "out of memory");
@@ -234,6 +318,136 @@ int validate_patch(const char *body, size_t len, size_t max_metadata_bytes, stru
                    struct problem *p)
 {
     return validate_call(body, len, max_metadata_bytes, 1, out, p);
+}
+
+
+/* ---------------------------------------------------------- instants ---- */
+
+/* N digits at S as a number, or -1. */
+static int digits(const char *s, int n)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (!is_digit(s[i]))
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
+}
+
+static int days_in_month(int y, int m)
+{
+    static const int mdays[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    return m == 2 && leap ? 29 : mdays[m - 1];
+}
+
+/* Days from 1970-01-01 to Y-M-D, proleptic Gregorian (Howard Hinnant's
+ * days_from_civil): no timegm(), no TZ. */
+static int64_t days_from_civil(int y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* ".fff…" at *S: microseconds (truncated past six digits), S moved on. */
+static int fraction_us(const char **s, int64_t *us)
+{
+    const char *r = *s;
+    int64_t v = 0;
+    int n = 0;
+    if (*r != '.')
+        return 0;
+    for (r++; is_digit(*r); r++, n++)
+        if (n < 6)
+            v = v * 10 + (*r - '0');
+    if (n == 0)
+        return -1;
+    for (; n < 6; n++)
+        v *= 10;
+    *us = v;
+    *s = r;
+    return 0;
+}
+
+/* "Z" or "+HH:MM"/"-HH:MM" at S, the whole rest: the offset in seconds
+ * east of UTC. */
+static int offset_secs(const char *s, int *secs)
+{
+    if ((s[0] == 'Z' || s[0] == 'z') && s[1] == '\0') {
+        *secs = 0;
+        return 0;
+    }
+    if ((s[0] != '+' && s[0] != '-') || s[3] != ':' || strlen(s) != 6)
+        return -1;
+    int h = digits(s + 1, 2), m = digits(s + 4, 2);
+    if (h < 0 || h > 23 || m < 0 || m > 59)
+        return -1;
+    *secs = (s[0] == '-' ? -1 : 1) * (h * 3600 + m * 60);
+    return 0;
+}
+
+int validate_instant(const char *s, int64_t *us)
+{
+    int64_t frac = 0;
+    int off;
+    if (s == NULL || strlen(s) < 20 || s[4] != '-' || s[7] != '-' ||
+        (s[10] != 'T' && s[10] != 't') || s[13] != ':' || s[16] != ':')
+        return -1;
+    int y = digits(s, 4), mo = digits(s + 5, 2), d = digits(s + 8, 2);
+    int h = digits(s + 11, 2), mi = digits(s + 14, 2), sec = digits(s + 17, 2);
+    if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h < 0 || h > 23 ||
+        mi < 0 || mi > 59 || sec < 0 || sec > 60)
+        return -1;
+    const char *rest = s + 19;
+    if (fraction_us(&rest, &frac) < 0 || offset_secs(rest, &off) < 0)
+        return -1;
+    int64_t t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - off;
+    *us = t * 1000000 + frac;
+    return 0;
+}
+
+/* Days since 1970-01-01 back to a date (civil_from_days). */
+static void civil_from_days(int64_t z, int *y, int *m, int *d)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = (int)(yoe + era * 400 + (*m <= 2));
+}
+
+void instant_format(int64_t us, char out[INSTANT_TEXT_MAX])
+{
+    int64_t secs = us >= 0 ? us / 1000000 : -((-us + 999999) / 1000000);
+    int64_t frac = us - secs * 1000000;
+    int64_t days = secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);
+    int64_t sod = secs - days * 86400;
+    int y, m, d;
+    civil_from_days(days, &y, &m, &d);
+    snprintf(out, INSTANT_TEXT_MAX, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", y, m, d,
+             (int)(sod / 3600), (int)(sod % 3600 / 60), (int)(sod % 60), (int)frac);
+}
+
+int validate_schedule(const struct call_instant *not_before, const struct call_instant *expires_at,
+                      int given_expires, int64_t now_us, struct problem *p)
+{
+    if (!expires_at->set)
+        return 0;
+    const char *field = given_expires || !not_before->given ? "expiresAt" : "notBefore";
+    if (not_before->set && expires_at->us <= not_before->us)
+        problem_add_field(p, field, "expiresAt must be after notBefore");
+    else if (given_expires && expires_at->us <= now_us)
+        problem_add_field(p, "expiresAt", "is already in the past");
+    return problem_failed(p) ? -1 : 0;
 }
 
 /* -------------------------------------------------------- ids, status ---- */
@@ -416,7 +630,7 @@ static void query_value(int which, const char *value, struct list_query *out, st
         if (!out->status)
             problem_add_field(p, name,
                               "must be one of PENDING, IN_PROGRESS, COMPLETED, "
-                              "FAILED, CANCELLED, SUPPRESSED");
+                              "FAILED, CANCELLED, SUPPRESSED, EXPIRED");
         break;
     case Q_PAGE:
         out->has_page = 1;

@@ -1,11 +1,15 @@
 /*
  * validate.h — request validation for the call API (DESIGN.md section 4).
  *
- * Owns: the rules for a call's fields (to, scriptId, metadata), the create
- * and PATCH bodies, call ids, the list query string and its keyset cursor,
- * the Idempotency-Key header and the body hash it is checked against, and
- * the Bearer API-key check.  Pure: no I/O, no global state; jansson parses,
- * OpenSSL libcrypto hashes, encodes base64 and compares in constant time.
+ * Owns: the rules for a call's fields (to, scriptId, metadata, and the
+ * section 9 timezone, callingWindow, notBefore, expiresAt), the create
+ * and PATCH bodies, RFC 3339 instants, call ids, the list query string
+ * and its keyset cursor, the Idempotency-Key header and the body hash it
+ * is checked against, and the Bearer API-key check.  No global state and
+ * no clock (callers pass "now"); the only I/O is the zone check, which
+ * looks the zone up in the system tzdata (compliance/window.h).  jansson
+ * parses, OpenSSL libcrypto hashes, encodes base64 and compares in
+ * constant time.
  *
  * Conventions: validators return 0 (valid, *out filled) or -1 (invalid:
  * the reasons are in the struct problem, status 400, one entry per field,
@@ -22,6 +26,7 @@
 #include <stdint.h>
 
 #include "api/problem.h"
+#include "compliance/window.h"
 
 #define CALL_TO_MAX 16 /* '+' and at most 15 digits (E.164) */
 #define CALL_SCRIPT_ID_MAX 128
@@ -31,6 +36,7 @@
 #define LIST_PAGE_SIZE_MAX 100
 #define CURSOR_BUF 80       /* enough for any cursor_encode() output + NUL */
 #define REQUEST_HASH_HEX 65 /* 64 hex digits + NUL */
+#define INSTANT_TEXT_MAX 64 /* "YYYY-MM-DDTHH:MM:SS.ffffffZ" + NUL, with room */
 
 /*
  * A validated create or PATCH body.  has_* says the field was given.
@@ -40,6 +46,15 @@
  * 0); on PATCH it clears the stored metadata (has_metadata 1, metadata
  * NULL), as in JSON Merge Patch (RFC 7396).
  */
+/* An optional instant of a call (notBefore, expiresAt).  GIVEN: the member
+ * was in the body; SET: it held an instant (GIVEN and not SET: null, which
+ * on PATCH clears the stored one). */
+struct call_instant {
+    int given;
+    int set;
+    int64_t us; /* µs since the epoch, when SET */
+};
+
 struct call_input {
     int has_to;
     char to[CALL_TO_MAX + 1];
@@ -47,6 +62,14 @@ struct call_input {
     char script_id[CALL_SCRIPT_ID_MAX + 1];
     int has_metadata;
     char *metadata; /* malloc'd compact JSON object, or NULL */
+    /* DESIGN.md section 9; null is handled as for metadata */
+    int has_timezone;
+    char timezone[WINDOW_ZONE_MAX + 1]; /* a zone of the system tzdata; "" = null */
+    int has_window;
+    struct window window; /* parsed callingWindow, when window_json */
+    char *window_json;    /* malloc'd normal form (rules_window_to_json), or NULL */
+    struct call_instant not_before;
+    struct call_instant expires_at;
 };
 
 /* Free what a call_input holds (safe on a zeroed or already freed one). */
@@ -69,6 +92,28 @@ int validate_create(const char *body, size_t len, size_t max_metadata_bytes, str
 int validate_patch(const char *body, size_t len, size_t max_metadata_bytes, struct call_input *out,
                    struct problem *p);
 
+/*
+ * The rules between a call's instants, at NOW_US (µs since the epoch):
+ * expiresAt must be after notBefore and not already past.  NOT_BEFORE and
+ * EXPIRES_AT are the call's values after the change (on PATCH the stored
+ * one where the body leaves it); GIVEN_EXPIRES says the body set expiresAt
+ * (only a new expiresAt is refused for being past: a stored one that has
+ * passed is the expiry sweep's business).  The error names expiresAt,
+ * unless only notBefore was given, which then is what moved past it.
+ */
+int validate_schedule(const struct call_instant *not_before, const struct call_instant *expires_at,
+                      int given_expires, int64_t now_us, struct problem *p);
+
+/* An RFC 3339 date-time ("2026-01-01T12:00:00Z", "...T12:00:00.5+02:00";
+ * 't', 'z' allowed, fraction any length, kept to the microsecond, leap
+ * second 60 accepted as the next second's start) into µs since the epoch.
+ * 0, or -1 for anything else (no offset, a space for T, a day that month
+ * does not have, year 0000). */
+int validate_instant(const char *s, int64_t *us);
+
+/* US as "YYYY-MM-DDTHH:MM:SS.ffffffZ" (what PostgreSQL reads back exactly). */
+void instant_format(int64_t us, char out[INSTANT_TEXT_MAX]);
+
 /* 1 when S is a canonical 8-4-4-4-12 hex UUID (either case), else 0. */
 int validate_uuid(const char *s);
 
@@ -83,8 +128,8 @@ int validate_e164(const char *s);
 int validate_call_id(const char *s);
 
 /* The canonical static name when S is exactly one of the call statuses
- * (PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED, SUPPRESSED), else
- * NULL. */
+ * (PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED, SUPPRESSED,
+ * EXPIRED), else NULL. */
 const char *validate_status(const char *s);
 
 /* GET /api/v1/calls query.  page and a cursor cannot be combined. */

@@ -6,7 +6,9 @@
  * file, daemonizing, privileges) and handing over to the supervisor.
  *
  * The control socket is created here, before the privilege drop, and
- * removed here after the supervisor returned.
+ * removed here after the supervisor returned.  So is the time-zone prefix
+ * table ([compliance] timezone_prefixes, restart-only): loaded once here,
+ * checked by -t too, and inherited by the http children (api_tzprefix_set).
  *
  * This is the only place that decides the process exits; modules return
  * errors and the messages they carry are printed or logged here once.
@@ -26,6 +28,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "api/api.h"
+#include "compliance/tzprefix.h"
 #include "master/control.h"
 #include "master/listen.h"
 #include "master/pidfile.h"
@@ -260,6 +264,19 @@ static int test_tunables_from_env(void)
 }
 #endif
 
+/* The prefix table of CFG, or NULL after printing why (a missing or
+ * malformed file is a configuration error, as -t reports it). */
+static struct tzprefix *load_tzprefix(const struct co_config *cfg)
+{
+    char err[1024];
+    struct tzprefix *t;
+    if (tzprefix_load(cfg->timezone_prefixes, &t, err, sizeof(err)) < 0) {
+        fprintf(stderr, "callorchd: [compliance] timezone_prefixes: %s\n", err);
+        return NULL;
+    }
+    return t;
+}
+
 int main(int argc, char **argv)
 {
     struct options o = { 0 };
@@ -288,20 +305,27 @@ int main(int argc, char **argv)
         free(config_path);
         return 1;
     }
-    if (o.test_only) {
-        printf("callorchd: configuration file %s test is successful\n", o.config_path);
+    struct tzprefix *tzp = load_tzprefix(cfg);
+    if (tzp == NULL || o.test_only) {
+        rc = tzp != NULL ? 0 : 1;
+        if (rc == 0)
+            printf("callorchd: configuration file %s test is successful\n", o.config_path);
+        tzprefix_free(tzp);
         co_config_free(cfg);
         free(config_path);
-        return 0;
+        return rc;
     }
+    api_tzprefix_set(tzp);
     /* once, before any fork or thread (libcurl's rule) */
     if (curl_ev_global_init() < 0) {
         fprintf(stderr, "callorchd: cannot initialise libcurl\n");
+        tzprefix_free(tzp);
         co_config_free(cfg);
         free(config_path);
         return 1;
     }
     rc = start(cfg, &o);
+    tzprefix_free(tzp);
     free(config_path);
     return rc;
 }

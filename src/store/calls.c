@@ -20,6 +20,7 @@
 
 #include "api/validate.h"
 #include "store/store_job.h"
+#include "util/strbuf.h"
 
 /* ------------------------------------------------------------------ get */
 
@@ -65,7 +66,12 @@ int store_call_get(struct pg_pool *pg, const char *id, store_call_fn cb, void *c
 
 /* PATCH is the same update, but a new `to` on the do-not-call list
  * (sql/007_dnc.sql) changes nothing and answers ('D', call) for a PENDING
- * call: one primary-key lookup in the same statement. */
+ * call: one primary-key lookup in the same statement.  With $21 (the row
+ * version read, for a change the rules decided from that row) a PENDING
+ * row of another version changes nothing and answers ('C', call).  A call
+ * held by the change is not published until due (published_at NULL: the
+ * scheduler publishes it then, and a message already in Kafka finds it
+ * not due). */
 static const char PATCH_SQL[] =
     "WITH listed AS ("
     "  SELECT $2::bool AND EXISTS (SELECT 1 FROM dnc WHERE number = $3::text) AS l"
@@ -73,15 +79,34 @@ static const char PATCH_SQL[] =
     "  UPDATE calls SET"
     "   to_number = CASE WHEN $2::bool THEN $3::text ELSE to_number END,"
     "   script_id = CASE WHEN $4::bool THEN $5::text ELSE script_id END,"
-    "   metadata = CASE WHEN $6::bool THEN COALESCE($7::jsonb, '{}') ELSE metadata END"
+    "   metadata = CASE WHEN $6::bool THEN COALESCE($7::jsonb, '{}') ELSE metadata END,"
+    "   timezone = CASE WHEN $8::bool THEN $9::text ELSE timezone END,"
+    "   calling_window = CASE WHEN $10::bool THEN $11::jsonb ELSE calling_window END,"
+    "   not_before = CASE WHEN $12::bool THEN $13::timestamptz ELSE not_before END,"
+    "   expires_at = CASE WHEN $14::bool THEN $15::timestamptz ELSE expires_at END,"
+    "   timezones = CASE WHEN $16::bool THEN $17::text[] ELSE timezones END,"
+    "   next_attempt_at = CASE WHEN $18::bool THEN $19::timestamptz ELSE next_attempt_at END,"
+    "   hold_reason = CASE WHEN $18::bool THEN $20::text ELSE hold_reason END,"
+    "   published_at = CASE WHEN $18::bool AND $19::timestamptz IS NOT NULL THEN NULL"
+    "                  ELSE published_at END"
     "  WHERE id = $1 AND status = 'PENDING' AND NOT (SELECT l FROM listed)"
+    "    AND ($21::text IS NULL OR xmin::text = $21::text)"
     "  RETURNING call_json(calls) AS body, status"
     ") "
     "SELECT 'U', body, status FROM upd "
     "UNION ALL "
-    "SELECT CASE WHEN c.status = 'PENDING' AND (SELECT l FROM listed) THEN 'D' ELSE 'X' END,"
+    "SELECT CASE WHEN c.status <> 'PENDING' THEN 'X'"
+    "            WHEN (SELECT l FROM listed) THEN 'D' ELSE 'C' END,"
     " call_json(c), c.status FROM calls c "
     "WHERE c.id = $1 AND NOT EXISTS (SELECT 1 FROM upd)";
+
+/* The columns the rules read, instants as µs since the epoch. */
+static const char RULES_SQL[] = "SELECT c.status, c.to_number, c.timezone, c.calling_window::text,"
+                                " (extract(epoch FROM c.not_before) * 1000000)::bigint,"
+                                " (extract(epoch FROM c.expires_at) * 1000000)::bigint,"
+                                " (extract(epoch FROM c.next_attempt_at) * 1000000)::bigint,"
+                                " c.hold_reason, c.xmin::text "
+                                "FROM calls c WHERE c.id = $1";
 
 static const char CANCEL_SQL[] =
     UPDATE_PENDING_SQL("status = 'CANCELLED', ended_at = now(), next_attempt_at = NULL");
@@ -90,7 +115,10 @@ static void update_row(const PGresult *res, int r, void *out)
 {
     struct store_update *u = out;
     char k = PQgetvalue(res, r, 0)[0];
-    u->result = k == 'U' ? STORE_UPDATED : k == 'D' ? STORE_TO_LISTED : STORE_NOT_PENDING;
+    u->result = k == 'U'   ? STORE_UPDATED
+                : k == 'D' ? STORE_TO_LISTED
+                : k == 'C' ? STORE_CHANGED
+                           : STORE_NOT_PENDING;
     u->doc = json_at(res, r, 1);
     u->status = PQgetvalue(res, r, 2);
 }
@@ -108,19 +136,115 @@ static const struct store_rows update_rows = {
     deliver_update,
 };
 
-int store_call_patch(struct pg_pool *pg, const char *id, const struct call_input *in,
-                     store_update_fn cb, void *ctx)
+static const char *null_if_empty(const PGresult *res, int r, int c)
 {
+    return PQgetisnull(res, r, c) ? NULL : PQgetvalue(res, r, c);
+}
+
+static int64_t us_at(const PGresult *res, int r, int c)
+{
+    return PQgetisnull(res, r, c) ? 0 : strtoll(PQgetvalue(res, r, c), NULL, 10);
+}
+
+static void rules_row(const PGresult *res, int r, void *out)
+{
+    struct store_call_rules *cr = out;
+    cr->status = PQgetvalue(res, r, 0);
+    cr->to = PQgetvalue(res, r, 1);
+    cr->timezone = null_if_empty(res, r, 2);
+    cr->window_json = null_if_empty(res, r, 3);
+    cr->not_before_us = us_at(res, r, 4);
+    cr->expires_at_us = us_at(res, r, 5);
+    cr->next_attempt_us = us_at(res, r, 6);
+    cr->hold_reason = null_if_empty(res, r, 7);
+    cr->version = PQgetvalue(res, r, 8);
+}
+
+static void deliver_rules(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
+                          int n)
+{
+    ((store_rules_fn)cb)(ctx, e, e == NULL && n > 0 ? rows : NULL);
+}
+
+static const struct store_rows rules_rows = { sizeof(struct store_call_rules), rules_row,
+                                              deliver_rules };
+
+int store_call_read_rules(struct pg_pool *pg, const char *id, store_rules_fn cb, void *ctx)
+{
+    const char *values[] = { id };
+    return store_query_rows(pg, RULES_SQL, 1, values, &rules_rows, (store_cb)cb, ctx);
+}
+
+/* ZONES as a text[] literal ("{"A/B","C/D"}"): zone names are checked to
+ * letters, digits and "_+-/." (compliance/window.h), nothing to escape.
+ * No zones is NULL, as intake stores it (sql/009: NULL = no zone data). */
+static char *zones_literal(const struct store_patch_rules *r)
+{
+    struct strbuf b = { 0 };
+    if (r->nzones == 0)
+        return NULL;
+    strbuf_addc(&b, '{');
+    for (size_t i = 0; i < r->nzones; i++)
+        strbuf_addf(&b, "%s\"%s\"", i ? "," : "", r->zones[i]);
+    strbuf_addc(&b, '}');
+    if (b.failed) {
+        strbuf_free(&b);
+        return NULL;
+    }
+    return strbuf_take(&b);
+}
+
+static const char *flag(int b)
+{
+    return b ? "t" : "f";
+}
+
+/* An instant parameter: its text in BUF when SET, else NULL. */
+static const char *instant_param(const struct call_instant *t, char buf[INSTANT_TEXT_MAX])
+{
+    if (!t->set)
+        return NULL;
+    instant_format(t->us, buf);
+    return buf;
+}
+
+int store_call_patch(struct pg_pool *pg, const char *id, const struct call_input *in,
+                     const struct store_patch_rules *rules, store_update_fn cb, void *ctx)
+{
+    static const struct store_patch_rules none = { 0 };
+    const struct store_patch_rules *r = rules != NULL ? rules : &none;
+    char nb[INSTANT_TEXT_MAX], ex[INSTANT_TEXT_MAX], hold[INSTANT_TEXT_MAX];
+    char *zones = r->set_zones ? zones_literal(r) : NULL;
+    if (r->set_zones && r->nzones > 0 && zones == NULL)
+        return -1;
+    if (r->hold_until_us != 0)
+        instant_format(r->hold_until_us, hold);
     const char *values[] = {
         id,
-        in->has_to ? "t" : "f",
+        flag(in->has_to),
         in->has_to ? in->to : NULL,
-        in->has_script_id ? "t" : "f",
+        flag(in->has_script_id),
         in->has_script_id ? in->script_id : NULL,
-        in->has_metadata ? "t" : "f",
+        flag(in->has_metadata),
         in->metadata,
+        flag(in->has_timezone),
+        in->has_timezone && in->timezone[0] != '\0' ? in->timezone : NULL,
+        flag(in->has_window),
+        in->window_json,
+        flag(in->not_before.given),
+        instant_param(&in->not_before, nb),
+        flag(in->expires_at.given),
+        instant_param(&in->expires_at, ex),
+        flag(r->set_zones),
+        zones,
+        flag(r->set_hold),
+        r->hold_until_us != 0 ? hold : NULL,
+        r->hold_reason,
+        r->version,
     };
-    return store_query_rows(pg, PATCH_SQL, 7, values, &update_rows, (store_cb)cb, ctx);
+    int rc = store_query_rows(pg, PATCH_SQL, 21, values, &update_rows, (store_cb)cb, ctx);
+    free(zones);
+    return rc;
 }
 
 int store_call_cancel(struct pg_pool *pg, const char *id, store_update_fn cb, void *ctx)
@@ -219,7 +343,8 @@ int store_calls_list(struct pg_pool *pg, const struct list_query *q, store_page_
 static const char COUNTS_SQL[] = "SELECT status, sum(n) FROM call_status_counts GROUP BY status";
 
 static const char *const statuses[STORE_STATUSES] = { "PENDING", "IN_PROGRESS", "COMPLETED",
-                                                      "FAILED",  "CANCELLED",   "SUPPRESSED" };
+                                                      "FAILED",  "CANCELLED",   "SUPPRESSED",
+                                                      "EXPIRED" };
 
 static void decode_counts(const PGresult *res, const struct store_err *e, store_cb cb, void *ctx)
 {

@@ -36,7 +36,8 @@ enum store_update_result {
     STORE_UPDATE_NOT_FOUND, /* no call with that id */
     STORE_UPDATED,          /* doc is the call after the change */
     STORE_NOT_PENDING,      /* the call exists but was not PENDING */
-    STORE_TO_LISTED         /* the new `to` is on the do-not-call list: unchanged */
+    STORE_TO_LISTED,        /* the new `to` is on the do-not-call list: unchanged */
+    STORE_CHANGED           /* PENDING, but no longer the version read: unchanged */
 };
 
 struct store_update {
@@ -48,9 +49,43 @@ struct store_update {
 /* U is NULL when E != NULL. */
 typedef void (*store_update_fn)(void *ctx, const struct store_err *e, const struct store_update *u);
 
-/* Change the fields IN has of a PENDING call. */
+/* What the rules of DESIGN.md section 9 need of a stored call to decide a
+ * PATCH (store_call_read_rules).  Strings point into the result: valid
+ * during the callback. */
+struct store_call_rules {
+    const char *status;
+    const char *to;
+    const char *timezone;    /* NULL: none */
+    const char *window_json; /* NULL: none ([compliance]) */
+    int64_t not_before_us;   /* 0: none */
+    int64_t expires_at_us;   /* 0: none */
+    int64_t next_attempt_us; /* 0: none */
+    const char *hold_reason; /* NULL: none */
+    const char *version;     /* the row version (xmin) */
+};
+
+/* RULES is NULL when no call has that id (or E != NULL). */
+typedef void (*store_rules_fn)(void *ctx, const struct store_err *e,
+                               const struct store_call_rules *rules);
+int store_call_read_rules(struct pg_pool *pg, const char *id, store_rules_fn cb, void *ctx);
+
+/* The columns a PATCH sets besides IN's own fields, decided by the API
+ * from the call as read: only the row of that VERSION is changed (else
+ * STORE_CHANGED, and the API reads again). */
+struct store_patch_rules {
+    const char *version;
+    int set_zones; /* timezones := ZONES (to or timezone changed) */
+    const char *const *zones;
+    size_t nzones;
+    int set_hold;            /* next_attempt_at and hold_reason := these */
+    int64_t hold_until_us;   /* 0: due now */
+    const char *hold_reason; /* NULL when due now; a retry wait keeps NULL */
+};
+
+/* Change the fields IN has of a PENDING call; RULES (NULL: none) sets the
+ * section 9 columns the rules decided, for the version read. */
 int store_call_patch(struct pg_pool *pg, const char *id, const struct call_input *in,
-                     store_update_fn cb, void *ctx);
+                     const struct store_patch_rules *rules, store_update_fn cb, void *ctx);
 
 /* Cancel a PENDING call. */
 int store_call_cancel(struct pg_pool *pg, const char *id, store_update_fn cb, void *ctx);
@@ -75,9 +110,10 @@ typedef void (*store_page_fn)(void *ctx, const struct store_err *e, const struct
 int store_calls_list(struct pg_pool *pg, const struct list_query *q, store_page_fn cb, void *ctx);
 
 /* Calls by status, in this order: PENDING, IN_PROGRESS, COMPLETED, FAILED,
- * CANCELLED, SUPPRESSED.  COUNTS is NULL when E != NULL.  Exact, and cheap however many
- * calls are stored: the sums of the counters of sql/005_status_counts.sql. */
-#define STORE_STATUSES 6
+ * CANCELLED, SUPPRESSED, EXPIRED.  COUNTS is NULL when E != NULL.  Exact,
+ * and cheap however many calls are stored: the sums of the counters of
+ * sql/005_status_counts.sql. */
+#define STORE_STATUSES 7
 typedef void (*store_counts_fn)(void *ctx, const struct store_err *e,
                                 const long long counts[STORE_STATUSES]);
 int store_calls_count(struct pg_pool *pg, store_counts_fn cb, void *ctx);
