@@ -325,19 +325,24 @@ void api_call_zones(const struct api *api, const char *to, const char *timezone,
     h->nzones = n > 0 ? (size_t)n : 0;
 }
 
-int api_call_hold(const struct api *api, const struct window *w,
-                  const struct call_instant *not_before, int64_t now_us, struct api_hold *h,
-                  char *err, size_t errlen)
+void api_call_hold(const struct api *api, const struct window *w,
+                   const struct call_instant *not_before, int64_t now_us, struct api_hold *h)
 {
+    char err[256];
     int64_t from_us = not_before->set && not_before->us > now_us ? not_before->us : now_us;
     time_t until;
     h->until_us = 0;
     h->reason = NULL;
     /* the rules count whole seconds: the second FROM_US falls in */
     time_t from = (time_t)(from_us >= 0 ? from_us / 1000000 : (from_us - 999999) / 1000000);
-    enum rules_verdict v = rules_check(api->cfg, w, h->zones, h->nzones, from, &until, err, errlen);
-    if (v == RULES_ERROR)
-        return -1;
+    enum rules_verdict v =
+        rules_check(api->cfg, w, h->zones, h->nzones, from, &until, err, sizeof err);
+    if (v == RULES_ERROR) {
+        co_warn("a time zone of the prefix data is not in the system tzdata; call held", "error=%s",
+                CO_LOG_Q(err));
+        v = RULES_HOLD;
+        until = from + RULES_SKIP_RECHECK;
+    }
     if (v == RULES_HOLD && (int64_t)until * 1000000 > from_us) {
         h->until_us = (int64_t)until * 1000000;
         h->reason = "window";
@@ -345,7 +350,6 @@ int api_call_hold(const struct api *api, const struct window *w,
         h->until_us = from_us;
         h->reason = "schedule";
     }
-    return 0;
 }
 
 int64_t api_now_us(void)

@@ -79,10 +79,12 @@ void api_call_zones(const struct api *api, const char *to, const char *timezone,
 /* H's hold at NOW_US for a call with window W (NULL: [compliance]) and
  * NOT_BEFORE: the window's next opening at or after max(now, notBefore)
  * ("window"), else notBefore when still ahead ("schedule"), else due now.
- * 0, or -1 with err when a zone is not in the system tzdata. */
-int api_call_hold(const struct api *api, const struct window *w,
-                  const struct call_instant *not_before, int64_t now_us, struct api_hold *h,
-                  char *err, size_t errlen);
+ * A zone of the prefix data that the system tzdata lacks (the client's own
+ * zone was validated) is logged and holds the call ("window") for
+ * RULES_SKIP_RECHECK, as the dispatcher does: the create still succeeds,
+ * and nothing is dialled on a guess. */
+void api_call_hold(const struct api *api, const struct window *w,
+                   const struct call_instant *not_before, int64_t now_us, struct api_hold *h);
 
 /* The wall clock in µs since the epoch. */
 int64_t api_now_us(void);

@@ -153,19 +153,13 @@ static const struct window *merged_window(const struct call_input *in,
 /* The hold after the change, never earlier than a wait the rules here do
  * not decide: a retry wait (no hold reason, next attempt ahead) or the
  * dispatcher's attempt budget of the number ("frequency", while `to` stays):
- * the later one wins, with its reason.  A 500 in P when a zone is missing
- * from the tzdata. */
+ * the later one wins, with its reason. */
 static void decide_hold(struct patch_req *pr, const struct store_call_rules *cr,
-                        const struct call_instant *nb, int64_t now, struct api_hold *h,
-                        struct problem *p)
+                        const struct call_instant *nb, int64_t now, struct api_hold *h)
 {
-    char why[512];
     struct window w;
     const struct window *wp = merged_window(&pr->in, cr, &w);
-    if (api_call_hold(pr->api, wp, nb, now, h, why, sizeof why) < 0) {
-        problem_set(p, 500, "the time zone data of this server is incomplete");
-        return;
-    }
+    api_call_hold(pr->api, wp, nb, now, h);
     int other_wait =
         cr->hold_reason == NULL || (strcmp(cr->hold_reason, "frequency") == 0 && !pr->in.has_to);
     if (other_wait && cr->next_attempt_us > (h->until_us != 0 ? h->until_us : now)) {
@@ -191,7 +185,7 @@ static void patch_decide(struct patch_req *pr, const struct store_call_rules *cr
     nb.given = in->not_before.given;
     if (validate_schedule(&nb, &ex, in->expires_at.given, now, &p) == 0) {
         api_call_zones(pr->api, in->has_to ? in->to : cr->to, tz, &h);
-        decide_hold(pr, cr, &nb, now, &h, &p);
+        decide_hold(pr, cr, &nb, now, &h);
     }
     if (problem_failed(&p)) {
         api_problem(pr->r.req, &p);

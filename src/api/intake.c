@@ -422,20 +422,13 @@ static int new_uuid(char out[UUID_LEN + 1])
  * first hold (see api_call_hold). */
 static void decide_rules(struct intake *in, struct pending *p, struct problem *pr)
 {
-    char why[512];
     const struct call_input *c = &p->call;
     int64_t now = api_now_us();
     if (validate_schedule(&c->not_before, &c->expires_at, 1, now, pr) < 0)
         return;
     api_call_zones(in->api, c->to, c->timezone, &p->hold);
-    if (api_call_hold(in->api, c->window_json != NULL ? &c->window : NULL, &c->not_before, now,
-                      &p->hold, why, sizeof why) < 0) {
-        /* the client's zone passed validation: a zone of the prefix data
-         * that this system's tzdata lacks */
-        co_error("a time zone of the prefix data is not in the system tzdata", "error=%s",
-                 CO_LOG_Q(why));
-        problem_set(pr, 500, "the time zone data of this server is incomplete");
-    }
+    api_call_hold(in->api, c->window_json != NULL ? &c->window : NULL, &c->not_before, now,
+                  &p->hold);
 }
 
 /* Validate REQ into a pending entry; answers 400 itself and returns NULL. */
