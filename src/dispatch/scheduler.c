@@ -6,7 +6,8 @@
  *
  *   lease ─ not ours → end
  *         └ (kick the reconcile and the retention: each runs on by itself,
- *            reconcile.c, retention.c)
+ *            reconcile.c, retention.c; and the expiry sweep: one
+ *            expire_calls() batch unless one is in flight, not waited for)
  *         └ Redis lost its state, restarted or failed over? → rebuild slots
  *           from IN_PROGRESS rows
  *           └ reclaim timed-out IN_PROGRESS calls (release their slots; with
@@ -34,6 +35,9 @@
 #include "util/timeutil.h"
 #include "util/tunables.h"
 
+/* Calls ended EXPIRED per sweep (one sweep per tick). */
+#define SCHED_EXPIRE_BATCH 500
+
 /* A lease outlives a few missed ticks, so a slow tick does not hand over. */
 #define LEASE_TICKS 5
 #define LEASE_MIN 2.0
@@ -60,6 +64,7 @@ struct scheduler {
     uint64_t releases_seen;
     int wake_pending; /* slots were freed: tick at the next poll */
     int busy;         /* a tick is in flight */
+    int expiring;     /* an expiry sweep is in flight */
     int leader;
     enum sched_stop stopping;
     int freeing; /* callbacks fail while clients are freed */
@@ -235,6 +240,34 @@ static void rebuild_checked(void *arg, int needs, const char *err)
         tick_end(s);
 }
 
+/* ------------------------------------------------------------- expiry */
+
+static void expired(void *ctx, const struct store_err *e, int n)
+{
+    struct scheduler *s = ctx;
+    s->expiring = 0;
+    if (s->freeing)
+        return;
+    if (e != NULL) {
+        co_warn("expiry sweep failed; tried again next tick", "error=%s", CO_LOG_Q(e->msg));
+        return;
+    }
+    if (n > 0)
+        co_info("calls expired: expiresAt passed before they finished", "count=%d", n);
+    for (int i = 0; i < n; i++)
+        shm_count(CNT_CALLS_EXPIRED);
+}
+
+/* One statement per tick, like the retention: a backlog drains a batch a
+ * tick while dispatch goes on between them. */
+static void expire_kick(struct scheduler *s)
+{
+    if (s->expiring)
+        return;
+    if (store_expire_due(s->pg, SCHED_EXPIRE_BATCH, expired, s) == 0)
+        s->expiring = 1;
+}
+
 /* -------------------------------------------------------------- lease */
 
 static void leased(void *arg, int is_leader, long long token, const char *err)
@@ -257,6 +290,7 @@ static void leased(void *arg, int is_leader, long long token, const char *err)
     s->leader = 1;
     reconcile_kick(s->reconcile, token);
     retention_kick(s->retention);
+    expire_kick(s);
     if (redis_slots_needs_rebuild(s->redis, rebuild_checked, s) < 0)
         tick_end(s);
 }

@@ -3,8 +3,8 @@
  *
  * Owns: the SQL text of the rebuild read, the reclaim (and, with status
  * lookups, the reclaim's "look up first" mark) and the publish query, the
- * reconcile's two reads and the retention deletes, their parameters, and
- * the decoding of their rows.
+ * reconcile's two reads, the retention deletes and the expiry sweep, their
+ * parameters, and the decoding of their rows.
  */
 #include "store/sched.h"
 
@@ -276,10 +276,11 @@ static const char *const PRUNE_SQL[] = {
     [STORE_PRUNE_FINISHED_CALLS] =
         "WITH d AS (DELETE FROM calls WHERE id IN ("
         "  SELECT id FROM calls"
-        "   WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED', 'SUPPRESSED')"
+        "   WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED', 'SUPPRESSED', 'EXPIRED')"
         "     AND ended_at < now() - $1::bigint * interval '1 ms'"
         "   ORDER BY ended_at LIMIT $2::int FOR UPDATE SKIP LOCKED)"
-        "   AND status IN ('COMPLETED', 'FAILED', 'CANCELLED', 'SUPPRESSED') RETURNING 1)"
+        "   AND status IN ('COMPLETED', 'FAILED', 'CANCELLED', 'SUPPRESSED', 'EXPIRED') RETURNING "
+        "1)"
         " SELECT count(*)::int FROM d",
 };
 
@@ -304,4 +305,24 @@ int store_prune(struct pg_pool *pg, enum store_prune_what what, long long older_
     if ((unsigned)what >= sizeof(PRUNE_SQL) / sizeof(PRUNE_SQL[0]))
         return -1;
     return store_query_rows(pg, PRUNE_SQL[what], 2, values, &pruned_rows, (store_cb)cb, ctx);
+}
+
+/* --------------------------------------------------------------- expiry --- */
+
+static const char EXPIRE_SQL[] =
+    "WITH e AS (SELECT id FROM expire_calls($1::int)) SELECT count(*)::int FROM e";
+
+static void deliver_expired(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
+                            int n)
+{
+    ((store_expired_fn)cb)(ctx, e, e == NULL && n > 0 ? *(const int *)rows : 0);
+}
+
+static const struct store_rows expired_rows = { sizeof(int), count_row, deliver_expired };
+
+int store_expire_due(struct pg_pool *pg, int limit, store_expired_fn cb, void *ctx)
+{
+    struct store_num lim;
+    const char *values[] = { store_int(&lim, limit) };
+    return store_query_rows(pg, EXPIRE_SQL, 1, values, &expired_rows, (store_cb)cb, ctx);
 }

@@ -42,6 +42,9 @@ enum co_counter {
     CNT_WEBHOOK_REJ_API_KEY,
     CNT_RECLAIMS,
     CNT_SCHED_PUBLISHED,
+    CNT_CALLS_EXPIRED,           /* ended EXPIRED: by the sweep or at dial time */
+    CNT_DISPATCH_HELD_WINDOW,    /* held: outside the calling window */
+    CNT_DISPATCH_HELD_FREQUENCY, /* held: the number's attempt cap */
     CNT_MAX
 };
 
@@ -129,10 +132,12 @@ static inline void shm_http_worker_request(int slot)
 
 /* The Prometheus text exposition of everything above plus the gauges the
  * caller read (calls by status, max slots).  Returns a malloc'd string. */
-#define SHM_STATUSES 6 /* STORE_STATUSES (asserted in api_ops.c) */
+/* STORE_STATUSES (asserted in api_ops.c).  shm.c names EXPIRED too: the
+ * gauge shows it once the store counts it (STORE_STATUSES 7). */
+#define SHM_STATUSES 6
 struct shm_gauges {
     long long by_status[SHM_STATUSES]; /* PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED,
-                                        * SUPPRESSED; -1 unknown */
+                                        * SUPPRESSED, EXPIRED; -1 unknown */
     int slots_in_use;                  /* -1 unknown */
     int max_slots;
 };
