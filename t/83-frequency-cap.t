@@ -9,7 +9,10 @@
 #     20 s ever sees more than two attempts to the number, and once the
 #     oldest attempts leave the period the held calls are dialled;
 #  b) another number, over the same time, is not held by the first one's
-#     budget (the count is per number).
+#     budget (the count is per number);
+#  c) Redis loses its data (FLUSHALL) after two attempts to a third
+#     number: the scheduler's rebuild restores the counts from
+#     PostgreSQL's attempts, and the number's next call is still held.
 use strict;
 use warnings;
 use HTTP::Tiny;
@@ -116,6 +119,21 @@ my $gauge = HTTP::Tiny->new->get($s->base_url . '/metrics')->{content} // '';
 like($gauge, qr/^callorch_dispatch_held_total\{reason="frequency"\} [1-9]/m,
     '/metrics counts the holds');
 is($s->sim_stats->{started}, 7, 'the simulator started seven calls in all');
+
+# ====================================== c) Redis loses its data ===
+my $Z = $s->next_phone;
+my @z = map { post($Z, "freq-z-$_") } 1 .. 2;
+ok($s->wait_for(sub { count_status($Z, 'COMPLETED') == 2 }, timeout => 15, soft => 1),
+    'c: two calls to another number dialled');
+$s->redis_cli('FLUSHALL');
+ok($s->wait_for(sub { $s->log_text =~ /restoring the per-number attempt counts/
+                      && $s->redis_cli('EXISTS', 'callorch:epoch') eq '1' },
+        timeout => 15, soft => 1), 'c: the scheduler rebuilt Redis, counts first');
+is($s->redis_cli('ZCARD', "callorch:freq:$Z"), 2, 'c: both attempts counted again');
+my $z3 = post($Z, 'freq-z-3');
+ok($s->wait_for(sub { held($Z) == 1 }, timeout => 15, soft => 1),
+    'c: the third call is held for the cap after the data loss');
+is(scalar(starts($Z)), 2, 'c: not dialled');
 
 $s->stop_daemon;
 done_testing();

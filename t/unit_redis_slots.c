@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -568,6 +569,32 @@ static void test_frequency(struct redis_slots *rs)
     is_int(-1, redis_slots_take(rs, &bad, on_grant, NULL), "a cap without a period refused");
 }
 
+static void test_recount(struct redis_slots *rs)
+{
+    const char *ph = "+15550000093";
+    struct timeval tv;
+    struct outcome o;
+
+    reset_state(rs);
+    gettimeofday(&tv, NULL);
+    long long now = (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    struct slot_counted e[] = { { "r1", 1, ph, now - 1000 }, { "r2", 1, ph, now - 120000 } };
+    memset(&o, 0, sizeof(o));
+    is_int(0, finish(redis_slots_recount(rs, e, 2, 60, on_done, &o), &o),
+           "recount with the marker in place: nothing changed");
+    ok(admin_int("EXISTS t:freq:%s", ph) == 0, "no count written");
+    admin_int("DEL t:epoch");
+    memset(&o, 0, sizeof(o));
+    is_int(1, finish(redis_slots_recount(rs, e, 2, 60, on_done, &o), &o),
+           "recount while a rebuild is needed: written");
+    ok(admin_int("ZCARD t:freq:%s", ph) == 1, "only the attempt within the period counts");
+    ok(atoll(admin_str("ZSCORE t:freq:%s r1:1", ph)) == now - 1000,
+       "as <call id>:<attempt>, at its start");
+    is_int(1, rebuild(rs, NULL, 0), "then the rebuild");
+    is_int(SLOT_FREQUENCY, take(rs, "r3", ph, 1, 60, &o), "the restored count holds the cap");
+    ok(o.token == now - 1000 + 60000, "until the restored attempt leaves the period");
+}
+
 static void test_noscript(struct redis_slots *rs)
 {
     struct outcome o;
@@ -843,6 +870,7 @@ int main(void)
     test_leader(rs);
     test_concurrency(rs);
     test_frequency(rs);
+    test_recount(rs);
     test_noscript(rs);
     test_invalid(rs);
     redis_slots_free(rs);

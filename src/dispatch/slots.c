@@ -132,6 +132,23 @@ static const char LUA_REBUILD[] =
                     "redis.call('SET', KEYS[2], now .. ':' .. run)\n"
                     "return 1\n";
 
+/* The per-number attempt counts from PostgreSQL, before the rebuild sets
+ * the epoch marker (acquires are refused until then, so no attempt can
+ * slip in between).  KEYS: epoch, freq_1 … freq_n.  ARGV: period_ms, then
+ * member_i, started_ms_i pairs, run_id.  Returns 1 written, 0 when the
+ * marker is this run's (rebuilt already: nothing changed). */
+static const char LUA_RECOUNT[] =
+    LUA_NOW LUA_RUN "if epoch_ok(redis.call('GET', KEYS[1])) then return 0 end\n"
+                    "local period = tonumber(ARGV[1])\n"
+                    "for i = 2, #KEYS do\n"
+                    "  local at = tonumber(ARGV[2 * (i - 2) + 3])\n"
+                    "  if at > now - period then\n"
+                    "    redis.call('ZADD', KEYS[i], at, ARGV[2 * (i - 2) + 2])\n"
+                    "    redis.call('PEXPIRE', KEYS[i], period)\n"
+                    "  end\n"
+                    "end\n"
+                    "return 1\n";
+
 /* KEYS: leader, token.  ARGV: owner, ttl_ms.  Returns {is_leader, token}. */
 static const char LUA_LEADER[] =
     LUA_NOW "local cur = redis.call('GET', KEYS[1])\n"
@@ -237,6 +254,7 @@ enum script_id {
     S_EXTEND,
     S_COUNT,
     S_REBUILD,
+    S_RECOUNT,
     S_LEADER,
     S_LEADER_REL,
     S_EPOCH,
@@ -253,6 +271,7 @@ static const struct redis_script SCRIPTS[S_N] = {
     [S_EXTEND] = { "extend", LUA_EXTEND },
     [S_COUNT] = { "count", LUA_COUNT },
     [S_REBUILD] = { "rebuild", LUA_REBUILD },
+    [S_RECOUNT] = { "recount", LUA_RECOUNT },
     [S_LEADER] = { "leader", LUA_LEADER },
     [S_LEADER_REL] = { "leader_release", LUA_LEADER_RELEASE },
     [S_EPOCH] = { "epoch", LUA_EPOCH },
@@ -896,6 +915,34 @@ int redis_slots_rebuild(struct redis_slots *rs, const struct slot_entry *e, int 
     for (int i = 0; i < n; i++) {
         redis_cmd_add(cmd, "%s:%d", e[i].call_id, e[i].attempt);
         redis_cmd_add(cmd, "%lld", rebuild_ms(e[i].lease_s));
+    }
+    add_run(rs, cmd);
+    return submit(rs, cmd, req);
+}
+
+int redis_slots_recount(struct redis_slots *rs, const struct slot_counted *e, int n,
+                        double period_s, slot_done_cb cb, void *arg)
+{
+    long long period = to_ms(period_s);
+    struct slot_req *req;
+    struct redis_cmd *cmd;
+
+    if (n < 0 || n > REBUILD_MAX || (n > 0 && e == NULL) || !(period_s > 0) || period == 0)
+        return invalid(rs, "number of entries or period");
+    for (int i = 0; i < n; i++)
+        if (bad_owner(e[i].call_id, e[i].attempt, e[i].phone))
+            return invalid(rs, "an entry's call id, attempt or phone");
+    if ((req = req_new(rs, RK_REBUILD, arg)) == NULL)
+        return -1;
+    req->cb.done = cb;
+    cmd = redis_cmd_script(rs->redis, S_RECOUNT, 1 + n, 1 + 2 * n + 1);
+    redis_cmd_add(cmd, "%sepoch", rs->prefix);
+    for (int i = 0; i < n; i++)
+        redis_cmd_add(cmd, "%sfreq:%s", rs->prefix, e[i].phone);
+    redis_cmd_add(cmd, "%lld", period);
+    for (int i = 0; i < n; i++) {
+        redis_cmd_add(cmd, "%s:%d", e[i].call_id, e[i].attempt);
+        redis_cmd_add(cmd, "%lld", e[i].started_ms);
     }
     add_run(rs, cmd);
     return submit(rs, cmd, req);

@@ -234,6 +234,27 @@ int redis_slots_needs_rebuild(struct redis_slots *rs, slot_done_cb cb, void *arg
 int redis_slots_rebuild(struct redis_slots *rs, const struct slot_entry *e, int n, slot_done_cb cb,
                         void *arg);
 
+/* An attempt the per-number cap counts, for redis_slots_recount(). */
+struct slot_counted {
+    const char *call_id; /* its member is "<CALL_ID>:<ATTEMPT>" */
+    int attempt;
+    const char *phone;    /* E.164 */
+    long long started_ms; /* when it started, ms since the epoch */
+};
+
+/*
+ * Before a rebuild (while the epoch marker is missing or of another run,
+ * so every acquire is refused): count the N attempts E, started within
+ * PERIOD_S ([compliance] attempts_period) by PostgreSQL, in their numbers'
+ * P freq: sets; any number of batches, then redis_slots_rebuild().  An
+ * attempt a restored snapshot still counted under its job's token is
+ * counted twice until it leaves the period: the cap then errs towards
+ * fewer calls, never more.  VALUE: 1 written, 0 when the marker was this
+ * run's (rebuilt by someone else meanwhile) and nothing was changed.
+ */
+int redis_slots_recount(struct redis_slots *rs, const struct slot_counted *e, int n,
+                        double period_s, slot_done_cb cb, void *arg);
+
 /*
  * Take the scheduler's leader lease for OWNER (unique per process, e.g.
  * "host:pid") for TTL_S seconds, or renew it when OWNER holds it already.

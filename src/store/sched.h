@@ -33,6 +33,25 @@ typedef void (*store_in_progress_fn)(void *ctx, const struct store_err *e,
                                      const struct store_in_progress *rows, int n);
 int store_in_progress(struct pg_pool *pg, long long lease_ms, store_in_progress_fn cb, void *ctx);
 
+/* An attempt started within the attempt cap's period, for rebuilding the
+ * per-number counts in Redis (slots.h, P freq:<phone>). */
+struct store_recent_attempt {
+    const char *call_id;
+    int attempt;
+    const char *to;
+    long long started_ms; /* ms since the epoch */
+};
+
+/* ROWS is NULL when E != NULL; fewer than LIMIT rows: the last batch. */
+typedef void (*store_recent_fn)(void *ctx, const struct store_err *e,
+                                const struct store_recent_attempt *rows, int n);
+
+/* Up to LIMIT attempts started in the last PERIOD_MS, after the attempt
+ * (AFTER_ID, AFTER_ATTEMPT) in key order ("" and 0 to begin): one batch
+ * of a walk over call_attempts' primary key. */
+int store_recent_attempts(struct pg_pool *pg, long long period_ms, const char *after_id,
+                          int after_attempt, int limit, store_recent_fn cb, void *ctx);
+
 /* An IN_PROGRESS call reclaimed: its attempt timed out. */
 struct store_reclaimed {
     const char *id;
