@@ -89,6 +89,7 @@ struct job {
     char to[32];
     char *script_id;
     char *metadata;
+    const char *hold_reason; /* a string literal, while a hold is written */
 };
 
 static void maybe_stopped(struct dispatcher *d);
@@ -478,7 +479,10 @@ static void held(void *ctx, const struct store_err *e, bool done)
     if (e != NULL) /* still PENDING and due: the scheduler republishes it */
         co_warn("cannot hold call; the scheduler republishes it", "call=%s error=%s", j->id,
                 CO_LOG_Q(e->msg));
-    job_end(j);
+    else if (done)
+        shm_count(strcmp(j->hold_reason, "frequency") == 0 ? CNT_DISPATCH_HELD_FREQUENCY
+                                                           : CNT_DISPATCH_HELD_WINDOW);
+    job_end(j); /* not done: changed since the load; its next message decides */
 }
 
 /* The rules say not before UNTIL_MS (ms since the epoch): the call waits
@@ -491,8 +495,7 @@ static void hold(struct job *j, long long until_ms, const char *reason)
     }
     co_debug("call held", "call=%s attempt=%d reason=%s until_ms=%lld", j->id, j->attempt, reason,
              until_ms);
-    shm_count(strcmp(reason, "frequency") == 0 ? CNT_DISPATCH_HELD_FREQUENCY
-                                               : CNT_DISPATCH_HELD_WINDOW);
+    j->hold_reason = reason;
     if (store_call_hold(j->d->pg, j->id, j->attempt, until_ms, reason, held, j) < 0)
         job_end(j); /* database down: the scheduler republishes it later */
 }
