@@ -2,9 +2,10 @@
  * attempts.c — the statements of a dispatch attempt's life (attempts.h).
  *
  * Owns: the SQL text of load, start (or suppress), the dial-time expire
- * and hold, park, record, settle, the webhook's apply_webhook(), the unknown-outcome statements (mark unknown, record a
- * callId learnt later, claim the attempts due for a status lookup), their
- * parameters, and the decoding of their rows.
+ * and hold, park, record, settle, the webhook's apply_webhook(), the
+ * unknown-outcome statements (mark unknown, record a callId learnt later,
+ * claim the attempts due for a status lookup), their parameters, and the
+ * decoding of their rows.
  */
 #include "store/attempts.h"
 
