@@ -569,6 +569,50 @@ static void test_frequency(struct redis_slots *rs)
     is_int(-1, redis_slots_take(rs, &bad, on_grant, NULL), "a cap without a period refused");
 }
 
+/* Rounds of four takes at once, through four connections, for one number
+ * with a cap of 3; the one that got its slot ends (counted) before the next
+ * round: exactly three ever get one, however the takes interleave. */
+static void test_frequency_race(struct redis_slots *rs)
+{
+    const char *ph = "+15550000094";
+    struct redis_slots *more[4];
+    int oks = 0, freq = 0, busy = 0;
+
+    reset_state(rs);
+    for (int i = 0; i < 4; i++)
+        more[i] = make("127.0.0.1", port, "", 0, 5);
+    for (int i = 0; i < 4; i++)
+        run_until(is_up, more[i], 10);
+    for (int round = 0; round < 5; round++) {
+        struct outcome o[4];
+        struct slot_ask a[4];
+        char id[4][16];
+        for (int i = 0; i < 4; i++) {
+            memset(&o[i], 0, sizeof(o[i]));
+            snprintf(id[i], sizeof(id[i]), "q%d.%d", round, i);
+            a[i] = (struct slot_ask){ id[i], 1, ph, 10, 30, 3, 60 };
+            if (redis_slots_take(more[i], &a[i], on_grant, &o[i]) != 0)
+                bail("take refused: %s", redis_slots_error(more[i]));
+        }
+        for (int i = 0; i < 4; i++) {
+            run_until(outcome_done, &o[i], 10);
+            oks += o[i].r == SLOT_OK;
+            freq += o[i].r == SLOT_FREQUENCY;
+            busy += o[i].r == SLOT_PHONE_BUSY;
+            if (o[i].r == SLOT_OK)
+                release(rs, id[i], 1, ph);
+        }
+    }
+    is_int(3, oks, "four connections racing, cap 3: exactly three attempts taken");
+    /* the cap is checked before the lock: once the third is taken, the
+     * takes of its round are held for the cap, not found busy */
+    is_int(11, freq, "the takes after the third held for the cap");
+    is_int(6, busy, "the others of the first two rounds found the phone locked");
+    ok(admin_int("ZCARD t:freq:%s", ph) == 3, "three attempts counted");
+    for (int i = 0; i < 4; i++)
+        redis_slots_free(more[i]);
+}
+
 static void test_recount(struct redis_slots *rs)
 {
     const char *ph = "+15550000093";
@@ -870,6 +914,7 @@ int main(void)
     test_leader(rs);
     test_concurrency(rs);
     test_frequency(rs);
+    test_frequency_race(rs);
     test_recount(rs);
     test_noscript(rs);
     test_invalid(rs);
