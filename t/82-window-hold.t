@@ -10,7 +10,9 @@
 #     holdReason "window" and nextAttemptAt exactly the next opening; a
 #     call whose own stored callingWindow is open now is dialled;
 #  b) unknown_timezone = skip with any calling hours: a number without
-#     zone data is held (holdReason "window") for RULES_SKIP_RECHECK.
+#     zone data is held (holdReason "window") for RULES_SKIP_RECHECK; a
+#     call whose stored zone is not in tzdata (removed since the create)
+#     is held for an hour too, not dialled blind, and the log says why.
 #
 # The calls are created while dispatch is paused, and any hold the API
 # decided at create time is cleared with SQL before dispatch resumes, so
@@ -121,7 +123,9 @@ $s->write_config(%base, 'compliance.calling_hours' => '',
 $s->start_daemon;
 ctl('pause');
 my $skip = post($s->next_phone, 'win-skip');
-clear_hold($skip->{id});
+my $gone = post($s->next_phone, 'win-zone-gone');
+clear_hold($_->{id}) for $skip, $gone;
+$s->psql("UPDATE calls SET timezones = '{Nowhere/Atlantis}' WHERE id = '$gone->{id}'");
 my $t0 = time;
 ctl('resume');
 $r = wait_held($skip->{id}, 'b: no zone data with unknown_timezone = skip');
@@ -129,6 +133,12 @@ is($r->{hold}, 'window', 'b: hold_reason window');
 is($r->{attempts}, 0, 'b: not dialled');
 cmp_ok($r->{next}, '>=', floor($t0) + 3600 - 1, 'b: held for an hour (from)');
 cmp_ok($r->{next}, '<=', time + 3600 + 1, 'b: held for an hour (to)');
+$r = wait_held($gone->{id}, 'b: a zone not in tzdata');
+is($r->{hold}, 'window', 'b: hold_reason window');
+cmp_ok($r->{next}, '>=', floor($t0) + 3600 - 1, 'b: held for an hour');
+like($s->log_text,
+    qr/msg="cannot check the calling window; call held for an hour" call=\Q$gone->{id}\E .*Nowhere/,
+    'b: the log says why');
 is($s->sim_stats->{started}, 1, 'b: the simulator started nothing more');
 
 $s->stop_daemon;
