@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -134,6 +135,30 @@ static int acquire(struct redis_slots *rs, const char *id, int attempt, const ch
     memset(o, 0, sizeof(*o));
     in_submit = 1;
     r = redis_slots_acquire(rs, id, attempt, phone, max, lease, on_acquire, o);
+    in_submit = 0;
+    return finish(r, o);
+}
+
+static void on_grant(void *arg, const struct slot_grant *g, const char *err)
+{
+    struct outcome *o = arg;
+
+    keep_err(o, err);
+    o->r = g->result;
+    o->in_use = g->in_use;
+    o->token = g->free_at_ms;
+}
+
+/* acquire() with a per-number cap of CAP per PERIOD s; o->token: free_at_ms. */
+static int take(struct redis_slots *rs, const char *id, const char *phone, int cap, double period,
+                struct outcome *o)
+{
+    struct slot_ask a = { id, 1, phone, 10, 30, cap, period };
+    int r;
+
+    memset(o, 0, sizeof(*o));
+    in_submit = 1;
+    r = redis_slots_take(rs, &a, on_grant, o);
     in_submit = 0;
     return finish(r, o);
 }
@@ -488,6 +513,132 @@ static void test_concurrency(struct redis_slots *rs)
         redis_slots_free(more[i]);
 }
 
+/* The attempts counted for a phone, for run_until(). */
+struct freq_wait {
+    const char *phone;
+    long long want;
+};
+
+static int freq_is(void *arg)
+{
+    const struct freq_wait *w = arg;
+    return admin_int("ZCARD t:freq:%s", w->phone) == w->want;
+}
+
+static void test_frequency(struct redis_slots *rs)
+{
+    const char *ph = "+15550000091";
+    struct outcome o;
+    long long first;
+
+    reset_state(rs);
+    is_int(SLOT_OK, take(rs, "f1", ph, 2, 60, &o), "cap 2: the first attempt is taken");
+    ok(admin_int("ZCARD t:freq:%s", ph) == 1, "and counted in t:freq:<phone>");
+    long long pttl = admin_int("PTTL t:freq:%s", ph);
+    ok(pttl > 59000 && pttl <= 60000, "the count expires a period later (pttl %lld)", pttl);
+    is_int(SLOT_OK, take(rs, "f1", ph, 2, 60, &o), "the same token again: OK");
+    ok(admin_int("ZCARD t:freq:%s", ph) == 1, "not counted twice");
+    first = atoll(admin_str("ZSCORE t:freq:%s f1:1", ph));
+    is_int(1, release(rs, "f1", 1, ph), "a started attempt ends: released");
+    ok(admin_int("ZCARD t:freq:%s", ph) == 1, "the started attempt still counts");
+
+    is_int(SLOT_OK, take(rs, "f2", ph, 2, 60, &o), "second attempt taken");
+    redis_slots_release_unstarted(rs, "f2", 1, ph, "test");
+    struct freq_wait w = { ph, 1 };
+    ok(run_until(freq_is, &w, 10), "a call not started: its attempt leaves the count");
+    ok(admin_int("EXISTS t:phone:%s", ph) == 0, "and its lock is released");
+
+    is_int(SLOT_OK, take(rs, "f3", ph, 2, 60, &o), "so another attempt may be taken");
+    is_int(1, release(rs, "f3", 1, ph), "f3 ends");
+    long long slots = admin_int("ZCARD t:slots");
+    is_int(SLOT_FREQUENCY, take(rs, "f4", ph, 2, 60, &o), "cap reached: SLOT_FREQUENCY");
+    ok(o.token == first + 60000, "free_at_ms = the oldest attempt + period (%lld, %lld)", o.token,
+       first + 60000);
+    ok(admin_int("ZCARD t:slots") == slots && admin_int("EXISTS t:phone:%s", ph) == 0,
+       "nothing taken for the held call");
+    ok(admin_int("ZCARD t:freq:%s", ph) == 2, "nor counted");
+
+    admin_int("ZADD t:freq:%s XX %lld f1:1", ph, first - 60001);
+    is_int(SLOT_OK, take(rs, "f4", ph, 2, 60, &o), "the oldest left the period: taken");
+    ok(admin_str("ZSCORE t:freq:%s f1:1", ph)[0] == '\0' && admin_int("ZCARD t:freq:%s", ph) == 2,
+       "the attempt outside the period was trimmed");
+
+    is_int(SLOT_OK, take(rs, "g1", "+15550000092", 0, 0, &o), "cap 0: taken");
+    ok(admin_int("EXISTS t:freq:+15550000092") == 0, "cap 0: no freq key");
+    struct slot_ask bad = { "b", 1, "+1555", 5, 30, 2, 0 };
+    is_int(-1, redis_slots_take(rs, &bad, on_grant, NULL), "a cap without a period refused");
+}
+
+/* Rounds of four takes at once, through four connections, for one number
+ * with a cap of 3; the one that got its slot ends (counted) before the next
+ * round: exactly three ever get one, however the takes interleave. */
+static void test_frequency_race(struct redis_slots *rs)
+{
+    const char *ph = "+15550000094";
+    struct redis_slots *more[4];
+    int oks = 0, freq = 0, busy = 0;
+
+    reset_state(rs);
+    for (int i = 0; i < 4; i++)
+        more[i] = make("127.0.0.1", port, "", 0, 5);
+    for (int i = 0; i < 4; i++)
+        run_until(is_up, more[i], 10);
+    for (int round = 0; round < 5; round++) {
+        struct outcome o[4];
+        struct slot_ask a[4];
+        char id[4][16];
+        for (int i = 0; i < 4; i++) {
+            memset(&o[i], 0, sizeof(o[i]));
+            snprintf(id[i], sizeof(id[i]), "q%d.%d", round, i);
+            a[i] = (struct slot_ask){ id[i], 1, ph, 10, 30, 3, 60 };
+            if (redis_slots_take(more[i], &a[i], on_grant, &o[i]) != 0)
+                bail("take refused: %s", redis_slots_error(more[i]));
+        }
+        for (int i = 0; i < 4; i++) {
+            run_until(outcome_done, &o[i], 10);
+            oks += o[i].r == SLOT_OK;
+            freq += o[i].r == SLOT_FREQUENCY;
+            busy += o[i].r == SLOT_PHONE_BUSY;
+            if (o[i].r == SLOT_OK)
+                release(rs, id[i], 1, ph);
+        }
+    }
+    is_int(3, oks, "four connections racing, cap 3: exactly three attempts taken");
+    /* the cap is checked before the lock: once the third is taken, the
+     * takes of its round are held for the cap, not found busy */
+    is_int(11, freq, "the takes after the third held for the cap");
+    is_int(6, busy, "the others of the first two rounds found the phone locked");
+    ok(admin_int("ZCARD t:freq:%s", ph) == 3, "three attempts counted");
+    for (int i = 0; i < 4; i++)
+        redis_slots_free(more[i]);
+}
+
+static void test_recount(struct redis_slots *rs)
+{
+    const char *ph = "+15550000093";
+    struct timeval tv;
+    struct outcome o;
+
+    reset_state(rs);
+    gettimeofday(&tv, NULL);
+    long long now = (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    struct slot_counted e[] = { { "r1", 1, ph, now - 1000 }, { "r2", 1, ph, now - 120000 } };
+    memset(&o, 0, sizeof(o));
+    is_int(0, finish(redis_slots_recount(rs, e, 2, 60, on_done, &o), &o),
+           "recount with the marker in place: nothing changed");
+    ok(admin_int("EXISTS t:freq:%s", ph) == 0, "no count written");
+    admin_int("DEL t:epoch");
+    memset(&o, 0, sizeof(o));
+    is_int(1, finish(redis_slots_recount(rs, e, 2, 60, on_done, &o), &o),
+           "recount while a rebuild is needed: written");
+    ok(admin_int("ZCARD t:freq:%s", ph) == 1, "only the attempt within the period counts");
+    ok(atoll(admin_str("ZSCORE t:freq:%s r1:1", ph)) == now - 1000,
+       "as <call id>:<attempt>, at its start");
+    is_int(1, rebuild(rs, NULL, 0), "then the rebuild");
+    is_int(SLOT_FREQUENCY, take(rs, "r3", ph, 1, 60, &o), "the restored count holds the cap");
+    ok(o.token == now - 1000 + 60000, "until the restored attempt leaves the period");
+}
+
 static void test_noscript(struct redis_slots *rs)
 {
     struct outcome o;
@@ -762,6 +913,9 @@ int main(void)
     test_rebuild(rs);
     test_leader(rs);
     test_concurrency(rs);
+    test_frequency(rs);
+    test_frequency_race(rs);
+    test_recount(rs);
     test_noscript(rs);
     test_invalid(rs);
     redis_slots_free(rs);

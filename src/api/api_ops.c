@@ -73,9 +73,8 @@ static struct {
     struct metrics_req *waiting; /* answered by the next query */
 } counts_queue;
 
-/* The Prometheus gauges take the first SHM_STATUSES of the counts: EXPIRED
- * joins them when util/shm.h lists it. */
-_Static_assert(SHM_STATUSES <= STORE_STATUSES, "the /metrics gauges are statuses we count");
+/* The Prometheus gauges are the counts by status, in the same order. */
+_Static_assert(SHM_STATUSES == STORE_STATUSES, "the /metrics gauges are the statuses we count");
 
 static void counted(struct metrics_req *m, const long long counts[STORE_STATUSES])
 {
@@ -95,7 +94,7 @@ static void prometheus_counted(struct metrics_req *m, const long long counts[STO
 {
     struct shm_gauges g = { .slots_in_use = m->in_flight,
                             .max_slots = m->api->cfg->max_concurrent_calls };
-    memcpy(g.by_status, counts, sizeof(g.by_status)); /* the first SHM_STATUSES */
+    memcpy(g.by_status, counts, sizeof(g.by_status));
     size_t len;
     char *text = shm_prometheus(&g, &len);
     if (text == NULL) {

@@ -168,8 +168,13 @@ static int parse_body(const char *body, size_t len, struct webhook *w, struct pr
  * outcomes[]; VOICEMAIL, REJECTED and INVALID_NUMBER have none yet. */
 static void count_outcome(const char *outcome)
 {
-    static const enum co_counter c[] = { CNT_WEBHOOKS_COMPLETED, CNT_WEBHOOKS_FAILED,
-                                         CNT_WEBHOOKS_BUSY, CNT_WEBHOOKS_NO_ANSWER };
+    /* in the order of outcomes[] */
+    static const enum co_counter c[] = { CNT_WEBHOOKS_COMPLETED,     CNT_WEBHOOKS_FAILED,
+                                         CNT_WEBHOOKS_BUSY,          CNT_WEBHOOKS_NO_ANSWER,
+                                         CNT_WEBHOOKS_VOICEMAIL,     CNT_WEBHOOKS_REJECTED,
+                                         CNT_WEBHOOKS_INVALID_NUMBER };
+    _Static_assert(sizeof(c) / sizeof(c[0]) == sizeof(outcomes) / sizeof(outcomes[0]),
+                   "a counter per outcome");
     for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++)
         if (strcmp(outcome, outcomes[i]) == 0)
             shm_count(c[i]);

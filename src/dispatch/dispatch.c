@@ -4,9 +4,15 @@
  * callback of the non-blocking pool, Redis client or HTTP client:
  *
  *   load ─ skip (not a due PENDING call of this attempt)         → handled
+ *        ├ past expires_at: EXPIRED, no slot taken                → handled
  *        ├ number listed: suppress ─ SUPPRESSED, no slot taken    → handled
  *        │                         └ no longer qualifies: go on ↓
+ *        ├ calling window closed (or a zone unknown to tzdata):
+ *        │   hold until it opens (holdReason "window")             → handled
  *        └ acquire slot+lock ─ none free / Redis down ─ park      → handled
+ *                            ├ number over its attempt cap: hold
+ *                            │ until the oldest attempt leaves the
+ *                            │ period (holdReason "frequency")     → handled
  *                            └ mark IN_PROGRESS ─ lost the race   → handled
  *                                               ├ listed since the load: SUPPRESSED,
  *                                               │ slot and lock released  → handled
@@ -25,11 +31,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
 
 #include "api/validate.h"
+#include "compliance/rules.h"
 #include "dispatch/attempt.h"
 #include "dispatch/offsets.h"
 #include "dispatch/provider.h"
@@ -41,6 +49,10 @@
 #include "util/shm.h"
 #include "util/timeutil.h"
 #include "util/tunables.h"
+
+/* A call whose window cannot be checked (a zone gone from tzdata, a
+ * stored value unreadable) is held this long, s, then looked at again. */
+#define DISPATCH_RULES_ERROR_HOLD (60 * 60)
 
 /* Where a dispatcher is in its stop (dispatcher_stop()). */
 enum dispatch_stop {
@@ -77,6 +89,7 @@ struct job {
     char to[32];
     char *script_id;
     char *metadata;
+    const char *hold_reason; /* a string literal, while a hold is written */
 };
 
 static void maybe_stopped(struct dispatcher *d);
@@ -112,12 +125,17 @@ static void job_end(struct job *j)
 }
 
 /* Release the slot and lock this job took for a call that did not start;
- * WHY is a string literal (see attempt_release()). */
+ * WHY is a string literal (see attempt_release()).  With a per-number cap
+ * the acquire counted an attempt: a call not started does not count. */
 static void job_release(struct job *j, const char *why)
 {
-    if (j->d->freeing)
+    struct dispatcher *d = j->d;
+    if (d->freeing)
         return; /* the lease expires; the scheduler reconciles */
-    attempt_release(j->d->redis, j->id, j->attempt, j->to, j->owner, why);
+    if (d->cfg->max_attempts_per_number > 0)
+        redis_slots_release_unstarted(d->redis, j->owner, j->attempt, j->to, why);
+    else
+        attempt_release(d->redis, j->id, j->attempt, j->to, j->owner, why);
 }
 
 /* The call ended SUPPRESSED: its number is on the do-not-call list.
@@ -384,11 +402,18 @@ static void started(void *ctx, const struct store_err *e, const struct store_sta
     proceed(j, s);
 }
 
-static void acquired(void *arg, enum slot_result r, int in_use, const char *err)
+static void hold(struct job *j, long long until_ms, const char *reason);
+
+static void acquired(void *arg, const struct slot_grant *g, const char *err)
 {
     struct job *j = arg;
+    enum slot_result r = g->result;
     if (j->d->freeing) {
         job_end(j);
+        return;
+    }
+    if (r == SLOT_FREQUENCY) {
+        hold(j, g->free_at_ms, "frequency");
         return;
     }
     if (r != SLOT_OK) {
@@ -408,9 +433,16 @@ static void acquired(void *arg, enum slot_result r, int in_use, const char *err)
 static void acquire(struct job *j)
 {
     struct dispatcher *d = j->d;
-    double lease = d->cfg->call_timeout + co_tunables.lease_margin;
-    if (redis_slots_acquire(d->redis, j->owner, j->attempt, j->to, d->cfg->max_concurrent_calls,
-                            lease, acquired, j) < 0)
+    struct slot_ask ask = {
+        .call_id = j->owner,
+        .attempt = j->attempt,
+        .phone = j->to,
+        .max_slots = d->cfg->max_concurrent_calls,
+        .lease_s = d->cfg->call_timeout + co_tunables.lease_margin,
+        .cap = d->cfg->max_attempts_per_number,
+        .cap_period_s = d->cfg->attempts_period,
+    };
+    if (redis_slots_take(d->redis, &ask, acquired, j) < 0)
         park(j, "redis unavailable");
 }
 
@@ -439,6 +471,99 @@ static void suppressed_at_load(void *ctx, const struct store_err *e, bool suppre
     acquire(j);
 }
 
+/* ------------------------------------------------- compliance at dial */
+
+static void held(void *ctx, const struct store_err *e, bool done)
+{
+    struct job *j = ctx;
+    if (e != NULL) /* still PENDING and due: the scheduler republishes it */
+        co_warn("cannot hold call; the scheduler republishes it", "call=%s error=%s", j->id,
+                CO_LOG_Q(e->msg));
+    else if (done)
+        shm_count(strcmp(j->hold_reason, "frequency") == 0 ? CNT_DISPATCH_HELD_FREQUENCY
+                                                           : CNT_DISPATCH_HELD_WINDOW);
+    job_end(j); /* not done: changed since the load; its next message decides */
+}
+
+/* The rules say not before UNTIL_MS (ms since the epoch): the call waits
+ * PENDING with holdReason REASON (a string literal), unpublished until due. */
+static void hold(struct job *j, long long until_ms, const char *reason)
+{
+    if (j->d->freeing) {
+        job_end(j);
+        return;
+    }
+    co_debug("call held", "call=%s attempt=%d reason=%s until_ms=%lld", j->id, j->attempt, reason,
+             until_ms);
+    j->hold_reason = reason;
+    if (store_call_hold(j->d->pg, j->id, j->attempt, until_ms, reason, held, j) < 0)
+        job_end(j); /* database down: the scheduler republishes it later */
+}
+
+static void expired_at_load(void *ctx, const struct store_err *e, bool done)
+{
+    struct job *j = ctx;
+    if (e != NULL)
+        co_warn("cannot expire call; the sweep ends it", "call=%s error=%s", j->id,
+                CO_LOG_Q(e->msg));
+    else if (done) {
+        co_info("call expired before it could be dialled", "call=%s attempt=%d", j->id, j->attempt);
+        shm_count(CNT_CALLS_EXPIRED);
+    }
+    job_end(j); /* not done: changed since the load; its next message decides */
+}
+
+/* The verdict of the calling window for call C at NOW (rules_check()),
+ * from its stored zones (a JSON array) and window (JSON, or NULL for
+ * [compliance]).  A malformed stored value is an error like a zone unknown
+ * to tzdata: ERR says which. */
+static enum rules_verdict window_verdict(const struct co_config *cfg,
+                                         const struct store_call_state *c, time_t now,
+                                         time_t *until, char *err, size_t errlen)
+{
+    const char *zones[RULES_MAX_ZONES];
+    size_t n = 0;
+    struct window w;
+    enum rules_verdict v = RULES_ERROR;
+    json_t *zj = json_loads(c->zones, 0, NULL);
+    json_t *wj = c->window_json != NULL ? json_loads(c->window_json, 0, NULL) : NULL;
+
+    snprintf(err, errlen, "stored timezones or callingWindow unreadable");
+    if (!json_is_array(zj) || json_array_size(zj) > RULES_MAX_ZONES ||
+        (c->window_json != NULL && wj == NULL))
+        goto out;
+    for (; n < json_array_size(zj); n++)
+        if ((zones[n] = json_string_value(json_array_get(zj, n))) == NULL)
+            goto out;
+    if (wj != NULL && rules_window_from_json(wj, &w, err, errlen) < 0)
+        goto out;
+    v = rules_check(cfg, wj != NULL ? &w : NULL, zones, n, now, until, err, errlen);
+out:
+    json_decref(zj);
+    json_decref(wj);
+    return v;
+}
+
+/* Dial only inside the calling window, in every zone of the number. */
+static void check_window(struct job *j, const struct store_call_state *c)
+{
+    char err[256];
+    time_t now = time(NULL), until = now;
+    enum rules_verdict v = window_verdict(j->d->cfg, c, now, &until, err, sizeof(err));
+    if (v == RULES_DIAL) {
+        acquire(j);
+        return;
+    }
+    if (v == RULES_ERROR) {
+        /* e.g. a zone removed from tzdata since the create: not dialled
+         * blind; looked at again in an hour */
+        co_warn("cannot check the calling window; call held for an hour", "call=%s error=%s", j->id,
+                CO_LOG_Q(err));
+        until = now + DISPATCH_RULES_ERROR_HOLD;
+    }
+    hold(j, (long long)until * 1000, "window");
+}
+
 static void loaded(void *ctx, const struct store_err *e, const struct store_call_state *c)
 {
     struct job *j = ctx;
@@ -462,12 +587,17 @@ static void loaded(void *ctx, const struct store_err *e, const struct store_call
         return;
     }
     snprintf(j->to, sizeof(j->to), "%s", c->to);
+    if (c->expired) { /* the sweep would end it too; no slot for it meanwhile */
+        if (store_call_expire(d->pg, j->id, j->attempt, expired_at_load, j) < 0)
+            job_end(j); /* database down: the sweep ends it later */
+        return;
+    }
     if (c->listed) { /* no slot for a call that will not be dialled */
         if (store_call_suppress(d->pg, j->id, j->attempt, j->to, suppressed_at_load, j) < 0)
             job_end(j); /* database down: the scheduler republishes it later */
         return;
     }
-    acquire(j);
+    check_window(j, c);
 }
 
 /* ------------------------------------------------------------ messages */

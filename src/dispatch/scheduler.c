@@ -6,9 +6,11 @@
  *
  *   lease ─ not ours → end
  *         └ (kick the reconcile and the retention: each runs on by itself,
- *            reconcile.c, retention.c)
- *         └ Redis lost its state, restarted or failed over? → rebuild slots
- *           from IN_PROGRESS rows
+ *            reconcile.c, retention.c; and the expiry sweep: one
+ *            expire_calls() batch unless one is in flight, not waited for)
+ *         └ Redis lost its state, restarted or failed over? → (with a
+ *           per-number cap: restore its counts from the recent attempts,
+ *           a batch at a time) → rebuild slots from IN_PROGRESS rows
  *           └ reclaim timed-out IN_PROGRESS calls (release their slots; with
  *             [provider] status_url: mark them for a lookup first, lookup.h)
  *             └ start the due status lookups (not waited for)
@@ -33,6 +35,12 @@
 #include "util/shm.h"
 #include "util/timeutil.h"
 #include "util/tunables.h"
+
+/* Attempts per batch of the per-number counts' restore. */
+#define SCHED_RECOUNT_BATCH 5000
+
+/* Calls ended EXPIRED per sweep (one sweep per tick). */
+#define SCHED_EXPIRE_BATCH 500
 
 /* A lease outlives a few missed ticks, so a slow tick does not hand over. */
 #define LEASE_TICKS 5
@@ -60,6 +68,11 @@ struct scheduler {
     uint64_t releases_seen;
     int wake_pending; /* slots were freed: tick at the next poll */
     int busy;         /* a tick is in flight */
+    int expiring;     /* an expiry sweep is in flight */
+    /* where the restore of the per-number counts is (rebuild_checked()) */
+    char recount_after[64];
+    int recount_after_attempt;
+    int recount_more;
     int leader;
     enum sched_stop stopping;
     int freeing; /* callbacks fail while clients are freed */
@@ -222,6 +235,63 @@ static void in_progress_loaded(void *ctx, const struct store_err *e,
     free(slots);
 }
 
+static void load_in_progress(struct scheduler *s)
+{
+    long long lease_ms = co_ms(s->cfg->call_timeout + co_tunables.lease_margin);
+    if (store_in_progress(s->pg, lease_ms, in_progress_loaded, s) < 0)
+        tick_end(s);
+}
+
+static void recount_batch(struct scheduler *s);
+
+static void recounted(void *arg, int done, const char *err)
+{
+    struct scheduler *s = arg;
+    if (tick_aborted(s, err, "restoring the per-number attempt counts failed"))
+        return;
+    if (done && s->recount_more) {
+        recount_batch(s);
+        return;
+    }
+    load_in_progress(s);
+}
+
+static void recent_loaded(void *ctx, const struct store_err *e,
+                          const struct store_recent_attempt *rows, int n)
+{
+    struct scheduler *s = ctx;
+    if (tick_aborted(s, e ? e->msg : NULL, "loading the recent attempts failed"))
+        return;
+    struct slot_counted *c = calloc((size_t)n + 1, sizeof(*c));
+    if (c == NULL) {
+        tick_end(s);
+        return;
+    }
+    for (int r = 0; r < n; r++)
+        c[r] = (struct slot_counted){ rows[r].call_id, rows[r].attempt, rows[r].to,
+                                      rows[r].started_ms };
+    s->recount_more = n == SCHED_RECOUNT_BATCH;
+    if (n > 0) {
+        snprintf(s->recount_after, sizeof(s->recount_after), "%s", rows[n - 1].call_id);
+        s->recount_after_attempt = rows[n - 1].attempt;
+    }
+    /* the entries point into ROWS: the command copies them at once */
+    if (redis_slots_recount(s->redis, c, n, s->cfg->attempts_period, recounted, s) < 0)
+        tick_end(s);
+    free(c);
+}
+
+static void recount_batch(struct scheduler *s)
+{
+    if (store_recent_attempts(s->pg, co_ms(s->cfg->attempts_period), s->recount_after,
+                              s->recount_after_attempt, SCHED_RECOUNT_BATCH, recent_loaded, s) < 0)
+        tick_end(s);
+}
+
+/* Redis lost its state: with a per-number cap, its counts come back from
+ * the attempts PostgreSQL recorded within the period, batch by batch, while
+ * acquires are still refused; then slots and locks (the rebuild sets the
+ * epoch marker, and acquires go on). */
 static void rebuild_checked(void *arg, int needs, const char *err)
 {
     struct scheduler *s = arg;
@@ -231,9 +301,42 @@ static void rebuild_checked(void *arg, int needs, const char *err)
         reclaim(s);
         return;
     }
-    long long lease_ms = co_ms(s->cfg->call_timeout + co_tunables.lease_margin);
-    if (store_in_progress(s->pg, lease_ms, in_progress_loaded, s) < 0)
-        tick_end(s);
+    if (s->cfg->max_attempts_per_number > 0) {
+        co_warn("Redis lost its state; restoring the per-number attempt counts", NULL);
+        s->recount_after[0] = '\0';
+        s->recount_after_attempt = 0;
+        recount_batch(s);
+        return;
+    }
+    load_in_progress(s);
+}
+
+/* ------------------------------------------------------------- expiry */
+
+static void expired(void *ctx, const struct store_err *e, int n)
+{
+    struct scheduler *s = ctx;
+    s->expiring = 0;
+    if (s->freeing)
+        return;
+    if (e != NULL) {
+        co_warn("expiry sweep failed; tried again next tick", "error=%s", CO_LOG_Q(e->msg));
+        return;
+    }
+    if (n > 0)
+        co_info("calls expired: expiresAt passed before they finished", "count=%d", n);
+    for (int i = 0; i < n; i++)
+        shm_count(CNT_CALLS_EXPIRED);
+}
+
+/* One statement per tick, like the retention: a backlog drains a batch a
+ * tick while dispatch goes on between them. */
+static void expire_kick(struct scheduler *s)
+{
+    if (s->expiring)
+        return;
+    if (store_expire_due(s->pg, SCHED_EXPIRE_BATCH, expired, s) == 0)
+        s->expiring = 1;
 }
 
 /* -------------------------------------------------------------- lease */
@@ -258,6 +361,7 @@ static void leased(void *arg, int is_leader, long long token, const char *err)
     s->leader = 1;
     reconcile_kick(s->reconcile, token);
     retention_kick(s->retention);
+    expire_kick(s);
     if (redis_slots_needs_rebuild(s->redis, rebuild_checked, s) < 0)
         tick_end(s);
 }

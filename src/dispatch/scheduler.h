@@ -7,7 +7,8 @@
  * lease holder works, and the row locks below make a double tick harmless
  * anyway), rebuilding Redis's slot set from PostgreSQL when Redis lost it,
  * restarted or failed over, kicking the reconcile (reconcile.h) and the
- * retention (retention.h),
+ * retention (retention.h), the expiry sweep (PENDING calls past their
+ * expiresAt end EXPIRED, a bounded batch a tick),
  * reclaiming IN_PROGRESS calls with no webhook after [dispatch]
  * call_timeout, and publishing due PENDING calls — parked ones, retries
  * whose time came, and any that never reached Kafka — up to the free

@@ -49,8 +49,14 @@
     "  return ep and string.sub(ep, -(#run + 1)) == ':' .. run\n"                 \
     "end\n"
 
-/* KEYS: slots, phone, epoch.  ARGV: token, max, lease_ms, run_id.
- * Returns {code, in_use}; code as enum slot_result. */
+/* KEYS: slots, phone, epoch, freq.  ARGV: token, max, lease_ms, cap,
+ * period_ms, run_id.  Returns {code, in_use} and, for SLOT_FREQUENCY, the
+ * ms when the oldest counted attempt leaves the period; code as enum
+ * slot_result.  With cap 0 the freq key is not touched.  The cap is
+ * checked before the slot and the lock: a number over its budget is held
+ * until a definite time instead of parked and republished.  A token that
+ * holds its slot or is counted already (the same request again) is not
+ * checked twice. */
 static const char LUA_ACQUIRE[] =
     LUA_NOW "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n" LUA_RUN
             "if not epoch_ok(redis.call('GET', KEYS[3])) then\n"
@@ -59,6 +65,15 @@ static const char LUA_ACQUIRE[] =
             "local held = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"
             "local owner = redis.call('GET', KEYS[2])\n"
             "local expiry = now + tonumber(ARGV[3])\n"
+            "local cap, period = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
+            "if cap > 0 and not held then\n"
+            "  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - period)\n"
+            "  if not redis.call('ZSCORE', KEYS[4], ARGV[1])\n"
+            "     and redis.call('ZCARD', KEYS[4]) >= cap then\n"
+            "    local oldest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')\n"
+            "    return {-4, redis.call('ZCARD', KEYS[1]), tonumber(oldest[2]) + period}\n"
+            "  end\n"
+            "end\n"
             "if not held then\n"
             "  local n = redis.call('ZCARD', KEYS[1])\n"
             "  if n >= tonumber(ARGV[2]) then return {0, n} end\n"
@@ -71,14 +86,21 @@ static const char LUA_ACQUIRE[] =
             "end\n"
             "redis.call('ZADD', KEYS[1], expiry, ARGV[1])\n"
             "redis.call('SET', KEYS[2], ARGV[1], 'PX', expiry - now)\n"
+            "if cap > 0 then\n"
+            "  redis.call('ZADD', KEYS[4], 'NX', now, ARGV[1])\n"
+            "  redis.call('PEXPIRE', KEYS[4], period)\n"
+            "end\n"
             "return {1, redis.call('ZCARD', KEYS[1])}\n";
 
-/* KEYS: slots, phone.  ARGV: token.  Returns how many of the two went. */
+/* KEYS: slots, phone[, freq].  ARGV: token.  Returns how many of slot and
+ * lock went.  With the freq key (a call that was not started) the token no
+ * longer counts against the number's attempt cap. */
 static const char LUA_RELEASE[] = "local n = redis.call('ZREM', KEYS[1], ARGV[1])\n"
                                   "if redis.call('GET', KEYS[2]) == ARGV[1] then\n"
                                   "  redis.call('DEL', KEYS[2])\n"
                                   "  n = n + 1\n"
                                   "end\n"
+                                  "if KEYS[3] then redis.call('ZREM', KEYS[3], ARGV[1]) end\n"
                                   "return n\n";
 
 /* KEYS: slots, phone.  ARGV: token, lease_ms.  Returns 1 renewed, 0 lost. */
@@ -108,6 +130,23 @@ static const char LUA_REBUILD[] =
                     "  redis.call('SET', KEYS[i], m, 'PX', lease)\n"
                     "end\n"
                     "redis.call('SET', KEYS[2], now .. ':' .. run)\n"
+                    "return 1\n";
+
+/* The per-number attempt counts from PostgreSQL, before the rebuild sets
+ * the epoch marker (acquires are refused until then, so no attempt can
+ * slip in between).  KEYS: epoch, freq_1 … freq_n.  ARGV: period_ms, then
+ * member_i, started_ms_i pairs, run_id.  Returns 1 written, 0 when the
+ * marker is this run's (rebuilt already: nothing changed). */
+static const char LUA_RECOUNT[] =
+    LUA_NOW LUA_RUN "if epoch_ok(redis.call('GET', KEYS[1])) then return 0 end\n"
+                    "local period = tonumber(ARGV[1])\n"
+                    "for i = 2, #KEYS do\n"
+                    "  local at = tonumber(ARGV[2 * (i - 2) + 3])\n"
+                    "  if at > now - period then\n"
+                    "    redis.call('ZADD', KEYS[i], at, ARGV[2 * (i - 2) + 2])\n"
+                    "    redis.call('PEXPIRE', KEYS[i], period)\n"
+                    "  end\n"
+                    "end\n"
                     "return 1\n";
 
 /* KEYS: leader, token.  ARGV: owner, ttl_ms.  Returns {is_leader, token}. */
@@ -215,6 +254,7 @@ enum script_id {
     S_EXTEND,
     S_COUNT,
     S_REBUILD,
+    S_RECOUNT,
     S_LEADER,
     S_LEADER_REL,
     S_EPOCH,
@@ -231,6 +271,7 @@ static const struct redis_script SCRIPTS[S_N] = {
     [S_EXTEND] = { "extend", LUA_EXTEND },
     [S_COUNT] = { "count", LUA_COUNT },
     [S_REBUILD] = { "rebuild", LUA_REBUILD },
+    [S_RECOUNT] = { "recount", LUA_RECOUNT },
     [S_LEADER] = { "leader", LUA_LEADER },
     [S_LEADER_REL] = { "leader_release", LUA_LEADER_RELEASE },
     [S_EPOCH] = { "epoch", LUA_EPOCH },
@@ -244,6 +285,7 @@ static const struct redis_script SCRIPTS[S_N] = {
 /* What a reply means, by the request that asked. */
 enum req_kind {
     RK_ACQUIRE,
+    RK_TAKE,
     RK_RELEASE,
     RK_EXTEND,
     RK_COUNT,
@@ -261,6 +303,7 @@ struct slot_req {
     enum req_kind kind;
     union {
         slot_acquire_cb acquire;
+        slot_grant_cb grant;
         slot_done_cb done;
         slot_leader_cb leader;
         slot_text_cb text;
@@ -277,6 +320,7 @@ struct pending_release {
     char *phone;
     int attempt;
     int tries;
+    int uncount;     /* not started: the attempt cap does not count it */
     const char *why; /* a string literal */
 };
 
@@ -314,6 +358,12 @@ static void req_fail(struct slot_req *req, const char *err)
     case RK_ACQUIRE:
         if (req->cb.acquire != NULL)
             req->cb.acquire(req->arg, SLOT_ERROR, 0, err);
+        break;
+    case RK_TAKE:
+        if (req->cb.grant != NULL) {
+            struct slot_grant g = { .result = SLOT_ERROR };
+            req->cb.grant(req->arg, &g, err);
+        }
         break;
     case RK_LEADER:
         if (req->cb.leader != NULL)
@@ -353,16 +403,39 @@ static int reply_pair(const redisReply *r, long long *a, long long *b)
     return 0;
 }
 
+/* {code, in_use[, free_at_ms]} of the acquire script into G; -1 when it
+ * is not that. */
+static int reply_grant(const redisReply *r, struct slot_grant *g)
+{
+    long long code, n, at = 0;
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 || r->elements > 3 ||
+        reply_int(r->element[0], &code) != 0 || reply_int(r->element[1], &n) != 0)
+        return -1;
+    if (code == SLOT_FREQUENCY) {
+        if (r->elements != 3 || reply_int(r->element[2], &at) != 0)
+            return -1;
+    } else if (code < SLOT_NEEDS_REBUILD || code > SLOT_OK) {
+        return -1;
+    }
+    g->result = (enum slot_result)code;
+    g->in_use = (int)n;
+    g->free_at_ms = at;
+    return 0;
+}
+
 static void deliver_acquire(struct slot_req *req, const redisReply *r)
 {
-    long long code, n;
+    struct slot_grant g;
 
-    if (reply_pair(r, &code, &n) != 0 || code < SLOT_NEEDS_REBUILD || code > SLOT_OK) {
+    if (reply_grant(r, &g) != 0) {
         req_fail(req, "unexpected reply from Redis to the acquire script");
         return;
     }
-    if (req->cb.acquire != NULL)
-        req->cb.acquire(req->arg, (enum slot_result)code, (int)n, NULL);
+    if (req->kind == RK_TAKE && req->cb.grant != NULL)
+        req->cb.grant(req->arg, &g, NULL);
+    else if (req->kind == RK_ACQUIRE && req->cb.acquire != NULL)
+        req->cb.acquire(req->arg, g.result, g.in_use, NULL);
     free(req);
 }
 
@@ -465,7 +538,7 @@ static void on_reply(void *arg, const redisReply *reply, const char *err)
         deliver_epoch(req, reply);
     else if (req->kind == RK_SCAN)
         deliver_scan(req, reply);
-    else if (req->kind == RK_ACQUIRE)
+    else if (req->kind == RK_ACQUIRE || req->kind == RK_TAKE)
         deliver_acquire(req, reply);
     else if (req->kind == RK_LEADER)
         deliver_leader(req, reply);
@@ -518,19 +591,69 @@ static int bad_owner(const char *call_id, int attempt, const char *phone)
            phone[0] == '\0';
 }
 
-/* A script with KEYS slots, phone (+ epoch when WITH_EPOCH) and ARGV the
- * lease token, NARGS more arguments to add. */
+/* The keys a script takes after slots and phone. */
+enum token_keys {
+    TK_NONE,       /* slots, phone */
+    TK_EPOCH,      /* + epoch */
+    TK_EPOCH_FREQ, /* + epoch, freq (the acquire) */
+    TK_FREQ        /* + freq (a release of a call not started) */
+};
+
+/* A script with KEYS slots, phone and the MORE keys, and ARGV the lease
+ * token, NARGS more arguments to add. */
 static struct redis_cmd *cmd_token(struct redis_slots *rs, int id, const char *call_id, int attempt,
-                                   const char *phone, int with_epoch, int nargs)
+                                   const char *phone, enum token_keys more, int nargs)
 {
-    struct redis_cmd *cmd = redis_cmd_script(rs->redis, id, 2 + with_epoch, 1 + nargs);
+    static const int extra[] = {
+        [TK_NONE] = 0, [TK_EPOCH] = 1, [TK_EPOCH_FREQ] = 2, [TK_FREQ] = 1
+    };
+    struct redis_cmd *cmd = redis_cmd_script(rs->redis, id, 2 + extra[more], 1 + nargs);
 
     redis_cmd_add(cmd, "%sslots", rs->prefix);
     redis_cmd_add(cmd, "%sphone:%s", rs->prefix, phone);
-    if (with_epoch)
+    if (more == TK_EPOCH || more == TK_EPOCH_FREQ)
         redis_cmd_add(cmd, "%sepoch", rs->prefix);
+    if (more == TK_EPOCH_FREQ || more == TK_FREQ)
+        redis_cmd_add(cmd, "%sfreq:%s", rs->prefix, phone);
     redis_cmd_add(cmd, "%s:%d", call_id, attempt);
     return cmd;
+}
+
+/* The acquire script for A, answering REQ (freed when refused). */
+static int acquire_send(struct redis_slots *rs, const struct slot_ask *a, struct slot_req *req)
+{
+    long long ms = to_ms(a->lease_s);
+    long long period = a->cap > 0 ? to_ms(a->cap_period_s) : 0;
+    struct redis_cmd *cmd;
+
+    if (bad_owner(a->call_id, a->attempt, a->phone) || a->max_slots < 0 || !(a->lease_s > 0) ||
+        ms == 0 || a->cap < 0 || (a->cap > 0 && (!(a->cap_period_s > 0) || period == 0))) {
+        free(req);
+        return invalid(rs, "call id, attempt, phone, max_slots, lease or cap");
+    }
+    cmd = cmd_token(rs, S_ACQUIRE, a->call_id, a->attempt, a->phone, TK_EPOCH_FREQ, 5);
+    redis_cmd_add(cmd, "%d", a->max_slots);
+    redis_cmd_add(cmd, "%lld", ms);
+    redis_cmd_add(cmd, "%d", a->cap);
+    redis_cmd_add(cmd, "%lld", period);
+    add_run(rs, cmd);
+    return submit(rs, cmd, req);
+}
+
+/* The release script; UNCOUNT: the call was not started, so its token
+ * leaves the number's attempt count too. */
+static int release_send(struct redis_slots *rs, const char *call_id, int attempt, const char *phone,
+                        int uncount, slot_done_cb cb, void *arg)
+{
+    struct slot_req *req;
+
+    if (bad_owner(call_id, attempt, phone))
+        return invalid(rs, "call id, attempt or phone");
+    if ((req = req_new(rs, RK_RELEASE, arg)) == NULL)
+        return -1;
+    req->cb.done = cb;
+    return submit(
+        rs, cmd_token(rs, S_RELEASE, call_id, attempt, phone, uncount ? TK_FREQ : TK_NONE, 0), req);
 }
 
 /* ------------------------------------------------------ release retry --- */
@@ -611,7 +734,7 @@ static void pending_done(void *arg, int released, const char *err)
 static void pending_send(struct redis_slots *rs, struct pending_release *p)
 {
     p->tries++;
-    if (redis_slots_release(rs, p->owner, p->attempt, p->phone, pending_done, p) < 0)
+    if (release_send(rs, p->owner, p->attempt, p->phone, p->uncount, pending_done, p) < 0)
         retry_queue(rs, p, redis_slots_error(rs));
 }
 
@@ -684,36 +807,32 @@ void redis_slots_free(struct redis_slots *rs)
     free(rs);
 }
 
+int redis_slots_take(struct redis_slots *rs, const struct slot_ask *a, slot_grant_cb cb, void *arg)
+{
+    struct slot_req *req;
+
+    if ((req = req_new(rs, RK_TAKE, arg)) == NULL)
+        return -1;
+    req->cb.grant = cb;
+    return acquire_send(rs, a, req);
+}
+
 int redis_slots_acquire(struct redis_slots *rs, const char *call_id, int attempt, const char *phone,
                         int max_slots, double lease_s, slot_acquire_cb cb, void *arg)
 {
-    long long ms = to_ms(lease_s);
+    struct slot_ask a = { call_id, attempt, phone, max_slots, lease_s, 0, 0 };
     struct slot_req *req;
-    struct redis_cmd *cmd;
 
-    if (bad_owner(call_id, attempt, phone) || max_slots < 0 || !(lease_s > 0) || ms == 0)
-        return invalid(rs, "call id, attempt, phone, max_slots or lease");
     if ((req = req_new(rs, RK_ACQUIRE, arg)) == NULL)
         return -1;
     req->cb.acquire = cb;
-    cmd = cmd_token(rs, S_ACQUIRE, call_id, attempt, phone, 1, 3);
-    redis_cmd_add(cmd, "%d", max_slots);
-    redis_cmd_add(cmd, "%lld", ms);
-    add_run(rs, cmd);
-    return submit(rs, cmd, req);
+    return acquire_send(rs, &a, req);
 }
 
 int redis_slots_release(struct redis_slots *rs, const char *call_id, int attempt, const char *phone,
                         slot_done_cb cb, void *arg)
 {
-    struct slot_req *req;
-
-    if (bad_owner(call_id, attempt, phone))
-        return invalid(rs, "call id, attempt or phone");
-    if ((req = req_new(rs, RK_RELEASE, arg)) == NULL)
-        return -1;
-    req->cb.done = cb;
-    return submit(rs, cmd_token(rs, S_RELEASE, call_id, attempt, phone, 0, 0), req);
+    return release_send(rs, call_id, attempt, phone, 0, cb, arg);
 }
 
 int redis_slots_extend(struct redis_slots *rs, const char *call_id, int attempt, const char *phone,
@@ -728,7 +847,7 @@ int redis_slots_extend(struct redis_slots *rs, const char *call_id, int attempt,
     if ((req = req_new(rs, RK_EXTEND, arg)) == NULL)
         return -1;
     req->cb.done = cb;
-    cmd = cmd_token(rs, S_EXTEND, call_id, attempt, phone, 0, 1);
+    cmd = cmd_token(rs, S_EXTEND, call_id, attempt, phone, TK_NONE, 1);
     redis_cmd_add(cmd, "%lld", ms);
     return submit(rs, cmd, req);
 }
@@ -801,6 +920,34 @@ int redis_slots_rebuild(struct redis_slots *rs, const struct slot_entry *e, int 
     return submit(rs, cmd, req);
 }
 
+int redis_slots_recount(struct redis_slots *rs, const struct slot_counted *e, int n,
+                        double period_s, slot_done_cb cb, void *arg)
+{
+    long long period = to_ms(period_s);
+    struct slot_req *req;
+    struct redis_cmd *cmd;
+
+    if (n < 0 || n > REBUILD_MAX || (n > 0 && e == NULL) || !(period_s > 0) || period == 0)
+        return invalid(rs, "number of entries or period");
+    for (int i = 0; i < n; i++)
+        if (bad_owner(e[i].call_id, e[i].attempt, e[i].phone))
+            return invalid(rs, "an entry's call id, attempt or phone");
+    if ((req = req_new(rs, RK_REBUILD, arg)) == NULL)
+        return -1;
+    req->cb.done = cb;
+    cmd = redis_cmd_script(rs->redis, S_RECOUNT, 1 + n, 1 + 2 * n + 1);
+    redis_cmd_add(cmd, "%sepoch", rs->prefix);
+    for (int i = 0; i < n; i++)
+        redis_cmd_add(cmd, "%sfreq:%s", rs->prefix, e[i].phone);
+    redis_cmd_add(cmd, "%lld", period);
+    for (int i = 0; i < n; i++) {
+        redis_cmd_add(cmd, "%s:%d", e[i].call_id, e[i].attempt);
+        redis_cmd_add(cmd, "%lld", e[i].started_ms);
+    }
+    add_run(rs, cmd);
+    return submit(rs, cmd, req);
+}
+
 int redis_leader_acquire(struct redis_slots *rs, const char *owner, double ttl_s, slot_leader_cb cb,
                          void *arg)
 {
@@ -862,8 +1009,9 @@ const char *redis_slots_error(const struct redis_slots *rs)
     return redis_error(rs->redis);
 }
 
-void redis_slots_release_retried(struct redis_slots *rs, const char *call_id, int attempt,
-                                 const char *phone, const char *why)
+/* Queue-backed release (see slots.h); UNCOUNT as in release_send(). */
+static void release_retried(struct redis_slots *rs, const char *call_id, int attempt,
+                            const char *phone, int uncount, const char *why)
 {
     struct pending_release *p;
 
@@ -879,8 +1027,21 @@ void redis_slots_release_retried(struct redis_slots *rs, const char *call_id, in
     }
     p->rs = rs;
     p->attempt = attempt;
+    p->uncount = uncount;
     p->why = why;
     pending_send(rs, p);
+}
+
+void redis_slots_release_retried(struct redis_slots *rs, const char *call_id, int attempt,
+                                 const char *phone, const char *why)
+{
+    release_retried(rs, call_id, attempt, phone, 0, why);
+}
+
+void redis_slots_release_unstarted(struct redis_slots *rs, const char *call_id, int attempt,
+                                   const char *phone, const char *why)
+{
+    release_retried(rs, call_id, attempt, phone, 1, why);
 }
 
 int redis_slots_retry_queued(const struct redis_slots *rs)

@@ -40,6 +40,15 @@
  *                    scheduler rebuilt slots and locks from PostgreSQL.  A
  *                    brand-new Redis therefore needs one (empty) rebuild
  *                    before the first acquire succeeds.
+ *   P freq:<E.164>   sorted set, only with a per-number attempt cap
+ *                    ([compliance] max_attempts_per_number > 0): member a
+ *                    lease token that took a slot for that number, score =
+ *                    when (Redis's TIME, ms); members older than the
+ *                    attempts_period are trimmed by the acquire that looks,
+ *                    and the key expires a period after its newest member.
+ *                    Checked and added to in the same script that takes the
+ *                    slot and the lock, so concurrent acquires by any number
+ *                    of processes never exceed the cap.
  *   P leader         string, the scheduler owner id, PX = leader ttl.
  *   P leader:token   integer, the fencing token: incremented on every new
  *                    leadership (seeded from TIME in ms when missing, so it
@@ -83,7 +92,9 @@ enum slot_result {
     SLOT_PHONE_BUSY = -1,    /* another call holds this phone number */
     SLOT_NEEDS_REBUILD = -2, /* the epoch marker is missing: Redis lost its
                                 data; the scheduler must rebuild first */
-    SLOT_ERROR = -3          /* no answer; see err */
+    SLOT_ERROR = -3,         /* no answer; see err */
+    SLOT_FREQUENCY = -4      /* the number used its attempt budget for the
+                                period (struct slot_cap): nothing taken */
 };
 
 enum redis_slots_state {
@@ -107,6 +118,32 @@ struct slot_entry {
 
 /* IN_USE: slots in use after the call (expired leases dropped). */
 typedef void (*slot_acquire_cb)(void *arg, enum slot_result r, int in_use, const char *err);
+
+/* What redis_slots_take() asks for: a slot among MAX_SLOTS and PHONE's lock
+ * for the token "<CALL_ID>:<ATTEMPT>", as a lease of LEASE_S seconds; and,
+ * when CAP > 0, at most CAP attempts to PHONE (all calls together) per
+ * CAP_PERIOD_S seconds ([compliance] max_attempts_per_number per
+ * attempts_period).  CAP 0: no cap, and no freq key is read or written. */
+struct slot_ask {
+    const char *call_id;
+    int attempt;
+    const char *phone;
+    int max_slots;
+    double lease_s;
+    int cap;
+    double cap_period_s;
+};
+
+/* The answer of redis_slots_take(). */
+struct slot_grant {
+    enum slot_result result;
+    int in_use;           /* slots in use after the call */
+    long long free_at_ms; /* SLOT_FREQUENCY: when (Redis's clock, ms since
+                              the epoch) the oldest counted attempt leaves
+                              the period; 0 otherwise */
+};
+
+typedef void (*slot_grant_cb)(void *arg, const struct slot_grant *g, const char *err);
 
 /* VALUE: what the request function documents (0 when err != NULL). */
 typedef void (*slot_done_cb)(void *arg, int value, const char *err);
@@ -145,6 +182,23 @@ int redis_slots_acquire(struct redis_slots *rs, const char *call_id, int attempt
                         int max_slots, double lease_s, slot_acquire_cb cb, void *arg);
 
 /*
+ * redis_slots_acquire() with the per-number attempt cap of A, in the same
+ * script.  What counts as an attempt: a token that got SLOT_OK is counted
+ * from that moment; the dispatcher takes it out again with
+ * redis_slots_release_unstarted() when its call was not started after all
+ * (lost the race, suppressed, refused by start_attempt()).  Once
+ * start_attempt() committed, the attempt counts for the whole period, even
+ * when the provider then refused or failed the call: a dial was tried, and
+ * counting it keeps a number whose provider keeps failing from being tried
+ * over and over.  A token whose process died before it knew stays counted
+ * (conservative: the cap errs towards fewer calls).  SLOT_FREQUENCY when
+ * the cap is reached (checked before the slot: nothing is taken), with
+ * free_at_ms.  Idempotent like redis_slots_acquire(): the same token again
+ * is not counted twice.
+ */
+int redis_slots_take(struct redis_slots *rs, const struct slot_ask *a, slot_grant_cb cb, void *arg);
+
+/*
  * Give back the slot of the token "<CALL_ID>:<ATTEMPT>" and PHONE's lock if
  * (and only if) that token holds them.  VALUE: 1 when something was
  * released, 0 when that token held nothing (already released, expired, or
@@ -180,6 +234,27 @@ int redis_slots_needs_rebuild(struct redis_slots *rs, slot_done_cb cb, void *arg
 int redis_slots_rebuild(struct redis_slots *rs, const struct slot_entry *e, int n, slot_done_cb cb,
                         void *arg);
 
+/* An attempt the per-number cap counts, for redis_slots_recount(). */
+struct slot_counted {
+    const char *call_id; /* its member is "<CALL_ID>:<ATTEMPT>" */
+    int attempt;
+    const char *phone;    /* E.164 */
+    long long started_ms; /* when it started, ms since the epoch */
+};
+
+/*
+ * Before a rebuild (while the epoch marker is missing or of another run,
+ * so every acquire is refused): count the N attempts E, started within
+ * PERIOD_S ([compliance] attempts_period) by PostgreSQL, in their numbers'
+ * P freq: sets; any number of batches, then redis_slots_rebuild().  An
+ * attempt a restored snapshot still counted under its job's token is
+ * counted twice until it leaves the period: the cap then errs towards
+ * fewer calls, never more.  VALUE: 1 written, 0 when the marker was this
+ * run's (rebuilt by someone else meanwhile) and nothing was changed.
+ */
+int redis_slots_recount(struct redis_slots *rs, const struct slot_counted *e, int n,
+                        double period_s, slot_done_cb cb, void *arg);
+
 /*
  * Take the scheduler's leader lease for OWNER (unique per process, e.g.
  * "host:pid") for TTL_S seconds, or renew it when OWNER holds it already.
@@ -205,6 +280,11 @@ int redis_leader_release(struct redis_slots *rs, const char *owner, slot_done_cb
 #define RELEASE_RETRY_BATCH 500 /* sent per timer run */
 void redis_slots_release_retried(struct redis_slots *rs, const char *call_id, int attempt,
                                  const char *phone, const char *why);
+
+/* redis_slots_release_retried() for a call that was not started after
+ * its acquire: the token also leaves PHONE's attempt count (slot_ask). */
+void redis_slots_release_unstarted(struct redis_slots *rs, const char *call_id, int attempt,
+                                   const char *phone, const char *why);
 
 /* Releases waiting in that queue now. */
 int redis_slots_retry_queued(const struct redis_slots *rs);

@@ -1,10 +1,11 @@
 /*
  * attempts.c — the statements of a dispatch attempt's life (attempts.h).
  *
- * Owns: the SQL text of load, start (or suppress), park, record, settle, the webhook's
- * apply_webhook(), the unknown-outcome statements (mark unknown, record a
- * callId learnt later, claim the attempts due for a status lookup), their
- * parameters, and the decoding of their rows.
+ * Owns: the SQL text of load, start (or suppress), the dial-time expire
+ * and hold, park, record, settle, the webhook's apply_webhook(), the
+ * unknown-outcome statements (mark unknown, record a callId learnt later,
+ * claim the attempts due for a status lookup), their parameters, and the
+ * decoding of their rows.
  */
 #include "store/attempts.h"
 
@@ -17,7 +18,9 @@
 
 static const char LOAD_SQL[] =
     "SELECT status, attempts, to_number, due_at <= now(),"
-    "       EXISTS (SELECT 1 FROM dnc d WHERE d.number = calls.to_number)"
+    "       EXISTS (SELECT 1 FROM dnc d WHERE d.number = calls.to_number),"
+    "       COALESCE(expires_at <= now(), false),"
+    "       COALESCE(array_to_json(timezones)::text, '[]'), calling_window::text"
     " FROM calls WHERE id = $1";
 
 static void state_row(const PGresult *res, int r, void *out)
@@ -28,6 +31,9 @@ static void state_row(const PGresult *res, int r, void *out)
     s->to = PQgetvalue(res, r, 2);
     s->due = PQgetvalue(res, r, 3)[0] == 't';
     s->listed = PQgetvalue(res, r, 4)[0] == 't';
+    s->expired = PQgetvalue(res, r, 5)[0] == 't';
+    s->zones = PQgetvalue(res, r, 6);
+    s->window_json = PQgetisnull(res, r, 7) ? NULL : PQgetvalue(res, r, 7);
 }
 
 static void deliver_state(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
@@ -152,6 +158,50 @@ int store_call_suppress(struct pg_pool *pg, const char *id, int attempt, const c
     struct store_num att;
     const char *values[] = { id, store_int(&att, attempt), to };
     return store_query_rows(pg, SUPPRESS_SQL, 3, values, &suppressed_rows, (store_cb)cb, ctx);
+}
+
+/* ------------------------------------------------------ expire, hold */
+
+/* The same end as expire_calls() gives the sweep's calls. */
+static const char EXPIRE_SQL[] =
+    "UPDATE calls SET status = 'EXPIRED', ended_at = now(), next_attempt_at = NULL,"
+    "       published_at = NULL, hold_reason = NULL,"
+    "       last_error = 'expired before it could be completed'"
+    " WHERE id = $1 AND status = 'PENDING' AND attempts = $2::int - 1 AND expires_at <= now()"
+    " RETURNING true";
+
+static const char HOLD_SQL[] =
+    "SELECT hold_call($1, $2::int, to_timestamp($3::bigint / 1000.0), $4)";
+
+static void flag_row(const PGresult *res, int r, void *out)
+{
+    *(bool *)out = PQgetvalue(res, r, 0)[0] == 't';
+}
+
+static void deliver_flag(store_cb cb, void *ctx, const struct store_err *e, const void *rows, int n)
+{
+    ((store_flag_fn)cb)(ctx, e, e == NULL && n > 0 && *(const bool *)rows);
+}
+
+static const struct store_rows flag_rows = {
+    sizeof(bool),
+    flag_row,
+    deliver_flag,
+};
+
+int store_call_expire(struct pg_pool *pg, const char *id, int attempt, store_flag_fn cb, void *ctx)
+{
+    struct store_num att;
+    const char *values[] = { id, store_int(&att, attempt) };
+    return store_query_rows(pg, EXPIRE_SQL, 2, values, &flag_rows, (store_cb)cb, ctx);
+}
+
+int store_call_hold(struct pg_pool *pg, const char *id, int attempt, long long until_ms,
+                    const char *reason, store_flag_fn cb, void *ctx)
+{
+    struct store_num att, until;
+    const char *values[] = { id, store_int(&att, attempt), store_int(&until, until_ms), reason };
+    return store_query_rows(pg, HOLD_SQL, 4, values, &flag_rows, (store_cb)cb, ctx);
 }
 
 /* ------------------------------------------------------ park, record */

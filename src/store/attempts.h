@@ -6,7 +6,8 @@
  * IN_PROGRESS (the conditional update that makes a redelivered message
  * harmless) or to SUPPRESSED when its number is on the do-not-call list,
  * re-read it when that update's answer was lost, park it for
- * the scheduler, record the provider's call id, and end an attempt — settle_attempt() for a provider that did not start the
+ * the scheduler, hold it for its calling window or its number's attempt
+ * cap, end it EXPIRED when the load finds it past its expiry, record the provider's call id, and end an attempt — settle_attempt() for a provider that did not start the
  * call, apply_webhook() for the provider's webhook (sql/002_dispatch.sql and
  * later migrations) — and the unknown outcomes of sql/004_unknown_outcomes.sql:
  * mark an attempt's outcome unknown, record a callId learnt later, claim
@@ -25,8 +26,11 @@ struct store_call_state {
     const char *status;
     int attempts; /* attempts started so far */
     const char *to;
-    bool due;    /* due_at has come */
-    bool listed; /* TO is on the do-not-call list */
+    bool due;                /* due_at has come */
+    bool listed;             /* TO is on the do-not-call list */
+    bool expired;            /* expires_at has passed */
+    const char *zones;       /* calls.timezones as a JSON array ("[]": no zone data) */
+    const char *window_json; /* calls.calling_window; NULL: [compliance] */
 };
 
 /* STATE is NULL when E != NULL or no call has that id. */
@@ -79,6 +83,20 @@ int store_call_reread(struct pg_pool *pg, const char *id, store_reread_fn cb, vo
 typedef void (*store_suppressed_fn)(void *ctx, const struct store_err *e, bool suppressed);
 int store_call_suppress(struct pg_pool *pg, const char *id, int attempt, const char *to,
                         store_suppressed_fn cb, void *ctx);
+
+/* The load found the call past its expires_at: end it EXPIRED if it is
+ * still the PENDING call of attempt ATTEMPT and still expired (what
+ * expire_calls() of sql/009_compliance.sql does for the sweep).
+ * DONE: whether it did. */
+typedef void (*store_flag_fn)(void *ctx, const struct store_err *e, bool done);
+int store_call_expire(struct pg_pool *pg, const char *id, int attempt, store_flag_fn cb, void *ctx);
+
+/* The compliance rules say not yet: hold the PENDING call of attempt
+ * ATTEMPT until UNTIL_MS (ms since the epoch) for REASON ("window",
+ * "frequency"), with hold_call() of sql/009_compliance.sql.  DONE: whether
+ * it did (false: cancelled, changed or started since the load). */
+int store_call_hold(struct pg_pool *pg, const char *id, int attempt, long long until_ms,
+                    const char *reason, store_flag_fn cb, void *ctx);
 
 /* Hand a PENDING call back to the scheduler (published_at cleared). */
 int store_call_park(struct pg_pool *pg, const char *id, store_done_fn cb, void *ctx);

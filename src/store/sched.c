@@ -1,10 +1,11 @@
 /*
  * sched.c — the scheduler's statements (sched.h).
  *
- * Owns: the SQL text of the rebuild read, the reclaim (and, with status
+ * Owns: the SQL text of the rebuild reads (IN_PROGRESS calls, and the
+ * attempts the per-number cap counts), the reclaim (and, with status
  * lookups, the reclaim's "look up first" mark) and the publish query, the
- * reconcile's two reads and the retention deletes, their parameters, and
- * the decoding of their rows.
+ * reconcile's two reads, the retention deletes and the expiry sweep, their
+ * parameters, and the decoding of their rows.
  */
 #include "store/sched.h"
 
@@ -84,6 +85,46 @@ int store_in_progress(struct pg_pool *pg, long long lease_ms, store_in_progress_
     struct store_num lease;
     const char *values[] = { store_int(&lease, lease_ms) };
     return store_query_rows(pg, REBUILD_SQL, 1, values, &in_progress_rows, (store_cb)cb, ctx);
+}
+
+/* The number is the call's now (a PATCH of "to" since the attempt is
+ * rare, and counts the attempt against the new number: conservative). */
+static const char RECENT_SQL[] = "SELECT a.call_id::text, a.attempt, c.to_number,"
+                                 "       (extract(epoch FROM a.started_at) * 1000)::bigint"
+                                 "  FROM call_attempts a JOIN calls c ON c.id = a.call_id"
+                                 " WHERE (a.call_id, a.attempt) > (COALESCE(NULLIF($2, '')::uuid,"
+                                 "         '00000000-0000-0000-0000-000000000000'), $3::int)"
+                                 "   AND a.started_at > now() - $1::bigint * interval '1 ms'"
+                                 " ORDER BY a.call_id, a.attempt LIMIT $4::int";
+
+static void recent_row(const PGresult *res, int r, void *out)
+{
+    struct store_recent_attempt *p = out;
+    p->call_id = PQgetvalue(res, r, 0);
+    p->attempt = atoi(PQgetvalue(res, r, 1));
+    p->to = PQgetvalue(res, r, 2);
+    p->started_ms = atoll(PQgetvalue(res, r, 3));
+}
+
+static void deliver_recent(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
+                           int n)
+{
+    ((store_recent_fn)cb)(ctx, e, rows, n);
+}
+
+static const struct store_rows recent_rows = {
+    sizeof(struct store_recent_attempt),
+    recent_row,
+    deliver_recent,
+};
+
+int store_recent_attempts(struct pg_pool *pg, long long period_ms, const char *after_id,
+                          int after_attempt, int limit, store_recent_fn cb, void *ctx)
+{
+    struct store_num period, att, lim;
+    const char *values[] = { store_int(&period, period_ms), after_id,
+                             store_int(&att, after_attempt), store_int(&lim, limit) };
+    return store_query_rows(pg, RECENT_SQL, 4, values, &recent_rows, (store_cb)cb, ctx);
 }
 
 static void reclaimed_row(const PGresult *res, int r, void *out)
@@ -274,10 +315,11 @@ static const char *const PRUNE_SQL[] = {
     [STORE_PRUNE_FINISHED_CALLS] =
         "WITH d AS (DELETE FROM calls WHERE id IN ("
         "  SELECT id FROM calls"
-        "   WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED', 'SUPPRESSED')"
+        "   WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED', 'SUPPRESSED', 'EXPIRED')"
         "     AND ended_at < now() - $1::bigint * interval '1 ms'"
         "   ORDER BY ended_at LIMIT $2::int FOR UPDATE SKIP LOCKED)"
-        "   AND status IN ('COMPLETED', 'FAILED', 'CANCELLED', 'SUPPRESSED') RETURNING 1)"
+        "   AND status IN ('COMPLETED', 'FAILED', 'CANCELLED', 'SUPPRESSED', 'EXPIRED') RETURNING "
+        "1)"
         " SELECT count(*)::int FROM d",
 };
 
@@ -302,4 +344,24 @@ int store_prune(struct pg_pool *pg, enum store_prune_what what, long long older_
     if ((unsigned)what >= sizeof(PRUNE_SQL) / sizeof(PRUNE_SQL[0]))
         return -1;
     return store_query_rows(pg, PRUNE_SQL[what], 2, values, &pruned_rows, (store_cb)cb, ctx);
+}
+
+/* --------------------------------------------------------------- expiry --- */
+
+static const char EXPIRE_SQL[] =
+    "WITH e AS (SELECT id FROM expire_calls($1::int)) SELECT count(*)::int FROM e";
+
+static void deliver_expired(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
+                            int n)
+{
+    ((store_expired_fn)cb)(ctx, e, e == NULL && n > 0 ? *(const int *)rows : 0);
+}
+
+static const struct store_rows expired_rows = { sizeof(int), count_row, deliver_expired };
+
+int store_expire_due(struct pg_pool *pg, int limit, store_expired_fn cb, void *ctx)
+{
+    struct store_num lim;
+    const char *values[] = { store_int(&lim, limit) };
+    return store_query_rows(pg, EXPIRE_SQL, 1, values, &expired_rows, (store_cb)cb, ctx);
 }

@@ -7,8 +7,9 @@
  * status_url, marking them for a status lookup instead), and the publish
  * query that marks due PENDING calls as handed to Kafka; the reconcile's
  * reads (which tokens seen in Redis no IN_PROGRESS attempt owns,
- * IN_PROGRESS calls page by page) and the retention deletes, one bounded
- * batch each.  The rules of store.h
+ * IN_PROGRESS calls page by page), the retention deletes and the expiry
+ * sweep (PENDING calls past expires_at end EXPIRED), one bounded batch
+ * each.  The rules of store.h
  * apply; rows handed to a callback live only during the callback.
  */
 #ifndef CO_STORE_SCHED_H
@@ -31,6 +32,25 @@ struct store_in_progress {
 typedef void (*store_in_progress_fn)(void *ctx, const struct store_err *e,
                                      const struct store_in_progress *rows, int n);
 int store_in_progress(struct pg_pool *pg, long long lease_ms, store_in_progress_fn cb, void *ctx);
+
+/* An attempt started within the attempt cap's period, for rebuilding the
+ * per-number counts in Redis (slots.h, P freq:<phone>). */
+struct store_recent_attempt {
+    const char *call_id;
+    int attempt;
+    const char *to;
+    long long started_ms; /* ms since the epoch */
+};
+
+/* ROWS is NULL when E != NULL; fewer than LIMIT rows: the last batch. */
+typedef void (*store_recent_fn)(void *ctx, const struct store_err *e,
+                                const struct store_recent_attempt *rows, int n);
+
+/* Up to LIMIT attempts started in the last PERIOD_MS, after the attempt
+ * (AFTER_ID, AFTER_ATTEMPT) in key order ("" and 0 to begin): one batch
+ * of a walk over call_attempts' primary key. */
+int store_recent_attempts(struct pg_pool *pg, long long period_ms, const char *after_id,
+                          int after_attempt, int limit, store_recent_fn cb, void *ctx);
 
 /* An IN_PROGRESS call reclaimed: its attempt timed out. */
 struct store_reclaimed {
@@ -117,5 +137,14 @@ typedef void (*store_pruned_fn)(void *ctx, const struct store_err *e, int delete
 /* Delete up to LIMIT rows of WHAT older than OLDER_THAN_MS, oldest first. */
 int store_prune(struct pg_pool *pg, enum store_prune_what what, long long older_than_ms, int limit,
                 store_pruned_fn cb, void *ctx);
+
+/* ---------------------------------------------------------------- expiry --- */
+
+/* EXPIRED: calls this batch ended EXPIRED. */
+typedef void (*store_expired_fn)(void *ctx, const struct store_err *e, int expired);
+
+/* End up to LIMIT PENDING calls past their expires_at EXPIRED, oldest
+ * expiry first (expire_calls(), sql/009_compliance.sql). */
+int store_expire_due(struct pg_pool *pg, int limit, store_expired_fn cb, void *ctx);
 
 #endif

@@ -84,13 +84,14 @@ static void counters_section(struct strbuf *o)
     strbuf_addf(o, "callorch_retries_total %llu\n",
                 (unsigned long long)shm_get(CNT_RETRIES_SCHEDULED));
 
-    static const char *const wstatus[] = { "COMPLETED", "FAILED", "BUSY", "NO_ANSWER",
-                                           "duplicate" };
-    static const enum co_counter wc[] = { CNT_WEBHOOKS_COMPLETED, CNT_WEBHOOKS_FAILED,
-                                          CNT_WEBHOOKS_BUSY, CNT_WEBHOOKS_NO_ANSWER,
-                                          CNT_WEBHOOKS_DUPLICATE };
+    static const char *const wstatus[] = { "COMPLETED", "FAILED",   "BUSY",           "NO_ANSWER",
+                                           "VOICEMAIL", "REJECTED", "INVALID_NUMBER", "duplicate" };
+    static const enum co_counter wc[] = { CNT_WEBHOOKS_COMPLETED,      CNT_WEBHOOKS_FAILED,
+                                          CNT_WEBHOOKS_BUSY,           CNT_WEBHOOKS_NO_ANSWER,
+                                          CNT_WEBHOOKS_VOICEMAIL,      CNT_WEBHOOKS_REJECTED,
+                                          CNT_WEBHOOKS_INVALID_NUMBER, CNT_WEBHOOKS_DUPLICATE };
     family(o, "callorch_webhooks_total", "counter", "Provider webhooks accepted, by status.");
-    labelled(o, "callorch_webhooks_total", "status", wstatus, wc, 5);
+    labelled(o, "callorch_webhooks_total", "status", wstatus, wc, 8);
 
     static const char *const reasons[] = { "missing_header", "malformed", "stale_timestamp",
                                            "bad_signature", "api_key" };
@@ -108,6 +109,16 @@ static void counters_section(struct strbuf *o)
            "Due calls the scheduler handed to Kafka.");
     strbuf_addf(o, "callorch_scheduler_published_total %llu\n",
                 (unsigned long long)shm_get(CNT_SCHED_PUBLISHED));
+
+    family(o, "callorch_calls_expired_total", "counter",
+           "Calls ended EXPIRED: their expiresAt passed before they finished.");
+    strbuf_addf(o, "callorch_calls_expired_total %llu\n",
+                (unsigned long long)shm_get(CNT_CALLS_EXPIRED));
+    static const char *const holds[] = { "window", "frequency" };
+    static const enum co_counter hc[] = { CNT_DISPATCH_HELD_WINDOW, CNT_DISPATCH_HELD_FREQUENCY };
+    family(o, "callorch_dispatch_held_total", "counter",
+           "Calls held at dial time by the compliance rules, by holdReason.");
+    labelled(o, "callorch_dispatch_held_total", "reason", holds, hc, 2);
 }
 
 static const char *const route_names[RT_MAX] = {
@@ -159,8 +170,9 @@ static void gauges_section(struct strbuf *o, const struct shm_gauges *g)
         strbuf_addf(o, "callorch_child_restarts_total{kind=\"%s\"} %llu\n", kinds[k],
                     (unsigned long long)atomic_load(&co_shm->child_restarts[k]));
 
-    static const char *const st[SHM_STATUSES] = { "PENDING", "IN_PROGRESS", "COMPLETED",
-                                                  "FAILED",  "CANCELLED",   "SUPPRESSED" };
+    static const char *const st[] = { "PENDING",   "IN_PROGRESS", "COMPLETED", "FAILED",
+                                      "CANCELLED", "SUPPRESSED",  "EXPIRED" };
+    _Static_assert(sizeof(st) / sizeof(st[0]) >= SHM_STATUSES, "a name per status");
     family(o, "callorch_calls", "gauge", "Calls in PostgreSQL, by status.");
     for (int i = 0; i < SHM_STATUSES; i++)
         if (g->by_status[i] >= 0)

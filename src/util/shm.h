@@ -34,6 +34,9 @@ enum co_counter {
     CNT_WEBHOOKS_FAILED,
     CNT_WEBHOOKS_BUSY,
     CNT_WEBHOOKS_NO_ANSWER,
+    CNT_WEBHOOKS_VOICEMAIL,
+    CNT_WEBHOOKS_REJECTED,
+    CNT_WEBHOOKS_INVALID_NUMBER,
     CNT_WEBHOOKS_DUPLICATE, /* webhook-id seen before, or attempt already ended */
     CNT_WEBHOOK_REJ_MISSING_HEADER,
     CNT_WEBHOOK_REJ_MALFORMED,
@@ -42,6 +45,9 @@ enum co_counter {
     CNT_WEBHOOK_REJ_API_KEY,
     CNT_RECLAIMS,
     CNT_SCHED_PUBLISHED,
+    CNT_CALLS_EXPIRED,           /* ended EXPIRED: by the sweep or at dial time */
+    CNT_DISPATCH_HELD_WINDOW,    /* held: outside the calling window */
+    CNT_DISPATCH_HELD_FREQUENCY, /* held: the number's attempt cap */
     CNT_MAX
 };
 
@@ -129,10 +135,11 @@ static inline void shm_http_worker_request(int slot)
 
 /* The Prometheus text exposition of everything above plus the gauges the
  * caller read (calls by status, max slots).  Returns a malloc'd string. */
-#define SHM_STATUSES 6 /* STORE_STATUSES (asserted in api_ops.c) */
+/* STORE_STATUSES (asserted in api_ops.c). */
+#define SHM_STATUSES 7
 struct shm_gauges {
     long long by_status[SHM_STATUSES]; /* PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED,
-                                        * SUPPRESSED; -1 unknown */
+                                        * SUPPRESSED, EXPIRED; -1 unknown */
     int slots_in_use;                  /* -1 unknown */
     int max_slots;
 };
