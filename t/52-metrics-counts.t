@@ -19,7 +19,7 @@ use POSIX ();
 use CallorchTest;
 
 CallorchTest::require_stack();
-my @STATUSES = qw(PENDING IN_PROGRESS COMPLETED FAILED CANCELLED SUPPRESSED);
+my @STATUSES = qw(PENDING IN_PROGRESS COMPLETED FAILED CANCELLED SUPPRESSED EXPIRED);
 
 my $s = CallorchTest->new;
 $s->start_all;
@@ -113,7 +113,7 @@ SELECT '+1555400' || lpad(g::text, 4, '0'), 'pre',
 SQL
 $s->migrate;
 is_deeply(stored(), { PENDING => 4, IN_PROGRESS => 0, COMPLETED => 10, FAILED => 5, CANCELLED => 4,
-        SUPPRESSED => 0 },
+        SUPPRESSED => 0, EXPIRED => 0 },
     'calls stored before the migration');
 counts_exact('the migration counted the calls already stored');
 # Retention's way out: a DELETE of many rows in one statement.
