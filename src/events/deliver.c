@@ -417,7 +417,8 @@ struct deliverer *deliverer_new(struct ev_loop *loop, const struct co_config *cf
     d->lease_s = cfg->events_timeout + LEASE_MARGIN;
     d->retry = (struct store_event_retry){ RETRY_BASE, RETRY_MAX, cfg->events_max_age };
     /* the config loader checked the secret's format; empty: no keys */
-    if (webhook_keys_parse(cfg->events_secret, &d->keys, err, errlen) < 0) {
+    if (cfg->events_secret[0] != '\0' &&
+        webhook_keys_parse(cfg->events_secret, &d->keys, err, errlen) < 0) {
         free(d);
         return NULL;
     }
