@@ -237,6 +237,22 @@ is(order_problems(@hooks), '', 'basic: in order per call');
     $s->psql("UPDATE events_settings SET default_url_set = true");
 }
 
+# ==================== 6b. past [events] max_age: failed, and counted as such
+{
+    my ($id) = calls_to(1, '/status/500');
+    ok(wait_terminal([$id]), 'max_age: the call finished');
+    $s->wait_for(sub { $s->psql("SELECT count(*) FROM call_events WHERE call_id = '$id' AND attempts >= 1") > 0 },
+        timeout => 10, soft => 1);
+    $s->psql("UPDATE call_events SET created_at = now() - interval '25 hours' WHERE call_id = '$id'");
+    ok($s->wait_for(sub { $s->psql("SELECT count(*) FROM call_events WHERE call_id = '$id' AND state <> 'failed'") == 0 },
+        timeout => 20, soft => 1), 'max_age: both events failed after their next try');
+    my ($st, $ev) = $s->api('GET', "/api/v1/calls/$id/events");
+    is(join(' ', map { "$_->{state}:" . ($_->{lastStatus} // '') . ':' . ($_->{lastError} // '') } @$ev),
+        'failed:500:HTTP 500 failed:500:HTTP 500', 'max_age: GET events shows failed, lastStatus, lastError');
+    my ($f) = HTTP::Tiny->new->get($s->base_url . '/metrics')->{content} =~ /^callorch_events_failed_total (\d+)$/m;
+    cmp_ok($f // 0, '>=', 2, 'max_age: callorch_events_failed_total counts them');
+}
+
 # ======== 7. chaos: kill the events child, restart PostgreSQL, calls flow
 {
     my @chaos;
@@ -277,6 +293,24 @@ is(order_problems(@hooks), '', 'basic: in order per call');
     is(scalar(grep { !$_->{sig_ok} } @h), 0, 'chaos: every signature verifies');
     diag(sprintf 'chaos figures: calls=%d events=%d deliveries=%d (duplicates %d) kills=%d',
         scalar @chaos, scalar keys %got, scalar @h, @h - keys %got, $kills);
+}
+
+# ============= 8. no secret: an event with its own URL is never sent unsigned
+{
+    $s->write_config('http.api_keys' => $CLIENT, 'events.url' => '', 'events.secret' => '',
+        'dispatch.scheduler_interval' => '100ms');
+    my $from = length $s->log_text;
+    kill 'HUP', $master;
+    ok($s->wait_for(sub { substr($s->log_text, $from) =~ /outbox switch set" default_url_set=false/ },
+        timeout => 30, soft => 1), 'no secret: reloaded, the new events child cleared the switch');
+    my ($id) = calls_to(1, '/unsigned');
+    ok(wait_terminal([$id]), 'no secret: the call finished');
+    $s->wait_for(sub { $s->psql("SELECT count(*) FROM call_events WHERE call_id = '$id' AND attempts >= 1") > 0 },
+        timeout => 10, soft => 1);
+    like($s->psql("SELECT state || ':' || COALESCE(last_error, '') FROM call_events WHERE call_id = '$id' ORDER BY seq LIMIT 1"),
+        qr/^pending:not sent: \[events\] secret is not set/, 'no secret: the event stays pending, lastError says why');
+    is(scalar(received('/unsigned')), 0, 'no secret: nothing was sent');
+    like(substr($s->log_text, $from), qr/events are never sent unsigned/, 'no secret: logged');
 }
 
 done_testing;
