@@ -30,7 +30,7 @@ my $KEY    = 'client-events-key-0123456789abcdef';
 my $SECRET = 'whsec_' . encode_base64($KEY, '');
 my $CLIENT = 'test-client-key-90';
 my $rcv    = CallorchReceiver->start($s->tmpdir . '/events.jsonl');
-my $master = $s->start_daemon(config => $s->write_config(
+my %CONFIG = (
     'http.api_keys'               => $CLIENT,
     'dispatch.max_attempts'       => 3,
     'dispatch.backoff_base'       => '200ms',
@@ -39,7 +39,8 @@ my $master = $s->start_daemon(config => $s->write_config(
     'events.url'                  => $rcv->url . '/hook',
     'events.secret'               => $SECRET,
     'events.timeout'              => '2s',
-));
+);
+my $master = $s->start_daemon(config => $s->write_config(%CONFIG));
 
 my $seq = 0;
 sub post_call {
@@ -293,6 +294,55 @@ is(order_problems(@hooks), '', 'basic: in order per call');
     is(scalar(grep { !$_->{sig_ok} } @h), 0, 'chaos: every signature verifies');
     diag(sprintf 'chaos figures: calls=%d events=%d deliveries=%d (duplicates %d) kills=%d',
         scalar @chaos, scalar keys %got, scalar @h, @h - keys %got, $kills);
+}
+
+# ===== 9. two daemons share the outbox: each event once, in order per call
+{
+    # Daemon B: same database and receiver, its own port, files and no
+    # Kafka consumers (only its events child matters here), as in t/71.
+    my $sb = CallorchTest->new;
+    my $bdir = $sb->tmpdir;
+    my $master_b;
+    for my $try (1 .. 3) {
+        my $bport = CallorchTest::free_port();
+        my $text = $s->config_text(%CONFIG,
+            'kafka.consumers'       => 0,
+            'http.listen'           => "127.0.0.1:$bport",
+            'http.public_base_url'  => "http://127.0.0.1:$bport",
+            'daemon.pid_file'       => "$bdir/callorchd.pid",
+            'daemon.control_socket' => "$bdir/control.sock",
+            'daemon.log_target'     => "$bdir/callorchd.log");
+        open my $fh, '>', "$bdir/callorch.ini" or die $!;
+        print $fh $text;
+        close $fh;
+        last if $master_b = eval { $sb->start_daemon(config => "$bdir/callorch.ini") };
+        die $@ if $try == 3;
+    }
+    my ($calls, $per) = (500, 4);
+    my $url = $rcv->url . '/two';
+    $s->psql(<<"SQL");
+INSERT INTO call_events (call_id, type, payload, url, next_try_at)
+SELECT c.id, 'call.started', json_build_object('type', 'call.started', 'data', json_build_object('id', c.id, 'i', i),
+       'timestamp', callorch_ts(now())), '$url', now() + interval '1 hour'
+  FROM (SELECT gen_random_uuid() AS id FROM generate_series(1, $calls)) c, generate_series(1, $per) i
+ ORDER BY c.id, i;
+UPDATE call_events SET next_try_at = now() WHERE url = '$url';
+SQL
+    ok($s->wait_for(sub { $s->psql("SELECT count(*) FROM call_events WHERE url = '$url' AND state <> 'delivered'") == 0 },
+        timeout => 60, soft => 1), 'two daemons: every event delivered');
+    my @h = received('/two');
+    my %n;
+    $n{ $_->{seq} }++ for @h;
+    is(scalar(keys %n), $calls * $per, 'two daemons: every event arrived');
+    is(scalar(grep { $_ > 1 } values %n), 0, 'two daemons: none arrived twice');
+    is(order_problems(@h), '', 'two daemons: in seq order per call');
+    my %by = (A => $s, B => $sb);
+    for my $name (sort keys %by) {
+        my ($d) = HTTP::Tiny->new->get($by{$name}->base_url . '/metrics')->{content}
+            =~ /^callorch_events_delivered_total (\d+)$/m;
+        diag("two daemons: daemon $name delivered " . ($d // '?'));
+    }
+    $sb->stop_daemon;
 }
 
 # ============= 8. no secret: an event with its own URL is never sent unsigned
