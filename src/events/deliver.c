@@ -36,10 +36,11 @@
 #define RETRY_MAX 300.0    /* … up to this */
 #define ERROR_MAX 200      /* bytes of an error kept in last_error */
 
-/* A try's outcome, waiting to be recorded. */
+/* A try's outcome, waiting to be recorded.  r.error is set from ERROR only
+ * when a batch is sent: the arrays move (realloc, swap) meanwhile. */
 struct result {
     struct store_event_result r;
-    char error[ERROR_MAX]; /* r.error points here unless delivered */
+    char error[ERROR_MAX]; /* when !r.delivered */
     ev_tstamp lease_end;   /* recording it later would be stale */
 };
 
@@ -132,10 +133,8 @@ static void add_result(struct deliverer *d, const struct try *t, int status, con
     r->r.attempts = t->attempts;
     r->r.status = status;
     r->r.delivered = error == NULL;
-    if (error != NULL) {
+    if (error != NULL)
         snprintf(r->error, sizeof(r->error), "%s", error);
-        r->r.error = r->error;
-    }
     r->lease_end = t->lease_end;
 }
 
@@ -205,9 +204,6 @@ static void flush(struct deliverer *d)
         d->results = a;
         d->cap_results = cap;
         d->n_results = 0;
-        /* the batch's error pointers moved with it: re-point them */
-        for (int i = 0; i < d->n_batch; i++)
-            d->batch[i].r.error = d->batch[i].r.delivered ? NULL : d->batch[i].error;
     }
     free(r);
 }
