@@ -4,7 +4,8 @@
 --
 -- Owns: calls_event_outbox() and its trigger on calls; the one-row table
 -- events_settings; call_events.call_id becoming nullable (a
--- campaign.finished event has a campaign and no call).  The delivery
+-- campaign.finished event has a campaign and no call) and a foreign key
+-- (a call's events are deleted with it).  The delivery
 -- itself (claiming, sending, retrying) is src/events/deliver.c with its
 -- statements in src/store/events.c.
 
@@ -22,10 +23,15 @@ CREATE TABLE events_settings (
 INSERT INTO events_settings DEFAULT VALUES;
 
 -- campaign.finished (added with the campaign engine): campaign_id, no call.
+-- A call's events go with it ([retention] finished_calls deletes calls in
+-- batches; call_events_call_idx serves the cascade), so the outbox does not
+-- keep growing after delivery.
 ALTER TABLE call_events
     ALTER COLUMN call_id DROP NOT NULL,
     ADD CONSTRAINT call_events_subject_check
-        CHECK (call_id IS NOT NULL OR campaign_id IS NOT NULL);
+        CHECK (call_id IS NOT NULL OR campaign_id IS NOT NULL),
+    ADD CONSTRAINT call_events_call_fk
+        FOREIGN KEY (call_id) REFERENCES calls (id) ON DELETE CASCADE;
 
 -- The first pending event of each call (and of each campaign's call-less
 -- events) is the only one the deliverer may claim: this index answers

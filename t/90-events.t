@@ -320,11 +320,17 @@ is(order_problems(@hooks), '', 'basic: in order per call');
     }
     my ($calls, $per) = (500, 4);
     my $url = $rcv->url . '/two';
+    # finished calls inserted as such (an INSERT writes no event), then
+    # their events, not due until the UPDATE
     $s->psql(<<"SQL");
+WITH c AS (
+    INSERT INTO calls (to_number, script_id, status, max_attempts)
+    SELECT '+1555' || lpad(g::text, 7, '0'), 't90-two', 'COMPLETED', 3 FROM generate_series(1, $calls) g
+    RETURNING id)
 INSERT INTO call_events (call_id, type, payload, url, next_try_at)
 SELECT c.id, 'call.started', json_build_object('type', 'call.started', 'data', json_build_object('id', c.id, 'i', i),
        'timestamp', callorch_ts(now())), '$url', now() + interval '1 hour'
-  FROM (SELECT gen_random_uuid() AS id FROM generate_series(1, $calls)) c, generate_series(1, $per) i
+  FROM c, generate_series(1, $per) i
  ORDER BY c.id, i;
 UPDATE call_events SET next_try_at = now() WHERE url = '$url';
 SQL
@@ -343,6 +349,9 @@ SQL
         diag("two daemons: daemon $name delivered " . ($d // '?'));
     }
     $sb->stop_daemon;
+    $s->psql("DELETE FROM calls WHERE script_id = 't90-two'");
+    is($s->psql("SELECT count(*) FROM call_events WHERE url = '$url'"), 0,
+        'retention: deleting calls deletes their events (foreign key, cascade)');
 }
 
 # ============= 8. no secret: an event with its own URL is never sent unsigned
