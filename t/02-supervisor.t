@@ -155,8 +155,9 @@ like($s->log_text, qr/configuration reloaded.*generation=2/, 'reload logged with
 
 # SIGHUP with an invalid config keeps the running children.  First let the
 # retired generation finish leaving (a kafka child leaves its group, which
-# takes a few seconds against the mock broker).
-$s->wait_for(sub { my @c = $s->children_of($master); @c == 3 + 2 + 1 }, timeout => 20,
+# takes a few seconds against the mock broker): 3 http, 2 kafka, the
+# scheduler and the events child.
+$s->wait_for(sub { my @c = $s->children_of($master); @c == 3 + 2 + 1 + 1 }, timeout => 20,
     what => 'the retired generation gone');
 my $before = join ',', sort map { $_->{pid} } $s->children_of($master);
 my $cfg = $s->config_text('http.workers' => 3) . "\n[http]\nbogus_key = 1\n";

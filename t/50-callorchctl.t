@@ -170,7 +170,7 @@ my ($rc, $out, $err) = ctl('status');
 is($rc, 0, 'status: exit 0');
 like($out, qr/^callorchd \S+, pid $master, running, up /m, 'status: master line');
 like($out, qr/^dispatch:\s+running$/m, 'status: dispatch running');
-like($out, qr/^children:\s+http 2\/2, kafka 2\/2, sched 1\/1 ready$/m, 'status: ready summary');
+like($out, qr/^children:\s+http 2\/2, kafka 2\/2, sched 1\/1, events 1\/1 ready$/m, 'status: ready summary');
 my @rows = $out =~ /^(?:http|kafka|sched)\s+\d+\s+\d+\s+ready\s/mg;
 is(scalar @rows, 5, 'status: a table row per child');
 diag($out);

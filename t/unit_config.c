@@ -666,6 +666,52 @@ static void test_restart_changes(void)
     co_config_free(b);
 }
 
+/* [events] (DESIGN.md section 10): defaults, the URL, the secret's format
+ * and the secret required with a URL. */
+static void test_events(void)
+{
+    struct co_config *c = load(REQUIRED);
+    ok(c != NULL && strcmp(c->events_url, "") == 0 && strcmp(c->events_secret, "") == 0 &&
+           fabs(c->events_timeout - 5) < 1e-9 && fabs(c->events_max_age - 86400) < 1e-9,
+       "[events] defaults: no url, no secret, timeout 5s, max_age 24h");
+    co_config_free(c);
+
+    c = load(REQUIRED "[events]\nurl = https://hooks.example.com/callorch\nsecret = " SECRET
+                      "\ntimeout = 1500ms\nmax_age = 2h\n");
+    ok(c != NULL && strcmp(c->events_url, "https://hooks.example.com/callorch") == 0 &&
+           fabs(c->events_timeout - 1.5) < 1e-9 && fabs(c->events_max_age - 7200) < 1e-9,
+       "[events] url, secret, timeout and max_age set");
+    co_config_free(c);
+    good(REQUIRED "[events]\nsecret = " SECRET ", " SECRET2 "\n",
+         "[events] two secrets (rotation) and no url (per-call URLs only)");
+
+    bad(REQUIRED "[events]\nurl = http://127.0.0.1:9/hook\n",
+        "t.ini:4: [events] secret is required when [events] url is set",
+        "[events] url without a secret");
+    diag("e.g. %s", err);
+    bad(REQUIRED "[events]\nurl = http://127.0.0.1:9/hook\nsecret =\n",
+        "t.ini:5: [events] secret is required",
+        "[events] url with an empty secret; line of the later key");
+    bad_kv("events", "url", "ftp://example.com/hook",
+           "t.ini:4: [events] url: \"ftp://example.com/hook\" is not an http:// or https:// URL");
+    bad_kv("events", "url", "hooks.example.com", "is not an http:// or https:// URL");
+    bad_kv("events", "secret", "MfKQ9r7a3sX0cYwB2vLd8eZp1HkN5tUi",
+           "t.ini:4: [events] secret: secret 1 does not start with \"whsec_\"");
+    bad_kv("events", "secret", "whsec_AAECAwQFBgcICQoLDA0O",
+           "secret 1 is 15 bytes once decoded, at least 16");
+    ok(strstr(err, "AAECAwQF") == NULL, "  the [events] secret is not echoed in the message");
+    bad_kv("events", "secret", "whsec_MfKQ9r7a3sX0c!wB2vLd8eZp1HkN5tUi", "not valid base64");
+    bad_kv("events", "timeout", "50ms",
+           "t.ini:4: [events] timeout: \"50ms\" is out of range (100ms..5m)");
+    bad_kv("events", "timeout", "6m", "is out of range (100ms..5m)");
+    bad_kv("events", "max_age", "30s",
+           "t.ini:4: [events] max_age: \"30s\" is out of range (1m..30d)");
+    bad_kv("events", "max_age", "31d", "is out of range (1m..30d)");
+    bad_kv("events", "retries", "3", "t.ini:4: unknown key \"retries\" in [events]");
+    good_kv("events", "timeout", "100ms");
+    good_kv("events", "max_age", "30d");
+}
+
 int main(void)
 {
     test_defaults();
@@ -682,5 +728,6 @@ int main(void)
     test_files();
     test_log_level_name();
     test_restart_changes();
+    test_events();
     return done_testing();
 }

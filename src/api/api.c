@@ -35,6 +35,7 @@ enum route {
     ROUTE_CALLS,
     ROUTE_CALL,
     ROUTE_CALL_CANCEL,
+    ROUTE_CALL_EVENTS,
     ROUTE_WEBHOOK,
     ROUTE_METRICS,
     ROUTE_DNC_LIST,
@@ -54,6 +55,7 @@ static const struct route_info {
     [ROUTE_CALLS] = { "GET, HEAD, POST", 1 },
     [ROUTE_CALL] = { "GET, HEAD, PATCH", 1 },
     [ROUTE_CALL_CANCEL] = { "POST", 1 },
+    [ROUTE_CALL_EVENTS] = { "GET, HEAD", 1 },
     [ROUTE_WEBHOOK] = { "POST", 0 },      /* signed, see api_webhook.c */
     [ROUTE_METRICS] = { "GET, HEAD", 0 }, /* Prometheus scrapes without a key */
     [ROUTE_DNC_LIST] = { "GET, HEAD", 1 },
@@ -104,6 +106,8 @@ static enum route match(const char *path, char *id, size_t idlen)
         return ROUTE_NONE;
     if (slash == NULL)
         return ROUTE_CALL;
+    if (strcmp(slash, "/events") == 0)
+        return ROUTE_CALL_EVENTS;
     return strcmp(slash, "/cancel") == 0 ? ROUTE_CALL_CANCEL : ROUTE_NONE;
 }
 
@@ -226,6 +230,8 @@ static void dispatch_call_route(struct api *api, struct http_request *req, enum 
     }
     if (r == ROUTE_CALL_CANCEL)
         api_calls_cancel(api, req, id);
+    else if (r == ROUTE_CALL_EVENTS)
+        api_events_list(api, req, id);
     else if (method == HTTP_PATCH)
         api_calls_patch(api, req, id);
     else

@@ -7,7 +7,8 @@
  * handlers share (config, PostgreSQL pool, Redis client, Kafka producer).
  * The handlers themselves live in api_calls.c (the call resource), intake.c
  * (creating calls), api_webhook.c (the provider's webhook), api_ops.c
- * (health, readiness, metrics) and api_dnc.c (the do-not-call list).
+ * (health, readiness, metrics), api_dnc.c (the do-not-call list) and
+ * api_events.c (a call's client events).
  */
 #ifndef CO_API_H
 #define CO_API_H
@@ -145,5 +146,8 @@ void api_dnc_list(struct api *api, struct http_request *req);
 /* 422 naming "to": the number of a create or PATCH is on the list. */
 void api_to_listed(struct http_request *req);
 void api_dnc_import(struct api *api, struct http_request *req);
+
+/* GET /api/v1/calls/{id}/events (api_events.c).  ID is a validated UUID. */
+void api_events_list(struct api *api, struct http_request *req, const char *id);
 
 #endif

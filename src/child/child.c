@@ -13,7 +13,7 @@
 #include "util/log.h"
 #include "util/proctitle.h"
 
-static const char *const kind_names[CHILD_KIND_MAX] = { "http", "kafka", "sched" };
+static const char *const kind_names[CHILD_KIND_MAX] = { "http", "kafka", "sched", "events" };
 
 /* A child serves until SIGTERM, then drains (its ops->stop) until it is done. */
 enum child_phase { CHILD_SERVING, CHILD_DRAINING };
@@ -114,6 +114,8 @@ int child_run(struct child_ctx *ctx, const struct child_ops *ops)
     co_log_set_role(child_kind_name(ctx->kind));
     if (ctx->kind == CHILD_SCHED)
         co_proctitle_set("callorchd: scheduler");
+    else if (ctx->kind == CHILD_EVENTS)
+        co_proctitle_set("callorchd: events");
     else
         co_proctitle_set("callorchd: %s worker %d", child_kind_name(ctx->kind), ctx->slot);
     if (getppid() == 1) /* the master died before PDEATHSIG was armed */

@@ -5,7 +5,8 @@
  * signal watchers (TERM = graceful stop, INT = fast stop, USR1 = reopen
  * logs), the parent-death signal, the process title, and the "ready"
  * message to the master.  Each kind (http, kafka, sched) plugs in a small
- * set of callbacks; the master never sees their internals.
+ * set of callbacks; the master never sees their internals.  The kinds: http,
+ * kafka, sched (one per daemon) and events (one per daemon: client events).
  */
 #ifndef CO_CHILD_H
 #define CO_CHILD_H
@@ -15,7 +16,7 @@
 
 #include "util/config.h"
 
-enum child_kind { CHILD_HTTP = 0, CHILD_KAFKA, CHILD_SCHED, CHILD_KIND_MAX };
+enum child_kind { CHILD_HTTP = 0, CHILD_KAFKA, CHILD_SCHED, CHILD_EVENTS, CHILD_KIND_MAX };
 
 /* Exit status meaning "fatal setup error: respawning will not help". */
 #define CHILD_EXIT_FATAL 2
@@ -57,5 +58,6 @@ void child_done(struct child_ctx *ctx);
 extern const struct child_ops child_http_ops;
 extern const struct child_ops child_kafka_ops;
 extern const struct child_ops child_sched_ops;
+extern const struct child_ops child_events_ops;
 
 #endif

@@ -266,13 +266,13 @@ static void print_child(const json_t *ch)
            gen);
 }
 
-/* "http 2/2, kafka 2/2, sched 1/1 ready" over the current generation. */
+/* "http 2/2, kafka 2/2, sched 1/1, events 1/1 ready" over the current generation. */
 static void print_ready(const json_t *children, long generation)
 {
-    static const char *const kinds[] = { "http", "kafka", "sched" };
+    static const char *const kinds[] = { "http", "kafka", "sched", "events" };
     size_t i;
     const json_t *ch;
-    for (size_t k = 0; k < 3; k++) {
+    for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
         int want = 0, ready = 0;
         json_array_foreach(children, i, ch)
         {

@@ -78,10 +78,13 @@ struct supervisor {
     ev_timer kill_timer;
 };
 
+_Static_assert(SHM_CHILD_KINDS == CHILD_KIND_MAX, "a restart counter per child kind");
+
 static const struct child_ops *const kind_ops[CHILD_KIND_MAX] = {
     [CHILD_HTTP] = &child_http_ops,
     [CHILD_KAFKA] = &child_kafka_ops,
     [CHILD_SCHED] = &child_sched_ops,
+    [CHILD_EVENTS] = &child_events_ops,
 };
 
 static void spawn(struct slot *s);
@@ -157,6 +160,7 @@ static int add_generation(struct supervisor *sup)
         [CHILD_HTTP] = sup->cfg->workers,
         [CHILD_KAFKA] = sup->cfg->kafka_consumers,
         [CHILD_SCHED] = 1,
+        [CHILD_EVENTS] = 1,
     };
     for (int k = 0; k < CHILD_KIND_MAX; k++) {
         for (int i = 0; i < counts[k]; i++) {
@@ -181,10 +185,11 @@ static void announce_status(struct supervisor *sup)
         want[s->kind]++;
         up[s->kind] += s->state == SLOT_READY;
     }
-    notify_status("%s%s: http %d/%d, kafka %d/%d, sched %d/%d ready",
+    notify_status("%s%s: http %d/%d, kafka %d/%d, sched %d/%d, events %d/%d ready",
                   sup->state == MASTER_STOPPING ? "stopping" : "running",
                   shm_paused() ? ", dispatch paused" : "", up[CHILD_HTTP], want[CHILD_HTTP],
-                  up[CHILD_KAFKA], want[CHILD_KAFKA], up[CHILD_SCHED], want[CHILD_SCHED]);
+                  up[CHILD_KAFKA], want[CHILD_KAFKA], up[CHILD_SCHED], want[CHILD_SCHED],
+                  up[CHILD_EVENTS], want[CHILD_EVENTS]);
 }
 
 /* READY=1 once every child of the running generation said it serves. */

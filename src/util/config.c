@@ -72,6 +72,8 @@ static int check_status_url(const char *v, char *err, size_t n);
 static int check_hours(const char *v, char *err, size_t n);
 static int check_days(const char *v, char *err, size_t n);
 static int check_retry_rule(const char *v, char *err, size_t n);
+static int check_optional_url(const char *v, char *err, size_t n);
+static int check_events_secret(const char *v, char *err, size_t n);
 static void derive_rules(struct co_config *cfg);
 
 static const char *const log_level_names[] = { "error", "warn", "info", "debug", NULL };
@@ -177,6 +179,11 @@ static const struct key keys[] = {
     NUM(KT_DURATION, "retention", "idempotency_keys", "24h", "1s", "3650d",
         retain_idempotency_keys),
     NUM(KT_DURATION, "retention", "finished_calls", "0", "0", "3650d", retain_finished_calls),
+
+    STR("events", "url", "", events_url, check_optional_url, 0),
+    STR("events", "secret", "", events_secret, check_events_secret, KF_SECRET),
+    NUM(KT_DURATION, "events", "timeout", "5s", "100ms", "5m", events_timeout),
+    NUM(KT_DURATION, "events", "max_age", "24h", "1m", "30d", events_max_age),
 };
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
@@ -443,6 +450,22 @@ static int check_url(const char *v, char *err, size_t n)
         return -1;
     }
     return 0;
+}
+
+/* Empty, or an http(s) URL. */
+static int check_optional_url(const char *v, char *err, size_t n)
+{
+    return v[0] == '\0' ? 0 : check_url(v, err, n);
+}
+
+/* Empty, or one or two "whsec_<base64>" secrets (the second one signs too,
+ * during a rotation).  The reason never quotes the value. */
+static int check_events_secret(const char *v, char *err, size_t n)
+{
+    struct webhook_keys k;
+    int rc = v[0] == '\0' ? 0 : webhook_keys_parse(v, &k, err, n);
+    webhook_keys_clear(&k);
+    return rc;
 }
 
 /* Optional (empty: no status lookups); else an http(s) URL template that
@@ -1126,6 +1149,10 @@ static int check_whole(struct load *ld)
                                 key_line(ld, "dispatch", "backoff_base")),
                        "[dispatch] backoff_max (%gs) is smaller than backoff_base (%gs)",
                        cfg->backoff_max, cfg->backoff_base);
+    if (cfg->events_url[0] != '\0' && cfg->events_secret[0] == '\0')
+        return fail_at(ld,
+                       max_line(key_line(ld, "events", "url"), key_line(ld, "events", "secret")),
+                       "[events] secret is required when [events] url is set");
     derive_rules(cfg);
     /* webhookUrl is public_base_url + "/api/v1/...": no doubled slash */
     size_t len = strlen(cfg->public_base_url);

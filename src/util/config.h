@@ -128,6 +128,12 @@ struct co_config {
     double retain_idempotency_keys;
     double retain_finished_calls;
 
+    /* [events] (DESIGN.md section 10): client events */
+    char *events_url;      /* "" = none: only calls and campaigns with their own URL */
+    char *events_secret;   /* "" or one or two comma-separated whsec_<base64> */
+    double events_timeout; /* seconds, one delivery try */
+    double events_max_age; /* seconds an event is retried after it was created */
+
     /*
      * callback_secret split at commas and checked at load time, so the
      * webhook code never parses it: with hmac the base64-decoded HMAC keys

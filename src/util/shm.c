@@ -27,6 +27,7 @@ int shm_init(void)
         return -1;
     memset(p, 0, sizeof(struct co_shm)); /* atomics of all-zero bits are 0 */
     co_shm = p;
+    atomic_store(&co_shm->events_pending, -1);
     return 0;
 }
 
@@ -59,6 +60,23 @@ static void labelled(struct strbuf *o, const char *name, const char *label,
     for (int i = 0; i < n; i++)
         strbuf_addf(o, "%s{%s=\"%s\"} %llu\n", name, label, values[i],
                     (unsigned long long)shm_get(counters[i]));
+}
+
+static void events_section(struct strbuf *o)
+{
+    family(o, "callorch_events_delivered_total", "counter",
+           "Client events delivered (the receiver answered 2xx).");
+    strbuf_addf(o, "callorch_events_delivered_total %llu\n",
+                (unsigned long long)shm_get(CNT_EVENTS_DELIVERED));
+    family(o, "callorch_events_failed_total", "counter",
+           "Client events given up after [events] max_age.");
+    strbuf_addf(o, "callorch_events_failed_total %llu\n",
+                (unsigned long long)shm_get(CNT_EVENTS_FAILED));
+    family(o, "callorch_events_pending", "gauge",
+           "Client events waiting for delivery, as the events child last counted them.");
+    long long pending = atomic_load(&co_shm->events_pending);
+    if (pending >= 0)
+        strbuf_addf(o, "callorch_events_pending %lld\n", pending);
 }
 
 static void counters_section(struct strbuf *o)
@@ -119,6 +137,8 @@ static void counters_section(struct strbuf *o)
     family(o, "callorch_dispatch_held_total", "counter",
            "Calls held at dial time by the compliance rules, by holdReason.");
     labelled(o, "callorch_dispatch_held_total", "reason", holds, hc, 2);
+
+    events_section(o);
 }
 
 static const char *const route_names[RT_MAX] = {
@@ -163,7 +183,7 @@ static void http_section(struct strbuf *o)
 
 static void gauges_section(struct strbuf *o, const struct shm_gauges *g)
 {
-    static const char *const kinds[SHM_CHILD_KINDS] = { "http", "kafka", "sched" };
+    static const char *const kinds[SHM_CHILD_KINDS] = { "http", "kafka", "sched", "events" };
     family(o, "callorch_child_restarts_total", "counter",
            "Children respawned by the master, by kind.");
     for (int k = 0; k < SHM_CHILD_KINDS; k++)

@@ -48,6 +48,8 @@ enum co_counter {
     CNT_CALLS_EXPIRED,           /* ended EXPIRED: by the sweep or at dial time */
     CNT_DISPATCH_HELD_WINDOW,    /* held: outside the calling window */
     CNT_DISPATCH_HELD_FREQUENCY, /* held: the number's attempt cap */
+    CNT_EVENTS_DELIVERED, /* client events answered 2xx */
+    CNT_EVENTS_FAILED,    /* client events given up after [events] max_age */
     CNT_MAX
 };
 
@@ -72,7 +74,7 @@ enum co_route {
 #define SHM_DURATION_BUCKETS 12
 extern const double shm_duration_bounds[SHM_DURATION_BUCKETS];
 
-#define SHM_CHILD_KINDS 3   /* http, kafka, sched (child.h) */
+#define SHM_CHILD_KINDS 4   /* http, kafka, sched, events (child.h) */
 #define SHM_HTTP_WORKERS 64 /* CO_MAX_HTTP_WORKERS (asserted in shm.c) */
 
 struct co_shm {
@@ -85,6 +87,8 @@ struct co_shm {
     atomic_uint_fast64_t http_duration_sum_us;
     atomic_uint_fast64_t http_worker_requests[SHM_HTTP_WORKERS]; /* by slot: the spread */
     atomic_uint_fast64_t child_restarts[SHM_CHILD_KINDS];
+    atomic_llong events_pending; /* client events pending, as the events child last
+                                    counted them; -1 unknown */
 };
 
 /* The process's segment; NULL before shm_init() (then updates are no-ops,
@@ -116,6 +120,13 @@ static inline void shm_slot_freed(void)
 static inline uint64_t shm_slots_freed(void)
 {
     return co_shm ? atomic_load_explicit(&co_shm->slots_freed, memory_order_relaxed) : 0;
+}
+
+/* The events child's count of pending client events (-1: unknown). */
+static inline void shm_set_events_pending(long long n)
+{
+    if (co_shm != NULL)
+        atomic_store_explicit(&co_shm->events_pending, n, memory_order_relaxed);
 }
 
 static inline int shm_paused(void)

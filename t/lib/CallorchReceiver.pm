@@ -3,7 +3,9 @@ package CallorchReceiver;
 # forked single-process select() loop that records each request as one JSON
 # line (time, path, headers, raw body) in FILE before answering.  Its answer
 # depends on the path: /fail/N → 503 for the first N requests to that path,
-# then 200; /status/CODE → always CODE; anything else (e.g. /hook) → 200.
+# then 200; /status/CODE → always CODE; /hang… → recorded, never answered
+# (the connection stays open until the client gives up); anything else
+# (e.g. /hook) → 200.  t/90-events.t uses it for client events too.
 #
 #   my $rcv = CallorchReceiver->start("$dir/hooks.jsonl");
 #   ... webhookUrl => $rcv->url . '/hook' ...
@@ -79,6 +81,7 @@ sub _serve {
                 substr($buf{$fh}, 0, length($head) + 4 + $len) = '';
                 my (undef, $path) = split / /, $line;
                 print $out $JSON->encode({ t => time, path => $path, headers => \%h, body => $body }), "\n";
+                next if $path =~ m{^/hang};
                 my $code = 200;
                 $code = $1 if $path =~ m{^/status/(\d+)};
                 $code = 503 if $path =~ m{^/fail/(\d+)} && ++$hits{$path} <= $1;
