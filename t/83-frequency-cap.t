@@ -36,18 +36,9 @@ $s->write_config(
 );
 $s->start_daemon;
 
-my $ctl = CallorchTest::builddir() . '/src/callorchctl';
-sub ctl {
-    my ($out, $st) = CallorchTest::run_command($ctl, '-c', $s->config_path, @_);
-    is($st, 0, "callorchctl @_") or diag($out);
-}
+sub ctl { return $s->ctl_ok(@_) }
 
-sub post {
-    my ($to, $script) = @_;
-    my ($st, $c) = $s->api(POST => '/api/v1/calls', { to => $to, scriptId => $script });
-    is($st, 201, "POST a call to $to ($script)") or diag explain $c;
-    return $c;
-}
+sub post { return $s->post_call_ok(@_) }
 
 # Attempt start times (unix seconds, fractional) to NUMBER, in order.
 sub starts {

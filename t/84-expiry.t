@@ -33,24 +33,11 @@ $s->write_config(
 );
 $s->start_daemon;
 
-my $ctl = CallorchTest::builddir() . '/src/callorchctl';
-sub ctl {
-    my ($out, $st) = CallorchTest::run_command($ctl, '-c', $s->config_path, @_);
-    is($st, 0, "callorchctl @_") or diag($out);
-}
+sub ctl { return $s->ctl_ok(@_) }
 
-sub post {
-    my ($to, $script) = @_;
-    my ($st, $c) = $s->api(POST => '/api/v1/calls', { to => $to, scriptId => $script });
-    is($st, 201, "POST a call to $to ($script)") or diag explain $c;
-    return $c;
-}
+sub post { return $s->post_call_ok(@_) }
 
-sub get_call {
-    my ($id) = @_;
-    my ($st, $c) = $s->api(GET => "/api/v1/calls/$id");
-    return $st == 200 ? $c : undef;
-}
+sub get_call { return $s->get_call(@_) }
 
 sub status { return $s->psql("SELECT status FROM calls WHERE id = '$_[0]'") }
 

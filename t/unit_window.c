@@ -272,18 +272,11 @@ static void test_multi_zone(void)
     is_int(-1, next_n(&w, hnl_in, 2, 1768471200), "Honolulu + Kolkata 09:00-10:00: never");
 }
 
+static struct tzprefix *load_prefixes(void);
+
 static void test_prefix(void)
 {
-    const char *path = getenv("CALLORCH_TZPREFIX");
-    char buf[4096];
-    if (path == NULL || path[0] == '\0') {
-        const char *bd = getenv("CALLORCH_BUILDDIR");
-        snprintf(buf, sizeof buf, "%s/data/tzprefix.tsv", bd && bd[0] ? bd : ".");
-        path = buf;
-    }
-    struct tzprefix *t = NULL;
-    if (tzprefix_load(path, &t, err, sizeof err) != 0)
-        bail("tzprefix_load: %s", err);
+    struct tzprefix *t = load_prefixes();
     ok(tzprefix_count(t) > 1000, "the prefix table loads (%zu prefixes)", tzprefix_count(t));
 
     struct tzprefix_match m;

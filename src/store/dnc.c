@@ -170,22 +170,6 @@ static const char IMPORT_SQL[] =
     "  RETURNING 1"
     ") SELECT count(*) FROM ins";
 
-/* S as a quoted element of an array literal; NULL as NULL. */
-static void add_element(struct strbuf *b, const char *s)
-{
-    if (s == NULL) {
-        strbuf_adds(b, "NULL");
-        return;
-    }
-    strbuf_addc(b, '"');
-    for (; *s != '\0'; s++) {
-        if (*s == '"' || *s == '\\')
-            strbuf_addc(b, '\\');
-        strbuf_addc(b, *s);
-    }
-    strbuf_addc(b, '"');
-}
-
 static char *array_literal(const char *const *v, int n)
 {
     struct strbuf b = { 0 };
@@ -193,7 +177,7 @@ static char *array_literal(const char *const *v, int n)
     for (int i = 0; i < n && !b.failed; i++) {
         if (i > 0)
             strbuf_addc(&b, ',');
-        add_element(&b, v[i]);
+        store_array_element(&b, v[i]);
     }
     strbuf_addc(&b, '}');
     if (b.failed) {

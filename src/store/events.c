@@ -102,22 +102,6 @@ static const char FINISH_SQL[] =
     "WHERE e.seq = r.seq AND e.state = 'pending' AND e.attempts = r.n "
     "RETURNING e.state = 'failed'";
 
-/* S as a quoted element of an array literal; NULL as NULL. */
-static void add_element(struct strbuf *b, const char *s)
-{
-    if (s == NULL) {
-        strbuf_adds(b, "NULL");
-        return;
-    }
-    strbuf_addc(b, '"');
-    for (; *s != '\0'; s++) {
-        if (*s == '"' || *s == '\\')
-            strbuf_addc(b, '\\');
-        strbuf_addc(b, *s);
-    }
-    strbuf_addc(b, '"');
-}
-
 /* The four arrays of a batch of results: seqs, statuses, errors, attempts. */
 static int build_arrays(const struct store_event_result *r, int n, struct strbuf *seqs,
                         struct strbuf *status, struct strbuf *errs, struct strbuf *tries)
@@ -135,7 +119,7 @@ static int build_arrays(const struct store_event_result *r, int n, struct strbuf
         else
             strbuf_addf(status, "%sNULL", sep);
         strbuf_adds(errs, sep);
-        add_element(errs, r[i].delivered ? NULL : (r[i].error ? r[i].error : "failed"));
+        store_array_element(errs, r[i].delivered ? NULL : (r[i].error ? r[i].error : "failed"));
     }
     strbuf_addc(seqs, '}');
     strbuf_addc(status, '}');

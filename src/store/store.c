@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "store/store_job.h"
+#include "util/strbuf.h"
 
 struct store_job {
     store_decode_fn decode; /* NULL: ROWS decodes */
@@ -107,4 +108,20 @@ int store_query_rows(struct pg_pool *pg, const char *sql, int nparams, const cha
 void store_decode_none(const PGresult *res, const struct store_err *e, store_cb cb, void *ctx)
 {
     ((store_done_fn)cb)(ctx, e);
+}
+
+/* S as a quoted element of an array literal; NULL as NULL. */
+void store_array_element(struct strbuf *b, const char *s)
+{
+    if (s == NULL) {
+        strbuf_adds(b, "NULL");
+        return;
+    }
+    strbuf_addc(b, '"');
+    for (; *s != '\0'; s++) {
+        if (*s == '"' || *s == '\\')
+            strbuf_addc(b, '\\');
+        strbuf_addc(b, *s);
+    }
+    strbuf_addc(b, '"');
 }

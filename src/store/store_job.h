@@ -16,6 +16,8 @@
 #include "net/pg_pool.h"
 #include "store/store.h"
 
+struct strbuf;
+
 /* Any callback type, stored generically and cast back by its decoder. */
 typedef void (*store_cb)(void);
 
@@ -49,5 +51,9 @@ const struct store_err *store_err_from(struct store_err *e, const PGresult *res,
 
 /* Decoder for statements whose rows nobody reads: CB is a store_done_fn. */
 void store_decode_none(const PGresult *res, const struct store_err *e, store_cb cb, void *ctx);
+
+/* Append S to B as one quoted element of a PostgreSQL array literal
+ * ("{...}"), NULL as NULL: for the text[] parameters of bulk statements. */
+void store_array_element(struct strbuf *b, const char *s);
 
 #endif

@@ -531,6 +531,31 @@ sub migrate {
     return $out;
 }
 
+# callorchctl -c <this config> ARGS, as a test that it exits 0; returns its
+# output.
+sub ctl_ok {
+    my ($self, @args) = @_;
+    my ($out, $st) = _capture([ builddir() . '/src/callorchctl', '-c', $self->{config_path}, @args ]);
+    Test::More::is($st, 0, "callorchctl @args") or Test::More::diag($out);
+    return $out;
+}
+
+# POST /api/v1/calls {to, scriptId}, as a test that it answers 201; returns
+# the call.
+sub post_call_ok {
+    my ($self, $to, $script) = @_;
+    my ($st, $c) = $self->api(POST => '/api/v1/calls', { to => $to, scriptId => $script });
+    Test::More::is($st, 201, "POST a call to $to ($script)") or Test::More::diag(Test::More::explain($c));
+    return $c;
+}
+
+# GET /api/v1/calls/ID: the call, or undef when it is not 200.
+sub get_call {
+    my ($self, $id) = @_;
+    my ($st, $c) = $self->api(GET => "/api/v1/calls/$id");
+    return $st == 200 ? $c : undef;
+}
+
 # ---------------------------------------------------------------- redis ---
 
 sub redis_port {
