@@ -340,7 +340,16 @@ SQL
     my %n;
     $n{ $_->{seq} }++ for @h;
     is(scalar(keys %n), $calls * $per, 'two daemons: every event arrived');
-    is(scalar(grep { $_ > 1 } values %n), 0, 'two daemons: none arrived twice');
+    # At least once: an event tried again (its try timed out while the
+    # receiver was slow under load) may arrive twice; one sent once by
+    # either daemon (attempts = 1) must have arrived once.
+    my %tries = map { split /\|/ } split /\n/,
+        $s->psql("SELECT seq, attempts FROM call_events WHERE url = '$url'");
+    my @twice = grep { $n{$_} > 1 } keys %n;
+    is(scalar(grep { $tries{$_} == 1 } @twice), 0,
+        'two daemons: no event tried once arrived twice (never sent by both)')
+        or diag("arrived twice: @twice");
+    diag(sprintf 'two daemons: %d events arrived twice after a retry', scalar @twice);
     is(order_problems(@h), '', 'two daemons: in seq order per call');
     my %by = (A => $s, B => $sb);
     for my $name (sort keys %by) {
