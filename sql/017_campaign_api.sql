@@ -106,10 +106,11 @@ $$;
 --
 -- The calls of each campaign by status, kept as calls change, the way
 -- 005_status_counts.sql keeps the global counts: a writer adds its delta
--- to its own slot's row (backend pid modulo 16), never waits for a row
--- another transaction holds (SKIP LOCKED: it takes another, or inserts
--- one with slot NULL), so the many dispatchers settling one campaign's
--- calls do not serialize on a counter.  Readers sum the rows.
+-- to its own slot's row (backend pid modulo 16; campaign_create() makes
+-- them), never waits for a row another transaction holds (SKIP LOCKED: it
+-- takes another, or inserts one with slot NULL), so the many dispatchers
+-- settling one campaign's calls do not serialize on a counter.  Readers
+-- sum the rows.
 --
 -- The triggers: INSERT and DELETE statement level with transition tables
 -- (a 10 000-call campaign costs one update per status); UPDATE row level
@@ -150,14 +151,24 @@ BEGIN
     IF FOUND THEN
         RETURN;
     END IF;
-    INSERT INTO campaign_status_counts (campaign_id, status, slot, n)
-    VALUES (p_campaign, p_status, pg_backend_pid() % 16, p_delta)
-    ON CONFLICT (campaign_id, status, slot) DO NOTHING;
-    IF NOT FOUND THEN
-        INSERT INTO campaign_status_counts (campaign_id, status, n)
-        VALUES (p_campaign, p_status, p_delta);
-    END IF;
+    -- slot NULL: an insert that can conflict with nobody's, so never
+    -- waits (a slot row another transaction inserted and not yet
+    -- committed would make us wait for it while it may be waiting for the
+    -- campaign row we hold: a deadlock)
+    INSERT INTO campaign_status_counts (campaign_id, status, n)
+    VALUES (p_campaign, p_status, p_delta);
 END
+$$;
+
+-- A row per slot and status for a new campaign, so that writers find
+-- their slot's row and never have to insert one.
+CREATE FUNCTION campaign_counts_init(p_campaign uuid) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO campaign_status_counts (campaign_id, status, slot, n)
+    SELECT p_campaign, s.status, g, 0
+      FROM unnest(ARRAY['PENDING', 'IN_PROGRESS', 'COMPLETED', 'FAILED', 'CANCELLED',
+                        'SUPPRESSED', 'EXPIRED']) AS s(status),
+           generate_series(0, 15) g
 $$;
 
 -- The one place a campaign finishes: a RUNNING campaign none of whose
@@ -406,6 +417,7 @@ BEGIN
            calls_per_second double precision, priority smallint, calling_window jsonb,
            not_before timestamptz, expires_at timestamptz, retry jsonb, max_attempts int,
            events_url text, metadata jsonb);
+    PERFORM campaign_counts_init(v_id);
     SELECT i.r_created, i.r_rejected INTO v_created, v_rejected
       FROM campaign_insert_calls(v_id, p_calls, p_max_attempts, p_rejected) i;
     IF p_key IS NOT NULL THEN

@@ -534,9 +534,7 @@ static int api_request(const struct co_config *cfg, const char *method, const ch
 static int api_failed(const char *what, const struct http_answer *a)
 {
     json_t *j = a->body != NULL ? json_loads(a->body, 0, NULL) : NULL;
-    const char *detail = jstr(j, "detail");
-    fprintf(stderr, "callorchctl: %s: HTTP %ld: %s\n", what, a->status,
-            detail != NULL ? detail : "(no detail)");
+    fprintf(stderr, "callorchctl: %s: HTTP %ld: %s\n", what, a->status, jstr(j, "detail"));
     json_decref(j);
     return EXIT_FAIL;
 }
@@ -567,7 +565,7 @@ static int campaign_action(const struct ctl_options *o, const char *action, int 
         if (o->json)
             printf("%s\n", a.body);
         else
-            printf("campaign %s is %s\n", argv[0], jstr(j, "status") ? jstr(j, "status") : "?");
+            printf("campaign %s is %s\n", argv[0], jstr(j, "status"));
         json_decref(j);
     }
     free(a.body);
@@ -590,9 +588,8 @@ static void print_campaign(const json_t *c)
     }
     if (total > 0)
         snprintf(pct, sizeof pct, "%lld%%", (total - n[0] - n[1]) * 100 / total);
-    printf("%-36s  %-20.20s  %-9s  %7lld  %5s  %7lld  %7lld  %7lld  %7lld  %7lld\n",
-           jstr(c, "id") ? jstr(c, "id") : "?", jstr(c, "name") ? jstr(c, "name") : "",
-           jstr(c, "status") ? jstr(c, "status") : "?", total, pct, n[0], n[1], n[2], n[3],
+    printf("%-36s  %-20.20s  %-9s  %7lld  %5s  %7lld  %7lld  %7lld  %7lld  %7lld\n", jstr(c, "id"),
+           jstr(c, "name"), jstr(c, "status"), total, pct, n[0], n[1], n[2], n[3],
            n[4] + n[5] + n[6]);
 }
 
@@ -624,7 +621,7 @@ static int list_campaigns(const struct ctl_options *o, const struct co_config *c
                 print_campaign(json_array_get(data, i));
             }
         }
-        const char *next = jstr(page, "nextCursor");
+        const char *next = json_string_value(json_object_get(page, "nextCursor"));
         if (next != NULL)
             snprintf(path, sizeof path, "/api/v1/campaigns?pageSize=100&cursor=%s", next);
         json_decref(page);
