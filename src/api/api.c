@@ -414,10 +414,11 @@ static void publish_created(void *arg, const char *id, const char *to)
 
 /* ------------------------------------------------------ compliance -- */
 
-void api_call_zones(const struct api *api, const char *to, const char *timezone, struct api_hold *h)
+void api_call_zones(const struct api *api, const char *to, const char *zone, struct api_hold *h)
 {
-    if (timezone != NULL && timezone[0] != '\0') {
-        h->zones[0] = timezone;
+    /* "zone", not "timezone": that is a global of <time.h> (-Wshadow) */
+    if (zone != NULL && zone[0] != '\0') {
+        h->zones[0] = zone;
         h->nzones = 1;
         return;
     }
