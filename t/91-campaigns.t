@@ -222,11 +222,15 @@ ok(!(grep { $_->{campaignId} ne $cid } @{ $b->{data} }), 'only that campaign\'s 
 problem_ok($st, $b, $h, 404, 'calls of an unknown campaign');
 
 # PATCH priority
-my $pid = $s->psql("SELECT id FROM calls WHERE campaign_id IS NULL AND status = 'PENDING' LIMIT 1");
-if ($pid) {
-    ($st, $b) = $s->api(PATCH => "/api/v1/calls/$pid", { priority => 8 });
-    is($b->{priority}, 8, 'PATCH priority') if $st == 200;
-}
+($st, $b) = $s->api(POST => '/api/v1/calls', { to => phone(), scriptId => 's', notBefore => $later });
+my $pid = $b->{id};
+($st, $b) = $s->api(PATCH => "/api/v1/calls/$pid", { priority => 8 });
+is($st, 200, 'PATCH priority: 200');
+is($b->{priority}, 8, '... priority 8');
+($st, $b, $h) = $s->api(PATCH => "/api/v1/calls/$pid", { priority => 10 });
+problem_ok($st, $b, $h, 400, 'PATCH priority out of range', fields => ['priority']);
+($st, $b, $h) = $s->api(PATCH => "/api/v1/calls/$pid", { eventsUrl => 'http://x.example/' });
+problem_ok($st, $b, $h, 400, 'PATCH eventsUrl: not a PATCH field', fields => ['eventsUrl']);
 
 # ------------------------------------------------- 10 000-call campaign ---
 
