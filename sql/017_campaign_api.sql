@@ -532,14 +532,16 @@ $$;
 -- messages and provider references "<id>:<attempt>").  Its expiry is
 -- cleared when it has passed (an EXPIRED call would expire again at
 -- once), unless the request sets a new one.  Not published: due now, the
--- scheduler publishes it on its next tick; with notBefore it is held
--- ("schedule") until then.  A number on the do-not-call list stays
+-- scheduler publishes it on its next tick; with a notBefore still ahead
+-- (the request's, else its own) it is held ("schedule") until then; the
+-- calling window is the dispatcher's to check, as for any due call.  A number on the do-not-call list stays
 -- suppressed; a call of a CANCELLED campaign stays as it is; a call of a
 -- FINISHED campaign makes it RUNNING again (campaign_check_finished()).
 
 -- One call.  P_BUDGET NULL: the campaign's maxAttempts, else P_DEFAULT.
 -- ('O', call), ('S', call) not a dead letter, ('L', call) its number is
--- listed, ('K', call) its campaign is CANCELLED, ('N') none.
+-- listed, ('K', call) its campaign is CANCELLED, ('E', call) its expiry
+-- would not be after its notBefore, ('N') none.
 CREATE FUNCTION call_retry(p_id uuid, p_budget int, p_default int, p_not_before timestamptz,
                            p_expires_given boolean, p_expires_at timestamptz)
 RETURNS TABLE (r_kind text, r_body json)
@@ -560,6 +562,10 @@ BEGIN
         RETURN QUERY SELECT 'L'::text, call_json(v);
     ELSIF v_campaign = 'CANCELLED' THEN
         RETURN QUERY SELECT 'K'::text, call_json(v);
+    ELSIF (CASE WHEN p_expires_given THEN p_expires_at
+                WHEN v.expires_at <= now() THEN NULL ELSE v.expires_at END)
+          <= COALESCE(p_not_before, v.not_before) THEN
+        RETURN QUERY SELECT 'E'::text, call_json(v);
     ELSE
         RETURN QUERY
         WITH u AS (
@@ -570,8 +576,10 @@ BEGIN
                not_before = COALESCE(p_not_before, c.not_before),
                expires_at = CASE WHEN p_expires_given THEN p_expires_at
                                  WHEN c.expires_at <= now() THEN NULL ELSE c.expires_at END,
-               next_attempt_at = CASE WHEN p_not_before > now() THEN p_not_before END,
-               hold_reason = CASE WHEN p_not_before > now() THEN 'schedule' END
+               next_attempt_at = CASE WHEN COALESCE(p_not_before, c.not_before) > now()
+                                      THEN COALESCE(p_not_before, c.not_before) END,
+               hold_reason = CASE WHEN COALESCE(p_not_before, c.not_before) > now()
+                                  THEN 'schedule' END
          WHERE c.id = p_id
         RETURNING call_json(c) AS b)
         SELECT 'O'::text, u.b FROM u;
@@ -594,7 +602,8 @@ LANGUAGE sql AS $$
                max_attempts = c.attempts + COALESCE(p_budget,
                    (SELECT m.max_attempts FROM campaigns m WHERE m.id = c.campaign_id), p_default),
                expires_at = CASE WHEN c.expires_at <= now() THEN NULL ELSE c.expires_at END,
-               next_attempt_at = NULL, hold_reason = NULL
+               next_attempt_at = CASE WHEN c.not_before > now() THEN c.not_before END,
+               hold_reason = CASE WHEN c.not_before > now() THEN 'schedule' END
          WHERE c.id IN (
             SELECT k.id FROM calls k
              WHERE k.status IN ('FAILED', 'EXPIRED', 'SUPPRESSED')

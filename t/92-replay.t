@@ -96,6 +96,11 @@ ok(wait_status($exp, 'EXPIRED', 'call EXPIRED'), 'a call EXPIRED');
 is($st, 200, 'retry an EXPIRED call: 200');
 is($b->{status}, 'PENDING', 'PENDING');
 is($b->{expiresAt}, undef, 'its passed expiry is cleared');
+is($b->{holdReason}, 'schedule', 'held until the notBefore given');
+$s->psql("UPDATE calls SET status = 'EXPIRED' WHERE id = '$exp'");
+($st, $b, $h) = $s->api(POST => "/api/v1/calls/$exp/retry",
+    { expiresAt => CallorchTest::rfc3339(time + 60) });
+problem_ok($st, $b, $h, 400, 'a new expiresAt before the stored notBefore', fields => ['expiresAt']);
 
 # ------------------------------------------------------- SUPPRESSED ---
 

@@ -588,6 +588,9 @@ static void retried(void *ctx, const struct store_err *e, const struct store_op 
                  "call %s is %s; only FAILED, EXPIRED or SUPPRESSED calls can be retried", r->id,
                  status);
         answer_problem(r->req, 409, NULL, NULL, detail);
+    } else if (op->kind == STORE_OP_BAD_SCHEDULE) {
+        answer_problem(r->req, 400, "expiresAt", "expiresAt must be after notBefore",
+                       "the call's expiresAt would not be after its notBefore");
     } else if (op->kind == STORE_OP_CANCELLED) {
         answer_problem(r->req, 409, NULL, NULL, "the call's campaign is CANCELLED");
     } else {

@@ -28,6 +28,7 @@ static enum store_op_kind op_kind(char k)
     case 'S': return STORE_OP_NOT_DEAD;
     case 'L': return STORE_OP_LISTED;
     case 'K': return STORE_OP_CANCELLED;
+    case 'E': return STORE_OP_BAD_SCHEDULE;
     default: return STORE_OP_NOT_FOUND;
     }
 }

@@ -32,7 +32,8 @@ enum store_op_kind {
     STORE_OP_KEY_CONFLICT, /* same Idempotency-Key, another body */
     STORE_OP_NOT_DEAD,     /* retry: the call is not FAILED, EXPIRED or SUPPRESSED */
     STORE_OP_LISTED,       /* retry: its number is on the do-not-call list */
-    STORE_OP_CANCELLED     /* retry: its campaign is CANCELLED */
+    STORE_OP_CANCELLED,    /* retry: its campaign is CANCELLED */
+    STORE_OP_BAD_SCHEDULE  /* retry: expiresAt would not be after notBefore */
 };
 
 struct store_op {
