@@ -243,6 +243,17 @@ is($st, 201, '10 000-call campaign: 201') or diag explain($b->{errors} // $b);
 is($b->{counts}{PENDING}, 10000, '10 000 PENDING');
 is(scalar @{ $b->{rejected} // [] }, 0, 'none rejected');
 diag(sprintf '10 000-call campaign created in %.2f s (bench/campaign has the 2 s target)', $dt);
+my $big = $b->{id};
+my (undef, $m0) = $s->api(GET => '/api/v1/metrics');
+$t0 = time;
+($st, $b) = $s->api(POST => "/api/v1/campaigns/$big/cancel");
+$dt = time - $t0;
+is($st, 200, 'cancel the 10 000-call campaign: 200');
+is($b->{counts}{CANCELLED}, 10000, '10 000 CANCELLED in its counts');
+my (undef, $m1) = $s->api(GET => '/api/v1/metrics');
+is($m1->{CANCELLED} - $m0->{CANCELLED}, 10000, 'and in the global counts');
+is($m0->{PENDING} - $m1->{PENDING}, 10000, '10 000 fewer PENDING');
+diag(sprintf '10 000 calls cancelled in %.2f s', $dt);
 
 # ------------------------------------------------------- callorchctl ---
 
