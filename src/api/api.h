@@ -7,7 +7,9 @@
  * handlers share (config, PostgreSQL pool, Redis client, Kafka producer).
  * The handlers themselves live in api_calls.c (the call resource), intake.c
  * (creating calls), api_webhook.c (the provider's webhook), api_ops.c
- * (health, readiness, metrics) and api_dnc.c (the do-not-call list).
+ * (health, readiness, metrics), api_dnc.c (the do-not-call list) and
+ * api_campaigns.c (campaigns and dead-letter replay).  Also the body limit
+ * per route (api_max_body(): the campaign routes take bulk bodies).
  */
 #ifndef CO_API_H
 #define CO_API_H

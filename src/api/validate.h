@@ -1,9 +1,10 @@
 /*
  * validate.h — request validation for the call API (DESIGN.md section 4).
  *
- * Owns: the rules for a call's fields (to, scriptId, metadata, and the
- * section 9 timezone, callingWindow, notBefore, expiresAt), the create
- * and PATCH bodies, RFC 3339 instants, call ids, the list query string
+ * Owns: the rules for a call's fields (to, scriptId, metadata, the
+ * section 9 timezone, callingWindow, notBefore, expiresAt, and the section
+ * 10 priority and eventsUrl), the create and PATCH bodies, the campaign
+ * body and its retry rules, the replay bodies (one call and bulk), RFC 3339 instants, call ids, the list query string
  * and its keyset cursor, the Idempotency-Key header and the body hash it
  * is checked against, and the Bearer API-key check.  No global state and
  * no clock (callers pass "now"); the only I/O is the zone check, which
