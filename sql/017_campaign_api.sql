@@ -558,12 +558,8 @@ BEGIN
     IF p_action = 'pause' AND v_c.status = 'RUNNING' THEN
         UPDATE campaigns SET status = 'PAUSED', updated_at = now() WHERE id = p_id;
     ELSIF p_action = 'resume' AND v_c.status = 'PAUSED' THEN
-        SELECT COALESCE(sum(s.n), 0) INTO v_active FROM campaign_status_counts s
-         WHERE s.campaign_id = p_id AND s.status IN ('PENDING', 'IN_PROGRESS');
-        UPDATE campaigns
-           SET status = CASE WHEN v_active = 0 THEN 'FINISHED' ELSE 'RUNNING' END,
-               finished_at = CASE WHEN v_active = 0 THEN now() END, updated_at = now()
-         WHERE id = p_id;
+        UPDATE campaigns SET status = 'RUNNING', updated_at = now() WHERE id = p_id;
+        PERFORM campaign_check_finished(p_id); -- nothing left: FINISHED, there only
     ELSIF p_action = 'cancel' THEN
         UPDATE campaigns SET status = 'CANCELLED', finished_at = now(), updated_at = now()
          WHERE id = p_id;

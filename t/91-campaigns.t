@@ -189,6 +189,20 @@ problem_ok($st, $b, $h, 409, 'resume a CANCELLED campaign');
 ($st, $b, $h) = $s->api(POST => "/api/v1/campaigns/$held/calls", { calls => [ { to => phone() } ] });
 problem_ok($st, $b, $h, 409, 'add calls to a CANCELLED campaign');
 
+# a PAUSED campaign whose calls all ended stays PAUSED; resume finishes it
+($st, $b) = $s->api(POST => '/api/v1/campaigns', { name => 'paused-out', scriptId => 's',
+    notBefore => $later, calls => [ { to => phone() } ] });
+my $po = $b->{id};
+$s->api(POST => "/api/v1/campaigns/$po/pause");
+my $poc = $s->psql("SELECT id FROM calls WHERE campaign_id = '$po'");
+($st) = $s->api(POST => "/api/v1/calls/$poc/cancel");
+is($st, 200, 'its only call cancelled on its own');
+($st, $b) = $s->api(GET => "/api/v1/campaigns/$po");
+is($b->{status}, 'PAUSED', 'a PAUSED campaign with nothing left stays PAUSED');
+($st, $b) = $s->api(POST => "/api/v1/campaigns/$po/resume");
+is($b->{status}, 'FINISHED', 'resuming it: FINISHED');
+like($b->{finishedAt} // '', $TS_RE, '... with finishedAt');
+
 # ------------------------------------------------------------- lists ---
 
 for my $i (1 .. 3) {
