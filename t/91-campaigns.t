@@ -157,6 +157,22 @@ for my $a (qw(pause resume cancel)) {
     problem_ok($st, $b, $h, 409, "$a a FINISHED campaign");
 }
 
+# many calls of one campaign settling at once: the counts stay exact and
+# the campaign finishes once, with no deadlock between the settles
+($st, $b) = $s->api(POST => '/api/v1/campaigns', { name => 'crowd', scriptId => 's',
+    calls => [ map { { to => phone() } } 1 .. 200 ] });
+my $crowd = $b->{id};
+my $fin = $s->wait_for(sub {
+    my (undef, $c) = $s->api(GET => "/api/v1/campaigns/$crowd");
+    $c->{status} eq 'FINISHED' ? $c : undef;
+}, timeout => 120, interval => 0.3, what => '200-call campaign FINISHED', soft => 1);
+ok($fin, '200 calls settled concurrently: FINISHED');
+my %real = map { split /\|/ } split /\n/,
+    $s->psql("SELECT status, count(*) FROM calls WHERE campaign_id = '$crowd' GROUP BY status");
+is_deeply({ map { $_ => $fin->{counts}{$_} } grep { $fin->{counts}{$_} } keys %{ $fin->{counts} || {} } },
+    \%real, 'its counts are what count(*) says') if $fin;
+unlike($s->log_text, qr/deadlock/, 'no deadlock logged');
+
 # ------------------------------------------- pause, resume, cancel, add ---
 
 my $later = CallorchTest::rfc3339(time + 3600);
