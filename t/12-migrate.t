@@ -114,9 +114,11 @@ my $json = sql($db, "SELECT call_json(c) FROM calls c WHERE id = '$call'");
 my @keys = $json =~ /"(\w+)":/g;
 is(join(',', @keys), 'id,to,scriptId,metadata,campaign,status,attempts,maxAttempts,lastError,'
     . 'externalCallId,nextAttemptAt,createdAt,updatedAt,startedAt,endedAt,'
-    . 'timezone,timezones,callingWindow,notBefore,expiresAt,holdReason',
-    'call_json: the keys of DESIGN section 4, then those of section 9, in order');
-like($json, qr/"endedAt":null,"timezone":null,"timezones":\[\],"callingWindow":null,"notBefore":null,"expiresAt":null,"holdReason":null\}$/,
+    . 'timezone,timezones,callingWindow,notBefore,expiresAt,holdReason,campaignId,priority',
+    'call_json: the keys of DESIGN section 4, then those of section 9, then 10, in order');
+like($json, qr/"holdReason":null,"campaignId":null,"priority":5\}$/,
+    'section 10 fields of a plain call: no campaign, priority 5');
+like($json, qr/"endedAt":null,"timezone":null,"timezones":\[\],"callingWindow":null,"notBefore":null,"expiresAt":null,"holdReason":null,/,
     'section 9 fields of a plain call: no zone, no zones ([]), no window, schedule, expiry or hold');
 like($json, qr/"createdAt":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"/, 'RFC 3339 UTC with milliseconds');
 like($json, qr/"lastError":null,"externalCallId":null,"nextAttemptAt":null/, 'NULLs are JSON null');

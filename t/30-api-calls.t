@@ -37,7 +37,7 @@ my $UUID_RE = qr/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 my $TS_RE   = qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 my @CALL_KEYS = qw(id to scriptId metadata status attempts maxAttempts lastError externalCallId
     nextAttemptAt createdAt updatedAt startedAt endedAt
-    timezone timezones callingWindow notBefore expiresAt holdReason);
+    timezone timezones callingWindow notBefore expiresAt holdReason campaignId priority);
 
 # ------------------------------------------------------------- helpers ---
 
@@ -72,12 +72,13 @@ sub call_shape_ok {
         my %types = (id => 'string', to => 'string', scriptId => 'string', metadata => 'object',
             status => 'string', attempts => 'number', maxAttempts => 'number',
             createdAt => 'string', updatedAt => 'string', timezones => 'array',
+            priority => 'number',
             $o{detail} ? (attemptLog => 'array') : ());
         for my $k (sort keys %types) {
             is(json_type($c->{$k}), $types{$k}, "$k is a JSON $types{$k}");
         }
         for my $k (qw(lastError externalCallId nextAttemptAt startedAt endedAt
-            timezone notBefore expiresAt holdReason)) {
+            timezone notBefore expiresAt holdReason campaignId)) {
             like(json_type($c->{$k}), qr/^(?:null|string)$/, "$k is null or a string");
         }
         like(json_type($c->{callingWindow}), qr/^(?:null|object)$/, 'callingWindow is null or an object');
@@ -151,6 +152,8 @@ is($call->{$_}, undef, "$_ null") for qw(lastError externalCallId nextAttemptAt 
 is($call->{$_}, undef, "$_ null (section 9, none given)")
     for qw(timezone callingWindow notBefore expiresAt holdReason);
 is_deeply($call->{timezones}, [], 'timezones [] (+1555 has no zone data)');
+is($call->{campaignId}, undef, 'campaignId null (section 10: not a campaign\'s call)');
+is($call->{priority}, 5, 'priority 5 by default');
 is($call->{updatedAt}, $call->{createdAt}, 'updatedAt = createdAt on creation');
 my $created = ts_epoch($call->{createdAt});
 ok($created >= $t_before - 120 && $created <= time + 120, 'createdAt is now (UTC)')

@@ -679,6 +679,39 @@ static void expect_error(int port, const char *name, const char *raw, size_t len
     cl_close(c);
 }
 
+/* A per-request body limit (opts.max_body_for): /bulk takes 8 KiB, the
+ * rest keeps max_body (1 KiB). */
+static size_t bulk_limit(const char *path, int method, void *arg)
+{
+    (void)method;
+    (void)arg;
+    return strcmp(path, "/bulk") == 0 ? 8192 : 1024;
+}
+
+static void test_route_limit(int port)
+{
+    char *raw = malloc(12000), body[9001];
+    struct resp r;
+    int n;
+    memset(body, 'x', sizeof body - 1);
+    body[sizeof body - 1] = '\0';
+    struct client *c = cl_open(port);
+    n = snprintf(raw, 12000,
+                 "POST /bulk HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n%.5000s", body);
+    cl_send(c, raw, (size_t)n);
+    ok(cl_response(c, &r, 0, 5000) == 0 && r.status == 200,
+       "max_body_for: 5000 bytes to /bulk (8 KiB): 200");
+    resp_free(&r);
+    cl_close(c);
+    n = snprintf(raw, 12000,
+                 "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n%.5000s", body);
+    expect_error(port, "max_body_for: 5000 bytes elsewhere (1 KiB)", raw, (size_t)n, 413);
+    n = snprintf(raw, 12000,
+                 "POST /bulk HTTP/1.1\r\nHost: t\r\nContent-Length: 9000\r\n\r\n%.9000s", body);
+    expect_error(port, "max_body_for: 9000 bytes to /bulk", raw, (size_t)n, 413);
+    free(raw);
+}
+
 static void test_errors(int port)
 {
     static const char chunked[] = "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
@@ -832,7 +865,8 @@ int main(void)
                                   .max_body = 1024,
                                   .max_header_bytes = 16 * 1024,
                                   .idle_timeout = 0.6,
-                                  .read_timeout = 0.3 };
+                                  .read_timeout = 0.3,
+                                  .max_body_for = bulk_limit };
     struct http_server_opts b = { .max_connections = 3,
                                   .max_body = 1024,
                                   .max_header_bytes = 16 * 1024,
@@ -853,6 +887,7 @@ int main(void)
     test_answer_loop(port_a);
     test_close(port_a);
     test_errors(port_a);
+    test_route_limit(port_a);
     test_timeouts(port_a);
     test_gone(port_a);
     test_big(port_b);

@@ -593,6 +593,93 @@ static void test_schedule(void)
     is_string("", schedule(50, 0, 1, 0, 100), "schedule: a notBefore in the past is fine");
 }
 
+/* DESIGN.md section 10: priority and eventsUrl on a call, the campaign
+ * body, the retry bodies. */
+static const char *campaign(const char *body, int *status)
+{
+    struct campaign_input ci;
+    problem_reset(&P);
+    int rc = validate_campaign(body, strlen(body), META_MAX, 100, &ci, &P);
+    *status = P.status;
+    campaign_input_free(&ci);
+    return rc == 0 ? (problem_failed(&P) ? "(rc 0 with a problem)" : "") : render(&P);
+}
+
+static const char *retry(const char *body, int bulk)
+{
+    struct retry_input ri;
+    problem_reset(&P);
+    int rc = validate_retry(body, body ? strlen(body) : 0, bulk, 100, &ri, &P);
+    retry_input_free(&ri);
+    return rc == 0 ? (problem_failed(&P) ? "(rc 0 with a problem)" : "") : render(&P);
+}
+
+static void test_section10(void)
+{
+    int st = 0;
+    is_string("", create("{\"to\":\"+15551234567\",\"scriptId\":\"s\",\"priority\":0}"),
+              "priority 0");
+    ok(IN.has_priority && IN.priority == 0, "priority kept");
+    is_string("priority", create("{\"to\":\"+15551234567\",\"scriptId\":\"s\",\"priority\":10}"),
+              "priority 10");
+    is_string("priority", create("{\"to\":\"+15551234567\",\"scriptId\":\"s\",\"priority\":\"5\"}"),
+              "priority as a string");
+    is_string("",
+              create("{\"to\":\"+15551234567\",\"scriptId\":\"s\","
+                     "\"eventsUrl\":\"HTTPS://hooks.example/x?a=1\"}"),
+              "eventsUrl https");
+    is_string("eventsUrl",
+              create("{\"to\":\"+15551234567\",\"scriptId\":\"s\","
+                     "\"eventsUrl\":\"ftp://hooks.example/\"}"),
+              "eventsUrl ftp");
+    is_string("eventsUrl",
+              create("{\"to\":\"+15551234567\",\"scriptId\":\"s\","
+                     "\"eventsUrl\":\"http:///path\"}"),
+              "eventsUrl without a host");
+    is_string("eventsUrl",
+              create("{\"to\":\"+15551234567\",\"scriptId\":\"s\","
+                     "\"eventsUrl\":\"http://a b/\"}"),
+              "eventsUrl with a space");
+    is_string("eventsUrl", patch("{\"eventsUrl\":\"http://a.example/\"}"),
+              "eventsUrl: not on PATCH");
+    is_string("", patch("{\"priority\":3}"), "PATCH priority");
+
+    is_string("", campaign("{\"name\":\"n\",\"scriptId\":\"s\"}", &st), "campaign: minimal");
+    is_string("",
+              campaign("{\"name\":\"n\",\"scriptId\":\"s\",\"calls\":[],\"maxConcurrent\":3,"
+                       "\"callsPerSecond\":0.5,\"priority\":9,\"maxAttempts\":4,"
+                       "\"retry\":{\"busy\":\"5m\",\"failed\":\"backoff\",\"timeout\":\"never\"},"
+                       "\"eventsUrl\":\"http://e.example/\",\"metadata\":{}}",
+                       &st),
+              "campaign: every setting");
+    is_string("name,scriptId", campaign("{}", &st), "campaign: name and scriptId required");
+    is_string("colour", campaign("{\"name\":\"n\",\"scriptId\":\"s\",\"colour\":1}", &st),
+              "campaign: unknown field");
+    is_string("retry,retry",
+              campaign("{\"name\":\"n\",\"scriptId\":\"s\",\"retry\":{\"busy\":\"500ms\","
+                       "\"sunny\":\"5m\"}}",
+                       &st),
+              "campaign: retry below 1 s and an unknown outcome");
+    is_string("calls", campaign("{\"name\":\"n\",\"scriptId\":\"s\",\"calls\":{}}", &st),
+              "campaign: calls not an array");
+    is_string("name", campaign("{\"name\":\"\",\"scriptId\":\"s\"}", &st), "campaign: empty name");
+
+    is_string("", retry(NULL, 0), "retry: no body");
+    is_string("", retry("{\"maxAttempts\":2}", 0), "retry: maxAttempts");
+    is_string("filter", retry("{\"maxAttempts\":2}", 1), "bulk: filter required");
+    is_string("",
+              retry("{\"filter\":{\"status\":\"EXPIRED\",\"campaignId\":\"" UUID_A
+                    "\",\"lastError\":\"x\",\"createdBefore\":\"2026-01-01T00:00:00Z\"},"
+                    "\"limit\":10000}",
+                    1),
+              "bulk: every filter");
+    is_string(
+        "filter.status,filter.campaignId,limit",
+        retry("{\"filter\":{\"status\":\"COMPLETED\",\"campaignId\":\"x\"},\"limit\":10001}", 1),
+        "bulk: a live status, a bad id, limit over 10 000");
+    is_string("notBefore", retry("{\"filter\":{},\"notBefore\":\"x\"}", 1), "bulk: no notBefore");
+}
+
 int main(void)
 {
     problem_init(&P);
@@ -613,6 +700,7 @@ int main(void)
     test_instant();
     test_section9_fields();
     test_schedule();
+    test_section10();
     problem_reset(&P);
     call_input_free(&IN);
     json_decref(doc);

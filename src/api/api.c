@@ -26,6 +26,7 @@
 #define API_PREFIX "/api/v1"
 #define CALLS_PATH API_PREFIX "/calls"
 #define DNC_PATH API_PREFIX "/dnc"
+#define CAMPAIGNS_PATH API_PREFIX "/campaigns"
 
 enum route {
     ROUTE_NONE,
@@ -41,6 +42,14 @@ enum route {
     ROUTE_DNC_LIST,
     ROUTE_DNC_IMPORT,
     ROUTE_DNC_ENTRY,
+    ROUTE_CALLS_RETRY,
+    ROUTE_CALL_RETRY,
+    ROUTE_CAMPAIGNS,
+    ROUTE_CAMPAIGN,
+    ROUTE_CAMPAIGN_CALLS,
+    ROUTE_CAMPAIGN_PAUSE,
+    ROUTE_CAMPAIGN_RESUME,
+    ROUTE_CAMPAIGN_CANCEL,
 };
 
 /* Which methods a route takes, for dispatch and for the Allow header. */
@@ -61,7 +70,56 @@ static const struct route_info {
     [ROUTE_DNC_LIST] = { "GET, HEAD", 1 },
     [ROUTE_DNC_IMPORT] = { "POST", 1 },
     [ROUTE_DNC_ENTRY] = { "GET, HEAD, PUT, DELETE", 1 },
+    [ROUTE_CALLS_RETRY] = { "POST", 1 },
+    [ROUTE_CALL_RETRY] = { "POST", 1 },
+    [ROUTE_CAMPAIGNS] = { "GET, HEAD, POST", 1 },
+    [ROUTE_CAMPAIGN] = { "GET, HEAD", 1 },
+    [ROUTE_CAMPAIGN_CALLS] = { "GET, HEAD, POST", 1 },
+    [ROUTE_CAMPAIGN_PAUSE] = { "POST", 1 },
+    [ROUTE_CAMPAIGN_RESUME] = { "POST", 1 },
+    [ROUTE_CAMPAIGN_CANCEL] = { "POST", 1 },
 };
+
+/* The {id} routes under /api/v1/calls/ and /api/v1/campaigns/: the suffix
+ * after the id, and the route it names. */
+static const struct sub_route {
+    int campaign;
+    const char *suffix;
+    enum route route;
+} sub_routes[] = {
+    { 0, "", ROUTE_CALL },
+    { 0, "/cancel", ROUTE_CALL_CANCEL },
+    { 0, "/retry", ROUTE_CALL_RETRY },
+    { 0, "/events", ROUTE_CALL_EVENTS },
+    { 1, "", ROUTE_CAMPAIGN },
+    { 1, "/calls", ROUTE_CAMPAIGN_CALLS },
+    { 1, "/pause", ROUTE_CAMPAIGN_PAUSE },
+    { 1, "/resume", ROUTE_CAMPAIGN_RESUME },
+    { 1, "/cancel", ROUTE_CAMPAIGN_CANCEL },
+};
+
+/* PATH below BASE (with its '/'): copy the id into ID, map the rest. */
+static enum route match_sub(const char *path, const char *base, int campaign, char *id,
+                            size_t idlen)
+{
+    size_t bl = strlen(base);
+    if (strncmp(path, base, bl) != 0 || path[bl] != '/')
+        return ROUTE_NONE;
+    const char *rest = path + bl + 1;
+    const char *slash = strchr(rest, '/');
+    size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
+    if (n == 0)
+        return ROUTE_NONE;
+    if (n >= idlen)
+        n = idlen - 1; /* too long for a UUID: the handler answers 404 */
+    memcpy(id, rest, n);
+    id[n] = '\0';
+    for (size_t i = 0; i < sizeof sub_routes / sizeof *sub_routes; i++)
+        if (sub_routes[i].campaign == campaign &&
+            strcmp(slash ? slash : "", sub_routes[i].suffix) == 0)
+            return sub_routes[i].route;
+    return ROUTE_NONE;
+}
 
 /* Map PATH to a route; *id points into PATH for the {id} routes. */
 static enum route match(const char *path, char *id, size_t idlen)
@@ -93,22 +151,13 @@ static enum route match(const char *path, char *id, size_t idlen)
         id[n] = '\0';
         return ROUTE_DNC_ENTRY;
     }
-    if (strncmp(path, CALLS_PATH "/", sizeof(CALLS_PATH)) != 0)
-        return ROUTE_NONE;
-    const char *rest = path + sizeof(CALLS_PATH);
-    const char *slash = strchr(rest, '/');
-    size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
-    if (n >= idlen)
-        n = idlen - 1; /* too long for a UUID: the handler answers 404 */
-    memcpy(id, rest, n);
-    id[n] = '\0';
-    if (n == 0)
-        return ROUTE_NONE;
-    if (slash == NULL)
-        return ROUTE_CALL;
-    if (strcmp(slash, "/events") == 0)
-        return ROUTE_CALL_EVENTS;
-    return strcmp(slash, "/cancel") == 0 ? ROUTE_CALL_CANCEL : ROUTE_NONE;
+    if (strcmp(path, CALLS_PATH "/retry") == 0)
+        return ROUTE_CALLS_RETRY;
+    if (strcmp(path, CAMPAIGNS_PATH) == 0)
+        return ROUTE_CAMPAIGNS;
+    if (strncmp(path, CAMPAIGNS_PATH "/", sizeof(CAMPAIGNS_PATH)) == 0)
+        return match_sub(path, CAMPAIGNS_PATH, 1, id, idlen);
+    return match_sub(path, CALLS_PATH, 0, id, idlen);
 }
 
 static int method_allowed(const char *allow, int method)
@@ -232,10 +281,35 @@ static void dispatch_call_route(struct api *api, struct http_request *req, enum 
         api_calls_cancel(api, req, id);
     else if (r == ROUTE_CALL_EVENTS)
         api_events_list(api, req, id);
+    else if (r == ROUTE_CALL_RETRY)
+        api_calls_retry(api, req, id);
     else if (method == HTTP_PATCH)
         api_calls_patch(api, req, id);
     else
         api_calls_get(api, req, id);
+}
+
+static void dispatch_campaign_route(struct api *api, struct http_request *req, enum route r,
+                                    int method, const char *id)
+{
+    if (!validate_uuid(id)) {
+        struct problem p;
+        problem_init(&p);
+        problem_set(&p, 404, "no campaign with id %s", id);
+        api_problem(req, &p);
+        problem_reset(&p);
+    } else if (r == ROUTE_CAMPAIGN_CALLS && method == HTTP_POST) {
+        api_campaigns_add_calls(api, req, id);
+    } else if (r == ROUTE_CAMPAIGN_CALLS) {
+        api_campaigns_list(api, req, id);
+    } else if (r == ROUTE_CAMPAIGN) {
+        api_campaigns_get(api, req, id);
+    } else {
+        api_campaigns_action(api, req, id,
+                             r == ROUTE_CAMPAIGN_PAUSE    ? "pause"
+                             : r == ROUTE_CAMPAIGN_RESUME ? "resume"
+                                                          : "cancel");
+    }
 }
 
 /* The metrics label of route R requested with METHOD. */
@@ -275,7 +349,9 @@ void api_handle(struct http_request *req, void *arg)
     }
     if (routes[r].needs_auth && !authorized(api, req))
         return;
-    if ((method == HTTP_POST && (r == ROUTE_CALLS || r == ROUTE_WEBHOOK)) || method == HTTP_PATCH) {
+    if ((method == HTTP_POST && (r == ROUTE_CALLS || r == ROUTE_WEBHOOK || r == ROUTE_CAMPAIGNS ||
+                                 r == ROUTE_CAMPAIGN_CALLS || r == ROUTE_CALLS_RETRY)) ||
+        method == HTTP_PATCH) {
         if (!api_content_type_is(http_request_header(req, "Content-Type"), "application/json")) {
             answer_status(req, 415, "Content-Type must be application/json", NULL);
             return;
@@ -303,8 +379,31 @@ void api_handle(struct http_request *req, void *arg)
         else
             api_dnc_get(api, req, id);
         break;
+    case ROUTE_CALLS_RETRY: api_calls_retry_bulk(api, req); break;
+    case ROUTE_CAMPAIGNS:
+        if (method == HTTP_POST)
+            api_campaigns_create(api, req);
+        else
+            api_campaigns_list(api, req, NULL);
+        break;
+    case ROUTE_CAMPAIGN:
+    case ROUTE_CAMPAIGN_CALLS:
+    case ROUTE_CAMPAIGN_PAUSE:
+    case ROUTE_CAMPAIGN_RESUME:
+    case ROUTE_CAMPAIGN_CANCEL: dispatch_campaign_route(api, req, r, method, id); break;
     default: dispatch_call_route(api, req, r, method, id); break;
     }
+}
+
+size_t api_max_body(const char *path, int method, void *arg)
+{
+    struct api *api = arg;
+    char id[64];
+    enum route r = match(path, id, sizeof id);
+    if (method == HTTP_POST && (r == ROUTE_CAMPAIGNS || r == ROUTE_CAMPAIGN_CALLS) &&
+        api->cfg->max_body < API_CAMPAIGN_MAX_BODY)
+        return API_CAMPAIGN_MAX_BODY;
+    return api->cfg->max_body;
 }
 
 /* A call was committed: publish {"id","attempt":1} keyed by its number.
@@ -320,10 +419,11 @@ static void publish_created(void *arg, const char *id, const char *to)
 
 /* ------------------------------------------------------ compliance -- */
 
-void api_call_zones(const struct api *api, const char *to, const char *timezone, struct api_hold *h)
+void api_call_zones(const struct api *api, const char *to, const char *zone, struct api_hold *h)
 {
-    if (timezone != NULL && timezone[0] != '\0') {
-        h->zones[0] = timezone;
+    /* "zone", not "timezone": that is a global of <time.h> (-Wshadow) */
+    if (zone != NULL && zone[0] != '\0') {
+        h->zones[0] = zone;
         h->nzones = 1;
         return;
     }

@@ -8,7 +8,9 @@
  * The handlers themselves live in api_calls.c (the call resource), intake.c
  * (creating calls), api_webhook.c (the provider's webhook), api_ops.c
  * (health, readiness, metrics), api_dnc.c (the do-not-call list) and
- * api_events.c (a call's client events).
+ * api_events.c (a call's client events) and api_campaigns.c (campaigns and
+ * dead-letter replay).  Also the body limit per route (api_max_body(): the
+ * campaign routes take bulk bodies).
  */
 #ifndef CO_API_H
 #define CO_API_H
@@ -137,6 +139,27 @@ void api_ops_healthz(struct api *api, struct http_request *req);
 void api_ops_readyz(struct api *api, struct http_request *req);
 void api_webhook(struct api *api, struct http_request *req);
 void api_ops_prometheus(struct api *api, struct http_request *req);
+
+/* Campaigns and replay (api_campaigns.c).  ID is a validated UUID;
+ * api_campaigns_list() lists campaigns (ID NULL) or one's calls. */
+void api_campaigns_create(struct api *api, struct http_request *req);
+void api_campaigns_get(struct api *api, struct http_request *req, const char *id);
+void api_campaigns_list(struct api *api, struct http_request *req, const char *id);
+void api_campaigns_add_calls(struct api *api, struct http_request *req, const char *id);
+void api_campaigns_action(struct api *api, struct http_request *req, const char *id,
+                          const char *action); /* "pause", "resume", "cancel" */
+void api_calls_retry(struct api *api, struct http_request *req, const char *id);
+void api_calls_retry_bulk(struct api *api, struct http_request *req);
+
+/* The body limit of the campaign routes that take up to CAMPAIGN_MAX_CALLS
+ * calls (POST /api/v1/campaigns and …/{id}/calls): 10 000 calls with
+ * metadata do not fit [http] max_body (64 KiB by default), which stays
+ * the limit of every other route.  The larger of the two applies. */
+#define API_CAMPAIGN_MAX_BODY ((size_t)16 << 20)
+
+/* The body limit of a request to PATH with METHOD (the http_server's
+ * per-request hook); ARG is a struct api. */
+size_t api_max_body(const char *path, int method, void *arg);
 
 /* The do-not-call list (api_dnc.c).  NUMBER is the raw path segment. */
 void api_dnc_put(struct api *api, struct http_request *req, const char *number);

@@ -146,33 +146,53 @@ static void add_instant(struct strbuf *b, const char *name, int64_t us)
     strbuf_addf(b, ",\"%s\":\"%s\"", name, t);
 }
 
-/* The section 9 members of one input row (sql/009_compliance.sql).  Zone
- * names need no escaping: the rules checked each against the tzdata name
- * rules (letters, digits, "_+-/."), the client's as well as the data's. */
-static void add_rules(struct strbuf *b, const struct pending *p)
+/* The section 9 and 10 members of one input row (sql/017_campaign_api.sql).
+ * Zone names need no escaping: the rules checked each against the tzdata
+ * name rules (letters, digits, "_+-/."), the client's as well as the data's. */
+static void add_rules(struct strbuf *b, const struct call_input *c, const struct api_hold *h)
 {
-    if (p->call.has_timezone)
-        strbuf_addf(b, ",\"timezone\":\"%s\"", p->call.timezone);
-    for (size_t z = 0; z < p->hold.nzones; z++) /* none: NULL, "no zone data" */
-        strbuf_addf(b, "%s\"%s\"", z ? "," : ",\"timezones\":[", p->hold.zones[z]);
-    if (p->hold.nzones > 0)
+    if (c->has_timezone)
+        strbuf_addf(b, ",\"timezone\":\"%s\"", c->timezone);
+    for (size_t z = 0; z < h->nzones; z++) /* none: NULL, "no zone data" */
+        strbuf_addf(b, "%s\"%s\"", z ? "," : ",\"timezones\":[", h->zones[z]);
+    if (h->nzones > 0)
         strbuf_addc(b, ']');
-    if (p->call.window_json != NULL) {
+    if (c->window_json != NULL) {
         strbuf_adds(b, ",\"calling_window\":");
-        strbuf_adds(b, p->call.window_json);
+        strbuf_adds(b, c->window_json);
     }
-    if (p->call.not_before.set)
-        add_instant(b, "not_before", p->call.not_before.us);
-    if (p->call.expires_at.set)
-        add_instant(b, "expires_at", p->call.expires_at.us);
-    if (p->hold.reason != NULL) {
-        add_instant(b, "next_attempt_at", p->hold.until_us);
-        strbuf_addf(b, ",\"hold_reason\":\"%s\"", p->hold.reason);
+    if (c->not_before.set)
+        add_instant(b, "not_before", c->not_before.us);
+    if (c->expires_at.set)
+        add_instant(b, "expires_at", c->expires_at.us);
+    if (h->reason != NULL) {
+        add_instant(b, "next_attempt_at", h->until_us);
+        strbuf_addf(b, ",\"hold_reason\":\"%s\"", h->reason);
+    }
+    if (c->has_priority)
+        strbuf_addf(b, ",\"priority\":%d", c->priority);
+    if (c->events_url != NULL) {
+        strbuf_adds(b, ",\"events_url\":");
+        add_json_string(b, c->events_url);
+    }
+}
+
+void intake_call_row(struct strbuf *b, int ord, const char *id, const struct call_input *c,
+                     const struct api_hold *h)
+{
+    strbuf_addf(b, "{\"ord\":%d", ord);
+    if (id != NULL)
+        strbuf_addf(b, ",\"id\":\"%s\"", id);
+    strbuf_addf(b, ",\"to_number\":\"%s\",\"script_id\":\"%s\"", c->to, c->script_id);
+    add_rules(b, c, h);
+    if (c->metadata != NULL) {
+        strbuf_adds(b, ",\"metadata\":");
+        strbuf_adds(b, c->metadata);
     }
 }
 
 /* The input rows as one JSON array (see intake_calls() in
- * sql/009_compliance.sql).  to, scriptId and the id are validated to
+ * sql/017_campaign_api.sql).  to, scriptId and the id are validated to
  * characters that need no escaping; metadata is already compact JSON. */
 static char *batch_json(struct batch *b)
 {
@@ -180,15 +200,10 @@ static char *batch_json(struct batch *b)
     strbuf_addc(&buf, '[');
     for (int i = 0; i < b->n && !buf.failed; i++) {
         struct pending *p = b->items[i];
-        strbuf_addf(&buf,
-                    "%s{\"ord\":%d,\"id\":\"%s\",\"to_number\":\"%s\","
-                    "\"script_id\":\"%s\",\"req_hash\":\"%s\"",
-                    i ? "," : "", i, p->id, p->call.to, p->call.script_id, p->hash);
-        add_rules(&buf, p);
-        if (p->call.metadata != NULL) {
-            strbuf_adds(&buf, ",\"metadata\":");
-            strbuf_adds(&buf, p->call.metadata);
-        }
+        if (i > 0)
+            strbuf_addc(&buf, ',');
+        intake_call_row(&buf, i, p->id, &p->call, &p->hold);
+        strbuf_addf(&buf, ",\"req_hash\":\"%s\"", p->hash);
         if (p->key != NULL) {
             strbuf_adds(&buf, ",\"idem_key\":");
             add_json_string(&buf, p->key);

@@ -16,7 +16,10 @@
 #include "net/http_server.h"
 
 struct api;
+struct api_hold;
+struct call_input;
 struct intake;
+struct strbuf;
 
 /* At most this many requests go into one statement. */
 #define INTAKE_MAX_BATCH 512
@@ -41,5 +44,12 @@ void intake_create(struct intake *in, struct http_request *req);
  * publish it.  ID and TO are the call's; may be NULL (nothing to do). */
 typedef void (*intake_created_fn)(void *arg, const char *id, const char *to);
 void intake_on_created(struct intake *in, intake_created_fn fn, void *arg);
+
+/* Append call C (validated, zones and hold H decided) to B as one input
+ * row of intake_calls() / campaign_insert_calls(), without the closing
+ * brace (the caller adds its own members): ORD, ID (NULL: the database
+ * makes one) and the call's columns. */
+void intake_call_row(struct strbuf *b, int ord, const char *id, const struct call_input *c,
+                     const struct api_hold *h);
 
 #endif

@@ -208,6 +208,48 @@ static void check_instant(const json_t *v, const char *field, struct call_instan
     out->set = 1;
 }
 
+/* 0-9; null on create is the default (5), as if absent. */
+static int check_priority(const json_t *v, int *out, struct problem *p)
+{
+    if (json_is_null(v)) {
+        *out = CALL_PRIORITY_DEFAULT;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 9) {
+        problem_add_field(p, "priority", "must be an integer from 0 to 9");
+        return -1;
+    }
+    *out = (int)json_integer_value(v);
+    return 0;
+}
+
+/* An http:// or https:// URL with a host, printable ASCII, no spaces:
+ * where callorch POSTs the client's events (another scheme would be a
+ * request to something that is not a web server). */
+static void check_events_url(const json_t *v, char **out, struct problem *p)
+{
+    if (json_is_null(v))
+        return;
+    const char *s = json_is_string(v) ? json_string_value(v) : NULL;
+    size_t n = s != NULL ? json_string_length(v) : 0;
+    size_t scheme = s == NULL                            ? 0
+                    : strncasecmp(s, "http://", 7) == 0  ? 7
+                    : strncasecmp(s, "https://", 8) == 0 ? 8
+                                                         : 0;
+    int ok = scheme > 0 && n > scheme && n <= EVENTS_URL_MAX && strlen(s) == n &&
+             s[scheme] != '/' && s[scheme] != ':' && s[scheme] != '?' && s[scheme] != '#';
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (unsigned char)s[i] > 0x20 && (unsigned char)s[i] < 0x7f;
+    if (!ok) {
+        problem_add_field(p, "eventsUrl",
+                          "must be an http:// or https:// URL with a host, at most %d characters",
+                          EVENTS_URL_MAX);
+        return;
+    }
+    if ((*out = strdup(s)) == NULL)
+        p->oom = 1;
+}
+
 /* ----------------------------------------------------------- bodies ---- */
 
 int validate_e164(const char *s)
@@ -230,6 +272,7 @@ void call_input_free(struct call_input *in)
 {
     free(in->metadata);
     free(in->window_json);
+    free(in->events_url);
     memset(in, 0, sizeof *in);
 }
 
@@ -276,9 +319,47 @@ static void check_members(json_t *root, size_t max_meta, int patch, struct call_
             check_instant(v, key, &out->not_before, p);
         else if (strcmp(key, "expiresAt") == 0)
             check_instant(v, key, &out->expires_at, p);
+        else if (strcmp(key, "priority") == 0)
+            out->has_priority = check_priority(v, &out->priority, p) == 0;
+        else if (strcmp(key, "eventsUrl") == 0 && !patch)
+            check_events_url(v, &out->events_url, p);
         else
             problem_add_field(p, key, "unknown field");
     }
+}
+
+/* The checks of a create (or, PATCH, a change) on the parsed ROOT. */
+static int validate_root(const json_t *root, size_t max_meta, int patch, int require_script,
+                         struct call_input *out, struct problem *p)
+{
+    memset(out, 0, sizeof *out);
+    check_members((json_t *)root, max_meta, patch, out, p);
+    if (!patch && !json_object_get(root, "to"))
+        problem_add_field(p, "to", "is required");
+    if (!patch && require_script && !json_object_get(root, "scriptId"))
+        problem_add_field(p, "scriptId", "is required");
+    if (patch && !problem_failed(p) && json_object_size(root) == 0)
+        problem_add_field(p, "body", "no field to change");
+    /* on create, null is "not given": only a PATCH clears */
+    out->not_before.given &= patch | out->not_before.set;
+    out->expires_at.given &= patch | out->expires_at.set;
+    if (p->oom && p->status != 500)
+        problem_set(p, 500, "out of memory");
+    if (!problem_failed(p))
+        return 0;
+    call_input_free(out);
+    return -1;
+}
+
+int validate_call_object(const struct json_t *obj, size_t max_metadata_bytes, int require_script,
+                         struct call_input *out, struct problem *p)
+{
+    if (!json_is_object(obj)) {
+        memset(out, 0, sizeof *out);
+        problem_add_field(p, "body", "must be a JSON object, not %s", json_kind(obj));
+        return -1;
+    }
+    return validate_root(obj, max_metadata_bytes, 0, require_script, out, p);
 }
 
 /* Shared body of validate_create() and validate_patch(). */
@@ -289,23 +370,9 @@ static int validate_call(const char *body, size_t len, size_t max_meta, int patc
     json_t *root = parse_body(body, len, p);
     if (!root)
         return -1;
-    check_members(root, max_meta, patch, out, p);
-    if (!patch && !json_object_get(root, "to"))
-        problem_add_field(p, "to", "is required");
-    if (!patch && !json_object_get(root, "scriptId"))
-        problem_add_field(p, "scriptId", "is required");
-    if (patch && !problem_failed(p) && json_object_size(root) == 0)
-        problem_add_field(p, "body", "no field to change");
-    /* on create, null is "not given": only a PATCH clears */
-    out->not_before.given &= patch | out->not_before.set;
-    out->expires_at.given &= patch | out->expires_at.set;
+    int rc = validate_root(root, max_meta, patch, 1, out, p);
     json_decref(root);
-    if (p->oom && p->status != 500)
-        problem_set(p, 500, "out of memory");
-    if (!problem_failed(p))
-        return 0;
-    call_input_free(out);
-    return -1;
+    return rc;
 }
 
 int validate_create(const char *body, size_t len, size_t max_metadata_bytes, struct call_input *out,
@@ -802,4 +869,343 @@ int auth_bearer_ok(const char *authorization, char *const *keys, int nkeys)
         match |= CRYPTO_memcmp(want, got, sizeof got) == 0;
     }
     return match;
+}
+
+/* -------------------------------------------------------- campaigns ---- */
+
+/* The [retry] keys (DESIGN.md section 9): a campaign's "retry" names the
+ * same outcomes, lower case as in callorch.ini. */
+static const char *const retry_outcomes[] = { "failed",    "busy",     "no_answer",
+                                              "voicemail", "rejected", "invalid_number",
+                                              "timeout" };
+
+/* "never", "backoff" or a duration from 1s to 3650d, as [retry] takes
+ * ("90s", "10m", "1.5h", "2d"; a bare number is seconds).  Parsed here
+ * rather than by config.c so that validation stays free of the config
+ * module (the fuzzers link validate.c alone). */
+static int retry_rule_ok(const char *v)
+{
+    static const struct {
+        const char *name;
+        double mult;
+    } units[] = {
+        { "", 1 }, { "ms", 0.001 }, { "s", 1 }, { "m", 60 }, { "h", 3600 }, { "d", 86400 }
+    };
+    char *end;
+    if (strcmp(v, "never") == 0 || strcmp(v, "backoff") == 0)
+        return 1;
+    if (!is_digit(v[0]))
+        return 0;
+    double d = strtod(v, &end);
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (strcmp(end, units[i].name) == 0)
+            return d * units[i].mult >= 1 && d * units[i].mult <= 3650 * 86400.;
+    return 0;
+}
+
+static void check_retry(const json_t *v, char **out, struct problem *p)
+{
+    const char *key;
+    json_t *rule;
+    if (json_is_null(v))
+        return;
+    if (!json_is_object(v)) {
+        problem_add_field(p, "retry", "must be an object of outcome rules, not %s", json_kind(v));
+        return;
+    }
+    json_object_foreach((json_t *)v, key, rule)
+    {
+        size_t i = 0;
+        while (i < sizeof retry_outcomes / sizeof *retry_outcomes && strcmp(key, retry_outcomes[i]))
+            i++;
+        if (i == sizeof retry_outcomes / sizeof *retry_outcomes)
+            problem_add_field(p, "retry",
+                              "\"%s\" is not an outcome: failed, busy, no_answer, "
+                              "voicemail, rejected, invalid_number or timeout",
+                              key);
+        else if (!json_is_string(rule) || !retry_rule_ok(json_string_value(rule)))
+            problem_add_field(p, "retry",
+                              "%s: must be \"never\", \"backoff\" or a duration from 1s "
+                              "to 3650d such as \"10m\"",
+                              key);
+    }
+    if (!problem_failed(p) && (*out = json_dumps(v, JSON_COMPACT)) == NULL)
+        p->oom = 1;
+}
+
+/* An integer member in [MIN, MAX]; null leaves *OUT. */
+static void check_int_range(const json_t *v, const char *field, long long min, long long max,
+                            long long *out, struct problem *p)
+{
+    if (json_is_null(v))
+        return;
+    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
+        problem_add_field(p, field, "must be an integer from %lld to %lld", min, max);
+        return;
+    }
+    *out = json_integer_value(v);
+}
+
+static void check_name(const json_t *v, struct campaign_input *out, struct problem *p)
+{
+    size_t n = json_is_string(v) ? json_string_length(v) : 0;
+    const char *s = json_is_string(v) ? json_string_value(v) : "";
+    int ok = n >= 1 && n <= CAMPAIGN_NAME_MAX && strlen(s) == n;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (unsigned char)s[i] >= 0x20 && s[i] != 0x7f;
+    if (!ok) {
+        problem_add_field(p, "name", "must be a string of 1 to %d bytes without control characters",
+                          CAMPAIGN_NAME_MAX);
+        return;
+    }
+    memcpy(out->name, s, n + 1);
+}
+
+static void check_cps(const json_t *v, double *out, struct problem *p)
+{
+    if (json_is_null(v))
+        return;
+    double d = json_is_number(v) ? json_number_value(v) : -1;
+    if (!(d > 0 && d <= 100000)) {
+        problem_add_field(p, "callsPerSecond", "must be a number above 0, at most 100000");
+        return;
+    }
+    *out = d;
+}
+
+/* The calls array: at most CAMPAIGN_MAX_CALLS (else 413, named). */
+static void check_calls(const json_t *v, const json_t **out, struct problem *p)
+{
+    if (!json_is_array(v)) {
+        problem_add_field(p, "calls", "must be an array of calls, not %s", json_kind(v));
+        return;
+    }
+    if (json_array_size(v) > CAMPAIGN_MAX_CALLS) {
+        problem_add_field(p, "calls", "at most %d calls per request (has %zu)", CAMPAIGN_MAX_CALLS,
+                          json_array_size(v));
+        problem_set(p, 413, "at most %d calls per request", CAMPAIGN_MAX_CALLS);
+        return;
+    }
+    *out = v;
+}
+
+/* The members shared with a call (scriptId, callingWindow, notBefore,
+ * expiresAt, metadata, priority, eventsUrl) go through its checkers. */
+static int campaign_call_member(const char *key, const json_t *v, size_t max_meta,
+                                struct call_input *tmp, struct problem *p)
+{
+    if (strcmp(key, "scriptId") == 0)
+        check_script_id(v, tmp, p);
+    else if (strcmp(key, "callingWindow") == 0)
+        check_window(v, 0, tmp, p);
+    else if (strcmp(key, "notBefore") == 0)
+        check_instant(v, key, &tmp->not_before, p);
+    else if (strcmp(key, "expiresAt") == 0)
+        check_instant(v, key, &tmp->expires_at, p);
+    else if (strcmp(key, "metadata") == 0)
+        check_metadata(v, max_meta, 0, tmp, p);
+    else if (strcmp(key, "priority") == 0)
+        tmp->has_priority = check_priority(v, &tmp->priority, p) == 0;
+    else if (strcmp(key, "eventsUrl") == 0)
+        check_events_url(v, &tmp->events_url, p);
+    else
+        return 0;
+    return 1;
+}
+
+static void campaign_members(const json_t *root, size_t max_meta, struct call_input *tmp,
+                             struct campaign_input *out, struct problem *p)
+{
+    const char *key;
+    json_t *v;
+    long long n;
+    json_object_foreach((json_t *)root, key, v)
+    {
+        if (campaign_call_member(key, v, max_meta, tmp, p))
+            continue;
+        if (strcmp(key, "name") == 0) {
+            check_name(v, out, p);
+        } else if (strcmp(key, "calls") == 0) {
+            check_calls(v, &out->calls, p);
+        } else if (strcmp(key, "maxConcurrent") == 0) {
+            check_int_range(v, key, 1, 1000000, &out->max_concurrent, p);
+        } else if (strcmp(key, "callsPerSecond") == 0) {
+            check_cps(v, &out->calls_per_second, p);
+        } else if (strcmp(key, "maxAttempts") == 0) {
+            n = 0;
+            check_int_range(v, key, 1, CAMPAIGN_MAX_ATTEMPTS_MAX, &n, p);
+            out->max_attempts = (int)n;
+        } else if (strcmp(key, "retry") == 0) {
+            check_retry(v, &out->retry_json, p);
+        } else {
+            problem_add_field(p, key, "unknown field");
+        }
+    }
+}
+
+/* Move what the call checkers found in TMP into OUT. */
+static void campaign_take(struct call_input *tmp, struct campaign_input *out)
+{
+    memcpy(out->script_id, tmp->script_id, sizeof out->script_id);
+    out->has_priority = tmp->has_priority;
+    out->priority = tmp->priority;
+    out->has_window = tmp->window_json != NULL;
+    out->window = tmp->window;
+    out->window_json = tmp->window_json;
+    out->not_before = tmp->not_before;
+    out->expires_at = tmp->expires_at;
+    out->events_url = tmp->events_url;
+    out->metadata = tmp->metadata;
+    tmp->window_json = tmp->events_url = tmp->metadata = NULL;
+}
+
+int validate_campaign(const char *body, size_t len, size_t max_metadata_bytes, int64_t now_us,
+                      struct campaign_input *out, struct problem *p)
+{
+    struct call_input tmp;
+    memset(out, 0, sizeof *out);
+    memset(&tmp, 0, sizeof tmp);
+    json_t *root = parse_body(body, len, p);
+    if (!root)
+        return -1;
+    out->root = root;
+    campaign_members(root, max_metadata_bytes, &tmp, out, p);
+    if (!json_object_get(root, "name"))
+        problem_add_field(p, "name", "is required");
+    if (!json_object_get(root, "scriptId"))
+        problem_add_field(p, "scriptId", "is required");
+    tmp.not_before.given &= tmp.not_before.set;
+    tmp.expires_at.given &= tmp.expires_at.set;
+    campaign_take(&tmp, out);
+    call_input_free(&tmp);
+    if (!problem_failed(p))
+        validate_schedule(&out->not_before, &out->expires_at, 1, now_us, p);
+    if (p->oom && p->status != 500)
+        problem_set(p, 500, "out of memory");
+    if (!problem_failed(p))
+        return 0;
+    campaign_input_free(out);
+    return -1;
+}
+
+void campaign_input_free(struct campaign_input *in)
+{
+    json_decref(in->root);
+    free(in->window_json);
+    free(in->retry_json);
+    free(in->events_url);
+    free(in->metadata);
+    memset(in, 0, sizeof *in);
+}
+
+int validate_campaign_calls(const char *body, size_t len, struct json_t **root,
+                            const struct json_t **calls, struct problem *p)
+{
+    const char *key;
+    json_t *v;
+    *calls = NULL;
+    if ((*root = parse_body(body, len, p)) == NULL)
+        return -1;
+    json_object_foreach(*root, key, v)
+    {
+        if (strcmp(key, "calls") == 0)
+            check_calls(v, calls, p);
+        else
+            problem_add_field(p, key, "unknown field");
+    }
+    if (!problem_failed(p) && *calls == NULL)
+        problem_add_field(p, "calls", "is required");
+    return problem_failed(p) ? -1 : 0;
+}
+
+/* ------------------------------------------------------------ replay ---- */
+
+/* The bulk filter: status, campaignId, lastError, createdBefore. */
+static void check_filter(const json_t *f, struct retry_input *out, struct problem *p)
+{
+    const char *key;
+    json_t *v;
+    if (!json_is_object(f)) {
+        problem_add_field(p, "filter", "must be an object, not %s", json_kind(f));
+        return;
+    }
+    json_object_foreach((json_t *)f, key, v)
+    {
+        const char *s = json_is_string(v) ? json_string_value(v) : NULL;
+        if (strcmp(key, "status") == 0) {
+            out->status = validate_status(s);
+            if (out->status == NULL ||
+                (strcmp(s, "FAILED") && strcmp(s, "EXPIRED") && strcmp(s, "SUPPRESSED"))) {
+                out->status = NULL;
+                problem_add_field(p, "filter.status", "must be FAILED, EXPIRED or SUPPRESSED");
+            }
+        } else if (strcmp(key, "campaignId") == 0) {
+            if (!validate_uuid(s))
+                problem_add_field(p, "filter.campaignId", "must be a campaign id (a UUID)");
+            else
+                snprintf(out->campaign_id, sizeof out->campaign_id, "%s", s);
+            out->has_campaign = 1;
+        } else if (strcmp(key, "lastError") == 0) {
+            if (s == NULL || strlen(s) != json_string_length(v))
+                problem_add_field(p, "filter.lastError", "must be a string");
+            else if ((out->last_error = strdup(s)) == NULL)
+                p->oom = 1;
+        } else if (strcmp(key, "createdBefore") == 0) {
+            check_instant(v, "filter.createdBefore", &out->created_before, p);
+        } else {
+            problem_add_field(p, key, "unknown field in filter");
+        }
+    }
+}
+
+int validate_retry(const char *body, size_t len, int bulk, int64_t now_us, struct retry_input *out,
+                   struct problem *p)
+{
+    const char *key;
+    json_t *v;
+    long long n;
+    memset(out, 0, sizeof *out);
+    out->limit = CAMPAIGN_MAX_CALLS;
+    if (!bulk && (body == NULL || len == 0))
+        return 0; /* no body: the defaults */
+    json_t *root = parse_body(body, len, p);
+    if (!root)
+        return -1;
+    json_object_foreach(root, key, v)
+    {
+        if (strcmp(key, "maxAttempts") == 0) {
+            n = 0;
+            check_int_range(v, key, 1, CAMPAIGN_MAX_ATTEMPTS_MAX, &n, p);
+            out->max_attempts = (int)n;
+        } else if (strcmp(key, "notBefore") == 0 && !bulk) {
+            check_instant(v, key, &out->not_before, p);
+        } else if (strcmp(key, "expiresAt") == 0 && !bulk) {
+            check_instant(v, key, &out->expires_at, p);
+        } else if (strcmp(key, "filter") == 0 && bulk) {
+            check_filter(v, out, p);
+        } else if (strcmp(key, "limit") == 0 && bulk) {
+            n = out->limit;
+            check_int_range(v, key, 1, CAMPAIGN_MAX_CALLS, &n, p);
+            out->limit = (int)n;
+        } else {
+            problem_add_field(p, key, "unknown field");
+        }
+    }
+    if (bulk && !json_object_get(root, "filter"))
+        problem_add_field(p, "filter", "is required (use {} to retry every dead letter)");
+    json_decref(root);
+    if (!problem_failed(p))
+        validate_schedule(&out->not_before, &out->expires_at, 1, now_us, p);
+    if (p->oom && p->status != 500)
+        problem_set(p, 500, "out of memory");
+    if (!problem_failed(p))
+        return 0;
+    retry_input_free(out);
+    return -1;
+}
+
+void retry_input_free(struct retry_input *in)
+{
+    free(in->last_error);
+    in->last_error = NULL;
 }

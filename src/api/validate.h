@@ -1,9 +1,10 @@
 /*
  * validate.h — request validation for the call API (DESIGN.md section 4).
  *
- * Owns: the rules for a call's fields (to, scriptId, metadata, and the
- * section 9 timezone, callingWindow, notBefore, expiresAt), the create
- * and PATCH bodies, RFC 3339 instants, call ids, the list query string
+ * Owns: the rules for a call's fields (to, scriptId, metadata, the
+ * section 9 timezone, callingWindow, notBefore, expiresAt, and the section
+ * 10 priority and eventsUrl), the create and PATCH bodies, the campaign
+ * body and its retry rules, the replay bodies (one call and bulk), RFC 3339 instants, call ids, the list query string
  * and its keyset cursor, the Idempotency-Key header and the body hash it
  * is checked against, and the Bearer API-key check.  No global state and
  * no clock (callers pass "now"); the only I/O is the zone check, which
@@ -70,7 +71,24 @@ struct call_input {
     char *window_json;    /* malloc'd normal form (rules_window_to_json), or NULL */
     struct call_instant not_before;
     struct call_instant expires_at;
+    /* DESIGN.md section 10: priority (create and PATCH), eventsUrl (create) */
+    int has_priority;
+    int priority;     /* 0..9 when has_priority */
+    char *events_url; /* malloc'd http(s) URL, or NULL */
 };
+
+#define CALL_PRIORITY_DEFAULT 5
+#define EVENTS_URL_MAX 2048
+
+struct json_t; /* jansson's */
+
+/*
+ * Validate one call object as POST /api/v1/calls takes it (the same
+ * members and rules), for the items of a campaign: REQUIRE_SCRIPT 0 lets
+ * scriptId out (the campaign's applies).  Returns 0 or -1 as the others.
+ */
+int validate_call_object(const struct json_t *obj, size_t max_metadata_bytes, int require_script,
+                         struct call_input *out, struct problem *p);
 
 /* Free what a call_input holds (safe on a zeroed or already freed one). */
 void call_input_free(struct call_input *in);
@@ -131,6 +149,75 @@ int validate_call_id(const char *s);
  * (PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED, SUPPRESSED,
  * EXPIRED), else NULL. */
 const char *validate_status(const char *s);
+
+/* --- campaigns (DESIGN.md section 10) --------------------------------- */
+
+#define CAMPAIGN_MAX_CALLS 10000 /* calls per create or add request */
+#define CAMPAIGN_NAME_MAX 200
+#define CAMPAIGN_MAX_ATTEMPTS_MAX 100
+
+/*
+ * A validated POST /api/v1/campaigns body.  CALLS is the "calls" array
+ * (a reference into ROOT, NULL when absent); the items are validated one
+ * by one with validate_call_object() by the caller, which applies these
+ * settings as their defaults.  JSON texts are malloc'd compact JSON.
+ */
+struct campaign_input {
+    struct json_t *root; /* the parsed body (owned) */
+    const struct json_t *calls;
+    char name[CAMPAIGN_NAME_MAX + 1]; /* 1 to CAMPAIGN_NAME_MAX bytes of UTF-8 */
+    char script_id[CALL_SCRIPT_ID_MAX + 1];
+    long long max_concurrent; /* 0: none */
+    double calls_per_second;  /* 0: none */
+    int has_priority;
+    int priority;
+    int max_attempts; /* 0: [dispatch] max_attempts */
+    int has_window;
+    struct window window;
+    char *window_json;
+    struct call_instant not_before;
+    struct call_instant expires_at;
+    char *retry_json;
+    char *events_url;
+    char *metadata;
+};
+
+/*
+ * Validate a POST /api/v1/campaigns body (all but the items).  Unknown
+ * members, wrong types and bad values are 400s by field; more than
+ * CAMPAIGN_MAX_CALLS calls is a 413 naming "calls".  NOW_US: expiresAt
+ * may not be past.
+ */
+int validate_campaign(const char *body, size_t len, size_t max_metadata_bytes, int64_t now_us,
+                      struct campaign_input *out, struct problem *p);
+void campaign_input_free(struct campaign_input *in);
+
+/*
+ * POST /api/v1/campaigns/{id}/calls: {"calls":[…]} and nothing else, at
+ * most CAMPAIGN_MAX_CALLS (413).  *ROOT is the parsed body (the caller
+ * json_decref()s it), *CALLS the array in it.
+ */
+int validate_campaign_calls(const char *body, size_t len, struct json_t **root,
+                            const struct json_t **calls, struct problem *p);
+
+/* The retry body of POST /api/v1/calls/{id}/retry (all optional; an
+ * empty body is {}) and of POST /api/v1/calls/retry. */
+struct retry_input {
+    int max_attempts; /* 0: not given */
+    struct call_instant not_before;
+    struct call_instant expires_at;
+    /* bulk only */
+    const char *status; /* NULL or FAILED, EXPIRED, SUPPRESSED (static) */
+    int has_campaign;
+    char campaign_id[UUID_LEN + 1];
+    char *last_error; /* malloc'd, or NULL */
+    struct call_instant created_before;
+    int limit;
+};
+
+int validate_retry(const char *body, size_t len, int bulk, int64_t now_us, struct retry_input *out,
+                   struct problem *p);
+void retry_input_free(struct retry_input *in);
 
 /* GET /api/v1/calls query.  page and a cursor cannot be combined. */
 struct list_query {

@@ -35,6 +35,7 @@ static int http_start(struct child_ctx *ctx, void **state)
     struct http_server_opts opts = {
         .max_connections = cfg->max_connections,
         .max_body = cfg->max_body,
+        .max_body_for = api_max_body, /* the campaign routes take more */
         .max_header_bytes = 16 * 1024,
         .idle_timeout = cfg->idle_timeout,
         .read_timeout = cfg->idle_timeout,

@@ -12,7 +12,10 @@
  *      refusing a user that is neither root nor the [daemon] user)
  * status, reload, stop, pause and resume talk to the master over its control
  * socket (the protocol is control.c's); migrate and check-config work on
- * their own.  Modules return errors; only this file prints and decides the
+ * their own.  campaigns, and pause/resume with a campaign id, use the
+ * daemon's HTTP API (DESIGN.md section 10) at the first [http] listen
+ * address with the first [http] api_keys key, through libcurl's blocking
+ * easy interface: callorchctl never talks to the databases itself.  Modules return errors; only this file prints and decides the
  * exit status.
  */
 #include <auto-config.h>
@@ -25,8 +28,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
 #include <jansson.h>
 
+#include "api/validate.h"
 #include "master/control.h"
 #include "store/migrate.h"
 #include "util/config.h"
@@ -59,14 +64,17 @@ static int cmd_pause(const struct ctl_options *o, int argc, char **argv);
 static int cmd_resume(const struct ctl_options *o, int argc, char **argv);
 static int cmd_migrate(const struct ctl_options *o, int argc, char **argv);
 static int cmd_check_config(const struct ctl_options *o, int argc, char **argv);
+static int cmd_campaigns(const struct ctl_options *o, int argc, char **argv);
 
 static const struct ctl_command commands[] = {
     { "status", "show the master, its children, slots in use and whether dispatch is paused",
       cmd_status },
     { "reload", "re-read the configuration and replace the children (like SIGHUP)", cmd_reload },
     { "stop", "stop gracefully (like SIGTERM) and wait until callorchd has exited", cmd_stop },
-    { "pause", "start no new calls (calls in flight finish)", cmd_pause },
-    { "resume", "start new calls again", cmd_resume },
+    { "pause", "start no new calls (calls in flight finish); pause ID: that campaign only",
+      cmd_pause },
+    { "resume", "start new calls again; resume ID: that campaign", cmd_resume },
+    { "campaigns", "list the campaigns with their progress (over the HTTP API)", cmd_campaigns },
     { "migrate", "apply the SQL migrations not yet applied, in order", cmd_migrate },
     { "check-config", "validate the configuration file", cmd_check_config },
 };
@@ -341,13 +349,19 @@ static void print_resumed(const json_t *a)
     printf("%s\n", changed ? "dispatch resumed" : "dispatch was not paused");
 }
 
+static int campaign_action(const struct ctl_options *o, const char *action, int argc, char **argv);
+
 static int cmd_pause(const struct ctl_options *o, int argc, char **argv)
 {
+    if (argc > 0)
+        return campaign_action(o, "pause", argc, argv);
     return control_command(o, "pause", argc, argv, print_paused);
 }
 
 static int cmd_resume(const struct ctl_options *o, int argc, char **argv)
 {
+    if (argc > 0)
+        return campaign_action(o, "resume", argc, argv);
     return control_command(o, "resume", argc, argv, print_resumed);
 }
 
@@ -436,6 +450,197 @@ static int cmd_check_config(const struct ctl_options *o, int argc, char **argv)
     co_config_free(cfg);
     printf("%s: ok\n", o->config_path);
     return EXIT_OK;
+}
+
+/* ------------------------------------------------ the HTTP API (campaigns) */
+
+static struct co_config *load_config(const struct ctl_options *o);
+
+struct http_answer {
+    long status; /* 0: no answer */
+    char *body;  /* NUL-terminated */
+    size_t len;
+    char err[CURL_ERROR_SIZE];
+};
+
+static size_t gather(char *data, size_t size, size_t n, void *arg)
+{
+    struct http_answer *a = arg;
+    char *p = realloc(a->body, a->len + size * n + 1);
+    if (p == NULL)
+        return 0;
+    memcpy(p + a->len, data, size * n);
+    a->len += size * n;
+    p[a->len] = '\0';
+    a->body = p;
+    return size * n;
+}
+
+/* The base URL of the API from [http] listen: a wildcard address is
+ * reached on loopback. */
+static void api_base(const struct co_config *cfg, char *out, size_t n)
+{
+    const char *host = cfg->listen[0].host;
+    if (strcmp(host, "") == 0 || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "*") == 0)
+        host = "127.0.0.1";
+    else if (strcmp(host, "::") == 0)
+        host = "::1";
+    snprintf(out, n, strchr(host, ':') ? "http://[%s]:%s" : "http://%s:%s", host,
+             cfg->listen[0].port);
+}
+
+/* METHOD PATH on the daemon's API; *A holds the answer (answer.body freed
+ * by the caller).  Returns EXIT_OK when an HTTP answer came, else
+ * EXIT_NOT_RUNNING (printed). */
+static int api_request(const struct co_config *cfg, const char *method, const char *path,
+                       struct http_answer *a)
+{
+    char url[512], auth[CO_MAX_CALLBACK_KEY_BYTES * 2 + 64];
+    struct curl_slist *h = NULL;
+    CURL *c = curl_easy_init();
+    memset(a, 0, sizeof *a);
+    api_base(cfg, url, sizeof url);
+    snprintf(url + strlen(url), sizeof url - strlen(url), "%s", path);
+    if (cfg->n_api_keys > 0) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", cfg->api_keys[0]);
+        h = curl_slist_append(h, auth);
+    }
+    if (c == NULL)
+        return EXIT_FAIL;
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, gather);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, a);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, a->err);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, (long)CTL_TIMEOUT);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    if (strcmp(method, "POST") == 0)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+    CURLcode rc = curl_easy_perform(c);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &a->status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    if (rc != CURLE_OK) {
+        fprintf(stderr, "callorchctl: cannot reach the API at %s: %s\n", url,
+                a->err[0] ? a->err : curl_easy_strerror(rc));
+        return EXIT_NOT_RUNNING;
+    }
+    return EXIT_OK;
+}
+
+/* An answer that is not a 2xx: print its problem detail; EXIT_FAIL. */
+static int api_failed(const char *what, const struct http_answer *a)
+{
+    json_t *j = a->body != NULL ? json_loads(a->body, 0, NULL) : NULL;
+    fprintf(stderr, "callorchctl: %s: HTTP %ld: %s\n", what, a->status, jstr(j, "detail"));
+    json_decref(j);
+    return EXIT_FAIL;
+}
+
+/* pause ID / resume ID: one campaign. */
+static int campaign_action(const struct ctl_options *o, const char *action, int argc, char **argv)
+{
+    char path[128];
+    struct http_answer a;
+    if (argc > 1) {
+        fprintf(stderr, "callorchctl: %s: at most one campaign id\n", action);
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (!validate_uuid(argv[0])) {
+        fprintf(stderr, "callorchctl: %s: '%s' is not a campaign id (a UUID)\n", action, argv[0]);
+        return EXIT_USAGE;
+    }
+    struct co_config *cfg = load_config(o);
+    if (cfg == NULL)
+        return EXIT_FAIL;
+    snprintf(path, sizeof path, "/api/v1/campaigns/%s/%s", argv[0], action);
+    int rc = api_request(cfg, "POST", path, &a);
+    if (rc == EXIT_OK && (a.status < 200 || a.status > 299)) {
+        rc = api_failed(action, &a);
+    } else if (rc == EXIT_OK) {
+        json_t *j = json_loads(a.body != NULL ? a.body : "", 0, NULL);
+        if (o->json)
+            printf("%s\n", a.body);
+        else
+            printf("campaign %s is %s\n", argv[0], jstr(j, "status"));
+        json_decref(j);
+    }
+    free(a.body);
+    co_config_free(cfg);
+    return rc;
+}
+
+static const char *const count_names[] = { "PENDING",   "IN_PROGRESS", "COMPLETED", "FAILED",
+                                           "CANCELLED", "SUPPRESSED",  "EXPIRED" };
+
+/* One row of the table: done = not PENDING nor IN_PROGRESS. */
+static void print_campaign(const json_t *c)
+{
+    const json_t *counts = json_object_get(c, "counts");
+    long long total = 0, n[7];
+    char pct[16] = "-";
+    for (size_t i = 0; i < 7; i++) {
+        n[i] = json_integer_value(json_object_get(counts, count_names[i]));
+        total += n[i];
+    }
+    if (total > 0)
+        snprintf(pct, sizeof pct, "%lld%%", (total - n[0] - n[1]) * 100 / total);
+    printf("%-36s  %-20.20s  %-9s  %7lld  %5s  %7lld  %7lld  %7lld  %7lld  %7lld\n", jstr(c, "id"),
+           jstr(c, "name"), jstr(c, "status"), total, pct, n[0], n[1], n[2], n[3],
+           n[4] + n[5] + n[6]);
+}
+
+/* Every page of GET /api/v1/campaigns, newest first. */
+static int list_campaigns(const struct ctl_options *o, const struct co_config *cfg)
+{
+    char path[256] = "/api/v1/campaigns?pageSize=100";
+    int rc = EXIT_OK;
+    if (!o->json)
+        printf("%-36s  %-20s  %-9s  %7s  %5s  %7s  %7s  %7s  %7s  %7s\n", "ID", "NAME", "STATUS",
+               "CALLS", "DONE", "PENDING", "RUNNING", "OK", "FAILED", "OTHER");
+    for (;;) {
+        struct http_answer a;
+        if ((rc = api_request(cfg, "GET", path, &a)) != EXIT_OK)
+            return rc;
+        if (a.status != 200) {
+            rc = api_failed("campaigns", &a);
+            free(a.body);
+            return rc;
+        }
+        json_t *page = json_loads(a.body, 0, NULL);
+        json_t *data = json_object_get(page, "data");
+        for (size_t i = 0; i < json_array_size(data); i++) {
+            if (o->json) {
+                char *t = json_dumps(json_array_get(data, i), JSON_COMPACT);
+                printf("%s\n", t != NULL ? t : "null");
+                free(t);
+            } else {
+                print_campaign(json_array_get(data, i));
+            }
+        }
+        const char *next = json_string_value(json_object_get(page, "nextCursor"));
+        if (next != NULL)
+            snprintf(path, sizeof path, "/api/v1/campaigns?pageSize=100&cursor=%s", next);
+        json_decref(page);
+        free(a.body);
+        if (next == NULL)
+            return EXIT_OK;
+    }
+}
+
+static int cmd_campaigns(const struct ctl_options *o, int argc, char **argv)
+{
+    if (no_arguments("campaigns", argc, argv) != 0)
+        return EXIT_USAGE;
+    struct co_config *cfg = load_config(o);
+    if (cfg == NULL)
+        return EXIT_FAIL;
+    int rc = list_campaigns(o, cfg);
+    co_config_free(cfg);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- main */

@@ -108,6 +108,7 @@ struct http_request {
     char *path;            /* one allocation: path\0query\0 */
     char *query;           /* points into path's allocation, or NULL */
     struct strbuf body;
+    size_t max_body;     /* this request's limit (opts.max_body_for) */
     int tag;             /* the handler's label, for the observer */
     ev_tstamp handed_at; /* when the handler got it */
 };
@@ -651,6 +652,9 @@ static int on_headers_complete(http_parser *p)
         return conn_refuse(c, 505, "only HTTP/1.0 and HTTP/1.1 are supported");
     if (req_split_target(r) < 0)
         return conn_refuse(c, 400, "invalid request target");
+    if (c->srv->opts.max_body_for != NULL)
+        max_body = c->srv->opts.max_body_for(r->path, r->method, c->srv->arg);
+    r->max_body = max_body;
     if (http_request_header(r, "Transfer-Encoding"))
         return conn_refuse(c, 411,
                            "request bodies must be sent with Content-Length, "
@@ -667,8 +671,8 @@ static int on_body(http_parser *p, const char *at, size_t len)
     struct http_conn *c = p->data;
     struct strbuf *b = &c->req->body;
 
-    if (b->len + len > c->srv->opts.max_body) /* cannot happen with Content-Length */
-        return conn_refuse(c, 413, "the request body exceeds %zu bytes", c->srv->opts.max_body);
+    if (b->len + len > c->req->max_body) /* cannot happen with Content-Length */
+        return conn_refuse(c, 413, "the request body exceeds %zu bytes", c->req->max_body);
     return strbuf_add(b, at, len) < 0 ? conn_refuse(c, 500, "out of memory") : 0;
 }
 

@@ -34,8 +34,12 @@ typedef void (*http_handler_fn)(struct http_request *req, void *arg);
 
 /* A zero field takes the default below. */
 struct http_server_opts {
-    int max_connections;     /* per process; accepting pauses at the cap */
-    size_t max_body;         /* larger Content-Length: 413 before reading it */
+    int max_connections; /* per process; accepting pauses at the cap */
+    size_t max_body;     /* larger Content-Length: 413 before reading it */
+    /* NULL, or the limit of one request by its path and method (a route
+     * that takes bulk bodies), called with the handler's ARG once the
+     * request line and headers are in; replaces max_body for it. */
+    size_t (*max_body_for)(const char *path, int method, void *arg);
     size_t max_header_bytes; /* request target + header lines; larger: 431 */
     double idle_timeout;     /* s; keep-alive connection with no request
                               * in progress is closed silently; also the

@@ -88,7 +88,8 @@ static const char PATCH_SQL[] =
     "   next_attempt_at = CASE WHEN $18::bool THEN $19::timestamptz ELSE next_attempt_at END,"
     "   hold_reason = CASE WHEN $18::bool THEN $20::text ELSE hold_reason END,"
     "   published_at = CASE WHEN $18::bool AND $19::timestamptz IS NOT NULL THEN NULL"
-    "                  ELSE published_at END"
+    "                  ELSE published_at END,"
+    "   priority = CASE WHEN $22::bool THEN $23::smallint ELSE priority END"
     "  WHERE id = $1 AND status = 'PENDING' AND NOT (SELECT l FROM listed)"
     "    AND ($21::text IS NULL OR xmin::text = $21::text)"
     "  RETURNING call_json(calls) AS body, status"
@@ -214,6 +215,7 @@ int store_call_patch(struct pg_pool *pg, const char *id, const struct call_input
     static const struct store_patch_rules none = { 0 };
     const struct store_patch_rules *r = rules != NULL ? rules : &none;
     char nb[INSTANT_TEXT_MAX], ex[INSTANT_TEXT_MAX], hold[INSTANT_TEXT_MAX];
+    struct store_num prio;
     char *zones = r->set_zones ? zones_literal(r) : NULL;
     if (r->set_zones && r->nzones > 0 && zones == NULL)
         return -1;
@@ -241,8 +243,10 @@ int store_call_patch(struct pg_pool *pg, const char *id, const struct call_input
         r->hold_until_us != 0 ? hold : NULL,
         r->hold_reason,
         r->version,
+        flag(in->has_priority),
+        store_int(&prio, in->priority),
     };
-    int rc = store_query_rows(pg, PATCH_SQL, 21, values, &update_rows, (store_cb)cb, ctx);
+    int rc = store_query_rows(pg, PATCH_SQL, 23, values, &update_rows, (store_cb)cb, ctx);
     free(zones);
     return rc;
 }

@@ -5,7 +5,8 @@
  * /api/v1/calls, the counts by status for the metrics endpoints, and the
  * group-commit statement that stores created calls (intake_calls() of
  * sql/003_intake.sql, replaced in sql/007_dnc.sql to refuse numbers on the
- * do-not-call list, as PATCH does).  PostgreSQL renders the call JSON (call_json() in
+ * do-not-call list, as PATCH does, and in sql/017_campaign_api.sql to
+ * store priority and events_url).  PostgreSQL renders the call JSON (call_json() in
  * sql/001_schema.sql); the text is handed on as the database produced it.
  * The rules of store.h apply.
  */
