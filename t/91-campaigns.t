@@ -146,6 +146,16 @@ my $done = $s->wait_for(sub {
     $c->{status} eq 'FINISHED' ? $c : undef;
 }, timeout => 60, interval => 0.3, what => 'campaign FINISHED', soft => 1);
 ok($done, 'the campaign FINISHED once its calls were done');
+# campaign.finished goes to the outbox with the change (sql/019); with no
+# [events] secret in this config nothing is sent, so the row stays to see
+is($s->psql("SELECT count(*) || '|' || min(url) || '|' || min(payload->'data'->>'status') || '|'"
+        . " || bool_and(call_id IS NULL) FROM call_events"
+        . " WHERE campaign_id = '$cid' AND type = 'campaign.finished'"),
+    '1|https://hooks.example/cb|FINISHED|true',
+    'campaign.finished: one outbox row, to the campaign\'s eventsUrl, the FINISHED campaign, no call');
+is($s->psql("SELECT count(DISTINCT call_id) FROM call_events WHERE campaign_id = '$cid'"
+        . " AND type = 'call.completed' AND url = 'https://hooks.example/cb'"),
+    2, 'its calls\' events go to the campaign\'s eventsUrl');
 ($st, $b) = $s->api(GET => "/api/v1/campaigns/$cid");
 is($b->{counts}{COMPLETED}, 2, 'counts: 2 COMPLETED');
 is($b->{counts}{PENDING} + $b->{counts}{IN_PROGRESS}, 0, 'nothing pending or in progress');
