@@ -133,6 +133,32 @@ for my $st (qw(BUSY NO_ANSWER)) {
 my $stats = $s->sim_stats;
 is($stats->{started}, 3 + 3 + 1 + 1 + 1, 'the simulator started 9 calls: 3 BUSY, 3 NO_ANSWER, 1 each other');
 
+# ===================================== a2) a campaign's own retry rules ===
+# Over [retry] (busy = 2s, voicemail = never): the campaign says busy = 4s
+# and voicemail = backoff (sql/020_campaign_retry.sql).
+{
+    my ($st, $k) = $s->api(POST => '/api/v1/campaigns', {
+        name => 't86', scriptId => 'retry-campaign', maxAttempts => 2,
+        retry => { busy => '4s', voicemail => 'backoff' },
+        calls => [ { to => $NUM{BUSY} }, { to => $NUM{VOICEMAIL} } ] });
+    is($st, 201, 'a campaign with its own retry rules: 201') or diag explain $k;
+    my $ids = $s->psql("SELECT string_agg(id::text || '=' || to_number, ',') FROM calls"
+        . " WHERE campaign_id = '$k->{id}'");
+    my %by = reverse map { split /=/ } split /,/, $ids;
+    my $b = wait_call($by{ $NUM{BUSY} }, 'campaign BUSY: PENDING after attempt 1',
+        sub { $_[0]{status} eq 'PENDING' && $_[0]{attempts} == 1 && $_[0]{nextAttemptAt} });
+    my $d = gap($b->{nextAttemptAt}, $b->{attemptLog}[0]{endedAt});
+    ok($d >= 4 && $d < 5, "campaign BUSY: its 4 s, not [retry]'s 2 s ($d s)");
+    my $v = wait_call($by{ $NUM{VOICEMAIL} }, 'campaign VOICEMAIL: PENDING after attempt 1 (backoff, not never)',
+        sub { $_[0]{status} eq 'PENDING' && $_[0]{attempts} == 1 && $_[0]{nextAttemptAt} });
+    $d = gap($v->{nextAttemptAt}, $v->{attemptLog}[0]{endedAt});
+    ok($d >= 3 * 0.8 - 0.002 && $d <= 3.002, "campaign VOICEMAIL: the backoff, 3 s with jitter ($d s)");
+    for my $c ($b, $v) {
+        wait_call($c->{id}, "campaign $c->{to}: FAILED after its 2 attempts",
+            sub { $_[0]{status} eq 'FAILED' && $_[0]{attempts} == 2 });
+    }
+}
+
 # ================================================ b) an unknown outcome ===
 {
     my $c = get_call($call{REJECTED}{id});
