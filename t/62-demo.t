@@ -49,7 +49,7 @@ like($text, qr/posting $CALLS sample calls \(a third of them to numbers used twi
 
 # the last progress line: only the held call left, every sample call
 # COMPLETED or FAILED, the listed number's call SUPPRESSED
-my @lines = grep { /PENDING\s+\d/ } split /[\r\n]+/, $text;
+my @lines = grep { /PENDING\s+\d.*SUPPRESSED/ } split /[\r\n]+/, $text;
 my ($pend, $inp, $done, $failed, $supp) = ($lines[-1] // '')
     =~ /PENDING\s+(\d+)\s+IN_PROGRESS\s+(\d+)\s+COMPLETED\s+(\d+)\s+FAILED\s+(\d+)\s+SUPPRESSED\s+(\d+)/;
 ok(@lines > 1, 'it shows the progress as it goes (' . scalar(@lines) . ' lines)');
@@ -66,6 +66,13 @@ my ($max, $per_phone) = $text =~ /at most (\d+) calls at once and (\d+) at once 
 ok(defined $max && $max >= 1 && $max <= 5, 'the provider saw at most the cap of 5 at once ('
     . ($max // '?') . ')');
 is($per_phone, 1, 'and one call at a time per number');
+like($text, qr/campaign demo-renewals \([0-9a-f-]{36}\): 12 calls, maxConcurrent 2, callsPerSecond 2/,
+     'it runs a small campaign');
+like($text, qr/campaign\s+FINISHED\s+PENDING\s+0\s+IN_PROGRESS 0\s+COMPLETED\s+(\d+)\s+FAILED\s+(\d+)/,
+     'it shows the campaign\'s progress until FINISHED');
+my ($events) = $text =~ /client events received, signed: (.*)/;
+like($events // '', qr/campaign\.finished 1\b/, 'the receiver got campaign.finished') or diag($events);
+like($events // '', qr/call\.completed \d+/, '... and the calls\' events');
 like($text, qr{curl -s \Q$base\E/api/v1/metrics}, 'it prints the curl commands to try')
     if defined $base;
 
@@ -73,7 +80,7 @@ like($text, qr{curl -s \Q$base\E/api/v1/metrics}, 'it prints the curl commands t
 my $r = HTTP::Tiny->new(timeout => 5)->get("$base/api/v1/metrics");
 is($r->{status}, 200, 'the API still answers after the calls settled');
 my $m = eval { decode_json($r->{content}) } || {};
-is(($m->{COMPLETED} // 0) + ($m->{FAILED} // 0), $CALLS, '... and counts the same calls');
+is(($m->{COMPLETED} // 0) + ($m->{FAILED} // 0), $CALLS + 12, '... and counts the same calls (and the campaign\'s 12)');
 is($m->{SUPPRESSED}, 1, '... and the suppressed one');
 
 # Ctrl-C: everything stops, the directory goes

@@ -5,12 +5,15 @@
 # loopback in a temporary directory, the provider simulator and callorchd
 # with a generated config; posts a batch of sample calls (some to repeated
 # numbers, some that the simulator fails), shows their progress live until
-# they settle, then keeps serving with curl commands to try.  Ctrl-C stops
+# they settle, shows a held and a suppressed call, runs a small campaign
+# with client events to a local receiver, then keeps serving with curl
+# commands to try.  Ctrl-C stops
 # everything.
 use strict;
 use warnings;
 use Time::HiRes qw(sleep time);
 use CallorchTest;
+use CallorchReceiver;
 
 $ENV{CALLORCH_BUILDDIR} = shift // die "usage: demo.pl BUILDDIR\n";
 my $CALLS = $ENV{DEMO_CALLS} // 60;
@@ -25,7 +28,11 @@ $s->migrate;
 # short calls so the demo settles in a minute; 70 % of attempts succeed,
 # and with two attempts per call about one call in ten ends FAILED
 $s->start_sim('--delay', '1s-4s', '--success-rate', '0.7', '--fail-5xx', '0.05');
+# a local receiver for the client events (DESIGN.md section 10)
+my $rcv = CallorchReceiver->start($s->tmpdir . '/events.jsonl');
 $s->write_config(
+    'events.url'                    => $rcv->url . '/events',
+    'events.secret'                 => 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', # the demo's own
     'daemon.log_level'              => 'info',
     'dispatch.max_concurrent_calls' => 5,
     'dispatch.max_attempts'         => 2,
@@ -91,6 +98,31 @@ my $sim = eval { $s->sim_stats } || {};
 printf "settled; the provider saw at most %s calls at once and %s at once for one number.\n",
     $sim->{maxInProgress} // '?', $sim->{maxPerPhone} // '?';
 
+# A small campaign: 12 calls, at most 2 at once and 2 starts a second;
+# its progress, then the client events its calls sent.
+my (undef, $camp) = $s->api(POST => '/api/v1/campaigns',
+    { name => 'demo-renewals', scriptId => 'demo-renewal', maxConcurrent => 2,
+      callsPerSecond => 2, priority => 7, maxAttempts => 2,
+      calls => [ map { { to => sprintf('+1555020%04d', $_), metadata => { n => $_ } } } 1 .. 12 ] });
+printf "\ncampaign demo-renewals (%s): 12 calls, maxConcurrent 2, callsPerSecond 2\n",
+    $camp->{id} // '?';
+my $cs;
+until ($stop || !ref $camp) {
+    (undef, $cs) = $s->api(GET => "/api/v1/campaigns/$camp->{id}");
+    last unless ref $cs;
+    my $c = $cs->{counts} || {};
+    printf "\r  campaign %-9s PENDING %2d  IN_PROGRESS %d  COMPLETED %2d  FAILED %2d   ",
+        $cs->{status}, map { $c->{$_} // 0 } qw(PENDING IN_PROGRESS COMPLETED FAILED);
+    last if $cs->{status} eq 'FINISHED';
+    sleep 0.5;
+}
+my %types;
+$s->wait_for(sub { grep { ($_->{json}{type} // '') eq 'campaign.finished' } $rcv->hooks },
+    timeout => 20, soft => 1);
+$types{ $_->{json}{type} // '?' }++ for $rcv->hooks;
+printf "\ncampaign %s; client events received, signed: %s\n", $cs->{status} // '?',
+    join(', ', map { "$_ $types{$_}" } sort keys %types);
+
 print <<"EOT" unless $stop;
 
 callorchd keeps serving.  Try:
@@ -100,6 +132,8 @@ callorchd keeps serving.  Try:
        -d '{"to":"+15551234567","scriptId":"welcome-flow","metadata":{"campaign":"try"}}'
   curl -s $base/metrics | grep ^callorch_calls
   ${\ CallorchTest::builddir() }/src/callorchctl -c ${\ $s->config_path } status
+  ${\ CallorchTest::builddir() }/src/callorchctl -c ${\ $s->config_path } campaigns
+  curl -s $base/api/v1/calls/<id>/events
 Ctrl-C stops everything.
 EOT
 
