@@ -7,8 +7,7 @@
 # numbers, some that the simulator fails), shows their progress live until
 # they settle, shows a held and a suppressed call, runs a small campaign
 # with client events to a local receiver, then keeps serving with curl
-# commands to try.  Ctrl-C stops
-# everything.
+# commands to try.  Ctrl-C stops everything.
 use strict;
 use warnings;
 use Time::HiRes qw(sleep time);
