@@ -191,7 +191,7 @@ static void test_run_id(struct redis_slots *rs)
     is_int(1, finish(redis_slots_needs_rebuild(rs, on_done, &o), &o), "a rebuild is needed");
     is_int(0, epoch(rs, ep, sizeof(ep)), "redis_slots_epoch: no marker of this run");
     admin_str("SET t:slots:junk x");
-    struct slot_entry e = { "c9", 2, "+15550000009", 30 };
+    struct slot_entry e = { "c9", 2, "+15550000009", 30, NULL };
     is_int(1, rebuild(rs, &e, 1), "rebuilt despite the (foreign) marker");
     is_int(1, admin_int("ZCARD t:slots"), "with the one IN_PROGRESS entry");
     is_int(SLOT_OK, acquire(rs, "c1", "+15550000001"), "then acquire works again");
@@ -274,8 +274,8 @@ static void test_fence(struct redis_slots *rs)
     is_int(0, finish(redis_slots_drop(rs, &good, &moved, 1, 30, 600, on_done, &o), &o),
            "a lock held by another token now is left alone");
 
-    struct slot_entry e[] = { { "c7", 1, "+15550000007", 100 },
-                              { "young", 1, "+15550000004", 600 } };
+    struct slot_entry e[] = { { "c7", 1, "+15550000007", 100, NULL },
+                              { "young", 1, "+15550000004", 600, NULL } };
     memset(&o, 0, sizeof(o));
     is_int(SLOT_FENCE_EPOCH, finish(redis_slots_restore(rs, &bad_epoch, e, 2, on_done, &o), &o),
            "restore with a stale epoch: refused");
