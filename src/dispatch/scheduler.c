@@ -226,6 +226,7 @@ static void in_progress_loaded(void *ctx, const struct store_err *e,
         slots[r].attempt = rows[r].attempt;
         slots[r].phone = rows[r].to;
         slots[r].lease_s = rows[r].lease_s;
+        slots[r].campaign_id = rows[r].campaign_id;
     }
     co_warn("Redis lost the slot set; rebuilding it from PostgreSQL", "in_progress=%d", n);
     /* the entries point into ROWS, which live until this callback returns:
