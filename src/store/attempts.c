@@ -16,12 +16,16 @@
 
 /* ------------------------------------------------------------- load */
 
+/* The campaign's limits come with the call (one join, no second round
+ * trip): they are read at every attempt, so a change applies to the next. */
 static const char LOAD_SQL[] =
-    "SELECT status, attempts, to_number, due_at <= now(),"
-    "       EXISTS (SELECT 1 FROM dnc d WHERE d.number = calls.to_number),"
-    "       COALESCE(expires_at <= now(), false),"
-    "       COALESCE(array_to_json(timezones)::text, '[]'), calling_window::text"
-    " FROM calls WHERE id = $1";
+    "SELECT c.status, c.attempts, c.to_number, c.due_at <= now(),"
+    "       EXISTS (SELECT 1 FROM dnc d WHERE d.number = c.to_number),"
+    "       COALESCE(c.expires_at <= now(), false),"
+    "       COALESCE(array_to_json(c.timezones)::text, '[]'), c.calling_window::text,"
+    "       c.campaign_id::text, g.status, COALESCE(g.max_concurrent, 0),"
+    "       COALESCE(g.calls_per_second, 0)"
+    " FROM calls c LEFT JOIN campaigns g ON g.id = c.campaign_id WHERE c.id = $1";
 
 static void state_row(const PGresult *res, int r, void *out)
 {
@@ -34,6 +38,10 @@ static void state_row(const PGresult *res, int r, void *out)
     s->expired = PQgetvalue(res, r, 5)[0] == 't';
     s->zones = PQgetvalue(res, r, 6);
     s->window_json = PQgetisnull(res, r, 7) ? NULL : PQgetvalue(res, r, 7);
+    s->campaign_id = PQgetisnull(res, r, 8) ? NULL : PQgetvalue(res, r, 8);
+    s->campaign_status = PQgetisnull(res, r, 9) ? NULL : PQgetvalue(res, r, 9);
+    s->campaign_max = atoi(PQgetvalue(res, r, 10));
+    s->campaign_cps = atof(PQgetvalue(res, r, 11));
 }
 
 static void deliver_state(store_cb cb, void *ctx, const struct store_err *e, const void *rows,
