@@ -28,3 +28,25 @@ CREATE INDEX calls_pending_published_idx ON calls (published_at) WHERE status = 
 -- count before this migration.
 DROP INDEX calls_publish_idx;
 DROP INDEX calls_due_idx;
+
+-- What a dispatch job loads of its call (src/store/attempts.c), with its
+-- campaign's status and limits.  A function so that its plan is cached:
+-- sent as text, the join was planned again for every message (0.35 ms of
+-- PostgreSQL's time each, against 0.26 ms for the statement without it).
+CREATE FUNCTION load_call(p_id uuid)
+RETURNS TABLE (status text, attempts int, to_number text, due bool, listed bool, expired bool,
+               zones text, calling_window text, campaign_id text, campaign_status text,
+               campaign_max int, campaign_cps double precision)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN QUERY
+    SELECT c.status, c.attempts, c.to_number, c.due_at <= now(),
+           EXISTS (SELECT 1 FROM dnc d WHERE d.number = c.to_number),
+           COALESCE(c.expires_at <= now(), false),
+           COALESCE(array_to_json(c.timezones)::text, '[]'), c.calling_window::text,
+           c.campaign_id::text, g.status, COALESCE(g.max_concurrent, 0),
+           COALESCE(g.calls_per_second, 0)
+      FROM calls c LEFT JOIN campaigns g ON g.id = c.campaign_id
+     WHERE c.id = p_id;
+END
+$$;

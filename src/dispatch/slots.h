@@ -56,7 +56,13 @@
  *                    ends a lease (release, expiry, reconcile drop,
  *                    rebuild) frees the campaign's slot with it, and none
  *                    of them needs the campaign id.  The rebuild and the
- *                    restore add the IN_PROGRESS calls of such campaigns.
+ *                    restore add the IN_PROGRESS calls of such campaigns
+ *                    (their scripts build these key names from the slot
+ *                    set's: one Redis, not a cluster, as the reconcile's
+ *                    scan already assumes).  A finished campaign's set
+ *                    keeps at most maxConcurrent stale tokens.  A call
+ *                    that took a slot but was not started still counts
+ *                    in the pacing logs (errs towards fewer starts).
  *   P rate           sorted set, only with [provider] max_calls_per_second:
  *   P rate:camp:<id> and a campaign's callsPerSecond: the pacing logs,
  *                    member a token that took a slot, score = when (TIME,

@@ -16,16 +16,9 @@
 
 /* ------------------------------------------------------------- load */
 
-/* The campaign's limits come with the call (one join, no second round
- * trip): they are read at every attempt, so a change applies to the next. */
-static const char LOAD_SQL[] =
-    "SELECT c.status, c.attempts, c.to_number, c.due_at <= now(),"
-    "       EXISTS (SELECT 1 FROM dnc d WHERE d.number = c.to_number),"
-    "       COALESCE(c.expires_at <= now(), false),"
-    "       COALESCE(array_to_json(c.timezones)::text, '[]'), c.calling_window::text,"
-    "       c.campaign_id::text, g.status, COALESCE(g.max_concurrent, 0),"
-    "       COALESCE(g.calls_per_second, 0)"
-    " FROM calls c LEFT JOIN campaigns g ON g.id = c.campaign_id WHERE c.id = $1";
+/* The call with its campaign's status and limits (one statement: a change
+ * applies to the next attempt), from load_call() of sql/018_limits.sql. */
+static const char LOAD_SQL[] = "SELECT * FROM load_call($1)";
 
 static void state_row(const PGresult *res, int r, void *out)
 {
