@@ -1006,6 +1006,15 @@ static void test_pacing(struct redis_slots *rs)
     ok(o.token == first + 2000 + SLOT_PACE_GUARD_MS, "for 2 s (%lld)", o.token - first);
 }
 
+static void on_usage(void *arg, int in_use, long long paused_ms, const char *err)
+{
+    struct outcome *o = arg;
+
+    keep_err(o, err);
+    o->in_use = in_use;
+    o->token = paused_ms;
+}
+
 static void test_provider_pause(struct redis_slots *rs)
 {
     struct outcome o;
@@ -1018,6 +1027,10 @@ static void test_provider_pause(struct redis_slots *rs)
     memset(&o, 0, sizeof(o));
     is_int(0, finish(redis_slots_pause(rs, 0.1, on_done, &o), &o), "a shorter pause is ignored");
     ok(admin_int("PTTL t:pause") > 300, "the longer one runs on");
+    memset(&o, 0, sizeof(o));
+    finish(redis_slots_usage(rs, on_usage, &o), &o);
+    ok(o.in_use == 1 && o.token > 300 && o.token <= 500,
+       "usage: 1 slot in use, %lld ms of the pause left", o.token);
     is_int(SLOT_PROVIDER_PAUSED, take_in(rs, "z2", "+15550000172", NULL, 0, 0, 0, 30, &o),
            "a new start: SLOT_PROVIDER_PAUSED");
     ok(o.token >= t0 + 400 && o.token <= t0 + 600, "until the pause ends (%lld ms)", o.token - t0);
@@ -1026,6 +1039,9 @@ static void test_provider_pause(struct redis_slots *rs)
            "the token that holds its slot re-acquires");
     run_for(0.6);
     is_int(SLOT_OK, take_in(rs, "z2", "+15550000172", NULL, 0, 0, 0, 30, &o), "after it: taken");
+    memset(&o, 0, sizeof(o));
+    finish(redis_slots_usage(rs, on_usage, &o), &o);
+    ok(o.in_use == 2 && o.token == 0 && o.err[0] == '\0', "usage: no pause left");
     is_int(-1, redis_slots_pause(rs, 0, on_done, &o), "a pause of 0 refused");
 }
 

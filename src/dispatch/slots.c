@@ -167,6 +167,12 @@ static const char LUA_EXTEND[] =
             "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])\n"
             "return 1\n";
 
+/* KEYS: slots, pause.  Returns {slots in use, ms left of the provider's
+ * 429 pause (0: none)}. */
+static const char LUA_USAGE[] = LUA_NOW "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
+                                        "local p = redis.call('PTTL', KEYS[2])\n"
+                                        "return {redis.call('ZCARD', KEYS[1]), p > 0 and p or 0}\n";
+
 /* KEYS: slots.  Returns the slots in use. */
 static const char LUA_COUNT[] = LUA_NOW "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
                                         "return redis.call('ZCARD', KEYS[1])\n";
@@ -328,6 +334,7 @@ enum script_id {
     S_RC_DROP,
     S_RC_RESTORE,
     S_PAUSE,
+    S_USAGE,
     S_N
 };
 
@@ -346,6 +353,7 @@ static const struct redis_script SCRIPTS[S_N] = {
     [S_RC_DROP] = { "reconcile_drop", LUA_RC_DROP },
     [S_RC_RESTORE] = { "reconcile_restore", LUA_RC_RESTORE },
     [S_PAUSE] = { "pause", LUA_PAUSE },
+    [S_USAGE] = { "usage", LUA_USAGE },
 };
 
 /* ------------------------------------------------------------- structs --- */
@@ -364,7 +372,8 @@ enum req_kind {
     RK_EPOCH,
     RK_SCAN,
     RK_RC,
-    RK_PAUSE
+    RK_PAUSE,
+    RK_USAGE
 };
 
 /* The caller's side of one request in flight: whom to tell, and how. */
@@ -377,6 +386,7 @@ struct slot_req {
         slot_leader_cb leader;
         slot_text_cb text;
         slot_scan_cb scan;
+        slot_usage_cb usage;
     } cb;
     void *arg;
 };
@@ -446,6 +456,10 @@ static void req_fail(struct slot_req *req, const char *err)
         if (req->cb.scan != NULL)
             req->cb.scan(req->arg, NULL, NULL, 0, err);
         break;
+    case RK_USAGE:
+        if (req->cb.usage != NULL)
+            req->cb.usage(req->arg, 0, 0, err);
+        break;
     default:
         if (req->cb.done != NULL)
             req->cb.done(req->arg, 0, err);
@@ -505,6 +519,19 @@ static void deliver_acquire(struct slot_req *req, const redisReply *r)
         req->cb.grant(req->arg, &g, NULL);
     else if (req->kind == RK_ACQUIRE && req->cb.acquire != NULL)
         req->cb.acquire(req->arg, g.result, g.in_use, NULL);
+    free(req);
+}
+
+static void deliver_usage(struct slot_req *req, const redisReply *r)
+{
+    long long in_use, paused;
+
+    if (reply_pair(r, &in_use, &paused) != 0) {
+        req_fail(req, "unexpected reply from Redis to the usage script");
+        return;
+    }
+    if (req->cb.usage != NULL)
+        req->cb.usage(req->arg, (int)in_use, paused, NULL);
     free(req);
 }
 
@@ -611,6 +638,8 @@ static void on_reply(void *arg, const redisReply *reply, const char *err)
         deliver_acquire(req, reply);
     else if (req->kind == RK_LEADER)
         deliver_leader(req, reply);
+    else if (req->kind == RK_USAGE)
+        deliver_usage(req, reply);
     else
         deliver_int(req, reply);
 }
@@ -999,6 +1028,20 @@ int redis_slots_pause(struct redis_slots *rs, double seconds, slot_done_cb cb, v
     cmd = redis_cmd_script(rs->redis, S_PAUSE, 1, 1);
     redis_cmd_add(cmd, "%spause", rs->prefix);
     redis_cmd_add(cmd, "%lld", ms);
+    return submit(rs, cmd, req);
+}
+
+int redis_slots_usage(struct redis_slots *rs, slot_usage_cb cb, void *arg)
+{
+    struct slot_req *req = req_new(rs, RK_USAGE, arg);
+    struct redis_cmd *cmd;
+
+    if (req == NULL)
+        return -1;
+    req->cb.usage = cb;
+    cmd = redis_cmd_script(rs->redis, S_USAGE, 2, 0);
+    redis_cmd_add(cmd, "%sslots", rs->prefix);
+    redis_cmd_add(cmd, "%spause", rs->prefix);
     return submit(rs, cmd, req);
 }
 

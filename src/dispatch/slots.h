@@ -270,6 +270,13 @@ int redis_slots_pause(struct redis_slots *rs, double seconds, slot_done_cb cb, v
 /* VALUE: slots in use, expired leases dropped first (metrics, free capacity). */
 int redis_slots_count(struct redis_slots *rs, slot_done_cb cb, void *arg);
 
+/* IN_USE as redis_slots_count(); PAUSED_MS: what is left of the provider's
+ * 429 pause (redis_slots_pause()), 0 when none. */
+typedef void (*slot_usage_cb)(void *arg, int in_use, long long paused_ms, const char *err);
+
+/* The scheduler's view before it publishes: slots in use and the pause. */
+int redis_slots_usage(struct redis_slots *rs, slot_usage_cb cb, void *arg);
+
 /* VALUE: 1 when the epoch marker is missing or of another Redis run
  * (redis_slots_rebuild() needed). */
 int redis_slots_needs_rebuild(struct redis_slots *rs, slot_done_cb cb, void *arg);
