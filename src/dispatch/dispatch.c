@@ -4,7 +4,7 @@
  * callback of the non-blocking pool, Redis client or HTTP client:
  *
  *   load ─ skip (not a due PENDING call of this attempt)         → handled
- *        ├ its campaign is not RUNNING (paused): park             → handled
+ *        ├ its campaign is PAUSED or CANCELLED: park              → handled
  *        ├ past expires_at: EXPIRED, no slot taken                → handled
  *        ├ number listed: suppress ─ SUPPRESSED, no slot taken    → handled
  *        │                         └ no longer qualifies: go on ↓
@@ -614,6 +614,14 @@ static void check_window(struct job *j, const struct store_call_state *c)
     hold(j, (long long)until * 1000, "window");
 }
 
+/* A PAUSED campaign starts none of its calls, nor a CANCELLED one (its
+ * PENDING calls are being cancelled); the publish query skips the same.
+ * FINISHED is no hold: a call retried from its dead letters runs. */
+static bool campaign_holds(const char *status)
+{
+    return status != NULL && (strcmp(status, "PAUSED") == 0 || strcmp(status, "CANCELLED") == 0);
+}
+
 static void loaded(void *ctx, const struct store_err *e, const struct store_call_state *c)
 {
     struct job *j = ctx;
@@ -636,9 +644,9 @@ static void loaded(void *ctx, const struct store_err *e, const struct store_call
         park(j, "dispatch paused");
         return;
     }
-    if (c->campaign_status != NULL && strcmp(c->campaign_status, "RUNNING") != 0) {
-        /* paused (or cancelled): not started; the publish query leaves it
-         * alone until its campaign runs again */
+    if (campaign_holds(c->campaign_status)) {
+        /* not started; the publish query leaves it alone until its
+         * campaign runs again */
         shm_count(CNT_DEFERRED_CAMPAIGN_PAUSED);
         park(j, "campaign not running");
         return;
