@@ -191,7 +191,7 @@ static void test_run_id(struct redis_slots *rs)
     is_int(1, finish(redis_slots_needs_rebuild(rs, on_done, &o), &o), "a rebuild is needed");
     is_int(0, epoch(rs, ep, sizeof(ep)), "redis_slots_epoch: no marker of this run");
     admin_str("SET t:slots:junk x");
-    struct slot_entry e = { "c9", 2, "+15550000009", 30 };
+    struct slot_entry e = { "c9", 2, "+15550000009", 30, NULL };
     is_int(1, rebuild(rs, &e, 1), "rebuilt despite the (foreign) marker");
     is_int(1, admin_int("ZCARD t:slots"), "with the one IN_PROGRESS entry");
     is_int(SLOT_OK, acquire(rs, "c1", "+15550000001"), "then acquire works again");
@@ -274,8 +274,8 @@ static void test_fence(struct redis_slots *rs)
     is_int(0, finish(redis_slots_drop(rs, &good, &moved, 1, 30, 600, on_done, &o), &o),
            "a lock held by another token now is left alone");
 
-    struct slot_entry e[] = { { "c7", 1, "+15550000007", 100 },
-                              { "young", 1, "+15550000004", 600 } };
+    struct slot_entry e[] = { { "c7", 1, "+15550000007", 100, NULL },
+                              { "young", 1, "+15550000004", 600, NULL } };
     memset(&o, 0, sizeof(o));
     is_int(SLOT_FENCE_EPOCH, finish(redis_slots_restore(rs, &bad_epoch, e, 2, on_done, &o), &o),
            "restore with a stale epoch: refused");
@@ -285,6 +285,54 @@ static void test_fence(struct redis_slots *rs)
     is_string("c7:1", admin_str("GET t:phone:+15550000007"), "the restored lock holds the token");
     long long pttl = admin_int("PTTL t:phone:+15550000007");
     ok(pttl > 90000 && pttl <= 100000, "with the remaining lease (%lld ms)", pttl);
+}
+
+static void on_grant(void *arg, const struct slot_grant *g, const char *err)
+{
+    on_done(arg, g->result, err);
+}
+
+/* A take for OWNER:1 in campaign CAMP, which has one slot. */
+static int take_camp(struct redis_slots *rs, const char *owner, const char *phone, const char *camp)
+{
+    struct slot_ask a = { .call_id = owner,
+                          .attempt = 1,
+                          .phone = phone,
+                          .max_slots = 10,
+                          .lease_s = 600,
+                          .campaign_id = camp,
+                          .campaign_max = 1 };
+    struct outcome o = { 0 };
+    return finish(redis_slots_take(rs, &a, on_grant, &o), &o);
+}
+
+/* The reconcile keeps a campaign's count with the slot set: a dropped
+ * stray lease frees its campaign slot, a restored lease counts again. */
+static void test_campaign_paths(struct redis_slots *rs)
+{
+    char ep[256];
+    struct outcome o = { 0 };
+
+    admin_int("FLUSHALL");
+    rebuild(rs, NULL, 0);
+    epoch(rs, ep, sizeof(ep));
+    admin_str("SET t:leader:token 7");
+    admin_int("ZADD t:slots %lld stray:1", redis_now_ms() + 5000); /* taken 595 s ago */
+    admin_int("SADD t:camp:k stray:1");
+    is_int(SLOT_CAMPAIGN_FULL, take_camp(rs, "n1", "+15550000021", "k"),
+           "a stray lease holds campaign k's one slot");
+    struct slot_fence good = { 7, ep };
+    struct slot_seen drop = { "stray:1", NULL };
+    is_int(1, finish(redis_slots_drop(rs, &good, &drop, 1, 30, 600, on_done, &o), &o),
+           "the reconcile drops the stray lease");
+    is_int(SLOT_OK, take_camp(rs, "n1", "+15550000021", "k"), "which frees the campaign's slot");
+
+    struct slot_entry e = { "c8", 1, "+15550000022", 100, "m" };
+    memset(&o, 0, sizeof(o));
+    is_int(2, finish(redis_slots_restore(rs, &good, &e, 1, on_done, &o), &o),
+           "restore: an IN_PROGRESS call of campaign m whose lease was lost");
+    is_int(SLOT_CAMPAIGN_FULL, take_camp(rs, "n2", "+15550000023", "m"),
+           "campaign m counts it again");
 }
 
 static void test_release_retry(int port)
@@ -319,6 +367,7 @@ int main(void)
     test_run_id(rs);
     test_scan(rs);
     test_fence(rs);
+    test_campaign_paths(rs);
     redis_slots_free(rs);
     test_release_retry(atoi(p));
     redisFree(admin);

@@ -149,18 +149,31 @@ static void on_grant(void *arg, const struct slot_grant *g, const char *err)
     o->token = g->free_at_ms;
 }
 
-/* acquire() with a per-number cap of CAP per PERIOD s; o->token: free_at_ms. */
-static int take(struct redis_slots *rs, const char *id, const char *phone, int cap, double period,
-                struct outcome *o)
+/* redis_slots_take() of A; o->token: free_at_ms. */
+static int take_ask(struct redis_slots *rs, const struct slot_ask *a, struct outcome *o)
 {
-    struct slot_ask a = { id, 1, phone, 10, 30, cap, period };
     int r;
 
     memset(o, 0, sizeof(*o));
     in_submit = 1;
-    r = redis_slots_take(rs, &a, on_grant, o);
+    r = redis_slots_take(rs, a, on_grant, o);
     in_submit = 0;
     return finish(r, o);
+}
+
+/* acquire() with a per-number cap of CAP per PERIOD s; o->token: free_at_ms. */
+static int take(struct redis_slots *rs, const char *id, const char *phone, int cap, double period,
+                struct outcome *o)
+{
+    struct slot_ask a = { .call_id = id,
+                          .attempt = 1,
+                          .phone = phone,
+                          .max_slots = 10,
+                          .lease_s = 30,
+                          .cap = cap,
+                          .cap_period_s = period };
+
+    return take_ask(rs, &a, o);
 }
 
 static int release(struct redis_slots *rs, const char *id, int attempt, const char *phone)
@@ -388,9 +401,9 @@ static void test_expiry(struct redis_slots *rs)
 static void test_rebuild(struct redis_slots *rs)
 {
     struct slot_entry e[] = {
-        { "r1", 1, "+15550000031", 30 },
-        { "r2", 2, "+15550000032", 30 },
-        { "r3", 1, "+15550000033", -5 }, /* past its timeout: still counted for 1 s */
+        { "r1", 1, "+15550000031", 30, NULL },
+        { "r2", 2, "+15550000032", 30, NULL },
+        { "r3", 1, "+15550000033", -5, NULL }, /* past its timeout: still counted for 1 s */
     };
     struct outcome o;
     long long pttl;
@@ -565,7 +578,9 @@ static void test_frequency(struct redis_slots *rs)
 
     is_int(SLOT_OK, take(rs, "g1", "+15550000092", 0, 0, &o), "cap 0: taken");
     ok(admin_int("EXISTS t:freq:+15550000092") == 0, "cap 0: no freq key");
-    struct slot_ask bad = { "b", 1, "+1555", 5, 30, 2, 0 };
+    struct slot_ask bad = {
+        .call_id = "b", .attempt = 1, .phone = "+1555", .max_slots = 5, .lease_s = 30, .cap = 2
+    };
     is_int(-1, redis_slots_take(rs, &bad, on_grant, NULL), "a cap without a period refused");
 }
 
@@ -590,7 +605,13 @@ static void test_frequency_race(struct redis_slots *rs)
         for (int i = 0; i < 4; i++) {
             memset(&o[i], 0, sizeof(o[i]));
             snprintf(id[i], sizeof(id[i]), "q%d.%d", round, i);
-            a[i] = (struct slot_ask){ id[i], 1, ph, 10, 30, 3, 60 };
+            a[i] = (struct slot_ask){ .call_id = id[i],
+                                      .attempt = 1,
+                                      .phone = ph,
+                                      .max_slots = 10,
+                                      .lease_s = 30,
+                                      .cap = 3,
+                                      .cap_period_s = 60 };
             if (redis_slots_take(more[i], &a[i], on_grant, &o[i]) != 0)
                 bail("take refused: %s", redis_slots_error(more[i]));
         }
@@ -653,7 +674,7 @@ static void test_noscript(struct redis_slots *rs)
 
 static void test_invalid(struct redis_slots *rs)
 {
-    struct slot_entry bad = { "", 1, "+1555", 10 };
+    struct slot_entry bad = { "", 1, "+1555", 10, NULL };
 
     is_int(-1, redis_slots_acquire(rs, "", 1, "+1555", 5, 30, on_acquire, NULL),
            "empty call id refused");
@@ -855,6 +876,175 @@ static void test_queue_while_connecting(void)
     redis_slots_free(rs);
 }
 
+/* A take of token ID (attempt 1) for PHONE in campaign CAMP (NULL: none)
+ * with CMAX slots and CPS starts a second of its own, under a global
+ * pacing of RATE; ten slots, 30 s leases. */
+static int take_in(struct redis_slots *rs, const char *id, const char *phone, const char *camp,
+                   int cmax, double cps, double rate, double lease, struct outcome *o)
+{
+    struct slot_ask a = { .call_id = id,
+                          .attempt = 1,
+                          .phone = phone,
+                          .max_slots = 10,
+                          .lease_s = lease,
+                          .campaign_id = camp,
+                          .campaign_max = cmax,
+                          .calls_per_second = rate,
+                          .campaign_cps = cps };
+
+    return take_ask(rs, &a, o);
+}
+
+static void test_campaign(struct redis_slots *rs)
+{
+    struct outcome o;
+    struct slot_entry e[] = {
+        { "k1", 1, "+15550000131", 30, "c3" },
+        { "k2", 1, "+15550000132", 30, NULL },
+    };
+
+    reset_state(rs);
+    is_int(SLOT_OK, take_in(rs, "c1", "+15550000121", "c1", 2, 0, 0, 30, &o),
+           "campaign max 2: 1st");
+    is_int(SLOT_OK, take_in(rs, "c2", "+15550000122", "c1", 2, 0, 0, 30, &o), "2nd");
+    is_int(SLOT_CAMPAIGN_FULL, take_in(rs, "c3", "+15550000123", "c1", 2, 0, 0, 30, &o),
+           "3rd: SLOT_CAMPAIGN_FULL");
+    ok(admin_int("ZCARD t:slots") == 2 && admin_int("EXISTS t:phone:+15550000123") == 0,
+       "nothing taken for it");
+    is_int(2, o.in_use, "in_use: the global slots");
+    is_int(SLOT_OK, take_in(rs, "c2", "+15550000122", "c1", 2, 0, 0, 30, &o),
+           "the same token again: OK, not counted twice");
+    is_int(SLOT_OK, take_in(rs, "o1", "+15550000124", "other", 2, 0, 0, 30, &o),
+           "another campaign has its own slots");
+    is_int(SLOT_OK, take_in(rs, "s1", "+15550000125", NULL, 0, 0, 0, 30, &o),
+           "a call without a campaign is not held");
+    is_int(1, release(rs, "c1", 1, "+15550000121"), "a plain release (no campaign id) ...");
+    is_int(SLOT_OK, take_in(rs, "c3", "+15550000123", "c1", 2, 0, 0, 30, &o),
+           "... frees the campaign's slot too");
+    ok(admin_int("SCARD t:camp:c1") == 2, "the released token left the campaign set");
+
+    /* a lease that expires frees the campaign's slot with the global one */
+    is_int(SLOT_OK, take_in(rs, "e1", "+15550000126", "c2", 1, 0, 0, 0.2, &o),
+           "max 1, 0.2 s lease");
+    is_int(SLOT_CAMPAIGN_FULL, take_in(rs, "e2", "+15550000127", "c2", 1, 0, 0, 30, &o),
+           "full while the lease runs");
+    run_for(0.3);
+    is_int(SLOT_OK, take_in(rs, "e2", "+15550000127", "c2", 1, 0, 0, 30, &o),
+           "after its expiry: taken");
+
+    /* a rebuild from PostgreSQL restores the campaign's count */
+    admin_int("FLUSHALL");
+    is_int(1, rebuild(rs, e, 2), "rebuild with a campaign call");
+    ok(admin_int("SISMEMBER t:camp:c3 k1:1") == 1, "its token is back in the campaign set");
+    is_int(SLOT_CAMPAIGN_FULL, take_in(rs, "n1", "+15550000133", "c3", 1, 0, 0, 30, &o),
+           "the rebuilt call holds the campaign's only slot");
+    is_int(1, release(rs, "k1", 1, "+15550000131"), "it ends");
+    is_int(SLOT_OK, take_in(rs, "n1", "+15550000133", "c3", 1, 0, 0, 30, &o), "then taken");
+
+    struct slot_ask bad = { .call_id = "b",
+                            .attempt = 1,
+                            .phone = "+1555",
+                            .max_slots = 5,
+                            .lease_s = 30,
+                            .campaign_max = 2 };
+    is_int(-1, redis_slots_take(rs, &bad, on_grant, NULL), "a campaign cap without an id refused");
+}
+
+/* Redis's clock, ms. */
+static long long redis_now_ms(void)
+{
+    redisReply *r = redisCommand(admin, "TIME");
+    long long ms = 0;
+
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2)
+        ms = atoll(r->element[0]->str) * 1000 + atoll(r->element[1]->str) / 1000;
+    freeReplyObject(r);
+    return ms;
+}
+
+static void test_pacing(struct redis_slots *rs)
+{
+    struct outcome o;
+    long long t0, first;
+
+    reset_state(rs);
+    t0 = redis_now_ms();
+    is_int(SLOT_OK, take_in(rs, "p1", "+15550000141", NULL, 0, 0, 2, 30, &o), "2/s: 1st start");
+    is_int(SLOT_OK, take_in(rs, "p2", "+15550000142", NULL, 0, 0, 2, 30, &o), "2nd start");
+    first = atoll(admin_str("ZSCORE t:rate p1:1"));
+    ok(first >= t0, "logged on Redis's clock (%lld >= %lld)", first, t0);
+    is_int(1, release(rs, "p1", 1, "+15550000141"), "a call ends at once ...");
+    is_int(SLOT_PACED, take_in(rs, "p3", "+15550000143", NULL, 0, 0, 2, 30, &o),
+           "... the 3rd start within the second: SLOT_PACED (starts, not slots, count)");
+    ok(o.token == first + 1000 + SLOT_PACE_GUARD_MS,
+       "free_at_ms = the oldest start + window (%lld)", o.token - first);
+    ok(admin_int("ZCARD t:slots") == 1 && admin_int("EXISTS t:phone:+15550000143") == 0,
+       "nothing taken for it");
+    is_int(SLOT_OK, take_in(rs, "p2", "+15550000142", NULL, 0, 0, 2, 30, &o),
+           "a token already started is not paced again");
+    long long pttl = admin_int("PTTL t:rate");
+    ok(pttl > 0 && pttl <= 1000 + SLOT_PACE_GUARD_MS, "the log expires a window later (%lld)",
+       pttl);
+    run_for((first + 1000 + SLOT_PACE_GUARD_MS - redis_now_ms()) / 1000.0 + 0.02);
+    is_int(SLOT_OK, take_in(rs, "p3", "+15550000143", NULL, 0, 0, 2, 30, &o),
+           "once the oldest start left the window: taken");
+
+    /* a campaign's rate, inside an unpaced global */
+    reset_state(rs);
+    is_int(SLOT_OK, take_in(rs, "q1", "+15550000151", "k", 0, 1, 0, 30, &o), "campaign 1/s: 1st");
+    is_int(SLOT_PACED, take_in(rs, "q2", "+15550000152", "k", 0, 1, 0, 30, &o), "2nd: paced");
+    is_int(SLOT_OK, take_in(rs, "q3", "+15550000153", "j", 0, 1, 0, 30, &o),
+           "another campaign's own window");
+    is_int(SLOT_OK, take_in(rs, "q4", "+15550000154", NULL, 0, 0, 0, 30, &o),
+           "a call without a campaign: unpaced");
+    ok(admin_int("EXISTS t:rate") == 0, "no global log when unpaced");
+
+    /* below one a second: one start per 1/rate s */
+    is_int(SLOT_OK, take_in(rs, "h1", "+15550000161", "h", 0, 0.5, 0, 30, &o), "0.5/s: 1st");
+    first = atoll(admin_str("ZSCORE t:rate:camp:h h1:1"));
+    is_int(SLOT_PACED, take_in(rs, "h2", "+15550000162", "h", 0, 0.5, 0, 30, &o), "2nd: paced");
+    ok(o.token == first + 2000 + SLOT_PACE_GUARD_MS, "for 2 s (%lld)", o.token - first);
+}
+
+static void on_usage(void *arg, int in_use, long long paused_ms, const char *err)
+{
+    struct outcome *o = arg;
+
+    keep_err(o, err);
+    o->in_use = in_use;
+    o->token = paused_ms;
+}
+
+static void test_provider_pause(struct redis_slots *rs)
+{
+    struct outcome o;
+    long long t0;
+
+    reset_state(rs);
+    is_int(SLOT_OK, take_in(rs, "z1", "+15550000171", NULL, 0, 0, 0, 30, &o), "a call before");
+    t0 = redis_now_ms();
+    is_int(1, finish(redis_slots_pause(rs, 0.5, on_done, &o), &o), "429: pause 0.5 s");
+    memset(&o, 0, sizeof(o));
+    is_int(0, finish(redis_slots_pause(rs, 0.1, on_done, &o), &o), "a shorter pause is ignored");
+    ok(admin_int("PTTL t:pause") > 300, "the longer one runs on");
+    memset(&o, 0, sizeof(o));
+    finish(redis_slots_usage(rs, on_usage, &o), &o);
+    ok(o.in_use == 1 && o.token > 300 && o.token <= 500,
+       "usage: 1 slot in use, %lld ms of the pause left", o.token);
+    is_int(SLOT_PROVIDER_PAUSED, take_in(rs, "z2", "+15550000172", NULL, 0, 0, 0, 30, &o),
+           "a new start: SLOT_PROVIDER_PAUSED");
+    ok(o.token >= t0 + 400 && o.token <= t0 + 600, "until the pause ends (%lld ms)", o.token - t0);
+    ok(admin_int("EXISTS t:phone:+15550000172") == 0, "nothing taken");
+    is_int(SLOT_OK, take_in(rs, "z1", "+15550000171", NULL, 0, 0, 0, 30, &o),
+           "the token that holds its slot re-acquires");
+    run_for(0.6);
+    is_int(SLOT_OK, take_in(rs, "z2", "+15550000172", NULL, 0, 0, 0, 30, &o), "after it: taken");
+    memset(&o, 0, sizeof(o));
+    finish(redis_slots_usage(rs, on_usage, &o), &o);
+    ok(o.in_use == 2 && o.token == 0 && o.err[0] == '\0', "usage: no pause left");
+    is_int(-1, redis_slots_pause(rs, 0, on_done, &o), "a pause of 0 refused");
+}
+
 static int ctl(const char *what)
 {
     char line[64];
@@ -916,6 +1106,9 @@ int main(void)
     test_frequency(rs);
     test_frequency_race(rs);
     test_recount(rs);
+    test_campaign(rs);
+    test_pacing(rs);
+    test_provider_pause(rs);
     test_noscript(rs);
     test_invalid(rs);
     redis_slots_free(rs);

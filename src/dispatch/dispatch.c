@@ -4,12 +4,16 @@
  * callback of the non-blocking pool, Redis client or HTTP client:
  *
  *   load ─ skip (not a due PENDING call of this attempt)         → handled
+ *        ├ its campaign is PAUSED or CANCELLED: park              → handled
  *        ├ past expires_at: EXPIRED, no slot taken                → handled
  *        ├ number listed: suppress ─ SUPPRESSED, no slot taken    → handled
  *        │                         └ no longer qualifies: go on ↓
  *        ├ calling window closed (or a zone unknown to tzdata):
  *        │   hold until it opens (holdReason "window")             → handled
  *        └ acquire slot+lock ─ none free / Redis down ─ park      → handled
+ *                            ├ campaign full, pacing window full,
+ *                            │ provider's 429 pause: park, counted
+ *                            │ as a deferral                       → handled
  *                            ├ number over its attempt cap: hold
  *                            │ until the oldest attempt leaves the
  *                            │ period (holdReason "frequency")     → handled
@@ -20,6 +24,7 @@
  *                                               └ started         → handled
  *                                                 └ provider ─ 2xx + valid callId: record id
  *                                                            ├ certain refusal: settle, release
+ *                                                            │ (a 429 pauses every daemon's starts)
  *                                                            └ unknown: mark it, keep slot
  *                                                              and lock (lookup.h resolves it)
  *
@@ -54,6 +59,12 @@
  * stored value unreadable) is held this long, s, then looked at again. */
 #define DISPATCH_RULES_ERROR_HOLD (60 * 60)
 
+/* The provider's 429: every daemon's starts pause for its Retry-After,
+ * this long when it sent none, and never longer than the cap (a provider
+ * that answers "Retry-After: 86400" stops one call for a day, not all). */
+#define DISPATCH_429_PAUSE_DEFAULT 1.0
+#define DISPATCH_429_PAUSE_MAX 300.0
+
 /* Where a dispatcher is in its stop (dispatcher_stop()). */
 enum dispatch_stop {
     DISPATCH_RUNNING,
@@ -87,6 +98,9 @@ struct job {
     char owner[64]; /* "<id>.<pid>.<n>": this job's lease token */
     int attempt;
     char to[32];
+    char campaign[UUID_LEN + 1]; /* "": a single call */
+    int campaign_max;            /* its maxConcurrent; 0: none */
+    double campaign_cps;         /* its callsPerSecond; 0: unpaced */
     char *script_id;
     char *metadata;
     const char *hold_reason; /* a string literal, while a hold is written */
@@ -160,6 +174,20 @@ static void settled(void *arg, const struct store_err *e, const char *status)
     job_end(j);
 }
 
+/* The provider answered 429: no daemon starts a call for RETRY_AFTER s
+ * (slots.h, P pause).  Fire and forget: a pause that Redis never got
+ * leaves this call's own retry to wait Retry-After still. */
+static void pause_starts(struct job *j, double retry_after)
+{
+    double s = retry_after > 0 ? retry_after : DISPATCH_429_PAUSE_DEFAULT;
+    if (s > DISPATCH_429_PAUSE_MAX)
+        s = DISPATCH_429_PAUSE_MAX;
+    co_info("provider rate limit: starts paused on every daemon", "call=%s pause_s=%.3f", j->id, s);
+    if (redis_slots_pause(j->d->redis, s, NULL, NULL) < 0)
+        co_warn("cannot pause starts after a 429", "error=%s",
+                CO_LOG_Q(redis_slots_error(j->d->redis)));
+}
+
 static void settle(struct job *j, const struct provider_result *r)
 {
     const struct co_config *cfg = j->d->cfg;
@@ -168,6 +196,8 @@ static void settle(struct job *j, const struct provider_result *r)
         return;
     }
     int retry = r->outcome == PROVIDER_RETRY;
+    if (r->http_status == 429)
+        pause_starts(j, r->retry_after);
     shm_count(r->http_status == 0     ? CNT_PROVIDER_ERR_CONNECT
               : r->http_status == 429 ? CNT_PROVIDER_ERR_429
               : r->http_status >= 500 ? CNT_PROVIDER_ERR_5XX
@@ -404,6 +434,25 @@ static void started(void *ctx, const struct store_err *e, const struct store_sta
 
 static void hold(struct job *j, long long until_ms, const char *reason);
 
+/* The acquire took nothing: park the call (the scheduler publishes it
+ * again, in priority order); a limit's deferral is counted by reason. */
+static void park_refused(struct job *j, enum slot_result r)
+{
+    switch (r) {
+    case SLOT_CAMPAIGN_FULL: shm_count(CNT_DEFERRED_CAMPAIGN_FULL); break;
+    case SLOT_PACED: shm_count(CNT_DEFERRED_PACING); break;
+    case SLOT_PROVIDER_PAUSED: shm_count(CNT_DEFERRED_PROVIDER_429); break;
+    default: break;
+    }
+    park(j, r == SLOT_NO_SLOT           ? "no slot"
+            : r == SLOT_PHONE_BUSY      ? "phone busy"
+            : r == SLOT_NEEDS_REBUILD   ? "slots being rebuilt"
+            : r == SLOT_CAMPAIGN_FULL   ? "campaign full"
+            : r == SLOT_PACED           ? "pacing"
+            : r == SLOT_PROVIDER_PAUSED ? "provider 429 pause"
+                                        : "redis unavailable");
+}
+
 static void acquired(void *arg, const struct slot_grant *g, const char *err)
 {
     struct job *j = arg;
@@ -417,10 +466,7 @@ static void acquired(void *arg, const struct slot_grant *g, const char *err)
         return;
     }
     if (r != SLOT_OK) {
-        park(j, r == SLOT_NO_SLOT         ? "no slot"
-                : r == SLOT_PHONE_BUSY    ? "phone busy"
-                : r == SLOT_NEEDS_REBUILD ? "slots being rebuilt"
-                                          : "redis unavailable");
+        park_refused(j, r);
         return;
     }
     if (store_attempt_start(j->d->pg, j->id, j->attempt, j->to, j->owner, started, j) < 0) {
@@ -441,6 +487,10 @@ static void acquire(struct job *j)
         .lease_s = d->cfg->call_timeout + co_tunables.lease_margin,
         .cap = d->cfg->max_attempts_per_number,
         .cap_period_s = d->cfg->attempts_period,
+        .campaign_id = j->campaign[0] != '\0' ? j->campaign : NULL,
+        .campaign_max = j->campaign_max,
+        .calls_per_second = d->cfg->max_calls_per_second,
+        .campaign_cps = j->campaign_cps,
     };
     if (redis_slots_take(d->redis, &ask, acquired, j) < 0)
         park(j, "redis unavailable");
@@ -564,6 +614,14 @@ static void check_window(struct job *j, const struct store_call_state *c)
     hold(j, (long long)until * 1000, "window");
 }
 
+/* A PAUSED campaign starts none of its calls, nor a CANCELLED one (its
+ * PENDING calls are being cancelled); the publish query skips the same.
+ * FINISHED is no hold: a call retried from its dead letters runs. */
+static bool campaign_holds(const char *status)
+{
+    return status != NULL && (strcmp(status, "PAUSED") == 0 || strcmp(status, "CANCELLED") == 0);
+}
+
 static void loaded(void *ctx, const struct store_err *e, const struct store_call_state *c)
 {
     struct job *j = ctx;
@@ -586,7 +644,17 @@ static void loaded(void *ctx, const struct store_err *e, const struct store_call
         park(j, "dispatch paused");
         return;
     }
+    if (campaign_holds(c->campaign_status)) {
+        /* not started; the publish query leaves it alone until its
+         * campaign runs again */
+        shm_count(CNT_DEFERRED_CAMPAIGN_PAUSED);
+        park(j, "campaign not running");
+        return;
+    }
     snprintf(j->to, sizeof(j->to), "%s", c->to);
+    snprintf(j->campaign, sizeof(j->campaign), "%s", c->campaign_id ? c->campaign_id : "");
+    j->campaign_max = c->campaign_max;
+    j->campaign_cps = c->campaign_cps;
     if (c->expired) { /* the sweep would end it too; no slot for it meanwhile */
         if (store_call_expire(d->pg, j->id, j->attempt, expired_at_load, j) < 0)
             job_end(j); /* database down: the sweep ends it later */

@@ -151,6 +151,7 @@ static void page_read(void *ctx, const struct store_err *e, const struct store_r
         ent[r].attempt = rows[r].attempt;
         ent[r].phone = rows[r].to;
         ent[r].lease_s = rows[r].lease_s;
+        ent[r].campaign_id = rows[r].campaign_id;
     }
     /* a full page: more may follow after its last id; else this is the last */
     if (n == RECONCILE_BATCH)

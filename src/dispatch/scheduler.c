@@ -14,10 +14,14 @@
  *           └ reclaim timed-out IN_PROGRESS calls (release their slots; with
  *             [provider] status_url: mark them for a lookup first, lookup.h)
  *             └ start the due status lookups (not waited for)
- *               └ count slots in use → publish up to the free capacity → end
+ *               └ count slots in use, read the provider's 429 pause
+ *                 → publish up to the free capacity (and the pacing's
+ *                   worth of a tick), in priority order; none while the
+ *                   pause runs → end
  */
 #include "dispatch/scheduler.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,7 +122,21 @@ static void published(void *ctx, const struct store_err *e, const struct store_d
     tick_end(s);
 }
 
-static void counted(void *arg, int in_use, const char *err)
+/* The most one tick publishes: the free slots, and with [provider]
+ * max_calls_per_second what the pacing lets start within a tick (at least
+ * a second's worth): the rest would only be parked by the acquire and
+ * published again at every tick. */
+static int publish_limit(const struct co_config *cfg, int free_slots)
+{
+    int limit = free_slots < SCHED_MAX_BATCH ? free_slots : SCHED_MAX_BATCH;
+    double tick = cfg->scheduler_interval > 1 ? cfg->scheduler_interval : 1;
+    double paced = ceil(cfg->max_calls_per_second * tick);
+    if (cfg->max_calls_per_second > 0 && paced < limit)
+        limit = (int)paced;
+    return limit;
+}
+
+static void counted(void *arg, int in_use, long long paused_ms, const char *err)
 {
     struct scheduler *s = arg;
     if (s->freeing) {
@@ -128,19 +146,20 @@ static void counted(void *arg, int in_use, const char *err)
     int free_slots = s->cfg->max_concurrent_calls - in_use;
     if (err == NULL && co_shm != NULL)
         atomic_store(&co_shm->slots_in_use, in_use);
-    /* paused: nothing new is published (in-flight calls finish) */
-    if (err != NULL || free_slots <= 0 || shm_paused()) {
+    /* paused (callorchctl, or the provider's 429 on any daemon): nothing
+     * new is published (in-flight calls finish) */
+    if (err != NULL || free_slots <= 0 || shm_paused() || paused_ms > 0) {
         tick_end(s);
         return;
     }
-    int limit = free_slots < SCHED_MAX_BATCH ? free_slots : SCHED_MAX_BATCH;
-    if (store_publish_due(s->pg, limit, co_ms(co_tunables.republish_grace), published, s) < 0)
+    if (store_publish_due(s->pg, publish_limit(s->cfg, free_slots),
+                          co_ms(co_tunables.republish_grace), published, s) < 0)
         tick_end(s);
 }
 
 static void count_slots(struct scheduler *s)
 {
-    if (redis_slots_count(s->redis, counted, s) < 0)
+    if (redis_slots_usage(s->redis, counted, s) < 0)
         tick_end(s);
 }
 
@@ -226,6 +245,7 @@ static void in_progress_loaded(void *ctx, const struct store_err *e,
         slots[r].attempt = rows[r].attempt;
         slots[r].phone = rows[r].to;
         slots[r].lease_s = rows[r].lease_s;
+        slots[r].campaign_id = rows[r].campaign_id;
     }
     co_warn("Redis lost the slot set; rebuilding it from PostgreSQL", "in_progress=%d", n);
     /* the entries point into ROWS, which live until this callback returns:

@@ -49,14 +49,28 @@
     "  return ep and string.sub(ep, -(#run + 1)) == ':' .. run\n"                 \
     "end\n"
 
-/* KEYS: slots, phone, epoch, freq.  ARGV: token, max, lease_ms, cap,
- * period_ms, run_id.  Returns {code, in_use} and, for SLOT_FREQUENCY, the
- * ms when the oldest counted attempt leaves the period; code as enum
- * slot_result.  With cap 0 the freq key is not touched.  The cap is
- * checked before the slot and the lock: a number over its budget is held
- * until a definite time instead of parked and republished.  A token that
- * holds its slot or is counted already (the same request again) is not
- * checked twice. */
+/* KEYS: slots, phone, epoch, freq, camp, rate, camp rate, pause.  ARGV:
+ * token, max, lease_ms, cap, period_ms, camp_max, rate_n, rate_win_ms,
+ * camp_rate_n, camp_rate_win_ms, run_id.  Returns {code, in_use} and, for
+ * SLOT_FREQUENCY, SLOT_PACED and SLOT_PROVIDER_PAUSED, the ms (Redis's
+ * clock) from which it may succeed; code as enum slot_result.
+ *
+ * The order of the checks: the provider's 429 pause, the number's attempt
+ * cap (a number over its budget is held until a definite time instead of
+ * parked and republished), the global slots, the campaign's slots, the
+ * pacing windows, the phone lock; nothing is written unless all pass.
+ * With cap 0 the freq key is not touched, with camp_max 0 the campaign
+ * set (no campaign, or one without a cap: a cap set later counts the
+ * calls started from then on), with rate_n 0 the pacing log.  A token that holds its
+ * slot already (the same request again) is not checked twice.
+ *
+ * The campaign set holds the tokens of the campaign's calls, and a token
+ * counts only while it holds a lease in the slot set: every release, lease
+ * expiry, reconcile drop and rebuild of the slot set thus frees the
+ * campaign's slot too, with no campaign id needed on those paths; members
+ * without a lease are removed here, when the set is next read.  The pacing
+ * logs are sorted sets of the tokens started within the window, scored by
+ * when: "at most N in any window" holds exactly, on one clock. */
 static const char LUA_ACQUIRE[] =
     LUA_NOW "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n" LUA_RUN
             "if not epoch_ok(redis.call('GET', KEYS[3])) then\n"
@@ -66,6 +80,23 @@ static const char LUA_ACQUIRE[] =
             "local owner = redis.call('GET', KEYS[2])\n"
             "local expiry = now + tonumber(ARGV[3])\n"
             "local cap, period = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
+            "local cmax = tonumber(ARGV[6])\n"
+            "local function paced(key, n, win)\n"
+            "  n, win = tonumber(n), tonumber(win)\n"
+            "  if n <= 0 then return nil end\n"
+            "  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - win)\n"
+            "  if redis.call('ZCARD', key) < n then return nil end\n"
+            "  return tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]) + win\n"
+            "end\n"
+            "local function log_start(key, n, win)\n"
+            "  if tonumber(n) <= 0 then return end\n"
+            "  redis.call('ZADD', key, now, ARGV[1])\n"
+            "  redis.call('PEXPIRE', key, win)\n"
+            "end\n"
+            "if not held then\n"
+            "  local p = redis.call('PTTL', KEYS[8])\n"
+            "  if p > 0 then return {-7, redis.call('ZCARD', KEYS[1]), now + p} end\n"
+            "end\n"
             "if cap > 0 and not held then\n"
             "  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - period)\n"
             "  if not redis.call('ZSCORE', KEYS[4], ARGV[1])\n"
@@ -77,6 +108,16 @@ static const char LUA_ACQUIRE[] =
             "if not held then\n"
             "  local n = redis.call('ZCARD', KEYS[1])\n"
             "  if n >= tonumber(ARGV[2]) then return {0, n} end\n"
+            "  if cmax > 0 then\n"
+            "    local live = 0\n"
+            "    for _, m in ipairs(redis.call('SMEMBERS', KEYS[5])) do\n"
+            "      if redis.call('ZSCORE', KEYS[1], m) then live = live + 1\n"
+            "      else redis.call('SREM', KEYS[5], m) end\n"
+            "    end\n"
+            "    if live >= cmax then return {-5, n} end\n"
+            "  end\n"
+            "  local at = paced(KEYS[6], ARGV[7], ARGV[8]) or paced(KEYS[7], ARGV[9], ARGV[10])\n"
+            "  if at then return {-6, n, at} end\n"
             "elseif tonumber(held) > expiry then\n"
             "  expiry = tonumber(held)\n"
             "end\n"
@@ -90,7 +131,20 @@ static const char LUA_ACQUIRE[] =
             "  redis.call('ZADD', KEYS[4], 'NX', now, ARGV[1])\n"
             "  redis.call('PEXPIRE', KEYS[4], period)\n"
             "end\n"
+            "if cmax > 0 then redis.call('SADD', KEYS[5], ARGV[1]) end\n"
+            "if not held then\n"
+            "  log_start(KEYS[6], ARGV[7], ARGV[8])\n"
+            "  log_start(KEYS[7], ARGV[9], ARGV[10])\n"
+            "end\n"
             "return {1, redis.call('ZCARD', KEYS[1])}\n";
+
+/* KEYS: pause.  ARGV: ms.  The provider answered 429 with Retry-After: no
+ * acquire succeeds for MS ms from now; a pause is only ever extended,
+ * never shortened.  Returns 1 set, 0 a longer pause was in place. */
+static const char LUA_PAUSE[] =
+    "if redis.call('PTTL', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end\n"
+    "redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])\n"
+    "return 1\n";
 
 /* KEYS: slots, phone[, freq].  ARGV: token.  Returns how many of slot and
  * lock went.  With the freq key (a call that was not started) the token no
@@ -113,24 +167,40 @@ static const char LUA_EXTEND[] =
             "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])\n"
             "return 1\n";
 
+/* KEYS: slots, pause.  Returns {slots in use, ms left of the provider's
+ * 429 pause (0: none)}. */
+static const char LUA_USAGE[] = LUA_NOW "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
+                                        "local p = redis.call('PTTL', KEYS[2])\n"
+                                        "return {redis.call('ZCARD', KEYS[1]), p > 0 and p or 0}\n";
+
 /* KEYS: slots.  Returns the slots in use. */
 static const char LUA_COUNT[] = LUA_NOW "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
                                         "return redis.call('ZCARD', KEYS[1])\n";
 
-/* KEYS: slots, epoch, phone_1 … phone_n.  ARGV: token_i, lease_ms_i pairs,
- * run_id.
+/* The campaign set of a token's campaign (ARGV '' : none) in the rebuild
+ * and the restore, whose keys are many: "P camp:<id>", P taken from the
+ * slot set's key (KEYS[1] is always "P slots"). */
+#define LUA_CAMP                                                                \
+    "local function camp_add(cid, tok)\n"                                       \
+    "  if cid == '' then return end\n"                                          \
+    "  redis.call('SADD', string.sub(KEYS[1], 1, -6) .. 'camp:' .. cid, tok)\n" \
+    "end\n"
+
+/* KEYS: slots, epoch, phone_1 … phone_n.  ARGV: token_i, lease_ms_i,
+ * campaign_i triples, run_id.
  * Returns 1 rebuilt, 0 when the marker is this run's (nothing changed). */
 static const char LUA_REBUILD[] =
-    LUA_NOW LUA_RUN "if epoch_ok(redis.call('GET', KEYS[2])) then return 0 end\n"
-                    "redis.call('DEL', KEYS[1])\n"
-                    "for i = 3, #KEYS do\n"
-                    "  local m = ARGV[2 * (i - 3) + 1]\n"
-                    "  local lease = tonumber(ARGV[2 * (i - 3) + 2])\n"
-                    "  redis.call('ZADD', KEYS[1], now + lease, m)\n"
-                    "  redis.call('SET', KEYS[i], m, 'PX', lease)\n"
-                    "end\n"
-                    "redis.call('SET', KEYS[2], now .. ':' .. run)\n"
-                    "return 1\n";
+    LUA_NOW LUA_RUN LUA_CAMP "if epoch_ok(redis.call('GET', KEYS[2])) then return 0 end\n"
+                             "redis.call('DEL', KEYS[1])\n"
+                             "for i = 3, #KEYS do\n"
+                             "  local m = ARGV[3 * (i - 3) + 1]\n"
+                             "  local lease = tonumber(ARGV[3 * (i - 3) + 2])\n"
+                             "  redis.call('ZADD', KEYS[1], now + lease, m)\n"
+                             "  redis.call('SET', KEYS[i], m, 'PX', lease)\n"
+                             "  camp_add(ARGV[3 * (i - 3) + 3], m)\n"
+                             "end\n"
+                             "redis.call('SET', KEYS[2], now .. ':' .. run)\n"
+                             "return 1\n";
 
 /* The per-number attempt counts from PostgreSQL, before the rebuild sets
  * the epoch marker (acquires are refused until then, so no attempt can
@@ -228,25 +298,27 @@ static const char LUA_RC_DROP[] = LUA_NOW LUA_RC_GUARD
     "end\n"
     "return n\n";
 
-/* Restore the lease and phone lock of IN_PROGRESS attempts where missing.
+/* Restore the lease and phone lock of IN_PROGRESS attempts where missing,
+ * and their campaign's count.
  * KEYS: slots, epoch, leader:token, phone_1 … phone_n.  ARGV: fence, epoch,
- * then token_i, lease_ms_i pairs, run_id.  Returns how many leases and locks were
- * written, or the guard's -1 / -2. */
+ * then token_i, lease_ms_i, campaign_i triples, run_id.  Returns how many
+ * leases and locks were written, or the guard's -1 / -2. */
 static const char LUA_RC_RESTORE[] =
-    LUA_NOW LUA_RC_GUARD "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
-                         "local n = 0\n"
-                         "for i = 4, #KEYS do\n"
-                         "  local tok = ARGV[2 * (i - 4) + 3]\n"
-                         "  local lease = tonumber(ARGV[2 * (i - 4) + 4])\n"
-                         "  if not redis.call('ZSCORE', KEYS[1], tok) then\n"
-                         "    redis.call('ZADD', KEYS[1], now + lease, tok); n = n + 1\n"
-                         "  end\n"
-                         "  local ok, v = pcall(redis.call, 'GET', KEYS[i])\n"
-                         "  if not ok or v ~= tok then\n"
-                         "    redis.call('SET', KEYS[i], tok, 'PX', lease); n = n + 1\n"
-                         "  end\n"
-                         "end\n"
-                         "return n\n";
+    LUA_NOW LUA_RC_GUARD LUA_CAMP "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
+                                  "local n = 0\n"
+                                  "for i = 4, #KEYS do\n"
+                                  "  local tok = ARGV[3 * (i - 4) + 3]\n"
+                                  "  local lease = tonumber(ARGV[3 * (i - 4) + 4])\n"
+                                  "  if not redis.call('ZSCORE', KEYS[1], tok) then\n"
+                                  "    redis.call('ZADD', KEYS[1], now + lease, tok); n = n + 1\n"
+                                  "  end\n"
+                                  "  local ok, v = pcall(redis.call, 'GET', KEYS[i])\n"
+                                  "  if not ok or v ~= tok then\n"
+                                  "    redis.call('SET', KEYS[i], tok, 'PX', lease); n = n + 1\n"
+                                  "  end\n"
+                                  "  camp_add(ARGV[3 * (i - 4) + 5], tok)\n"
+                                  "end\n"
+                                  "return n\n";
 
 enum script_id {
     S_ACQUIRE,
@@ -261,6 +333,8 @@ enum script_id {
     S_RC_SCAN,
     S_RC_DROP,
     S_RC_RESTORE,
+    S_PAUSE,
+    S_USAGE,
     S_N
 };
 
@@ -278,6 +352,8 @@ static const struct redis_script SCRIPTS[S_N] = {
     [S_RC_SCAN] = { "reconcile_scan", LUA_RC_SCAN },
     [S_RC_DROP] = { "reconcile_drop", LUA_RC_DROP },
     [S_RC_RESTORE] = { "reconcile_restore", LUA_RC_RESTORE },
+    [S_PAUSE] = { "pause", LUA_PAUSE },
+    [S_USAGE] = { "usage", LUA_USAGE },
 };
 
 /* ------------------------------------------------------------- structs --- */
@@ -295,7 +371,9 @@ enum req_kind {
     RK_LEADER_REL,
     RK_EPOCH,
     RK_SCAN,
-    RK_RC
+    RK_RC,
+    RK_PAUSE,
+    RK_USAGE
 };
 
 /* The caller's side of one request in flight: whom to tell, and how. */
@@ -308,6 +386,7 @@ struct slot_req {
         slot_leader_cb leader;
         slot_text_cb text;
         slot_scan_cb scan;
+        slot_usage_cb usage;
     } cb;
     void *arg;
 };
@@ -377,6 +456,10 @@ static void req_fail(struct slot_req *req, const char *err)
         if (req->cb.scan != NULL)
             req->cb.scan(req->arg, NULL, NULL, 0, err);
         break;
+    case RK_USAGE:
+        if (req->cb.usage != NULL)
+            req->cb.usage(req->arg, 0, 0, err);
+        break;
     default:
         if (req->cb.done != NULL)
             req->cb.done(req->arg, 0, err);
@@ -412,10 +495,10 @@ static int reply_grant(const redisReply *r, struct slot_grant *g)
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 || r->elements > 3 ||
         reply_int(r->element[0], &code) != 0 || reply_int(r->element[1], &n) != 0)
         return -1;
-    if (code == SLOT_FREQUENCY) {
+    if (code == SLOT_FREQUENCY || code == SLOT_PACED || code == SLOT_PROVIDER_PAUSED) {
         if (r->elements != 3 || reply_int(r->element[2], &at) != 0)
             return -1;
-    } else if (code < SLOT_NEEDS_REBUILD || code > SLOT_OK) {
+    } else if ((code < SLOT_NEEDS_REBUILD && code != SLOT_CAMPAIGN_FULL) || code > SLOT_OK) {
         return -1;
     }
     g->result = (enum slot_result)code;
@@ -436,6 +519,19 @@ static void deliver_acquire(struct slot_req *req, const redisReply *r)
         req->cb.grant(req->arg, &g, NULL);
     else if (req->kind == RK_ACQUIRE && req->cb.acquire != NULL)
         req->cb.acquire(req->arg, g.result, g.in_use, NULL);
+    free(req);
+}
+
+static void deliver_usage(struct slot_req *req, const redisReply *r)
+{
+    long long in_use, paused;
+
+    if (reply_pair(r, &in_use, &paused) != 0) {
+        req_fail(req, "unexpected reply from Redis to the usage script");
+        return;
+    }
+    if (req->cb.usage != NULL)
+        req->cb.usage(req->arg, (int)in_use, paused, NULL);
     free(req);
 }
 
@@ -542,6 +638,8 @@ static void on_reply(void *arg, const redisReply *reply, const char *err)
         deliver_acquire(req, reply);
     else if (req->kind == RK_LEADER)
         deliver_leader(req, reply);
+    else if (req->kind == RK_USAGE)
+        deliver_usage(req, reply);
     else
         deliver_int(req, reply);
 }
@@ -585,6 +683,11 @@ static int invalid(struct redis_slots *rs, const char *what)
     return redis_refuse(rs->redis, "invalid argument: %s", what);
 }
 
+static int has_text(const char *s)
+{
+    return s != NULL && s[0] != '\0';
+}
+
 static int bad_owner(const char *call_id, int attempt, const char *phone)
 {
     return call_id == NULL || call_id[0] == '\0' || attempt < 0 || phone == NULL ||
@@ -593,10 +696,9 @@ static int bad_owner(const char *call_id, int attempt, const char *phone)
 
 /* The keys a script takes after slots and phone. */
 enum token_keys {
-    TK_NONE,       /* slots, phone */
-    TK_EPOCH,      /* + epoch */
-    TK_EPOCH_FREQ, /* + epoch, freq (the acquire) */
-    TK_FREQ        /* + freq (a release of a call not started) */
+    TK_NONE,  /* slots, phone */
+    TK_EPOCH, /* + epoch */
+    TK_FREQ   /* + freq (a release of a call not started) */
 };
 
 /* A script with KEYS slots, phone and the MORE keys, and ARGV the lease
@@ -604,19 +706,44 @@ enum token_keys {
 static struct redis_cmd *cmd_token(struct redis_slots *rs, int id, const char *call_id, int attempt,
                                    const char *phone, enum token_keys more, int nargs)
 {
-    static const int extra[] = {
-        [TK_NONE] = 0, [TK_EPOCH] = 1, [TK_EPOCH_FREQ] = 2, [TK_FREQ] = 1
-    };
+    static const int extra[] = { [TK_NONE] = 0, [TK_EPOCH] = 1, [TK_FREQ] = 1 };
     struct redis_cmd *cmd = redis_cmd_script(rs->redis, id, 2 + extra[more], 1 + nargs);
 
     redis_cmd_add(cmd, "%sslots", rs->prefix);
     redis_cmd_add(cmd, "%sphone:%s", rs->prefix, phone);
-    if (more == TK_EPOCH || more == TK_EPOCH_FREQ)
+    if (more == TK_EPOCH)
         redis_cmd_add(cmd, "%sepoch", rs->prefix);
-    if (more == TK_EPOCH_FREQ || more == TK_FREQ)
+    if (more == TK_FREQ)
         redis_cmd_add(cmd, "%sfreq:%s", rs->prefix, phone);
     redis_cmd_add(cmd, "%s:%d", call_id, attempt);
     return cmd;
+}
+
+/* A pacing rate as the acquire's sliding log: at most *N starts in any
+ * window of *WIN_MS.  CPS >= 1: floor(CPS) per second; below 1: one per
+ * 1/CPS s; 0 (or less): unpaced, *N 0.  SLOT_PACE_GUARD_MS widens the
+ * window (slots.h). */
+static void pace_window(double cps, int *n, long long *win_ms)
+{
+    *n = 0;
+    *win_ms = 1000 + SLOT_PACE_GUARD_MS;
+    if (!(cps > 0) || !isfinite(cps))
+        return;
+    if (cps >= 1) {
+        *n = cps > 1e6 ? 1000000 : (int)cps;
+        return;
+    }
+    *n = 1;
+    *win_ms = (long long)ceil(1000.0 / (cps < 1e-6 ? 1e-6 : cps)) + SLOT_PACE_GUARD_MS;
+}
+
+static int ask_invalid(const struct slot_ask *a, long long ms, long long period)
+{
+    return bad_owner(a->call_id, a->attempt, a->phone) || a->max_slots < 0 || !(a->lease_s > 0) ||
+           ms == 0 || a->cap < 0 || (a->cap > 0 && (!(a->cap_period_s > 0) || period == 0)) ||
+           a->campaign_max < 0 || (a->campaign_max > 0 && !has_text(a->campaign_id)) ||
+           isnan(a->calls_per_second) || isnan(a->campaign_cps) ||
+           (a->campaign_cps > 0 && !has_text(a->campaign_id));
 }
 
 /* The acquire script for A, answering REQ (freed when refused). */
@@ -624,18 +751,36 @@ static int acquire_send(struct redis_slots *rs, const struct slot_ask *a, struct
 {
     long long ms = to_ms(a->lease_s);
     long long period = a->cap > 0 ? to_ms(a->cap_period_s) : 0;
+    const char *camp = has_text(a->campaign_id) ? a->campaign_id : "-";
+    int rate_n, camp_n;
+    long long rate_win, camp_win;
     struct redis_cmd *cmd;
 
-    if (bad_owner(a->call_id, a->attempt, a->phone) || a->max_slots < 0 || !(a->lease_s > 0) ||
-        ms == 0 || a->cap < 0 || (a->cap > 0 && (!(a->cap_period_s > 0) || period == 0))) {
+    if (ask_invalid(a, ms, period)) {
         free(req);
-        return invalid(rs, "call id, attempt, phone, max_slots, lease or cap");
+        return invalid(rs, "call id, attempt, phone, max_slots, lease, cap or campaign");
     }
-    cmd = cmd_token(rs, S_ACQUIRE, a->call_id, a->attempt, a->phone, TK_EPOCH_FREQ, 5);
+    pace_window(a->calls_per_second, &rate_n, &rate_win);
+    pace_window(a->campaign_cps, &camp_n, &camp_win);
+    cmd = redis_cmd_script(rs->redis, S_ACQUIRE, 8, 11);
+    redis_cmd_add(cmd, "%sslots", rs->prefix);
+    redis_cmd_add(cmd, "%sphone:%s", rs->prefix, a->phone);
+    redis_cmd_add(cmd, "%sepoch", rs->prefix);
+    redis_cmd_add(cmd, "%sfreq:%s", rs->prefix, a->phone);
+    redis_cmd_add(cmd, "%scamp:%s", rs->prefix, camp);
+    redis_cmd_add(cmd, "%srate", rs->prefix);
+    redis_cmd_add(cmd, "%srate:camp:%s", rs->prefix, camp);
+    redis_cmd_add(cmd, "%spause", rs->prefix);
+    redis_cmd_add(cmd, "%s:%d", a->call_id, a->attempt);
     redis_cmd_add(cmd, "%d", a->max_slots);
     redis_cmd_add(cmd, "%lld", ms);
     redis_cmd_add(cmd, "%d", a->cap);
     redis_cmd_add(cmd, "%lld", period);
+    redis_cmd_add(cmd, "%d", a->campaign_max);
+    redis_cmd_add(cmd, "%d", rate_n);
+    redis_cmd_add(cmd, "%lld", rate_win);
+    redis_cmd_add(cmd, "%d", camp_n);
+    redis_cmd_add(cmd, "%lld", camp_win);
     add_run(rs, cmd);
     return submit(rs, cmd, req);
 }
@@ -820,7 +965,11 @@ int redis_slots_take(struct redis_slots *rs, const struct slot_ask *a, slot_gran
 int redis_slots_acquire(struct redis_slots *rs, const char *call_id, int attempt, const char *phone,
                         int max_slots, double lease_s, slot_acquire_cb cb, void *arg)
 {
-    struct slot_ask a = { call_id, attempt, phone, max_slots, lease_s, 0, 0 };
+    struct slot_ask a = { .call_id = call_id,
+                          .attempt = attempt,
+                          .phone = phone,
+                          .max_slots = max_slots,
+                          .lease_s = lease_s };
     struct slot_req *req;
 
     if ((req = req_new(rs, RK_ACQUIRE, arg)) == NULL)
@@ -865,6 +1014,37 @@ int redis_slots_count(struct redis_slots *rs, slot_done_cb cb, void *arg)
     return submit(rs, cmd, req);
 }
 
+int redis_slots_pause(struct redis_slots *rs, double seconds, slot_done_cb cb, void *arg)
+{
+    long long ms = to_ms(seconds);
+    struct slot_req *req;
+    struct redis_cmd *cmd;
+
+    if (!(seconds > 0) || ms == 0)
+        return invalid(rs, "pause");
+    if ((req = req_new(rs, RK_PAUSE, arg)) == NULL)
+        return -1;
+    req->cb.done = cb;
+    cmd = redis_cmd_script(rs->redis, S_PAUSE, 1, 1);
+    redis_cmd_add(cmd, "%spause", rs->prefix);
+    redis_cmd_add(cmd, "%lld", ms);
+    return submit(rs, cmd, req);
+}
+
+int redis_slots_usage(struct redis_slots *rs, slot_usage_cb cb, void *arg)
+{
+    struct slot_req *req = req_new(rs, RK_USAGE, arg);
+    struct redis_cmd *cmd;
+
+    if (req == NULL)
+        return -1;
+    req->cb.usage = cb;
+    cmd = redis_cmd_script(rs->redis, S_USAGE, 2, 0);
+    redis_cmd_add(cmd, "%sslots", rs->prefix);
+    redis_cmd_add(cmd, "%spause", rs->prefix);
+    return submit(rs, cmd, req);
+}
+
 int redis_slots_needs_rebuild(struct redis_slots *rs, slot_done_cb cb, void *arg)
 {
     struct slot_req *req = req_new(rs, RK_NEEDS, arg);
@@ -893,6 +1073,15 @@ static long long rebuild_ms(double s)
     return ms != 0 ? ms : 365LL * 86400 * 1000;
 }
 
+/* An entry's token, lease and campaign ("": none), as the rebuild and the
+ * restore take them. */
+static void add_entry(struct redis_cmd *cmd, const struct slot_entry *e)
+{
+    redis_cmd_add(cmd, "%s:%d", e->call_id, e->attempt);
+    redis_cmd_add(cmd, "%lld", rebuild_ms(e->lease_s));
+    redis_cmd_add(cmd, "%s", has_text(e->campaign_id) ? e->campaign_id : "");
+}
+
 int redis_slots_rebuild(struct redis_slots *rs, const struct slot_entry *e, int n, slot_done_cb cb,
                         void *arg)
 {
@@ -907,15 +1096,13 @@ int redis_slots_rebuild(struct redis_slots *rs, const struct slot_entry *e, int 
     if ((req = req_new(rs, RK_REBUILD, arg)) == NULL)
         return -1;
     req->cb.done = cb;
-    cmd = redis_cmd_script(rs->redis, S_REBUILD, 2 + n, 2 * n + 1);
+    cmd = redis_cmd_script(rs->redis, S_REBUILD, 2 + n, 3 * n + 1);
     redis_cmd_add(cmd, "%sslots", rs->prefix);
     redis_cmd_add(cmd, "%sepoch", rs->prefix);
     for (int i = 0; i < n; i++)
         redis_cmd_add(cmd, "%sphone:%s", rs->prefix, e[i].phone);
-    for (int i = 0; i < n; i++) {
-        redis_cmd_add(cmd, "%s:%d", e[i].call_id, e[i].attempt);
-        redis_cmd_add(cmd, "%lld", rebuild_ms(e[i].lease_s));
-    }
+    for (int i = 0; i < n; i++)
+        add_entry(cmd, &e[i]);
     add_run(rs, cmd);
     return submit(rs, cmd, req);
 }
@@ -1156,16 +1343,14 @@ int redis_slots_restore(struct redis_slots *rs, const struct slot_fence *f,
     if ((req = req_new(rs, RK_RC, arg)) == NULL)
         return -1;
     req->cb.done = cb;
-    cmd = redis_cmd_script(rs->redis, S_RC_RESTORE, 3 + n, 2 + 2 * n + 1);
+    cmd = redis_cmd_script(rs->redis, S_RC_RESTORE, 3 + n, 2 + 3 * n + 1);
     add_guard(rs, cmd);
     for (int i = 0; i < n; i++)
         redis_cmd_add(cmd, "%sphone:%s", rs->prefix, e[i].phone);
     redis_cmd_add(cmd, "%lld", f->leader_token);
     redis_cmd_add(cmd, "%s", f->epoch);
-    for (int i = 0; i < n; i++) {
-        redis_cmd_add(cmd, "%s:%d", e[i].call_id, e[i].attempt);
-        redis_cmd_add(cmd, "%lld", rebuild_ms(e[i].lease_s));
-    }
+    for (int i = 0; i < n; i++)
+        add_entry(cmd, &e[i]);
     add_run(rs, cmd);
     return submit(rs, cmd, req);
 }

@@ -49,6 +49,29 @@
  *                    Checked and added to in the same script that takes the
  *                    slot and the lock, so concurrent acquires by any number
  *                    of processes never exceed the cap.
+ *   P camp:<id>      set, only for a campaign with maxConcurrent: the
+ *                    tokens of its calls that took a slot.  A member counts
+ *                    while it holds a lease in P slots; the acquire that
+ *                    reads the set drops the others.  So every path that
+ *                    ends a lease (release, expiry, reconcile drop,
+ *                    rebuild) frees the campaign's slot with it, and none
+ *                    of them needs the campaign id.  The rebuild and the
+ *                    restore add the IN_PROGRESS calls of such campaigns
+ *                    (their scripts build these key names from the slot
+ *                    set's: one Redis, not a cluster, as the reconcile's
+ *                    scan already assumes).  A finished campaign's set
+ *                    keeps at most maxConcurrent stale tokens.  A call
+ *                    that took a slot but was not started still counts
+ *                    in the pacing logs (errs towards fewer starts).
+ *   P rate           sorted set, only with [provider] max_calls_per_second:
+ *   P rate:camp:<id> and a campaign's callsPerSecond: the pacing logs,
+ *                    member a token that took a slot, score = when (TIME,
+ *                    ms), trimmed to the window by the acquire that looks,
+ *                    expiring a window after the newest.  At most N members
+ *                    in any window: N starts.
+ *   P pause          string with PX: the provider answered 429 with
+ *                    Retry-After; no acquire succeeds until it expires
+ *                    (redis_slots_pause()).
  *   P leader         string, the scheduler owner id, PX = leader ttl.
  *   P leader:token   integer, the fencing token: incremented on every new
  *                    leadership (seeded from TIME in ms when missing, so it
@@ -87,15 +110,24 @@
 struct redis_slots;
 
 enum slot_result {
-    SLOT_OK = 1,             /* slot and phone lock held (newly or again) */
-    SLOT_NO_SLOT = 0,        /* all max_slots slots are in use */
-    SLOT_PHONE_BUSY = -1,    /* another call holds this phone number */
-    SLOT_NEEDS_REBUILD = -2, /* the epoch marker is missing: Redis lost its
+    SLOT_OK = 1,              /* slot and phone lock held (newly or again) */
+    SLOT_NO_SLOT = 0,         /* all max_slots slots are in use */
+    SLOT_PHONE_BUSY = -1,     /* another call holds this phone number */
+    SLOT_NEEDS_REBUILD = -2,  /* the epoch marker is missing: Redis lost its
                                 data; the scheduler must rebuild first */
-    SLOT_ERROR = -3,         /* no answer; see err */
-    SLOT_FREQUENCY = -4      /* the number used its attempt budget for the
+    SLOT_ERROR = -3,          /* no answer; see err */
+    SLOT_FREQUENCY = -4,      /* the number used its attempt budget for the
                                 period (struct slot_cap): nothing taken */
+    SLOT_CAMPAIGN_FULL = -5,  /* the campaign's maxConcurrent slots are in use */
+    SLOT_PACED = -6,          /* a pacing window is full until free_at_ms */
+    SLOT_PROVIDER_PAUSED = -7 /* the provider's 429 pause runs until free_at_ms */
 };
+
+/* The pacing window is this much longer than the rate says (ms): it absorbs
+ * the spread between Redis's clock at the acquire and the start request's
+ * arrival at the provider, so that the provider too never sees more than N
+ * starts in any one second. */
+#define SLOT_PACE_GUARD_MS 50
 
 enum redis_slots_state {
     REDIS_SLOTS_CONNECTING, /* first connection not made yet, none failed:
@@ -110,10 +142,12 @@ enum redis_slots_state {
 struct slot_entry {
     const char *call_id; /* the owner of the lease token (above) */
     int attempt;
-    const char *phone; /* E.164 */
-    double lease_s;    /* remaining lease; below 1 s counts as 1 s,
+    const char *phone;       /* E.164 */
+    double lease_s;          /* remaining lease; below 1 s counts as 1 s,
                           so a call past its timeout stays counted
                           until the scheduler reclaims it */
+    const char *campaign_id; /* its campaign when that has maxConcurrent,
+                                else NULL */
 };
 
 /* IN_USE: slots in use after the call (expired leases dropped). */
@@ -123,7 +157,11 @@ typedef void (*slot_acquire_cb)(void *arg, enum slot_result r, int in_use, const
  * for the token "<CALL_ID>:<ATTEMPT>", as a lease of LEASE_S seconds; and,
  * when CAP > 0, at most CAP attempts to PHONE (all calls together) per
  * CAP_PERIOD_S seconds ([compliance] max_attempts_per_number per
- * attempts_period).  CAP 0: no cap, and no freq key is read or written. */
+ * attempts_period).  CAP 0: no cap, and no freq key is read or written.
+ * CAMPAIGN_MAX > 0: at most that many slots for CAMPAIGN_ID's calls.
+ * CALLS_PER_SECOND ([provider] max_calls_per_second) and CAMPAIGN_CPS
+ * (CAMPAIGN_ID's callsPerSecond) > 0: at most that many starts in any
+ * second (below 1: one per 1/rate s); 0: unpaced. */
 struct slot_ask {
     const char *call_id;
     int attempt;
@@ -132,6 +170,10 @@ struct slot_ask {
     double lease_s;
     int cap;
     double cap_period_s;
+    const char *campaign_id; /* NULL: no campaign */
+    int campaign_max;
+    double calls_per_second;
+    double campaign_cps;
 };
 
 /* The answer of redis_slots_take(). */
@@ -140,7 +182,9 @@ struct slot_grant {
     int in_use;           /* slots in use after the call */
     long long free_at_ms; /* SLOT_FREQUENCY: when (Redis's clock, ms since
                               the epoch) the oldest counted attempt leaves
-                              the period; 0 otherwise */
+                              the period; SLOT_PACED: when the window has
+                              room; SLOT_PROVIDER_PAUSED: when the pause
+                              ends; 0 otherwise */
 };
 
 typedef void (*slot_grant_cb)(void *arg, const struct slot_grant *g, const char *err);
@@ -216,8 +260,22 @@ int redis_slots_release(struct redis_slots *rs, const char *call_id, int attempt
 int redis_slots_extend(struct redis_slots *rs, const char *call_id, int attempt, const char *phone,
                        double lease_s, slot_done_cb cb, void *arg);
 
+/*
+ * The provider answered 429 with Retry-After: no acquire by any process
+ * succeeds for SECONDS from now (SLOT_PROVIDER_PAUSED).  A pause is only
+ * extended, never shortened.  VALUE: 1 set, 0 a longer one was in place.
+ */
+int redis_slots_pause(struct redis_slots *rs, double seconds, slot_done_cb cb, void *arg);
+
 /* VALUE: slots in use, expired leases dropped first (metrics, free capacity). */
 int redis_slots_count(struct redis_slots *rs, slot_done_cb cb, void *arg);
+
+/* IN_USE as redis_slots_count(); PAUSED_MS: what is left of the provider's
+ * 429 pause (redis_slots_pause()), 0 when none. */
+typedef void (*slot_usage_cb)(void *arg, int in_use, long long paused_ms, const char *err);
+
+/* The scheduler's view before it publishes: slots in use and the pause. */
+int redis_slots_usage(struct redis_slots *rs, slot_usage_cb cb, void *arg);
 
 /* VALUE: 1 when the epoch marker is missing or of another Redis run
  * (redis_slots_rebuild() needed). */

@@ -394,6 +394,8 @@ struct sim {
     struct rtab refs;           /* reference -> its latest call (lookup, replays) */
     struct rtab cids;           /* call id -> calls of it in progress, completed */
     unsigned long long bad_ids; /* --bad-call-id answers so far: picks the variant */
+    long long limit_next;       /* PUT /control/rate-limit: initiations still to refuse */
+    int limit_retry_after;      /* with this Retry-After, s */
     struct sim_stats st;
     int closing;
 };
@@ -1182,7 +1184,13 @@ static void handle_initiate(struct sim *s, struct http_request *req)
         return;
     }
     draw(s, &d);
-    if (d.hang < s->o.hang) {
+    if (s->limit_next > 0) {
+        char hdr[48];
+        s->limit_next--;
+        s->st.rej_429++;
+        snprintf(hdr, sizeof(hdr), "Retry-After: %d\r\n", s->limit_retry_after);
+        http_respond_problem(req, 429, "simulated rate limit", hdr);
+    } else if (d.hang < s->o.hang) {
         s->st.rej_hang++;
         hold_forever(s, req);
     } else if (d.fail_5xx < s->o.fail_5xx) {
@@ -1379,6 +1387,31 @@ static void control_one(struct sim *s, struct http_request *req, const char *seg
     }
 }
 
+/* PUT /control/rate-limit {"count":N,"retryAfter":S}: the next N
+ * initiations are answered 429 with Retry-After: S (a provider's burst
+ * limit, for the tests of callorchd's pause). */
+static void control_rate_limit(struct sim *s, struct http_request *req)
+{
+    size_t len;
+    const char *raw = http_request_body(req, &len);
+    json_t *b = json_loadb(raw, len, 0, NULL);
+    json_t *n = json_object_get(b, "count"), *ra = json_object_get(b, "retryAfter");
+
+    if (http_request_method(req) != HTTP_PUT) {
+        http_respond_problem(req, 405, NULL, "Allow: PUT\r\n");
+    } else if (!json_is_integer(n) || json_integer_value(n) < 0 || !json_is_integer(ra) ||
+               json_integer_value(ra) < 0 || json_integer_value(ra) > 86400) {
+        s->st.bad_requests++;
+        http_respond_problem(req, 400, "count and retryAfter: integers >= 0 are required", NULL);
+    } else {
+        s->limit_next = json_integer_value(n);
+        s->limit_retry_after = (int)json_integer_value(ra);
+        co_info("rate limit set", "count=%lld retry_after=%d", s->limit_next, s->limit_retry_after);
+        http_respond(req, 204, NULL, NULL, NULL, 0);
+    }
+    json_decref(b);
+}
+
 /* /control/outcomes[/...], behind --api-key like the lookup. */
 static void handle_control(struct sim *s, struct http_request *req, const char *rest)
 {
@@ -1426,6 +1459,11 @@ void sim_handle(struct http_request *req, void *arg)
             handle_lookup(s, req, query);
         else /* no listing: GET needs ?reference= */
             http_respond_problem(req, 405, NULL, "Allow: POST\r\n");
+    } else if (strcmp(path, "/control/rate-limit") == 0) {
+        if (authorized(s, req))
+            control_rate_limit(s, req);
+        else
+            respond_unauthorized(s, req);
     } else if (strncmp(path, "/control/outcomes", 17) == 0) {
         handle_control(s, req, path + 17);
     } else if (strcmp(path, "/stats") == 0) {

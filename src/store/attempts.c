@@ -16,12 +16,9 @@
 
 /* ------------------------------------------------------------- load */
 
-static const char LOAD_SQL[] =
-    "SELECT status, attempts, to_number, due_at <= now(),"
-    "       EXISTS (SELECT 1 FROM dnc d WHERE d.number = calls.to_number),"
-    "       COALESCE(expires_at <= now(), false),"
-    "       COALESCE(array_to_json(timezones)::text, '[]'), calling_window::text"
-    " FROM calls WHERE id = $1";
+/* The call with its campaign's status and limits (one statement: a change
+ * applies to the next attempt), from load_call() of sql/018_limits.sql. */
+static const char LOAD_SQL[] = "SELECT * FROM load_call($1)";
 
 static void state_row(const PGresult *res, int r, void *out)
 {
@@ -34,6 +31,10 @@ static void state_row(const PGresult *res, int r, void *out)
     s->expired = PQgetvalue(res, r, 5)[0] == 't';
     s->zones = PQgetvalue(res, r, 6);
     s->window_json = PQgetisnull(res, r, 7) ? NULL : PQgetvalue(res, r, 7);
+    s->campaign_id = PQgetisnull(res, r, 8) ? NULL : PQgetvalue(res, r, 8);
+    s->campaign_status = PQgetisnull(res, r, 9) ? NULL : PQgetvalue(res, r, 9);
+    s->campaign_max = atoi(PQgetvalue(res, r, 10));
+    s->campaign_cps = atof(PQgetvalue(res, r, 11));
 }
 
 static void deliver_state(store_cb cb, void *ctx, const struct store_err *e, const void *rows,

@@ -26,11 +26,15 @@ struct store_call_state {
     const char *status;
     int attempts; /* attempts started so far */
     const char *to;
-    bool due;                /* due_at has come */
-    bool listed;             /* TO is on the do-not-call list */
-    bool expired;            /* expires_at has passed */
-    const char *zones;       /* calls.timezones as a JSON array ("[]": no zone data) */
-    const char *window_json; /* calls.calling_window; NULL: [compliance] */
+    bool due;                    /* due_at has come */
+    bool listed;                 /* TO is on the do-not-call list */
+    bool expired;                /* expires_at has passed */
+    const char *zones;           /* calls.timezones as a JSON array ("[]": no zone data) */
+    const char *window_json;     /* calls.calling_window; NULL: [compliance] */
+    const char *campaign_id;     /* NULL: a single call */
+    const char *campaign_status; /* RUNNING, PAUSED, …; NULL: no campaign */
+    int campaign_max;            /* its maxConcurrent; 0: none */
+    double campaign_cps;         /* its callsPerSecond; 0: unpaced */
 };
 
 /* STATE is NULL when E != NULL or no call has that id. */

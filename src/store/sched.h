@@ -24,8 +24,10 @@ struct store_in_progress {
     const char *slot_owner; /* lease token */
     int attempt;
     const char *to;
-    double lease_s; /* lease left: LEASE_MS after the start, less
+    double lease_s;          /* lease left: LEASE_MS after the start, less
                        the time since */
+    const char *campaign_id; /* its campaign when that has maxConcurrent,
+                                else NULL */
 };
 
 /* ROWS is NULL when E != NULL. */
@@ -111,7 +113,8 @@ struct store_rc_call {
     const char *slot_owner;
     int attempt;
     const char *to;
-    double lease_s; /* as struct store_in_progress */
+    double lease_s;          /* as struct store_in_progress */
+    const char *campaign_id; /* as struct store_in_progress */
 };
 
 typedef void (*store_rc_page_fn)(void *ctx, const struct store_err *e,

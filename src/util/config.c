@@ -157,6 +157,7 @@ static const struct key keys[] = {
     ENUM("provider", "callback_auth", "hmac", callback_auth, auth_names),
     STR("provider", "callback_secret", NULL, callback_secret, NULL, KF_SECRET),
     NUM(KT_DURATION, "provider", "signature_tolerance", "5m", "1s", "24h", signature_tolerance),
+    NUM(KT_INT, "provider", "max_calls_per_second", "0", "0", "100000", max_calls_per_second),
 
     STR("compliance", "calling_hours", "08:00-21:00", calling_hours, check_hours, 0),
     STR("compliance", "calling_days", "mon-sun", calling_days, check_days, 0),

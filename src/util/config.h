@@ -108,6 +108,7 @@ struct co_config {
     enum co_callback_auth callback_auth;
     char *callback_secret;
     double signature_tolerance;
+    int max_calls_per_second; /* starts in any second, all daemons; 0 = unpaced */
 
     /* [compliance] */
     char *calling_hours; /* as written; "" = any time of day */

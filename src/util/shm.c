@@ -137,6 +137,13 @@ static void counters_section(struct strbuf *o)
     family(o, "callorch_dispatch_held_total", "counter",
            "Calls held at dial time by the compliance rules, by holdReason.");
     labelled(o, "callorch_dispatch_held_total", "reason", holds, hc, 2);
+    static const char *const defers[] = { "pacing", "campaign_full", "provider_429",
+                                          "campaign_paused" };
+    static const enum co_counter dc[] = { CNT_DEFERRED_PACING, CNT_DEFERRED_CAMPAIGN_FULL,
+                                          CNT_DEFERRED_PROVIDER_429, CNT_DEFERRED_CAMPAIGN_PAUSED };
+    family(o, "callorch_dispatch_deferred_total", "counter",
+           "Calls parked by a limit (not an error: published again), by reason.");
+    labelled(o, "callorch_dispatch_deferred_total", "reason", defers, dc, 4);
 
     events_section(o);
 }

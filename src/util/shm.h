@@ -45,11 +45,15 @@ enum co_counter {
     CNT_WEBHOOK_REJ_API_KEY,
     CNT_RECLAIMS,
     CNT_SCHED_PUBLISHED,
-    CNT_CALLS_EXPIRED,           /* ended EXPIRED: by the sweep or at dial time */
-    CNT_DISPATCH_HELD_WINDOW,    /* held: outside the calling window */
-    CNT_DISPATCH_HELD_FREQUENCY, /* held: the number's attempt cap */
-    CNT_EVENTS_DELIVERED, /* client events answered 2xx */
-    CNT_EVENTS_FAILED,    /* client events given up after [events] max_age */
+    CNT_CALLS_EXPIRED,            /* ended EXPIRED: by the sweep or at dial time */
+    CNT_DISPATCH_HELD_WINDOW,     /* held: outside the calling window */
+    CNT_DISPATCH_HELD_FREQUENCY,  /* held: the number's attempt cap */
+    CNT_DEFERRED_PACING,          /* parked: a pacing window was full */
+    CNT_DEFERRED_CAMPAIGN_FULL,   /* parked: its campaign's maxConcurrent */
+    CNT_DEFERRED_PROVIDER_429,    /* parked: the provider's 429 pause */
+    CNT_DEFERRED_CAMPAIGN_PAUSED, /* parked: its campaign is not RUNNING */
+    CNT_EVENTS_DELIVERED,         /* client events answered 2xx */
+    CNT_EVENTS_FAILED,            /* client events given up after [events] max_age */
     CNT_MAX
 };
 
