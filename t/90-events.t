@@ -182,6 +182,15 @@ is(order_problems(@hooks), '', 'basic: in order per call');
     ok($ev->[0]{seq} < $ev->[1]{seq}, 'GET events: seq order');
     my @gap = map { $_->{t} } @h[0 .. 2];
     cmp_ok($gap[2] - $gap[1], '>=', 1.5, 'retry: backoff doubles (1 s, then 2 s)');
+
+    # a receiver that answers 500 every time: tried again and again, pending
+    my ($bad) = calls_to(1, '/status/500');
+    ok($s->wait_for(sub { $s->psql("SELECT COALESCE(max(attempts), 0) FROM call_events WHERE call_id = '$bad'") >= 2 },
+        timeout => 20, soft => 1), '500: the event is tried again');
+    my (undef, $bev) = $s->api('GET', "/api/v1/calls/$bad/events");
+    is(ref $bev eq 'ARRAY' && $bev->[0]{state}, 'pending', '500: still pending (until max_age)');
+    is(ref $bev eq 'ARRAY' && $bev->[0]{lastStatus}, 500, '500: lastStatus 500');
+    $s->psql("UPDATE call_events SET state = 'failed' WHERE call_id = '$bad'");
 }
 
 # ======================= 3. GET /api/v1/calls/{id}/events: errors, auth ===
