@@ -163,12 +163,15 @@ int store_call_suppress(struct pg_pool *pg, const char *id, int attempt, const c
 
 /* ------------------------------------------------------ expire, hold */
 
-/* The same end as expire_calls() gives the sweep's calls. */
+/* The same end as expire_calls() gives the sweep's calls.  "IS NOT DISTINCT
+ * FROM", here and in PARK_SQL, keeps the primary key the only index these
+ * by-id updates can use (sql/022_by_id_updates.sql says why). */
 static const char EXPIRE_SQL[] =
     "UPDATE calls SET status = 'EXPIRED', ended_at = now(), next_attempt_at = NULL,"
     "       published_at = NULL, hold_reason = NULL,"
     "       last_error = 'expired before it could be completed'"
-    " WHERE id = $1 AND status = 'PENDING' AND attempts = $2::int - 1 AND expires_at <= now()"
+    " WHERE id = $1 AND status IS NOT DISTINCT FROM 'PENDING' AND attempts = $2::int - 1"
+    "   AND expires_at <= now()"
     " RETURNING true";
 
 static const char HOLD_SQL[] =
@@ -208,7 +211,7 @@ int store_call_hold(struct pg_pool *pg, const char *id, int attempt, long long u
 /* ------------------------------------------------------ park, record */
 
 static const char PARK_SQL[] =
-    "UPDATE calls SET published_at = NULL WHERE id = $1 AND status = 'PENDING'";
+    "UPDATE calls SET published_at = NULL WHERE id = $1 AND status IS NOT DISTINCT FROM 'PENDING'";
 
 int store_call_park(struct pg_pool *pg, const char *id, store_done_fn cb, void *ctx)
 {
