@@ -1,16 +1,18 @@
 #!/usr/bin/perl
-# The statements that change one call by its id find it by an index
-# condition on the id (or its number), whatever the statistics say: never by
-# reading a partial index of the PENDING calls whole and filtering on the id.
+# The statements that change one call by its id find it by the primary key,
+# whatever the statistics say: never by reading a partial index of the
+# PENDING or IN_PROGRESS calls whole and filtering on the id.
 #
-# The trap (sql/021_published_index.sql): those statements also say
-# "status = 'PENDING'", which makes every index WHERE status = 'PENDING' a
-# candidate.  Statistics taken when few calls were PENDING make reading such
+# The trap (sql/021_published_index.sql, sql/022_by_id_updates.sql): those
+# statements also say "status = 'PENDING'" (or 'IN_PROGRESS'), which makes
+# every index WHERE status = 'PENDING' a candidate.  Statistics taken when few calls were PENDING make reading such
 # an index whole look as cheap as the primary key, and PL/pgSQL keeps that as
 # the connection's generic plan, which then walks the whole backlog for each
 # start.  This test builds those statistics, forces generic plans, and reads
-# the plans that auto_explain reports for start_attempt(),
-# suppress_if_listed() and the dispatcher's unpublish.
+# the plans that auto_explain reports for the dispatcher's updates of one
+# call: start_attempt(), suppress_if_listed(), hold_call(), the expiry at
+# load and the park, record_attempt_call_id(), and settle_attempt() through
+# apply_webhook().
 use strict;
 use warnings;
 use Test::More;
@@ -44,6 +46,14 @@ for my $n (0 .. $#ids) {
       : $n < 14 ? "SELECT hold_call('$id', 1, now() + interval '1 hour', 'window');"
       :           "EXECUTE expire('$id', 1);";
 }
+# Then the provider's side for the first eight: its call id, and the webhook
+# that settles the attempt (a busy line for two of them: a retry).
+for my $n (0 .. 7) {
+    my ($id) = split / /, $ids[$n];
+    push @run, "SELECT record_attempt_call_id('$id', 1, 'ext-$id', true);",
+        "SELECT result FROM apply_webhook('wh-$id', '$id', 1, 'ext-$id', '"
+        . ($n < 6 ? 'COMPLETED' : 'BUSY') . "', 1000, 60000);";
+}
 my $out = $s->psql(join "\n",
     q{LOAD 'auto_explain';},
     q{SET auto_explain.log_min_duration = 0;},
@@ -61,14 +71,15 @@ my $out = $s->psql(join "\n",
 # psql prints the NOTICEs too: one plan per statement run.
 my @updates = grep { /^\s*(?:->\s+)?Update on calls\b/m } split /(?=^NOTICE:)/m, $out;
 # 16 parks; 12 starts: 12 suppress updates, 11 start updates (one number is
-# listed); 2 holds; 2 expiries
-is(scalar @updates, 16 + 12 + 11 + 2 + 2, 'auto_explain reported each update of calls')
+# listed); 2 holds; 2 expiries; 8 provider call ids; 8 settles
+is(scalar @updates, 16 + 12 + 11 + 2 + 2 + 8 + 8, 'auto_explain reported each update of calls')
     or diag $out;
 my @other = grep { !/Index Scan using calls_pkey on calls(?: c)?\s+\([^\n]*\n\s+Index Cond: \(id = \$1\)/ } @updates;
 is(scalar @other, 0, 'each finds its call by the primary key')
     or diag "e.g.:\n$other[0]";
 is($s->psql(q{SELECT status || ' ' || count(*) FROM calls WHERE to_number LIKE '+1556%'
               GROUP BY status ORDER BY status}),
-    "IN_PROGRESS 11\nPENDING 2988\nSUPPRESSED 1", 'the statements did their work: 11 started, the listed one suppressed');
+    "COMPLETED 6\nIN_PROGRESS 3\nPENDING 2990\nSUPPRESSED 1",
+    'the statements did their work: 11 started, the listed one suppressed, 6 completed, 2 to retry');
 
 done_testing;
