@@ -10,7 +10,9 @@
  * PATCH and cancel are conditional updates ("… WHERE status = 'PENDING'"):
  * a concurrent dispatch or cancel that got there first makes ours match
  * nothing, and the caller learns the call was no longer PENDING instead of
- * overwriting it.
+ * overwriting it.  They say it "IS NOT DISTINCT FROM 'PENDING'", which
+ * keeps the primary key the only index they can use
+ * (sql/022_by_id_updates.sql says why).
  */
 #include "store/calls.h"
 
@@ -56,7 +58,7 @@ int store_call_get(struct pg_pool *pg, const char *id, store_call_fn cb, void *c
  * call) when updated, else ('X', call) when the call exists. */
 #define UPDATE_PENDING_SQL(set)                                        \
     "WITH upd AS ("                                                    \
-    "  UPDATE calls SET " set "  WHERE id = $1 AND status = 'PENDING'" \
+    "  UPDATE calls SET " set "  WHERE id = $1 AND status IS NOT DISTINCT FROM 'PENDING'" \
     "  RETURNING call_json(calls) AS body, status"                     \
     ") "                                                               \
     "SELECT 'U', body, status FROM upd "                               \
@@ -90,7 +92,7 @@ static const char PATCH_SQL[] =
     "   published_at = CASE WHEN $18::bool AND $19::timestamptz IS NOT NULL THEN NULL"
     "                  ELSE published_at END,"
     "   priority = CASE WHEN $22::bool THEN $23::smallint ELSE priority END"
-    "  WHERE id = $1 AND status = 'PENDING' AND NOT (SELECT l FROM listed)"
+    "  WHERE id = $1 AND status IS NOT DISTINCT FROM 'PENDING' AND NOT (SELECT l FROM listed)"
     "    AND ($21::text IS NULL OR xmin::text = $21::text)"
     "  RETURNING call_json(calls) AS body, status"
     ") "
