@@ -208,18 +208,29 @@ $s->write_config(%config,
     'dispatch.call_timeout' => '60s');
 $s->start_daemon;
 my %lk = map { $_ => post($LK{$_}, 'retry-lookup-' . lc $_) } sort keys %LK;
-my $lv = wait_call($lk{VOICEMAIL}{id}, 'lookup VOICEMAIL: ended', sub { $_[0]{status} eq 'FAILED' }, 60);
-is($lv->{attempts}, 1, 'lookup VOICEMAIL (never): FAILED after one attempt');
-is_deeply([ map { $_->{outcome} } @{ $lv->{attemptLog} } ], ['VOICEMAIL'], 'lookup VOICEMAIL: attemptLog outcome');
-is($lv->{lastError}, 'provider reported VOICEMAIL', 'lookup VOICEMAIL: lastError');
-my $lb = wait_call($lk{BUSY}{id}, 'lookup BUSY: PENDING after attempt 1',
-    sub { $_[0]{status} eq 'PENDING' && $_[0]{attempts} == 1 }, 60);
+# Both calls are watched in one loop: the BUSY call is PENDING for only its
+# 2 s of backoff, and waiting for the VOICEMAIL call first could miss it.
+my ($lv, $lb);
+$s->wait_for(sub {
+    my $v = get_call($lk{VOICEMAIL}{id});
+    $lv = $v if $v && $v->{status} eq 'FAILED';
+    my $b = $lb ? undef : get_call($lk{BUSY}{id});
+    $lb = $b if $b && $b->{status} eq 'PENDING' && $b->{attempts} == 1;
+    return $lv && $lb;
+}, timeout => 60, interval => 0.1, soft => 1);
+ok($lv, 'lookup VOICEMAIL: ended');
+is($lv && $lv->{attempts}, 1, 'lookup VOICEMAIL (never): FAILED after one attempt');
+is_deeply([ map { $_->{outcome} } @{ $lv ? $lv->{attemptLog} : [] } ], ['VOICEMAIL'],
+    'lookup VOICEMAIL: attemptLog outcome');
+is($lv && $lv->{lastError}, 'provider reported VOICEMAIL', 'lookup VOICEMAIL: lastError');
+ok($lb, 'lookup BUSY: PENDING after attempt 1') or diag explain get_call($lk{BUSY}{id});
+$lb //= { attemptLog => [ {} ] };
 {
     my $d = gap($lb->{nextAttemptAt}, $lb->{attemptLog}[0]{endedAt});
     ok($d >= 2 && $d < 3, "lookup BUSY: nextAttemptAt - endedAt in [2 s, 3 s) ($d s)");
     is($lb->{attemptLog}[0]{outcome}, 'BUSY', 'lookup BUSY: attemptLog outcome');
 }
-like($s->log_text, qr/settled by a status lookup.*call=\Q$lv->{id}\E.*status=FAILED/,
+like($s->log_text, qr/settled by a status lookup.*call=\Q$lk{VOICEMAIL}{id}\E.*status=FAILED/,
     'the lookup logged the VOICEMAIL call FAILED');
 
 done_testing();
