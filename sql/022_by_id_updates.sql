@@ -1,24 +1,27 @@
--- 022_by_id_updates.sql — the dispatcher's updates of one call find it by
--- its primary key, whatever the statistics say.
+-- 022_by_id_updates.sql — the updates of one call by its id find it by
+-- the primary key, whatever the statistics say.
 --
 -- Owns: start_attempt(), suppress_if_listed(), hold_call() (replacing 009's
 -- and 008's), settle_attempt() (020's) and record_attempt_call_id() (004's).
--- The same rule is followed by the statements of src/store/attempts.c
--- (EXPIRE_SQL, PARK_SQL).
+-- The same rule is followed by src/store/attempts.c (EXPIRE_SQL, PARK_SQL)
+-- and src/store/calls.c (PATCH, cancel).
 --
 -- Why: "c.id = p_id AND c.status = 'PENDING'" makes every index WHERE
 -- status = 'PENDING' a candidate (calls_pending_number_idx,
 -- calls_publish_prio_idx), read whole and filtered on the id; with
 -- 'IN_PROGRESS', calls_one_in_progress_per_number and
--- calls_in_progress_started_idx.  A VACUUM or
--- ANALYZE that ran when no call was PENDING leaves such an index with
--- reltuples = 0, and the planner then believes reading it whole costs less
--- than one lookup in the primary key, until the next one.  A backlog that
--- arrives meanwhile is walked once per start: the more calls wait, the
--- slower each starts or settles (t/95-plans.t builds that case).  "IS NOT DISTINCT
--- FROM" means the same as "=" here (status is NOT NULL) but proves no
--- index predicate, so the primary key is the only index these statements
--- can use.  021 removed the first index found this way.
+-- calls_in_progress_started_idx.  A VACUUM or ANALYZE that ran when no call
+-- had that status leaves such an index with reltuples = 0, and the planner
+-- then believes reading it whole costs less than one lookup in the primary
+-- key, until the next one.  A backlog that arrives meanwhile is walked once
+-- per start or settle: the more calls wait, the slower each goes
+-- (t/95-plans.t builds that case).  "IS NOT DISTINCT FROM" means the same
+-- as "=" here (status is NOT NULL) but proves no index predicate, so the
+-- primary key is the only index these statements can use.  021 removed the
+-- first index found this way.
+--
+-- Each function is given whole: a migration that has run is never edited,
+-- so replacing one statement means replacing its function.
 CREATE OR REPLACE FUNCTION suppress_if_listed(p_id uuid, p_attempt int, p_to text)
 RETURNS boolean
 LANGUAGE plpgsql AS $$

@@ -56,14 +56,14 @@ int store_call_get(struct pg_pool *pg, const char *id, store_call_fn cb, void *c
 
 /* A conditional update of a PENDING call: SET is the change.  Rows: ('U',
  * call) when updated, else ('X', call) when the call exists. */
-#define UPDATE_PENDING_SQL(set)                                        \
-    "WITH upd AS ("                                                    \
+#define UPDATE_PENDING_SQL(set)                                                           \
+    "WITH upd AS ("                                                                       \
     "  UPDATE calls SET " set "  WHERE id = $1 AND status IS NOT DISTINCT FROM 'PENDING'" \
-    "  RETURNING call_json(calls) AS body, status"                     \
-    ") "                                                               \
-    "SELECT 'U', body, status FROM upd "                               \
-    "UNION ALL "                                                       \
-    "SELECT 'X', call_json(c), c.status FROM calls c "                 \
+    "  RETURNING call_json(calls) AS body, status"                                        \
+    ") "                                                                                  \
+    "SELECT 'U', body, status FROM upd "                                                  \
+    "UNION ALL "                                                                          \
+    "SELECT 'X', call_json(c), c.status FROM calls c "                                    \
     "WHERE c.id = $1 AND NOT EXISTS (SELECT 1 FROM upd)"
 
 /* PATCH is the same update, but a new `to` on the do-not-call list
