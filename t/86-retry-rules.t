@@ -212,7 +212,7 @@ my %lk = map { $_ => post($LK{$_}, 'retry-lookup-' . lc $_) } sort keys %LK;
 # 2 s of backoff, and waiting for the VOICEMAIL call first could miss it.
 my ($lv, $lb);
 $s->wait_for(sub {
-    my $v = get_call($lk{VOICEMAIL}{id});
+    my $v = $lv ? undef : get_call($lk{VOICEMAIL}{id});
     $lv = $v if $v && $v->{status} eq 'FAILED';
     my $b = $lb ? undef : get_call($lk{BUSY}{id});
     $lb = $b if $b && $b->{status} eq 'PENDING' && $b->{attempts} == 1;
